@@ -1,0 +1,109 @@
+"""The `v2m` command: a typer app with one module per subcommand.
+
+Subcommand modules import only typer and v2m's core at import time; heavy libraries
+(torch, librosa, miditok) are imported inside the command bodies so `v2m --help`
+stays fast. `main()` maps errors to exit codes (DESIGN.md, "Errors and exit codes").
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+import typer
+
+from v2m import __version__
+from v2m.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, V2MError
+
+# (command name, module): each module defines `command`, registered in this order.
+COMMANDS: list[tuple[str, str]] = [
+]
+
+app = typer.Typer(
+    name="v2m",
+    help="Turn the rhythm of a video into music that fits it.\n\n"
+         "Stages read and write files and chain through pipes ('-' is stdin/stdout):\n\n"
+         "  v2m extract-rhythm clip.mp4 | v2m encode-tokens - | v2m generate - | v2m decode - -o clip.mid",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"v2m {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (same as V2M_DEBUG=1)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and warnings on stderr (same as V2M_QUIET=1)."),
+) -> None:
+    if debug:
+        os.environ["V2M_DEBUG"] = "1"
+    if quiet:
+        os.environ["V2M_QUIET"] = "1"
+
+
+for _name, _module in COMMANDS:
+    _mod = importlib.import_module(_module)
+    app.command(_name, help=_mod.__doc__, no_args_is_help=getattr(_mod, "NO_ARGS_IS_HELP", True))(_mod.command)
+
+
+def _debug() -> bool:
+    return os.environ.get("V2M_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run the app and turn every failure into one line and an exit code."""
+    code = 0
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="v2m")
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.exceptions.Abort:
+        print("v2m: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except click.ClickException as e:  # usage errors: bad option, missing argument
+        e.show(file=sys.stderr)
+        code = EXIT_USAGE if isinstance(e, click.UsageError) else EXIT_ERROR
+    except KeyboardInterrupt:
+        print("v2m: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except V2MError as e:
+        if _debug():
+            import traceback
+
+            traceback.print_exc()
+        print(f"v2m: error: {e.one_line()}", file=sys.stderr)
+        code = getattr(e, "exit_code", EXIT_ERROR)
+    except BrokenPipeError:
+        # the reader of our stdout went away (e.g. `| head`): not our failure to report
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        finally:
+            code = EXIT_ERROR
+    except Exception as e:  # an unexpected failure is still one line unless debugging
+        if _debug():
+            import traceback
+
+            traceback.print_exc()
+        print(f"v2m: internal error: {type(e).__name__}: {e} (run with --debug for the traceback, and please report it)",
+              file=sys.stderr)
+        code = EXIT_ERROR
+    return code
+
+
+def entry() -> None:  # pragma: no cover - thin wrapper
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

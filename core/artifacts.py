@@ -1,0 +1,238 @@
+"""Self-describing artifacts: the contract between stages (DESIGN.md, "Artifacts").
+
+Every JSON artifact is ``{"format", "version", "created_by", "source", "data"}``:
+``created_by`` records the v2m version, the stage, the fully resolved config and the seed;
+``source`` the input's name and sha256; ``data`` is the stage's payload. Readers sniff
+content (never the extension), check format and version, and say which command makes
+the artifact they expected. Writes are atomic and refuse to overwrite without --force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import __version__
+from .errors import V2MError
+
+# format → (current version, the command that makes it)
+FORMATS: dict[str, tuple[int, str]] = {
+    "v2m.rhythm": (1, "v2m extract-rhythm VIDEO"),
+    "v2m.controls": (1, "v2m encode-tokens RHYTHM.json"),
+    "v2m.tokens": (1, "v2m encode-tokens MUSIC.mid  or  v2m generate CONTROLS.json"),
+    "v2m.report": (1, "v2m evaluate ..."),
+    "v2m.corpus": (1, "v2m encode-tokens FOLDER -o CORPUS/  or  v2m encode-tokens --source music21 -o CORPUS/"),
+    "v2m.model": (1, "v2m train CORPUS -o model.safetensors"),
+}
+
+STDIO = "-"
+
+
+# ---------------------------------------------------------------- sniffing
+
+def sniff(head: bytes) -> str:
+    """Classify content by its first bytes.
+
+    Returns one of: "empty", "midi", "json", "safetensors", "riff" (WAV), "other"
+    (possibly media: ask ffprobe).
+    """
+    if not head:
+        return "empty"
+    if head[:4] == b"MThd":
+        return "midi"
+    stripped = head.lstrip()
+    if stripped[:1] == b"{":
+        return "json"
+    if len(head) >= 9 and head[8:9] == b"{":
+        header_len = int.from_bytes(head[:8], "little")
+        if 2 <= header_len < 100_000_000:
+            return "safetensors"
+    if head[:4] == b"RIFF":
+        return "riff"
+    return "other"
+
+
+def sniff_path(path: str | Path) -> str:
+    """Sniff a file on disk (or "missing" / "directory")."""
+    p = Path(path)
+    if not p.exists():
+        return "missing"
+    if p.is_dir():
+        return "directory"
+    with open(p, "rb") as f:
+        return sniff(f.read(64))
+
+
+def json_format(obj: Any) -> str | None:
+    return obj.get("format") if isinstance(obj, dict) else None
+
+
+# ---------------------------------------------------------------- reading
+
+def read_bytes(src: str | Path) -> bytes:
+    """Read a whole input; "-" is stdin. Missing files and folders are one clear line."""
+    if str(src) == STDIO:
+        data = sys.stdin.buffer.read()
+        if not data:
+            raise V2MError("stdin is empty", "pipe an artifact in, e.g. `v2m extract-rhythm clip.mp4 | v2m encode-tokens -`")
+        return data
+    p = Path(src)
+    if not p.exists():
+        raise V2MError(f"{src}: no such file")
+    if p.is_dir():
+        raise V2MError(f"{src}: is a directory, expected a file")
+    return p.read_bytes()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_of(name: str | Path, data: bytes | None = None, path: str | Path | None = None) -> dict:
+    """The `source` header: input name and sha256 of its bytes (from memory or streamed from disk)."""
+    digest = sha256_bytes(data) if data is not None else sha256_file(path if path is not None else name)
+    shown = "-" if str(name) == STDIO else Path(name).name
+    return {"name": shown, "sha256": digest}
+
+
+def describe(kind: str, obj: Any = None) -> str:
+    """Human words for what was found, for wrong-kind errors."""
+    if kind == "json":
+        fmt = json_format(obj)
+        return f"a {fmt} artifact" if fmt else "JSON that is not a v2m artifact"
+    return {
+        "empty": "an empty file", "midi": "a MIDI file", "safetensors": "a safetensors file",
+        "riff": "a WAV/RIFF file", "other": "a file that is not a v2m artifact", "missing": "nothing (no such file)",
+        "directory": "a directory",
+    }.get(kind, kind)
+
+
+def parse_artifact(data: bytes, name: str, expect: str | Iterable[str]) -> dict:
+    """Parse and check an artifact: its format must be one of `expect` and its version known."""
+    expected = (expect,) if isinstance(expect, str) else tuple(expect)
+    kind = sniff(data[:64])
+    obj = None
+    if kind == "json":
+        try:
+            obj = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise V2MError(f"{name}: not valid JSON ({e.msg if hasattr(e, 'msg') else e}), the artifact is truncated or corrupt")
+    fmt = json_format(obj)
+    if fmt not in expected:
+        wanted = " or ".join(expected)
+        makers = "; ".join(f"{FORMATS[f][1]}" for f in expected if f in FORMATS)
+        raise V2MError(f"{name}: expected a {wanted} artifact, found {describe(kind, obj)}", f"make one with: {makers}" if makers else None)
+    version = obj.get("version")
+    current = FORMATS[fmt][0]
+    if version != current:
+        raise V2MError(f"{name}: {fmt} version {version!r} is not supported (this v2m reads version {current})",
+                       f"re-create it with: {FORMATS[fmt][1]}")
+    if not isinstance(obj.get("data"), dict):
+        raise V2MError(f"{name}: {fmt} artifact has no data section; it is truncated or corrupt")
+    return obj
+
+
+def read_artifact(src: str | Path, expect: str | Iterable[str]) -> dict:
+    """Read and check an artifact from a path or "-" (stdin)."""
+    return parse_artifact(read_bytes(src), str(src), expect)
+
+
+# ---------------------------------------------------------------- writing
+
+def make_artifact(fmt: str, data: dict, *, stage: str, config: dict | None = None, seed: int | None = None,
+                  source: dict | list | None = None) -> dict:
+    """Wrap a payload in the standard header. No timestamps: same input + seed + config = same bytes."""
+    return {
+        "format": fmt,
+        "version": FORMATS[fmt][0],
+        "created_by": {"v2m": __version__, "stage": stage, "config": config or {}, "seed": seed},
+        "source": source,
+        "data": data,
+    }
+
+
+def dumps(obj: dict) -> bytes:
+    """Deterministic, compact-but-readable JSON bytes."""
+    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
+def check_output(dest: str | Path | None, force: bool) -> None:
+    """Fail early (before any work) if `dest` exists and --force was not given."""
+    if dest is None or str(dest) == STDIO:
+        return
+    p = Path(dest)
+    if p.is_dir() and not str(dest).endswith(os.sep):
+        raise V2MError(f"{dest}: is a directory, expected a file path")
+    if p.exists() and not force:
+        raise V2MError(f"{dest}: already exists", "pass --force to overwrite it")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder + os.replace: never a half-written file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class atomic_path:
+    """Context manager giving a temporary path next to `path`; renamed onto it only on success.
+
+    For writers that need a filename (ffmpeg, fluidsynth, safetensors).
+    """
+
+    def __init__(self, path: str | Path, suffix: str | None = None):
+        self.path = Path(path)
+        self.suffix = suffix if suffix is not None else self.path.suffix
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{self.suffix}", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self.tmp.exists() and self.tmp.stat().st_size > 0:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+            if exc_type is None:
+                raise V2MError(f"{self.path}: the writer produced no output")
+
+
+def write_output(data: bytes, dest: str | Path | None, force: bool, binary: bool = False) -> None:
+    """Write an artifact's bytes to `dest` ("-" or None = stdout), atomically and without clobbering."""
+    if dest is None or str(dest) == STDIO:
+        if binary and sys.stdout.isatty():
+            raise V2MError("refusing to write binary data to a terminal", "pass -o FILE or redirect stdout")
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    check_output(dest, force)
+    atomic_write_bytes(dest, data)
+
+
+def write_artifact(obj: dict, dest: str | Path | None, force: bool = False) -> None:
+    write_output(dumps(obj), dest, force)

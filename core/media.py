@@ -1,0 +1,68 @@
+"""External media tools: ffmpeg/ffprobe and FluidSynth, always run with argument lists (never a shell)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from .errors import V2MError
+
+# tool → Debian package that provides it
+PACKAGES = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "fluidsynth": "fluidsynth"}
+
+SOUNDFONT_LOCATIONS = (
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/soundfonts/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+    "/usr/share/soundfonts/default.sf2",
+    "/usr/share/sounds/sf2/TimGM6mb.sf2",
+)
+
+
+def require(tool: str) -> str:
+    """The path of `tool`, or a V2MError naming the Debian package to install."""
+    path = shutil.which(tool)
+    if path is None:
+        package = PACKAGES.get(tool, tool)
+        raise V2MError(f"{tool} not found on PATH", f"install the Debian package '{package}': sudo apt-get install {package}")
+    return path
+
+
+def run_tool(args: list[str], what: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a tool; a failure becomes one line with the tool's last stderr line."""
+    require(args[0])
+    try:
+        proc = subprocess.run(args, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise V2MError(f"{what}: {args[0]} timed out after {timeout:.0f} s")
+    if proc.returncode != 0:
+        last = last_line(proc.stderr)
+        raise V2MError(f"{what}: {args[0]} failed ({last})")
+    return proc
+
+
+def last_line(stderr: bytes) -> str:
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def ffprobe(path: str | Path) -> dict:
+    """ffprobe's JSON description of a file's format and streams."""
+    proc = run_tool(["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+                    what=str(path), timeout=60)
+    return json.loads(proc.stdout or b"{}")
+
+
+def find_soundfont(explicit: str | Path | None = None) -> Path:
+    """An explicit soundfont path, or the first General MIDI soundfont in the standard locations."""
+    if explicit is not None:
+        p = Path(explicit)
+        if not p.is_file():
+            raise V2MError(f"soundfont {explicit}: no such file")
+        return p
+    for candidate in SOUNDFONT_LOCATIONS:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    raise V2MError("no General MIDI soundfont found", "install the Debian package 'fluid-soundfont-gm' or pass --soundfont FILE.sf2")

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# v2m set-up: installs what this machine lacks (idempotent), then does one job.
+#   ./setup.sh demo   set up, then run v2m on the sample clip (out/ holds the results)
+#   ./setup.sh test   set up, then run the test suite
+#   ./setup.sh        set up only
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT=$PWD
+VENV=${V2M_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# 1. system packages: ffmpeg (video/audio I/O), fluidsynth + a General MIDI soundfont (rendering)
+missing=()
+command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v fluidsynth >/dev/null 2>&1 || missing+=(fluidsynth)
+[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || [ -f /usr/share/soundfonts/FluidR3_GM.sf2 ] || missing+=(fluid-soundfont-gm)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    say "missing Debian packages: ${missing[*]}"
+    say "run as root, or: sudo apt-get install -y ${missing[*]}"
+    exit 1
+  fi
+fi
+
+# 2. the virtual environment, torch (CPU build, pinned), and v2m itself (editable)
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || { say "Python 3.11 or newer is needed (found $("$PY" --version 2>&1))"; exit 1; }
+[ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
+VPY=$VENV/bin/python
+if ! "$VPY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null; then
+  say "installing torch==2.13.0 (CPU build)"
+  "$VPY" -m pip install -q --upgrade pip >/dev/null
+  "$VPY" -m pip install -q torch==2.13.0
+fi
+stamp=$VENV/.v2m-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VPY" -c 'import v2m' 2>/dev/null; then
+  say "installing v2m and its dependencies"
+  "$VPY" -m pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi
+
+case "${1:-}" in
+  demo)
+    "$VPY" -m v2m.samples samples/clip.mp4 --if-missing
+    exec "$VENV/bin/v2m" extract-rhythm samples/clip.mp4 -o out/clip.rhythm.json --force
+    ;;
+  test)
+    # -n 2: the suite is sized for two cores. pytest exits 5 when no test ran: that is a failure here too.
+    set +e
+    "$VPY" -m pytest -q -n "${V2M_TEST_JOBS:-2}" tests "${@:2}"
+    rc=$?
+    set -e
+    [ $rc -eq 5 ] && { say "no tests ran"; exit 1; }
+    exit $rc
+    ;;
+  "") say "ready: $VENV/bin/v2m --help" ;;
+  *) say "unknown job '$1' (use: demo | test)"; exit 2 ;;
+esac
