@@ -11,8 +11,12 @@ import importlib
 import os
 import sys
 
-import click
 import typer
+
+try:  # typer ≥ 0.22 vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
 
 from v2m import __version__
 from v2m.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, V2MError
@@ -66,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, standalone_mode=False, prog_name="v2m")
         code = result if isinstance(result, int) else 0
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         code = e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("v2m: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
-    except click.ClickException as e:  # usage errors: bad option, missing argument
+    except click_exceptions.ClickException as e:  # usage errors: bad option, missing argument
         e.show(file=sys.stderr)
-        code = EXIT_USAGE if isinstance(e, click.UsageError) else EXIT_ERROR
+        code = EXIT_USAGE if isinstance(e, click_exceptions.UsageError) else EXIT_ERROR
     except KeyboardInterrupt:
         print("v2m: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED

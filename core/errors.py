@@ -22,6 +22,9 @@ class V2MError(Exception):
         text = self.message.rstrip(".")
         return f"{text}. {self.hint}" if self.hint else text
 
+    def __str__(self) -> str:
+        return self.one_line()
+
 
 class GateFailed(V2MError):
     """`evaluate --fail-if` found a metric outside its threshold (exit 3)."""
