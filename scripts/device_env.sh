@@ -1,0 +1,14 @@
+# Source this on a machine where v2m can't be pip-installed (the GPU machine: no registry, its own torch):
+#   . scripts/device_env.sh
+# It installs carried pure-Python wheels (.whl/, if present) into /tmp/site and lays out the `v2m` package
+# there with symlinks that follow pyproject.toml's package map (core/ → v2m, cli/ → v2m.cli, ...).
+_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+_site=${V2M_SITE:-/tmp/site}
+mkdir -p "$_site/v2m"
+if ls "$_root"/.whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$_site" "$_root"/.whl/*.whl
+fi
+for _f in "$_root"/core/*.py; do ln -sf "$_f" "$_site/v2m/"; done
+for _pkg in cli stages models quant presets; do ln -sfn "$_root/$_pkg" "$_site/v2m/$_pkg"; done
+export PYTHONPATH="$_site${PYTHONPATH:+:$PYTHONPATH}"
+unset _root _site _f _pkg
