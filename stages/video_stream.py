@@ -1,0 +1,132 @@
+"""The I/O edge of extract-rhythm: probe an input, and stream-decode its frames at low resolution.
+
+ffmpeg decodes and downscales (argument lists, never a shell) and writes raw RGB frames to a pipe;
+we read fixed-size chunks, so memory is bounded by one chunk whatever the video's length. The
+deblocking filter is skipped (``-skip_loop_filter all``): it only smooths 8x8 block edges that the
+downscale to ~128 px wide averages away anyway, and it is a large share of H.264 decoding time.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from v2m import artifacts
+from v2m.errors import V2MError
+from v2m.media import ffprobe, last_line, require
+
+STILL_CODECS = {"png", "mjpeg", "bmp", "gif", "tiff", "webp", "jpegls", "jpeg2000", "ppm", "pgm", "pam"}
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What ffprobe says about an input. Durations in seconds, fps in frames per second."""
+
+    path: str
+    kind: str  # "video" | "audio"
+    duration: float
+    fps: float | None
+    width: int | None
+    height: int | None
+    has_audio: bool
+
+
+def _fraction(text: str | None) -> float:
+    try:
+        num, _, den = (text or "0/1").partition("/")
+        return float(num) / float(den or 1)
+    except (ValueError, ZeroDivisionError):
+        return 0.0
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Classify an input by content: a video, an audio file, or a clear error saying what it is instead."""
+    name = str(path)
+    found = artifacts.sniff_path(path)
+    if found in ("missing", "directory"):
+        raise V2MError(f"{name}: {'no such file' if found == 'missing' else 'is a directory'}",
+                       "pass a video or audio file (a folder needs -o DIR/ for batch mode)" if found == "directory" else None)
+    if found == "empty":
+        raise V2MError(f"{name}: is empty (0 bytes), not a video")
+    if found in ("json", "midi", "safetensors"):
+        obj = None
+        if found == "json":
+            try:
+                obj = artifacts.parse_artifact(Path(path).read_bytes(), name, artifacts.FORMATS.keys())
+            except V2MError:
+                obj = None
+        raise V2MError(f"{name}: expected a video or audio file, found {artifacts.describe(found, obj)}",
+                       "extract-rhythm reads media (mp4, mov, mkv, wav, mp3, ...)")
+    try:
+        info = ffprobe(path)
+    except V2MError as e:
+        detail = e.message.split("failed (", 1)[-1].rstrip(")")
+        raise V2MError(f"{name}: not a readable video or audio file ({detail})",
+                       "the file may be truncated or corrupt; check it with: ffprobe FILE")
+    streams = info.get("streams", [])
+    video = [s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")]
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
+    duration = float(info.get("format", {}).get("duration") or 0.0)
+    if video:
+        v = video[0]
+        fps = _fraction(v.get("avg_frame_rate")) or _fraction(v.get("r_frame_rate"))
+        frames = int(v.get("nb_frames") or 0)
+        if v.get("codec_name") in STILL_CODECS and (frames <= 1 and duration <= 0.1):
+            raise V2MError(f"{name}: is a still image ({v.get('codec_name')}), there is no motion to read",
+                           "pass a video; an image sequence can be made into one with ffmpeg -framerate 30 -i img%03d.png out.mp4")
+        if duration <= 0:
+            duration = float(v.get("duration") or 0.0)
+        return MediaInfo(name, "video", duration, fps or None, int(v.get("width", 0)), int(v.get("height", 0)), bool(audio))
+    if audio:
+        return MediaInfo(name, "audio", duration, None, None, None, True)
+    raise V2MError(f"{name}: has neither a video nor an audio stream")
+
+
+def analysis_size(info: MediaInfo, width: int) -> tuple[int, int]:
+    """The low-resolution (width, height) to decode at: `width` wide, source aspect ratio, even sizes."""
+    w = min(width, info.width or width)
+    w -= w % 2
+    h = max(2, int(round(w * (info.height or 9) / (info.width or 16) / 2)) * 2)
+    return w, h
+
+
+def stream_frames(info: MediaInfo, size: tuple[int, int], rate: float, start: float = 0.0,
+                  duration: float | None = None, chunk: int = 32) -> Iterator[np.ndarray]:
+    """Yield chunks of frames, arrays (n <= chunk, height, width, 3) uint8, decoded at `rate` frames/s.
+
+    A failing ffmpeg becomes a V2MError with its last stderr line; stopping early kills it.
+    """
+    w, h = size
+    args = [require("ffmpeg"), "-v", "error", "-nostdin", "-skip_loop_filter", "all"]
+    if start > 0:
+        args += ["-ss", f"{start:.3f}"]
+    args += ["-i", info.path]
+    if duration is not None:
+        args += ["-t", f"{duration:.3f}"]
+    args += ["-map", "0:v:0", "-an", "-sn", "-vf", f"fps={rate:.6f},scale={w}:{h}:flags=area",
+             "-pix_fmt", "rgb24", "-f", "rawvideo", "-"]
+    frame_bytes = w * h * 3
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL)
+        try:
+            while True:
+                buffer = proc.stdout.read(frame_bytes * chunk)
+                n = len(buffer) // frame_bytes
+                if n:
+                    yield np.frombuffer(buffer, np.uint8, n * frame_bytes).reshape(n, h, w, 3)
+                if len(buffer) < frame_bytes * chunk:
+                    break
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        if code != 0:
+            errors.seek(0)
+            raise V2MError(f"{info.path}: ffmpeg could not decode the video ({last_line(errors.read())})")
