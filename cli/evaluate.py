@@ -1,0 +1,203 @@
+"""Score music against a video's rhythm, describe music, or measure a model; gate CI on the results.
+
+What is measured depends on what you give it (recognised by content):
+
+  RHYTHM.json MUSIC: rhythm agreement. Beat F-measure (±70 ms), BCS/BHS,
+  Beat Align Score, tempo relation, cut hits; plus music statistics for
+  MIDI/tokens, and control accuracy when controls are given or carried.
+
+  MUSIC: music statistics (MIDI or tokens). Pitch-class entropy, scale and
+  groove consistency, empty bars, polyphony, pitch range, note density.
+
+  FOLDER/: one row per name (NAME.rhythm.json + NAME.mid / .wav /
+  .tokens.json, as `v2m run` writes them) and a summary: mean, median, worst.
+
+  --model M --corpus C: NLL/token, perplexity, KL vs --reference,
+  parameters, size on disk, prefill and decode tokens/s.
+
+MUSIC is a MIDI file, a WAV (onsets detected) or a v2m.tokens artifact.
+The v2m.report artifact goes to stdout (or -o), a table to stderr.
+--fail-if exits 3 and names the failed gate.
+
+Examples:
+
+  v2m evaluate clip.rhythm.json clip.mid
+
+  v2m evaluate clip.rhythm.json clip.wav --plot clip.png
+
+  v2m evaluate song.mid --json
+
+  v2m evaluate out/ --fail-if "beat_f1<0.8,bhs.worst<0.5" -o report.json
+
+  v2m evaluate --model q.safetensors --corpus corpus/ --reference model.safetensors --fail-if "nll_delta>0.01"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from v2m import log
+from v2m.cli.common import Force, Output
+from v2m.errors import V2MError
+
+
+def command(
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="A rhythm artifact and music (MIDI, WAV, tokens), "
+                                                               "music alone, or one folder.", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model checkpoint to measure (needs --corpus).")] = None,
+    corpus: Annotated[Optional[str], typer.Option("--corpus", help="Token corpus folder (v2m encode-tokens ... -o DIR/).")] = None,
+    split: Annotated[str, typer.Option("--split", help="Corpus split to score.")] = "test",
+    reference: Annotated[Optional[str], typer.Option("--reference", help="Reference model for KL and NLL/size/speed "
+                                                                          "ratios (usually the float model).")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Tokens scored for NLL/KL.")] = 32768,
+    context: Annotated[int, typer.Option("--context", help="Window length in tokens (0 = model's, at most 512).")] = 0,
+    speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Measure prefill/decode tokens/s.")] = True,
+    device: Annotated[str, typer.Option("--device", help="Device for model mode (cpu, cuda).")] = "cpu",
+    kernel: Annotated[str, typer.Option("--kernel", help="Kernel for quantized models (see v2m quantize).")] = "auto",
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Tokenizer JSON for tokens inputs "
+                                                                         "(default: presets/tokenizer.json).")] = None,
+    output: Output = "-",
+    force: Force = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Write plain metrics JSON instead of the v2m.report artifact.")] = False,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG: video envelope, beats and cuts above "
+                                                               "the music's onsets.")] = None,
+    fail_if: Annotated[Optional[str], typer.Option("--fail-if", help="Comma-separated gates that FAIL the run (exit 3), "
+                                                                    "e.g. \"beat_f1<0.8,nll_delta>0.01\"; in folders "
+                                                                    "METRIC.worst / .median (default .mean).")] = None,
+) -> None:
+    from v2m.artifacts import check_output, dumps, make_artifact, write_output
+    from v2m.stages import evaluate as ev
+
+    gates = ev.parse_gates(fail_if)  # before any work: a typo in a gate must not cost a model run
+    check_output(output, force)
+    if plot is not None:
+        check_output(plot, force)
+    inputs = list(inputs or [])
+    config = {"split": split, "max_tokens": max_tokens, "context": context, "speed": speed, "device": device,
+              "fail_if": fail_if}
+    summary, rows, failures, labels, sources = None, None, [], {}, []
+
+    if model is not None:
+        if inputs:
+            raise V2MError(f"model mode takes no other inputs (got {', '.join(inputs)})",
+                           "evaluate the model and the music in two runs")
+        if corpus is None:
+            raise V2MError("--model needs --corpus: the token corpus to score it on", "e.g. --corpus corpus/ --split test")
+        mode, metrics, sources = "model", *_model_mode(model, corpus, split, reference, max_tokens, context, speed,
+                                                       device, kernel)
+    elif corpus is not None or reference is not None:
+        raise V2MError("--corpus and --reference measure a model", "add --model M.safetensors")
+    elif not inputs:
+        raise V2MError("nothing to evaluate", "see v2m evaluate --help")
+    elif len(inputs) == 1 and Path(inputs[0]).is_dir() and not (Path(inputs[0]) / "index.json").is_file():
+        if plot is not None:
+            raise V2MError("--plot draws one video and one piece of music, not a folder", "evaluate one NAME to plot it")
+        groups = ev.group_folder(Path(inputs[0]))
+        with log.progress("evaluate", total=len(groups), unit="files") as advance:
+            result = ev.evaluate_folder(inputs[0], tokenizer, progress=advance)
+        mode, metrics = "folder", result["metrics"]
+        summary, rows, failures = result["summary"], result["rows"], result["failures"]
+        sources = [{"name": Path(inputs[0]).name, "files": sum(len(r["files"]) for r in rows)}]
+    else:
+        loaded = [ev.load_input(path, tokenizer) for path in inputs]
+        mode, metrics, labels = ev.evaluate_inputs(loaded, tokenizer)
+        sources = [item.source for item in loaded if item.source]
+        if plot is not None:
+            _plot(plot, loaded, metrics, mode)
+
+    results = ev.apply_gates(gates, metrics, summary)
+    data = {"mode": mode, "metrics": ev.clean(metrics), "labels": labels, "gates": results}
+    if rows is not None:
+        data.update({"rows": rows, "summary": {k: ev.clean(v) for k, v in summary.items()}, "failures": failures})
+    payload = data if as_json else make_artifact("v2m.report", data, stage="evaluate", config=config, source=sources)
+    write_output(dumps(payload), output, force)
+    _table(data)
+    if failures:
+        names = "; ".join(f"{f['name']}: {f['error']}" for f in failures)
+        raise V2MError(f"{len(failures)} of {len(failures) + len(rows)} items failed ({names})",
+                       "the report has the others")
+    ev.raise_if_failed(results)
+
+
+def _model_mode(model, corpus, split, reference, max_tokens, context, speed, device, kernel):
+    from v2m.artifacts import source_of
+    from v2m.models import load_model
+    from v2m.models.data import read_corpus
+    from v2m.stages.metrics_model import ModelEvalConfig, check_tokenizers, model_metrics
+
+    data = read_corpus(corpus)
+    loaded = load_model(model, device=device, kernel=kernel)
+    check_tokenizers(loaded.meta, data, "model")
+    ref = None
+    if reference is not None:
+        ref = load_model(reference, device=device)
+        check_tokenizers(ref.meta, data, "reference model")
+    log.info(f"scoring {model} on {corpus} ({split})" + (f" against {reference}" if reference else ""))
+    config = ModelEvalConfig(context=context, max_tokens=max_tokens, device=device)
+    metrics = model_metrics(loaded, data.load(split), config, Path(model).stat().st_size, reference=ref,
+                            reference_size_bytes=Path(reference).stat().st_size if reference else None,
+                            measure_speed=speed)
+    sources = [source_of(model, path=model), source_of(Path(corpus) / "index.json", path=Path(corpus) / "index.json")]
+    if reference:
+        sources.append(source_of(reference, path=reference))
+    return metrics, sources
+
+
+def _plot(path, loaded, metrics, mode) -> None:
+    from v2m.stages.evaluate import reference_from_controls
+    from v2m.stages.plot import plot_rhythm
+
+    if mode != "rhythm":
+        raise V2MError("--plot needs a video's rhythm next to the music", "pass RHYTHM.json MUSIC --plot out.png")
+    by_kind = {item.kind: item for item in loaded}
+    reference = by_kind["rhythm"].value if "rhythm" in by_kind else reference_from_controls(by_kind["controls"].value)
+    plot_rhythm(path, reference, by_kind["music"].value, metrics, title=Path(by_kind["music"].path).name)
+    log.info(f"plot written to {path}")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def _table(data: dict) -> None:
+    """The report as rich tables on stderr (nothing when quiet)."""
+    if log.quiet():
+        return
+    from rich.table import Table
+
+    console = log.console()
+    if data.get("rows") is not None:
+        keys = [k for k in ("beat_f1", "bhs", "bcs", "beat_align", "tempo_same", "scale_consistency",
+                            "groove_consistency", "pitch_class_entropy") if any(k in r["metrics"] for r in data["rows"])]
+        rows = Table(title=f"evaluate: {len(data['rows'])} items", title_justify="left")
+        rows.add_column("name")
+        for key in keys:
+            rows.add_column(key, justify="right")
+        for row in data["rows"]:
+            rows.add_row(row["name"], *[_fmt(row["metrics"].get(k)) for k in keys])
+        for failure in data["failures"]:
+            rows.add_row(f"[red]{failure['name']}[/red]", *["failed"] + [""] * (len(keys) - 1))
+        console.print(rows)
+        table = Table(title="summary", title_justify="left")
+        table.add_column("metric")
+        for stat in ("mean", "median", "worst"):
+            table.add_column(stat, justify="right")
+        for name in sorted(data["summary"]["mean"]):
+            table.add_row(name, *[_fmt(data["summary"][s].get(name)) for s in ("mean", "median", "worst")])
+    else:
+        table = Table(title=f"evaluate ({data['mode']})", title_justify="left")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in data["metrics"].items():
+            table.add_row(name, _fmt(value))
+        for name, label in data["labels"].items():
+            table.add_row(name, label)
+    console.print(table)
+    for gate in data["gates"]:
+        verdict = "[red]FAILED[/red]" if gate["failed"] else "[green]passed[/green]"
+        console.print(f"gate {gate['gate']}: {verdict} ({gate['detail']})")

@@ -1,0 +1,453 @@
+"""evaluate: rhythm agreement, music statistics and folder summaries; gates for CI.
+
+What is measured depends on what is given (the CLI sniffs files by content):
+
+- a video's rhythm (`v2m.rhythm`, or the beat grid carried by `v2m.controls`) + music
+  (MIDI, WAV or `v2m.tokens`) → mode "rhythm": rhythm metrics, plus music statistics for
+  symbolic music, plus control accuracy when requested controls are known;
+- music alone (MIDI or tokens) → mode "music": music statistics;
+- a folder (e.g. `v2m run`'s output: NAME.rhythm.json, NAME.mid, NAME.wav, ...) → mode
+  "folder": one row per NAME and a summary (mean, median, worst);
+- a model + corpus → mode "model" (stages/metrics_model.py; loading is the CLI's).
+
+The functions here work on in-memory objects (`Music`, rhythm payload dicts); the `load_*`
+helpers at the bottom are the file edge, shared by the CLI and folder mode.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from v2m.errors import GateFailed, V2MError
+
+from . import metrics_rhythm as mr
+
+# name → direction: +1 higher is better, -1 lower is better, 0 neither (a description, not a grade).
+METRICS: dict[str, int] = {
+    # rhythm (stages/metrics_rhythm.py)
+    "beat_f1": 1, "beat_precision": 1, "beat_recall": 1, "bcs": 0, "bhs": 1, "beat_align": 1, "beat_align_video": 1,
+    "grid_beat_f1": 1, "cut_hit": 1, "music_onsets": 0, "video_beats": 0, "music_bpm": 0, "video_bpm": 0,
+    "tempo_ratio": 0, "tempo_same": 1, "tempo_related": 1,
+    # control accuracy
+    "density_accuracy": 1, "density_within1": 1, "strength_accuracy": 1, "bars_compared": 0,
+    # music statistics (stages/metrics_music.py)
+    "pitch_class_entropy": 0, "scale_consistency": 1, "groove_consistency": 1, "empty_bar_rate": -1,
+    "polyphony": 0, "pitch_range": 0, "notes": 0, "note_density": 0, "notes_per_beat": 0,
+    # model (stages/metrics_model.py)
+    "nll": -1, "ppl": -1, "ref_nll": 0, "kl": -1, "nll_delta": -1, "nll_delta_abs": -1, "tokens_evaluated": 0,
+    "context": 0, "params": 0, "size_mb": -1, "bits_per_param": -1, "size_ratio": -1, "prefill_tok_s": 1,
+    "decode_tok_s": 1, "prefill_speedup": 1, "decode_speedup": 1,
+    # folder
+    "files": 0, "failed": -1,
+}
+STATISTICS = ("mean", "median", "worst")
+
+
+@dataclass(frozen=True)
+class Music:
+    """Music reduced to what the metrics need. Times in seconds.
+
+    `onsets`: note onsets merged within 30 ms (symbolic) or detected onsets (audio);
+    `beats`: the music's own beat grid (tempo map, or beat tracking for audio);
+    `score`: the symusic.Score for symbolic music (None for audio).
+    """
+
+    kind: str  # "midi", "tokens" or "audio"
+    onsets: np.ndarray
+    beats: np.ndarray
+    bpm: float
+    duration: float
+    score: object = None
+    requested_controls: dict | None = None  # the controls data a tokens artifact was generated from
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The video side: beat times, duration (s) and, for the plot, its motion envelope and cuts."""
+
+    beats: np.ndarray
+    duration: float
+    bpm: float | None
+    cuts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    downbeats: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    envelope: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    frame_rate: float = 0.0
+
+
+def reference_from_rhythm(data: dict) -> Reference:
+    """A `v2m.rhythm` payload → Reference."""
+    tempo = data.get("tempo") or {}
+    return Reference(beats=mr.as_times(data.get("beats")), duration=float(data.get("duration", 0.0)),
+                     bpm=tempo.get("bpm"), cuts=mr.as_times(data.get("cuts")), downbeats=mr.as_times(data.get("downbeats")),
+                     envelope=np.asarray(data.get("envelope") or [], dtype=np.float64),
+                     frame_rate=float(data.get("frame_rate") or 0.0))
+
+
+def reference_from_controls(data: dict) -> Reference:
+    """A `v2m.controls` payload → Reference (its beat grid, and the rhythm it carries downstream)."""
+    rhythm = data.get("rhythm") or {}
+    beats = mr.as_times(data.get("beat_times"))
+    return Reference(beats=beats, duration=float(data.get("duration") or (beats[-1] if beats.size else 0.0)),
+                     bpm=data.get("tempo_bpm"), cuts=mr.as_times(rhythm.get("cuts")),
+                     downbeats=mr.as_times(data.get("downbeats")),
+                     envelope=np.asarray(rhythm.get("envelope") or [], dtype=np.float64),
+                     frame_rate=float(rhythm.get("frame_rate") or 0.0))
+
+
+# ---------------------------------------------------------------- music from scores and audio
+
+def music_from_score(score, kind: str = "midi", requested_controls: dict | None = None, name: str = "music") -> Music:
+    """A symusic.Score → Music: every note's onset (drums included: they are heard), merged within 30 ms."""
+    seconds = score.to("second")
+    onsets = [track.notes.numpy()["time"] for track in seconds.tracks if len(track.notes)]
+    if not onsets:
+        raise V2MError(f"{name}: the music is empty (no notes)", "evaluate a piece that has notes")
+    onsets = mr.merge_onsets(np.concatenate(onsets).astype(np.float64))
+    beats = mr.as_times(seconds.get_beats())
+    duration = float(seconds.end())
+    beats = beats[beats < duration]
+    return Music(kind=kind, onsets=onsets, beats=beats, bpm=mr.beats_tempo(beats), duration=duration, score=score,
+                 requested_controls=requested_controls)
+
+
+def music_from_audio(samples: np.ndarray, sample_rate: int, name: str = "audio") -> Music:
+    """Mono audio → Music: librosa onsets and beat tracking."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.size == 0 or float(np.max(np.abs(samples))) < 1e-4:
+        raise V2MError(f"{name}: the music is empty (silent audio)", "evaluate audio that has sound")
+    onsets = mr.audio_onsets(samples, sample_rate)
+    bpm, beats = mr.audio_beats(samples, sample_rate)
+    return Music(kind="audio", onsets=onsets, beats=beats, bpm=bpm, duration=samples.size / sample_rate)
+
+
+# ---------------------------------------------------------------- control accuracy
+
+def control_accuracy(requested_bars: list[dict], measured_bars: list[dict]) -> dict:
+    """Requested vs measured per-bar classes, bar by bar over the bars both have.
+
+    density_accuracy: exact density class; density_within1: within ±1 class;
+    strength_accuracy: per-beat onset-strength classes equal (over all beats compared).
+    """
+    n = min(len(requested_bars), len(measured_bars))
+    if n == 0:
+        return {"bars_compared": 0.0}
+    want = np.array([int(b["density"]) for b in requested_bars[:n]])
+    got = np.array([int(b["density"]) for b in measured_bars[:n]])
+    same_strength = total_beats = 0
+    for a, b in zip(requested_bars[:n], measured_bars[:n]):
+        k = min(len(a.get("strength", [])), len(b.get("strength", [])))
+        same_strength += sum(int(x) == int(y) for x, y in zip(a["strength"][:k], b["strength"][:k]))
+        total_beats += k
+    out = {"bars_compared": float(n), "density_accuracy": float(np.mean(want == got)),
+           "density_within1": float(np.mean(np.abs(want - got) <= 1))}
+    if total_beats:
+        out["strength_accuracy"] = same_strength / total_beats
+    return out
+
+
+def measured_controls(score, tokenizer=None) -> list[dict]:
+    """Per-bar controls measured from the music with the encoder's own code (stages/controls.py), so
+    requested and measured classes share one scale. `tokenizer`: a tokenizer JSON path/object (None = default)."""
+    from v2m.stages.controls import controls_from_score
+    from v2m.stages.tokens import load_tokenizer
+
+    return list(controls_from_score(score, load_tokenizer(tokenizer))["bars"])
+
+
+# ---------------------------------------------------------------- one piece
+
+def evaluate_pair(reference: Reference, music: Music, controls: dict | None = None, tokenizer=None) -> tuple[dict, dict]:
+    """Rhythm metrics of `music` against the video `reference` (+ music statistics, + control accuracy).
+
+    Music events after the video ends are dropped: `run` trims the soundtrack to the video.
+    Returns (metrics, labels).
+    """
+    if reference.beats.size == 0:
+        raise V2MError("the rhythm has no beats to score against", "extract it from a clip with visible motion")
+    end = reference.duration + mr.F_WINDOW
+    onsets, beats = music.onsets[music.onsets <= end], music.beats[music.beats <= end]
+    if onsets.size == 0:
+        raise V2MError("the music has no onsets within the video's duration", "check that the music belongs to this video")
+    metrics, labels = mr.rhythm_metrics(reference.beats, onsets, reference.duration, video_bpm=reference.bpm,
+                                        music_bpm=music.bpm if math.isfinite(music.bpm) else None,
+                                        music_beats=beats if beats.size >= 2 else None)
+    if reference.cuts.size:
+        # a cut is "hit" when a music onset falls within ±70 ms of it (same window as the beat F-measure)
+        metrics["cut_hit"] = mr.beat_f_measure(reference.cuts, onsets).recall
+    if music.score is not None:
+        metrics.update(music_statistics(music))
+    requested = (controls or music.requested_controls or {}).get("bars") or []
+    if requested and music.score is not None:
+        metrics.update(control_accuracy(requested, measured_controls(music.score, tokenizer)))
+    return metrics, labels
+
+
+def music_statistics(music: Music) -> dict:
+    from .metrics_music import music_statistics as stats
+
+    if music.score is None:
+        raise V2MError("music statistics need symbolic music (MIDI or tokens), not audio",
+                       "pass the .mid (or the tokens), or add the video's rhythm to score the audio's rhythm")
+    return stats(music.score)
+
+
+# ---------------------------------------------------------------- gates
+
+@dataclass(frozen=True)
+class Gate:
+    """`metric OP threshold`: the gate FAILS when the comparison is true (`beat_f1<0.8` fails below 0.8)."""
+
+    text: str
+    metric: str
+    statistic: str | None  # folder mode: mean (default), median or worst
+    op: str
+    threshold: float
+
+
+_GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.(mean|median|worst))?\s*(<=|>=|<|>)\s*([-+0-9.eE]+|nan|inf)\s*$")
+
+
+def parse_gates(spec: str | None) -> list[Gate]:
+    """Parse `--fail-if "beat_f1<0.8,nll_delta>0.01"`; unknown metric names are one line listing the known ones."""
+    gates = []
+    for part in filter(str.strip, (spec or "").split(",")):
+        match = _GATE.match(part)
+        if not match:
+            raise V2MError(f"--fail-if: cannot read '{part.strip()}'",
+                           "write gates as METRIC<VALUE or METRIC>VALUE (also <=, >=), comma-separated, e.g. beat_f1<0.8")
+        name, statistic, op, value = match.groups()
+        if name not in METRICS:
+            raise V2MError(f"--fail-if: unknown metric '{name}'", f"known metrics: {', '.join(sorted(METRICS))}")
+        gates.append(Gate(part.strip(), name, statistic, op, float(value)))
+    return gates
+
+
+def apply_gates(gates: list[Gate], metrics: dict, summary: dict | None = None) -> list[dict]:
+    """Each gate's value and verdict. A metric that was not measured, or is NaN, fails its gate (CI must not pass blind)."""
+    results = []
+    for gate in gates:
+        if summary is not None:
+            value = summary.get(gate.statistic or "mean", {}).get(gate.metric)
+        else:
+            if gate.statistic:
+                raise V2MError(f"--fail-if: '{gate.text}' uses .{gate.statistic}, which only folders have")
+            value = metrics.get(gate.metric)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            failed, why = True, "not measured" if value is None else "NaN"
+        else:
+            failed = {"<": value < gate.threshold, "<=": value <= gate.threshold,
+                      ">": value > gate.threshold, ">=": value >= gate.threshold}[gate.op]
+            why = f"{gate.metric} = {value:.4g}"
+        results.append({"gate": gate.text, "value": value, "failed": bool(failed), "detail": why})
+    return results
+
+
+def raise_if_failed(gate_results: list[dict]) -> None:
+    failed = [g for g in gate_results if g["failed"]]
+    if failed:
+        names = "; ".join(f"{g['gate']} ({g['detail']})" for g in failed)
+        raise GateFailed(f"gate failed: {names}", f"{len(failed)} of {len(gate_results)} gates failed")
+
+
+# ---------------------------------------------------------------- summaries
+
+def summarize(rows: list[dict]) -> dict:
+    """mean / median / worst of every metric over rows' `metrics` (NaN and missing skipped; worst by direction)."""
+    names = sorted({k for row in rows for k in row["metrics"]})
+    summary: dict[str, dict] = {s: {} for s in STATISTICS}
+    for name in names:
+        values = np.array([row["metrics"][name] for row in rows
+                           if row["metrics"].get(name) is not None and math.isfinite(row["metrics"][name])])
+        if values.size == 0:
+            continue
+        summary["mean"][name] = float(values.mean())
+        summary["median"][name] = float(np.median(values))
+        direction = METRICS.get(name, 0)
+        if direction:
+            summary["worst"][name] = float(values.min() if direction > 0 else values.max())
+    return summary
+
+
+def clean(metrics: dict) -> dict:
+    """Metrics ready for JSON: floats, NaN/inf as null (the artifact JSON forbids NaN)."""
+    return {k: (float(v) if v is not None and math.isfinite(float(v)) else None) for k, v in sorted(metrics.items())}
+
+
+# ---------------------------------------------------------------- the file edge: loading inputs by content
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"}
+SAMPLE_RATE = 22050  # Hz, audio is read at this rate for onset detection
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input after sniffing. `kind`: rhythm, controls, music, model, corpus, folder, report."""
+
+    kind: str
+    path: str
+    value: object = None
+    source: dict | None = None
+
+
+def load_input(path: str | Path, tokenizer=None) -> Input:
+    """Read one input, classified by content (never by extension, except to tell audio from video)."""
+    from v2m.artifacts import describe, parse_artifact, sha256_bytes, sniff_path, source_of
+
+    p, name = Path(path), str(path)
+    kind = sniff_path(p)
+    if kind == "missing":
+        raise V2MError(f"{name}: no such file")
+    if kind == "directory":
+        return Input("corpus" if (p / "index.json").is_file() else "folder", name)
+    if kind == "empty":
+        raise V2MError(f"{name}: the file is empty", "pass music (MIDI, WAV or tokens) and a rhythm artifact")
+    if kind == "safetensors":
+        return Input("model", name)
+    source = source_of(name, path=p)
+    if kind == "json":
+        obj = parse_artifact(p.read_bytes(), name, ("v2m.rhythm", "v2m.controls", "v2m.tokens", "v2m.report", "v2m.corpus"))
+        fmt, data = obj["format"], obj["data"]
+        if fmt == "v2m.rhythm":
+            return Input("rhythm", name, reference_from_rhythm(data), source)
+        if fmt == "v2m.controls":
+            return Input("controls", name, data, source)
+        if fmt == "v2m.tokens":
+            return Input("music", name, music_from_tokens(data, tokenizer, name), source)
+        return Input("report" if fmt == "v2m.report" else "corpus", name, None, source)
+    if kind == "midi":
+        return Input("music", name, music_from_score(read_midi(p), "midi", name=name), source)
+    if kind == "riff" or p.suffix.lower() in AUDIO_SUFFIXES:
+        return Input("music", name, music_from_audio(read_audio(p), SAMPLE_RATE, name), source)
+    if p.suffix.lower() in VIDEO_SUFFIXES:
+        raise V2MError(f"{name}: a video, not a rhythm or music file", f"extract its rhythm first: v2m extract-rhythm {name}")
+    raise V2MError(f"{name}: expected music (MIDI, WAV, v2m.tokens) or a v2m.rhythm artifact, found {describe(kind)}")
+
+
+def read_midi(path: Path):
+    from symusic import Score
+
+    try:
+        return Score.from_file(str(path))
+    except Exception as e:  # symusic raises plain RuntimeErrors for malformed files
+        raise V2MError(f"{path}: not a readable MIDI file ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+
+
+def read_audio(path: Path) -> np.ndarray:
+    """Mono float32 samples at SAMPLE_RATE. soundfile reads WAV/FLAC/OGG directly; other codecs go through librosa."""
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        samples = samples.mean(axis=1)
+    except Exception:  # not a format libsndfile knows (mp3, m4a): librosa's audioread path
+        import librosa
+
+        try:
+            return librosa.load(str(path), sr=SAMPLE_RATE, mono=True)[0]
+        except Exception as e:  # soundfile/audioread errors vary by codec
+            raise V2MError(f"{path}: not readable audio ({type(e).__name__})")
+    if rate != SAMPLE_RATE:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(int(rate), SAMPLE_RATE)
+        samples = resample_poly(samples, SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
+    return samples
+
+
+def music_from_tokens(data: dict, tokenizer=None, name: str = "tokens") -> Music:
+    """A v2m.tokens payload → Music, decoded on its own beat grid with the tokenizer it was made with."""
+    from v2m.stages.tokens import check_hash, decode_ids, load_tokenizer
+
+    vocab = load_tokenizer(tokenizer)
+    check_hash(data.get("tokenizer_hash"), vocab, name)
+    ids = data.get("ids") or []
+    score = decode_ids(ids, vocab, beat_times=data.get("beat_times"), downbeats=data.get("downbeats"))
+    return music_from_score(score, "tokens", requested_controls=data.get("controls"), name=name)
+
+
+def evaluate_inputs(inputs: list[Input], tokenizer=None) -> tuple[str, dict, dict]:
+    """Evaluate sniffed single-piece inputs → (mode, metrics, labels). Mismatched kinds are one clear line."""
+    by_kind: dict[str, list[Input]] = {}
+    for item in inputs:
+        by_kind.setdefault(item.kind, []).append(item)
+    names = lambda kind: ", ".join(i.path for i in by_kind[kind])  # noqa: E731
+    if "model" in by_kind:
+        raise V2MError(f"{names('model')}: a model checkpoint", "evaluate a model with --model M.safetensors --corpus DIR")
+    if "corpus" in by_kind:
+        raise V2MError(f"{names('corpus')}: a token corpus", "evaluate a model on it with --model M.safetensors --corpus DIR")
+    if "report" in by_kind:
+        raise V2MError(f"{names('report')}: a v2m.report is evaluate's output, not its input",
+                       "pass the rhythm and the music it was made from")
+    if "folder" in by_kind:
+        raise V2MError(f"{names('folder')}: a folder", "evaluate a folder on its own: v2m evaluate FOLDER/")
+    for kind, what in (("music", "pieces of music"), ("rhythm", "rhythm artifacts"), ("controls", "controls artifacts")):
+        if len(by_kind.get(kind, [])) > 1:
+            raise V2MError(f"{len(by_kind[kind])} {what} given ({names(kind)}); evaluate scores one piece against one video",
+                           "put many outputs in a folder and evaluate the folder")
+    music = by_kind.get("music", [None])[0]
+    rhythm = by_kind.get("rhythm", [None])[0]
+    controls = by_kind.get("controls", [None])[0]
+    if music is None:
+        given = ", ".join(i.path for i in inputs) or "nothing"
+        raise V2MError(f"no music to evaluate (given: {given})", "add the music: a MIDI, WAV or v2m.tokens file")
+    if rhythm is None and controls is None:
+        return "music", music_statistics(music.value), {}
+    reference = rhythm.value if rhythm is not None else reference_from_controls(controls.value)
+    metrics, labels = evaluate_pair(reference, music.value, controls.value if controls is not None else None, tokenizer)
+    return "rhythm", metrics, labels
+
+
+def group_folder(folder: Path) -> dict[str, list[Path]]:
+    """Files of a folder grouped by name up to the first dot (`clip.rhythm.json`, `clip.mid` → `clip`).
+
+    Videos and reports are left out: they are `run`'s products, not evaluate's inputs.
+    """
+    groups: dict[str, list[Path]] = {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.name.startswith(".") or path.suffix.lower() in VIDEO_SUFFIXES:
+            continue
+        if path.name.endswith(".report.json"):
+            continue
+        key = str(path.parent.relative_to(folder) / path.name.split(".")[0])
+        groups.setdefault(key, []).append(path)
+    return groups
+
+
+def _music_rank(path: Path) -> int:
+    """MIDI first (exact onsets), then tokens, then audio: the most exact view of the same music wins."""
+    suffix = path.suffix.lower()
+    return 0 if suffix in (".mid", ".midi") else 2 if suffix in AUDIO_SUFFIXES else 1
+
+
+def evaluate_folder(folder: str | Path, tokenizer=None, progress=None) -> dict:
+    """One row per name in `folder`, a summary and the failures; one bad file never stops the others."""
+    groups = group_folder(Path(folder))
+    if not groups:
+        raise V2MError(f"{folder}: no rhythm, music or tokens files in this folder",
+                       "point evaluate at v2m run's output folder, or a folder of MIDI/WAV files")
+    rows, failures = [], []
+    for name, paths in groups.items():
+        try:
+            paths = sorted(paths, key=_music_rank)
+            inputs = [load_input(p, tokenizer) for p in paths]
+            musics = [i for i in inputs if i.kind == "music"]
+            inputs = [i for i in inputs if i.kind != "music"] + musics[:1]  # the most exact view of the music
+            mode, metrics, labels = evaluate_inputs(inputs, tokenizer)
+            rows.append({"name": name, "mode": mode, "files": [p.name for p in paths], "metrics": clean(metrics),
+                         "labels": labels})
+        except V2MError as e:
+            failures.append({"name": name, "error": e.one_line()})
+        if progress is not None:
+            progress()
+    summary = summarize(rows)
+    metrics = dict(summary["mean"])
+    metrics.update({"files": float(len(rows)), "failed": float(len(failures))})
+    return {"rows": rows, "summary": summary, "failures": failures, "metrics": metrics}

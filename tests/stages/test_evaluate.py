@@ -1,0 +1,235 @@
+"""evaluate: dispatch by what it is given, rhythm+music scoring end to end, folders, gates, bad input.
+
+The helpers at the top make the fixtures (rhythm artifacts by hand, MIDI with symusic, WAV with
+numpy); tests/cli/test_evaluate.py imports them.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile
+from symusic import Note, Score, Tempo, TimeSignature, Track
+
+from v2m.artifacts import dumps, make_artifact
+from v2m.errors import GateFailed, V2MError
+from v2m.stages import evaluate as ev
+
+TPQ = 480
+
+
+def rhythm_artifact(beats, duration, bpm=120.0, cuts=(), frame_rate=50.0, meter=4):
+    """A v2m.rhythm artifact built by hand (docs/ARTIFACTS.md): envelope peaks on the beats."""
+    n = round(duration * frame_rate)
+    envelope = np.zeros(n)
+    for beat in beats:
+        i = int(round(beat * frame_rate))
+        if 0 <= i < n:
+            envelope[max(0, i - 2):i + 3] = [0.3, 0.7, 1.0, 0.7, 0.3][:len(envelope[max(0, i - 2):i + 3])]
+    beats = [round(float(b), 3) for b in beats]
+    data = {"kind": "video", "duration": duration, "source_fps": 25.0, "frame_rate": frame_rate, "method": "diff",
+            "envelope": [round(float(v), 3) for v in envelope],
+            "tempo": {"bpm": bpm, "confidence": 0.9, "half": bpm / 2, "double": bpm * 2, "source": "estimated"},
+            "beats": beats, "beat_strength": [1.0] * len(beats), "meter": meter, "downbeats": beats[::meter],
+            "cuts": [round(float(c), 3) for c in cuts], "segments": []}
+    return make_artifact("v2m.rhythm", data, stage="extract-rhythm", source={"name": "clip.mp4", "sha256": "0" * 64})
+
+
+def write_rhythm(path, beats, duration, **kwargs):
+    path.write_bytes(dumps(rhythm_artifact(beats, duration, **kwargs)))
+    return path
+
+
+def make_score(onsets, bpm=120.0, pitches=(60, 64, 67, 72), duration_beats=0.5):
+    """A one-track score with a note at each onset (seconds), at a fixed tempo."""
+    score = Score(TPQ)
+    score.tempos.append(Tempo(0, qpm=bpm))
+    score.time_signatures.append(TimeSignature(0, 4, 4))
+    track = Track(name="melody", program=0, is_drum=False)
+    ticks_per_second = TPQ * bpm / 60
+    for i, t in enumerate(onsets):
+        track.notes.append(Note(int(round(t * ticks_per_second)), int(duration_beats * TPQ), pitches[i % len(pitches)], 90))
+    score.tracks.append(track)
+    return score
+
+
+def write_midi(path, onsets, **kwargs):
+    make_score(onsets, **kwargs).dump_midi(str(path))
+    return path
+
+
+def write_clicks(path, onsets, duration, sample_rate=22050):
+    """A WAV with a short decaying 1 kHz tone burst at each onset (s); the tail fades out, so it ends without a click."""
+    y = np.zeros(int(duration * sample_rate), dtype=np.float32)
+    t = np.arange(int(0.15 * sample_rate)) / sample_rate
+    envelope = np.exp(-t * 30) * np.minimum(1, t / 0.002) * np.minimum(1, (0.15 - t) / 0.04)
+    burst = (0.5 * envelope * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    for onset in onsets:
+        i = int(round(onset * sample_rate))
+        y[i:i + burst.size] += burst[: max(0, min(burst.size, y.size - i))]
+    soundfile.write(str(path), y, sample_rate)
+    return path
+
+
+BEATS = np.arange(0.5, 12.0, 0.5)  # 120 BPM over a 12-s clip
+
+
+def test_rhythm_and_midi_on_the_beat(tmp_path):
+    rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0, cuts=[4.0])
+    midi = write_midi(tmp_path / "clip.mid", BEATS)
+    mode, metrics, labels = ev.evaluate_inputs([ev.load_input(rhythm), ev.load_input(midi)])
+    assert mode == "rhythm"
+    assert metrics["beat_f1"] == pytest.approx(1.0)
+    assert metrics["bhs"] == 1.0 and metrics["cut_hit"] == 1.0
+    assert labels["tempo_relation"] == "same"
+    assert metrics["scale_consistency"] == 1.0  # C major arpeggio: music statistics come along for MIDI
+
+
+def test_off_beat_midi_scores_zero_but_same_tempo(tmp_path):
+    rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0)
+    midi = write_midi(tmp_path / "clip.mid", BEATS + 0.25)  # eighth-note off-beats
+    _, metrics, labels = ev.evaluate_inputs([ev.load_input(rhythm), ev.load_input(midi)])
+    assert metrics["beat_f1"] == 0.0
+    assert labels["tempo_relation"] == "same"  # the tempo map is 120 BPM: right tempo, wrong phase
+
+
+def test_rhythm_and_wav_with_detected_onsets(tmp_path):
+    rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0)
+    wav = write_clicks(tmp_path / "clip.wav", BEATS, 12.0)
+    _, metrics, _ = ev.evaluate_inputs([ev.load_input(rhythm), ev.load_input(wav)])
+    assert metrics["beat_f1"] > 0.95
+    assert "scale_consistency" not in metrics  # audio has no symbolic statistics
+
+
+def test_music_alone_gives_statistics(tmp_path):
+    mode, metrics, _ = ev.evaluate_inputs([ev.load_input(write_midi(tmp_path / "a.mid", BEATS))])
+    assert mode == "music"
+    # 23 notes cycling C4 E4 G4 C5: pitch classes C ×11, E ×6, G ×6
+    prob = np.array([11, 6, 6]) / 23
+    assert metrics["pitch_class_entropy"] == pytest.approx(float(-(prob * np.log2(prob)).sum()))
+    assert metrics["pitch_range"] == 12 and metrics["notes"] == 23
+
+
+def test_controls_carry_the_beat_grid(tmp_path):
+    controls = {"tokenizer_hash": "x", "meter": 4, "tempo_bpm": 120.0, "duration": 12.0, "beat_times": BEATS.tolist(),
+                "downbeats": BEATS[::4].tolist(), "bars": [], "rhythm": {"cuts": [], "envelope": [], "frame_rate": 50}}
+    path = tmp_path / "clip.controls.json"
+    path.write_bytes(dumps(make_artifact("v2m.controls", controls, stage="encode-tokens")))
+    midi = write_midi(tmp_path / "clip.mid", BEATS)
+    mode, metrics, _ = ev.evaluate_inputs([ev.load_input(path), ev.load_input(midi)])
+    assert mode == "rhythm" and metrics["beat_f1"] == pytest.approx(1.0)
+    assert "density_accuracy" not in metrics  # no bars requested: nothing to compare
+
+
+def test_control_accuracy_counts_classes():
+    requested = [{"density": 0, "strength": [2, 0, 1, 0]}, {"density": 2, "strength": [2, 1, 1, 1]},
+                 {"density": 3, "strength": [2, 0, 0, 0]}]
+    measured = [{"density": 0, "strength": [2, 0, 1, 0]}, {"density": 3, "strength": [2, 1, 0, 1]},
+                {"density": 1, "strength": [2, 0, 0, 0]}]
+    out = ev.control_accuracy(requested, measured)
+    assert out["density_accuracy"] == pytest.approx(1 / 3)
+    assert out["density_within1"] == pytest.approx(2 / 3)
+    assert out["strength_accuracy"] == pytest.approx(11 / 12)
+
+
+@pytest.mark.parametrize("case", ["two_midis", "model", "report", "rhythm_only", "video"])
+def test_mismatched_kinds_are_one_clear_line(tmp_path, case):
+    rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0)
+    midi = write_midi(tmp_path / "a.mid", BEATS)
+    if case == "two_midis":
+        inputs, expected = [rhythm, midi, write_midi(tmp_path / "b.mid", BEATS)], "2 pieces of music"
+    elif case == "model":
+        st = tmp_path / "m.safetensors"
+        header = b'{"__metadata__":{"format":"v2m.model"}}'
+        st.write_bytes(len(header).to_bytes(8, "little") + header)
+        inputs, expected = [st, midi], "--model"
+    elif case == "report":
+        report = tmp_path / "r.json"
+        report.write_bytes(dumps(make_artifact("v2m.report", {"mode": "music", "metrics": {}}, stage="evaluate")))
+        inputs, expected = [report, midi], "evaluate's output"
+    elif case == "rhythm_only":
+        inputs, expected = [rhythm], "no music"
+    else:
+        video = tmp_path / "clip.mp4"
+        video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+        inputs, expected = [video], "extract-rhythm"
+    with pytest.raises(V2MError) as info:
+        ev.evaluate_inputs([ev.load_input(p) for p in inputs])
+    assert expected in info.value.one_line() and "\n" not in info.value.one_line()
+
+
+def test_empty_music_is_refused(tmp_path):
+    empty = write_midi(tmp_path / "empty.mid", [])
+    with pytest.raises(V2MError, match="empty"):
+        ev.load_input(empty)
+    silent = tmp_path / "silent.wav"
+    soundfile.write(str(silent), np.zeros(22050, dtype=np.float32), 22050)
+    with pytest.raises(V2MError, match="empty"):
+        ev.load_input(silent)
+
+
+def make_run_folder(folder, broken=True):
+    """A `v2m run`-style folder: two good pieces (on the beat, half on it) and, optionally, one broken MIDI."""
+    folder.mkdir(exist_ok=True)
+    write_rhythm(folder / "a.rhythm.json", BEATS, 12.0)
+    write_midi(folder / "a.mid", BEATS)
+    write_rhythm(folder / "b.rhythm.json", BEATS, 12.0)
+    write_midi(folder / "b.mid", BEATS[::2])  # half tempo: F = 2/3
+    (folder / "b.mp4").write_bytes(b"not evaluated")
+    if broken:
+        write_rhythm(folder / "c.rhythm.json", BEATS, 12.0)
+        (folder / "c.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    return folder
+
+
+def test_folder_rows_summary_and_failures(tmp_path):
+    result = ev.evaluate_folder(make_run_folder(tmp_path / "out"))
+    assert [row["name"] for row in result["rows"]] == ["a", "b"]
+    assert [f["name"] for f in result["failures"]] == ["c"]
+    f1 = [row["metrics"]["beat_f1"] for row in result["rows"]]
+    assert f1 == pytest.approx([1.0, 2 * 1 * 0.5217 / 1.5217], abs=0.01)
+    assert result["summary"]["mean"]["beat_f1"] == pytest.approx(np.mean(f1))
+    assert result["summary"]["median"]["beat_f1"] == pytest.approx(np.median(f1))
+    assert result["summary"]["worst"]["beat_f1"] == pytest.approx(min(f1))
+    assert result["metrics"]["failed"] == 1.0
+
+
+def test_gates_parse_apply_and_fail():
+    gates = ev.parse_gates("beat_f1<0.8, bhs.worst<=0.5,nll_delta>0.01")
+    assert [(g.metric, g.statistic, g.op, g.threshold) for g in gates] == [
+        ("beat_f1", None, "<", 0.8), ("bhs", "worst", "<=", 0.5), ("nll_delta", None, ">", 0.01)]
+    results = ev.apply_gates(gates[:1], {"beat_f1": 0.9})
+    assert not results[0]["failed"]
+    ev.raise_if_failed(results)
+    results = ev.apply_gates(gates[:1], {"beat_f1": 0.7})
+    with pytest.raises(GateFailed, match="beat_f1<0.8") as info:
+        ev.raise_if_failed(results)
+    assert info.value.exit_code == 3
+    # not measured or NaN: the gate fails rather than passing blind
+    assert ev.apply_gates(gates[:1], {})[0]["failed"]
+    assert ev.apply_gates(gates[:1], {"beat_f1": float("nan")})[0]["failed"]
+
+
+def test_unknown_gate_metric_lists_known_names():
+    with pytest.raises(V2MError) as info:
+        ev.parse_gates("beat_f2<0.8")
+    line = info.value.one_line()
+    assert "unknown metric 'beat_f2'" in line and "beat_f1" in line and "nll_delta" in line
+
+
+def test_plot_writes_a_png(tmp_path):
+    from v2m.stages.plot import plot_rhythm
+
+    reference = ev.reference_from_rhythm(rhythm_artifact(BEATS, 12.0, cuts=[4.0])["data"])
+    music = ev.music_from_score(make_score(BEATS + 0.02))
+    out = tmp_path / "plot.png"
+    plot_rhythm(out, reference, music, {"beat_f1": 1.0, "bhs": 1.0})
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert not list(tmp_path.glob(".*part*"))  # written atomically, no leftovers
+
+
+def test_report_metrics_are_json_clean():
+    cleaned = ev.clean({"a": float("nan"), "b": 1, "c": float("inf")})
+    assert cleaned == {"a": None, "b": 1.0, "c": None}
+    json.dumps(cleaned, allow_nan=False)
