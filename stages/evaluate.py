@@ -30,7 +30,7 @@ from . import metrics_rhythm as mr
 # name → direction: +1 higher is better, -1 lower is better, 0 neither (a description, not a grade).
 METRICS: dict[str, int] = {
     # rhythm (stages/metrics_rhythm.py)
-    "beat_f1": 1, "beat_precision": 1, "beat_recall": 1, "bcs": 0, "bhs": 1, "beat_align": 1, "beat_align_video": 1,
+    "beat_f1": 1, "beat_precision": 1, "beat_recall": 1, "beat_offset_ms": 0, "bcs": 0, "bhs": 1, "beat_align": 1, "beat_align_video": 1,
     "grid_beat_f1": 1, "cut_hit": 1, "music_onsets": 0, "video_beats": 0, "music_bpm": 0, "video_bpm": 0,
     "tempo_ratio": 0, "tempo_same": 1, "tempo_related": 1,
     # control accuracy

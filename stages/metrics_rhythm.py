@@ -70,6 +70,7 @@ class BeatF:
     precision: float
     recall: float
     matched: int
+    offset: float = float("nan")  # s, median of (estimate - reference) over matched pairs: > 0 means the music is late
 
 
 def beat_f_measure(reference, estimate, window: float = F_WINDOW) -> BeatF:
@@ -84,10 +85,12 @@ def beat_f_measure(reference, estimate, window: float = F_WINDOW) -> BeatF:
     ref, est = as_times(reference), as_times(estimate)
     if ref.size == 0 or est.size == 0:
         return BeatF(0.0, 0.0, 0.0, 0)
-    matched = len(mir_eval.util.match_events(ref, est, window))
+    pairs = mir_eval.util.match_events(ref, est, window)
+    matched = len(pairs)
     precision, recall = matched / est.size, matched / ref.size
     f1 = 0.0 if matched == 0 else 2 * precision * recall / (precision + recall)
-    return BeatF(f1, precision, recall, matched)
+    offset = float(np.median([est[j] - ref[i] for i, j in pairs])) if pairs else float("nan")
+    return BeatF(f1, precision, recall, matched, offset)
 
 
 # ---------------------------------------------------------------- BCS / BHS (D2M-GAN)
@@ -210,6 +213,7 @@ def rhythm_metrics(video_beats, music_onsets, duration: float, video_bpm: float 
     bcs, bhs = beat_coverage_hit(video_beats, music_onsets, duration)
     metrics = {
         "beat_f1": onset_f.f1, "beat_precision": onset_f.precision, "beat_recall": onset_f.recall,
+        "beat_offset_ms": 1000 * onset_f.offset,
         "bcs": bcs, "bhs": bhs,
         "beat_align": beat_align_score(music_onsets, video_beats),  # FACT's direction: music → video
         "beat_align_video": beat_align_score(video_beats, music_onsets),  # and the reverse

@@ -233,3 +233,43 @@ def test_report_metrics_are_json_clean():
     cleaned = ev.clean({"a": float("nan"), "b": 1, "c": float("inf")})
     assert cleaned == {"a": None, "b": 1.0, "c": None}
     json.dumps(cleaned, allow_nan=False)
+
+
+def tiny_vocab():
+    """A real v2m Vocab (MidiTok REMI + controls) with hand-set class boundaries, so no shipped tokenizer is needed."""
+    from v2m.stages.controls import PEAK_PICKING, TEMPO_BOUNDS_BPM
+    from v2m.stages.tokens import new_vocab
+
+    stats = {"density_bounds": [0.5, 1.0, 1.5, 2.5], "n_density": 6, "strong_min": 2,
+             "tempo_bounds_bpm": list(TEMPO_BOUNDS_BPM), "mode_brightness_min": 0.4, "peak_picking": dict(PEAK_PICKING),
+             "strength_shares": [0.3, 0.4, 0.3]}
+    return new_vocab(stats)
+
+
+def test_tokens_with_requested_controls(tmp_path):
+    """Tokens decode onto their beat grid; controls requested = the music's own → accuracy 1; one bar off by one → (n-1)/n."""
+    from v2m.stages.controls import controls_from_score
+    from v2m.stages.tokens import encode_score
+
+    vocab = tiny_vocab()
+    score = make_score(BEATS)
+    grid = np.arange(0.0, 12.01, 0.5)
+    requested = controls_from_score(score, vocab)["bars"]
+    requested[0] = dict(requested[0], density=requested[0]["density"] + 1)
+    data = {"tokenizer_hash": vocab.hash, "ids": encode_score(score, vocab), "meter": 4, "beat_times": grid.tolist(),
+            "downbeats": grid[::4].tolist(), "controls": {"bars": requested}}
+    tokens = tmp_path / "clip.tokens.json"
+    tokens.write_bytes(dumps(make_artifact("v2m.tokens", data, stage="generate")))
+    rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0)
+    tokenizer = vocab.to_json()
+    mode, metrics, _ = ev.evaluate_inputs([ev.load_input(rhythm, tokenizer), ev.load_input(tokens, tokenizer)], tokenizer)
+    assert mode == "rhythm" and metrics["beat_f1"] == pytest.approx(1.0)
+    n = len(requested)
+    assert metrics["bars_compared"] == n
+    assert metrics["density_accuracy"] == pytest.approx((n - 1) / n) and metrics["density_within1"] == 1.0
+    assert metrics["strength_accuracy"] == 1.0
+    # a tokens artifact from another tokenizer: one clear line
+    data["tokenizer_hash"] = "0" * 64
+    tokens.write_bytes(dumps(make_artifact("v2m.tokens", data, stage="generate")))
+    with pytest.raises(V2MError, match="another tokenizer"):
+        ev.load_input(tokens, tokenizer)

@@ -20,6 +20,11 @@ def test_identical_beats_score_one():
     assert labels["tempo_relation"] == "same" and metrics["tempo_ratio"] == pytest.approx(1.0)
 
 
+def test_offset_tells_early_from_late():
+    assert mr.beat_f_measure(BEATS, BEATS + 0.030).offset == pytest.approx(0.030)
+    assert mr.beat_f_measure(BEATS, BEATS - 0.050).offset == pytest.approx(-0.050)
+
+
 def test_200ms_shift_scores_zero():
     shifted = BEATS + 0.200
     result = mr.beat_f_measure(BEATS, shifted)
@@ -31,7 +36,7 @@ def test_200ms_shift_scores_zero():
 def test_half_tempo_scores_two_thirds():
     half = BEATS[::2]
     result = mr.beat_f_measure(BEATS, half)
-    assert result.precision == 1.0
+    assert result.precision == 1.0 and result.offset == 0.0
     assert result.recall == pytest.approx(len(half) / len(BEATS))
     assert result.f1 == pytest.approx(2 / 3, abs=0.01)
     ratio, relation = mr.tempo_relation(mr.beats_tempo(half), mr.beats_tempo(BEATS))
