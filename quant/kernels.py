@@ -1,0 +1,324 @@
+"""Kernels that run a quantized Linear: a registry, capability checks and `auto` selection.
+
+`reference` is the oracle (dequantize + float matmul, activations fake-quantized the same way the
+fast kernels quantize them); every fast kernel is tested against it. The CPU int8 path was chosen
+by measuring the candidates on the development machine (bench/quant_kernels.py): fbgemm's
+prepacked dynamic int8 Linear (torch.ops.quantized.linear_dynamic, x86 engine) wins at decode
+(one row), torch._int_mm with per-token scales wins over float for many rows; Inductor is
+registered for comparison. GPU paths: torch._int_mm (W8A8), torch._scaled_mm (FP8 E4M3,
+row-wise scales) and tinygemm int4 weight-only (torch.ops.aten._weight_int4pack_mm, the kernel
+torchao's int4 weight-only uses; torchao itself is not a dependency).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from v2m import log
+from v2m.errors import V2MError
+from v2m.registry import Registry
+
+from .formats import FP8_MAX, Scheme
+
+KERNELS = Registry("kernel")
+
+
+def per_token_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric dynamic int8 quantization of each row of x [M, K] → (int8 codes, float scale [M, 1])."""
+    scale = (x.abs().amax(-1, keepdim=True).float() / 127.0).clamp(min=1e-8)
+    return torch.round(x.float() / scale).clamp(-127, 127).to(torch.int8), scale
+
+
+def per_token_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic E4M3 quantization of each row of x [M, K] → (float8 codes, float scale [M, 1])."""
+    scale = (x.abs().amax(-1, keepdim=True).float() / FP8_MAX).clamp(min=1e-12)
+    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scale
+
+
+def fake_quant_activations(x: torch.Tensor, scheme: Scheme) -> torch.Tensor:
+    """What the fast kernels do to activations, in float (for the reference kernel)."""
+    if scheme.act == "int8":
+        q, s = per_token_int8(x)
+        return q.float() * s
+    if scheme.act == "fp8":
+        q, s = per_token_fp8(x)
+        return q.float() * s
+    return x
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1])
+
+
+class Kernel:
+    """A way to run QuantLinear layers. Subclasses override the checks, `prepare` and `forward`."""
+
+    name = "?"
+    description = ""
+
+    def unavailable(self, device: torch.device) -> str | None:
+        """Why this kernel cannot run on `device` here (None = it can)."""
+        return None
+
+    def unsupported(self, scheme: Scheme, shape: tuple[int, int]) -> str | None:
+        """Why this kernel cannot run a layer of `scheme` and weight `shape` [N, K] (None = it can)."""
+        return None
+
+    def prepare(self, layer) -> object:
+        raise NotImplementedError
+
+    def forward(self, state: object, x: torch.Tensor, layer) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@KERNELS.register("reference")
+class Reference(Kernel):
+    description = "dequantize + float matmul (the oracle; any scheme, any device)"
+
+    def prepare(self, layer):
+        # dequantized once and cached: the oracle's speed is float speed, its memory is float memory
+        return layer.qtensor().dequantize()
+
+    def forward(self, weight, x, layer):
+        x = fake_quant_activations(x, layer.scheme)
+        return F.linear(x.to(weight.dtype), weight, layer.bias).to(x.dtype)
+
+
+def _int8_weight(layer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Signed int8 weight [N, K] and float32 per-channel scale [N] of a symmetric per-channel int8 layer."""
+    codes = layer.packed.to(torch.int16) - 128
+    return codes.to(torch.int8), layer.scale.float().reshape(-1)
+
+
+def _needs_w8a8(scheme: Scheme) -> str | None:
+    if scheme.kind == "int" and scheme.bits == 8 and scheme.act == "int8" and scheme.symmetric and not scheme.group:
+        return None
+    return f"runs w8a8 (int8 per-channel symmetric weights, int8 activations) only, not {scheme.label()}"
+
+
+@KERNELS.register("int-mm")
+class IntMM(Kernel):
+    description = "torch._int_mm with per-token activation scales (CPU and CUDA, W8A8)"
+
+    def unsupported(self, scheme, shape):
+        return _needs_w8a8(scheme)
+
+    def prepare(self, layer):
+        weight, scale = _int8_weight(layer)
+        return weight.t().contiguous(), scale, layer.bias
+
+    def forward(self, state, x, layer):
+        weight_t, scale, bias = state
+        rows = _rows(x)
+        m = rows.shape[0]
+        xq, xs = per_token_int8(rows)
+        if xq.is_cuda and m <= 16:  # cuBLASLt int8 needs more than 16 rows
+            xq = F.pad(xq, (0, 0, 0, 17 - m))
+        acc = torch._int_mm(xq, weight_t)[:m]
+        y = acc.float() * xs * scale
+        if bias is not None:
+            y = y + bias
+        return y.to(x.dtype).reshape(*x.shape[:-1], -1)
+
+
+@functools.cache
+def _cpu_has_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_vnni" in flags or "avx_vnni" in flags
+    except OSError:
+        return False
+
+
+@KERNELS.register("cpu-int8")
+class CpuInt8(Kernel):
+    description = "fbgemm prepacked dynamic int8 Linear for decode rows, torch._int_mm for longer inputs (CPU, W8A8)"
+
+    def unavailable(self, device):
+        if device.type != "cpu":
+            return "is a CPU kernel"
+        if "x86" not in torch.backends.quantized.supported_engines:
+            return "needs PyTorch's x86/fbgemm quantized engine, which this build lacks"
+        if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+            return f"needs an AVX2 or AVX-512 CPU (this one: {torch.backends.cpu.get_cpu_capability()})"
+        return None
+
+    def unsupported(self, scheme, shape):
+        return _needs_w8a8(scheme)
+
+    def prepare(self, layer):
+        torch.backends.quantized.engine = "x86"
+        weight, scale = _int8_weight(layer)
+        with warnings.catch_warnings():  # the quantized-tensor constructors warn that they are deprecated
+            warnings.simplefilter("ignore")
+            qweight = torch._make_per_channel_quantized_tensor(weight, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0)
+            packed = torch.ops.quantized.linear_prepack(qweight, None if layer.bias is None else layer.bias.float())
+        # without VNNI, u8*s8 pairs are summed in saturating 16 bits: reduce_range keeps them from overflowing
+        return packed, not _cpu_has_vnni(), IntMM().prepare(layer)
+
+    def forward(self, state, x, layer):
+        packed, reduce_range, int_mm_state = state
+        rows = _rows(x)
+        if rows.shape[0] == 1:
+            # one row: fbgemm's dynamic (per-call) activation quantization is per-token quantization
+            y = torch.ops.quantized.linear_dynamic(rows.float().contiguous(), packed, reduce_range)
+            return y.to(x.dtype).reshape(*x.shape[:-1], -1)
+        return IntMM().forward(int_mm_state, x, layer)
+
+
+@KERNELS.register("inductor")
+class Inductor(IntMM):
+    description = "the int-mm path compiled by Inductor (torch.compile; CPU, W8A8; compiles on first call)"
+
+    def forward(self, state, x, layer):
+        return _compiled_int_mm()(state, x, layer)
+
+
+@functools.cache
+def _compiled_int_mm():
+    return torch.compile(IntMM().forward, dynamic=False)
+
+
+def _cuda_capability(device: torch.device) -> tuple[int, int] | None:
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_capability(device)
+
+
+@KERNELS.register("cuda-int-mm")
+class CudaIntMM(IntMM):
+    description = "torch._int_mm on CUDA (cuBLASLt int8, W8A8)"
+
+    def unavailable(self, device):
+        if _cuda_capability(device) is None:
+            return "needs a CUDA device"
+        return None
+
+    def unsupported(self, scheme, shape):
+        n, k = shape
+        return _needs_w8a8(scheme) or (None if n % 8 == 0 and k % 8 == 0 else f"needs both dims divisible by 8, not {shape}")
+
+
+@KERNELS.register("cuda-fp8")
+class CudaFP8(Kernel):
+    description = "torch._scaled_mm FP8 E4M3 with row-wise scales (CUDA compute capability ≥ 8.9)"
+
+    def unavailable(self, device):
+        cap = _cuda_capability(device)
+        if cap is None:
+            return "needs a CUDA device"
+        if cap < (8, 9):
+            return f"needs FP8 tensor cores (compute capability ≥ 8.9, this GPU has {cap[0]}.{cap[1]})"
+        return None
+
+    def unsupported(self, scheme, shape):
+        n, k = shape
+        if scheme.kind != "fp8" or scheme.group:
+            return f"runs fp8 per-channel only, not {scheme.label()}"
+        return None if n % 16 == 0 and k % 16 == 0 else f"needs both dims divisible by 16, not {shape}"
+
+    def prepare(self, layer):
+        weight = layer.packed.view(torch.float8_e4m3fn)  # [N, K] row-major → .t() is column-major [K, N]
+        return weight, layer.scale.float().reshape(1, -1), None if layer.bias is None else layer.bias.to(torch.bfloat16)
+
+    def forward(self, state, x, layer):
+        weight, scale, bias = state
+        rows = _rows(x)
+        m = rows.shape[0]
+        xq, xs = per_token_fp8(rows)
+        pad = (-m) % 16
+        if pad:
+            xq, xs = F.pad(xq.view(torch.uint8), (0, 0, 0, pad)).view(torch.float8_e4m3fn), F.pad(xs, (0, 0, 0, pad), value=1.0)
+        y = torch._scaled_mm(xq, weight.t(), scale_a=xs, scale_b=scale, bias=bias, out_dtype=torch.bfloat16)[:m]
+        return y.to(x.dtype).reshape(*x.shape[:-1], -1)
+
+
+@KERNELS.register("cuda-int4")
+class CudaInt4(Kernel):
+    description = "tinygemm int4 weight-only (torch.ops.aten._weight_int4pack_mm, bf16; CUDA ≥ 8.0)"
+
+    def unavailable(self, device):
+        cap = _cuda_capability(device)
+        if cap is None:
+            return "needs a CUDA device"
+        if cap < (8, 0):
+            return f"needs compute capability ≥ 8.0 (this GPU has {cap[0]}.{cap[1]})"
+        return None
+
+    def unsupported(self, scheme, shape):
+        n, k = shape
+        if scheme.kind != "int" or scheme.bits != 4 or scheme.group not in (32, 64, 128, 256):
+            return f"runs w4 with group 32/64/128/256 only, not {scheme.label()}"
+        return None if n % 8 == 0 and k % 32 == 0 else f"needs out % 8 == 0 and in % 32 == 0, not {shape}"
+
+    def prepare(self, layer):
+        from .formats import unpack
+
+        n, k = layer.out_features, layer.in_features
+        codes = unpack(layer.packed, 4, k).to(torch.int32)
+        inner_k_tiles = next(t for t in (8, 4, 2) if k % (16 * t) == 0)
+        high_first = ((codes[:, ::2] << 4) | codes[:, 1::2]).to(torch.uint8)
+        packed = torch.ops.aten._convert_weight_to_int4pack(high_first, inner_k_tiles)
+        scale = layer.scale.float()  # [N, G]
+        zero = layer.zero.float() if layer.zero is not None else torch.full_like(scale, 8.0)
+        # tinygemm dequantizes (q - 8) * s + z; ours is (q - zero) * s, so z = (8 - zero) * s
+        scales_and_zeros = torch.stack([scale.t(), ((8 - zero) * scale).t()], -1).contiguous().to(torch.bfloat16)
+        return packed, scales_and_zeros, layer.scheme.group
+
+    def forward(self, state, x, layer):
+        packed, scales_and_zeros, group = state
+        rows = _rows(x).to(torch.bfloat16)
+        y = torch.ops.aten._weight_int4pack_mm(rows, packed, group, scales_and_zeros)
+        if layer.bias is not None:
+            y = y + layer.bias.to(y.dtype)
+        return y.to(x.dtype).reshape(*x.shape[:-1], -1)
+
+
+# ---------------------------------------------------------------- selection
+
+def auto_kernel(scheme: Scheme, shape: tuple[int, int], device: torch.device) -> str:
+    """The fastest kernel that can run this layer here, by capability; `reference` when none can."""
+    preferences = ("cpu-int8",) if device.type == "cpu" else ("cuda-fp8", "cuda-int-mm", "cuda-int4")
+    for name in preferences:
+        kernel = KERNELS.get(name)()
+        if kernel.unavailable(device) is None and kernel.unsupported(scheme, shape) is None:
+            return name
+    return "reference"
+
+
+def resolve(name: str, scheme: Scheme, shape: tuple[int, int], device: torch.device, layer_name: str) -> str:
+    """The kernel a layer gets for `--kernel name`: auto picks; a named kernel that cannot run it is one clear line."""
+    if name == "auto":
+        return auto_kernel(scheme, shape, device)
+    kernel = KERNELS.get(name)()
+    reason = kernel.unavailable(device)
+    if reason:
+        raise V2MError(f"kernel '{name}' is not available here: it {reason}", "use --kernel auto or --kernel reference")
+    reason = kernel.unsupported(scheme, shape)
+    if reason:
+        raise V2MError(f"kernel '{name}' cannot run layer {layer_name} ({scheme.label()}): it {reason}",
+                       "use --kernel auto (picks per layer) or --kernel reference")
+    return name
+
+
+def kernel_names() -> list[str]:
+    return ["auto", *KERNELS.names()]
+
+
+def describe_choice(chosen: dict[str, str], device: torch.device) -> str:
+    """One log line: which kernel runs how many layers, and the capability it was chosen by."""
+    counts: dict[str, int] = {}
+    for name in chosen.values():
+        counts[name] = counts.get(name, 0) + 1
+    cap = _cuda_capability(device)
+    where = f"CUDA {cap[0]}.{cap[1]}" if cap else f"CPU {torch.backends.cpu.get_cpu_capability()}"
+    return f"kernels ({where}): " + ", ".join(f"{name} × {n} layers" for name, n in sorted(counts.items()))
+
+
+def log_choice(chosen: dict[str, str], device: torch.device) -> None:
+    log.info(describe_choice(chosen, device))

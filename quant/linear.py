@@ -1,0 +1,108 @@
+"""QuantLinear: an nn.Linear replacement holding packed codes, scales and zero points.
+
+Its buffers are exactly what the checkpoint stores (so `state_dict()` is the packed model);
+the kernel that runs it is chosen after loading and moving to a device (`set_kernels`),
+since kernels prepack for a device (fbgemm, tinygemm).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import kernels as kernel_registry
+from .formats import QTensor, Scheme, packed_width
+
+
+def _scale_dtype(scheme: Scheme) -> torch.dtype:
+    return {"nvfp4": torch.uint8, "fp8": torch.float32}.get(scheme.kind, torch.float16)
+
+
+class QuantLinear(nn.Module):
+    """y = x · dequant(W)^T + b, computed by a kernel from the registry.
+
+    `smooth` (optional, [in_features]) divides the input first: SmoothQuant's per-channel
+    migration for layers whose input is not produced by a norm it could be folded into.
+    """
+
+    def __init__(self, in_features: int, out_features: int, scheme: Scheme, bias: bool, smooth: bool = False):
+        super().__init__()
+        self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
+        groups = in_features // scheme.group if scheme.group else 1
+        self.register_buffer("packed", torch.zeros(out_features, packed_width(in_features, scheme.bits), dtype=torch.uint8))
+        self.register_buffer("scale", torch.zeros(out_features, groups, dtype=_scale_dtype(scheme)))
+        self.register_buffer("zero", torch.zeros(out_features, groups, dtype=torch.uint8)
+                             if scheme.kind == "int" and not scheme.symmetric else None)
+        self.register_buffer("global_scale", torch.zeros(()) if scheme.kind == "nvfp4" else None)
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self.register_buffer("smooth", torch.ones(in_features) if smooth else None)
+        self.kernel_name = "reference"
+        self._kernel: kernel_registry.Kernel | None = None
+        self._state = None
+
+    @classmethod
+    def from_qtensor(cls, qt: QTensor, bias: torch.Tensor | None, smooth: torch.Tensor | None = None) -> "QuantLinear":
+        n, k = qt.shape
+        layer = cls(k, n, qt.scheme, bias is not None, smooth is not None)
+        layer.packed.copy_(qt.packed)
+        layer.scale.copy_(qt.scale)
+        if qt.zero is not None:
+            layer.zero.copy_(qt.zero)
+        if qt.global_scale is not None:
+            layer.global_scale.copy_(qt.global_scale)
+        if bias is not None:
+            layer.bias.copy_(bias.detach().float())
+        if smooth is not None:
+            layer.smooth.copy_(smooth.detach().float())
+        return layer
+
+    def qtensor(self) -> QTensor:
+        return QTensor(self.packed, self.scale, self.zero, self.global_scale, (self.out_features, self.in_features), self.scheme)
+
+    def set_kernel(self, name: str) -> None:
+        """Prepare kernel `name` (already resolved, not "auto") for the layer's current device."""
+        self._kernel = kernel_registry.KERNELS.get(name)()
+        self.kernel_name = name
+        self._state = self._kernel.prepare(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._kernel is None:
+            self.set_kernel("reference")
+        if self.smooth is not None:
+            x = x / self.smooth.to(x.dtype)
+        return self._kernel.forward(self._state, x, self)
+
+    def _apply(self, fn, recurse=True):
+        # moving or casting the buffers invalidates whatever the kernel prepacked from them
+        self._kernel, self._state = None, None
+        return super()._apply(fn, recurse)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} → {self.out_features}, {self.scheme.label()}, kernel={self.kernel_name}"
+
+
+def quant_linears(model: nn.Module) -> dict[str, QuantLinear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
+
+
+def set_kernels(model: nn.Module, kernel: str = "auto", log_choice: bool = True) -> dict[str, str]:
+    """Give every QuantLinear its kernel (`auto` picks per layer by capability); returns {layer: kernel}.
+
+    A kernel named explicitly that cannot run some layer, or is not available here, is a V2MError.
+    """
+    chosen = {}
+    for name, layer in quant_linears(model).items():
+        device = layer.packed.device
+        chosen[name] = kernel_registry.resolve(kernel, layer.scheme, (layer.out_features, layer.in_features), device, name)
+    for name, layer in quant_linears(model).items():
+        layer.set_kernel(chosen[name])
+    if chosen and log_choice:
+        kernel_registry.log_choice(chosen, next(iter(quant_linears(model).values())).packed.device)
+    return chosen
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Swap the submodule at dotted path `name`."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)

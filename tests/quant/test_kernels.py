@@ -1,0 +1,102 @@
+"""Each fast kernel against the `reference` kernel (dequantize + matmul), with the SQNR bound stated."""
+
+import pytest
+import torch
+
+from v2m.errors import V2MError
+from v2m.quant.formats import make_scheme, quantize_tensor, sqnr_db
+from v2m.quant.kernels import KERNELS, auto_kernel
+from v2m.quant.linear import QuantLinear, set_kernels
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="GPU kernel: no CUDA device on this machine (run on the GPU box)")
+
+
+def quant_layer(scheme_name, k=256, n=192, group=None, asym=False, bias=True, device="cpu"):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(k, n, bias=bias)
+    qt = quantize_tensor(linear.weight.detach(), make_scheme(scheme_name, group, asym))
+    return linear, QuantLinear.from_qtensor(qt, linear.bias.detach() if bias else None).to(device)
+
+
+def outputs(layer, x, kernel):
+    layer.set_kernel(kernel)
+    with torch.no_grad():
+        return layer(x)
+
+
+def test_reference_is_dequantize_then_matmul():
+    linear, layer = quant_layer("w4", group=64, asym=True)
+    x = torch.randn(3, 256)
+    expected = x @ layer.qtensor().dequantize().T + linear.bias
+    assert torch.allclose(outputs(layer, x, "reference"), expected, atol=1e-5)
+    assert sqnr_db(linear(x), expected) > 15  # w4 g64 asym on a random layer: ~20 dB
+
+
+# W8A8 on CPU. int-mm computes exactly what reference emulates (per-token symmetric int8 activations,
+# int32 accumulation), so the bound is float round-off: ≥ 60 dB. cpu-int8 runs several rows through
+# int-mm (≥ 60 dB) but a single row through fbgemm, which quantizes it asymmetrically to uint8: a
+# different rounding of the same range, so it must agree with reference to ≥ 25 dB (two independent
+# int8 roundings of an input with a 20× outlier channel) and be no further from the float layer than
+# reference is (−1 dB).
+@pytest.mark.parametrize("kernel,rows,bound", [("int-mm", 1, 60), ("int-mm", 37, 60), ("cpu-int8", 1, 25),
+                                               ("cpu-int8", 37, 60), ("inductor", 5, 60)])
+def test_cpu_w8a8_kernels_match_reference(kernel, rows, bound):
+    linear, layer = quant_layer("w8a8")
+    x = torch.randn(rows, 256)
+    x[:, 3] *= 20  # an outlier channel
+    reference = outputs(layer, x, "reference")
+    fast = outputs(layer, x, kernel)
+    assert sqnr_db(reference, fast) >= bound
+    with torch.no_grad():
+        exact = linear(x)
+    assert sqnr_db(exact, fast) >= sqnr_db(exact, reference) - 1.0
+
+
+def test_batched_shapes_pass_through():
+    _, layer = quant_layer("w8a8")
+    x = torch.randn(2, 7, 256)
+    assert outputs(layer, x, "cpu-int8").shape == (2, 7, 192)
+
+
+def test_auto_picks_by_capability_and_logs(capsys):
+    cpu = torch.device("cpu")
+    w8a8, w4 = make_scheme("w8a8"), make_scheme("w4", 64)
+    has_int8 = KERNELS.get("cpu-int8")().unavailable(cpu) is None
+    assert auto_kernel(w8a8, (192, 256), cpu) == ("cpu-int8" if has_int8 else "reference")
+    assert auto_kernel(w4, (192, 256), cpu) == "reference"  # no CPU int4 kernel beats float here
+    model = torch.nn.Sequential(quant_layer("w8a8")[1], torch.nn.ReLU(), quant_layer("w4", k=192, n=64, group=64)[1])
+    chosen = set_kernels(model, "auto")
+    assert chosen["2"] == "reference"
+    assert "kernels (CPU" in capsys.readouterr().err
+
+
+def test_kernel_that_cannot_run_the_scheme_is_one_line():
+    model = torch.nn.Sequential(quant_layer("w4", group=64)[1])
+    with pytest.raises(V2MError, match=r"kernel 'cpu-int8' cannot run layer 0 \(w4 g64\): it runs w8a8"):
+        set_kernels(model, "cpu-int8")
+
+
+@pytest.mark.skipif(CUDA, reason="checks the message on a machine without CUDA")
+def test_unavailable_kernel_by_name_is_one_line():
+    model = torch.nn.Sequential(quant_layer("fp8")[1])
+    with pytest.raises(V2MError, match="kernel 'cuda-fp8' is not available here: it needs a CUDA device"):
+        set_kernels(model, "cuda-fp8")
+    with pytest.raises(V2MError, match="unknown kernel 'turbo'"):
+        set_kernels(model, "turbo")
+
+
+# GPU kernels. Bounds: cuda-int-mm is exact int8 math (≥ 50 dB after its fp32 epilogue); cuda-fp8 runs
+# E4M3 activations the reference emulates in fp32 but outputs bf16 (≥ 35 dB); cuda-int4 dequantizes
+# through bf16 scales and computes in bf16 (≥ 30 dB against the fp32 reference).
+@needs_cuda
+@pytest.mark.parametrize("scheme,group,kernel,bound", [("w8a8", None, "cuda-int-mm", 50), ("fp8", None, "cuda-fp8", 35),
+                                                       ("w4", 128, "cuda-int4", 30), ("w4", 64, "cuda-int4", 30)])
+def test_gpu_kernels_match_reference(scheme, group, kernel, bound):
+    if kernel == "cuda-fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("FP8 needs compute capability ≥ 8.9")
+    _, layer = quant_layer(scheme, k=512, n=256, group=group, asym=scheme == "w4", device="cuda")
+    for rows in (1, 16, 33):
+        x = torch.randn(rows, 512, device="cuda")
+        reference = outputs(layer, x, "reference")
+        assert sqnr_db(reference, outputs(layer, x, kernel)) >= bound, rows
