@@ -8,7 +8,9 @@ For each Bach chorale from music21's corpus (a real piece, at the tempo music21 
   (b) chance — the same MIDI scored against a different video's rhythm (a synthetic clip from
       v2m.samples at an unrelated tempo, read by extract-rhythm --method diff);
   (c) random — as many uniformly random onsets as the chorale has, scored against its own rhythm
-      (the analytic chance level of tests/stages/test_metrics_rhythm.py, on this rhythm).
+      (the analytic chance level of tests/stages/test_metrics_rhythm.py, on this rhythm);
+  (d) detector check — onsets detected in the rendered WAV scored against the MIDI's own note onsets
+      (F should be ~1; beat_offset_ms is the audio path's latency on real instruments).
 
 Every later rhythm number in BENCHMARKS.md reads against this scale. Run from the repo root:
 
@@ -68,6 +70,7 @@ def score_rows(work: Path, name: str, video_bpm: float, seed: int) -> dict[str, 
         "(a) WAV onsets vs own audio rhythm": ev.evaluate_pair(own, heard),
         "(b) MIDI vs another video's rhythm": ev.evaluate_pair(other, music),
         "(c) random onsets vs own audio rhythm": ev.evaluate_pair(own, random_music),
+        "(d) WAV onsets vs the MIDI's note onsets": ev.evaluate_pair(ev.Reference(music.onsets, own.duration, None), heard),
     }
     info = {"duration": own.duration, "own_bpm": own.bpm, "video_bpm_true": video_bpm, "video_bpm_found": other.bpm,
             "onsets": int(music.onsets.size)}

@@ -187,14 +187,20 @@ def _table(data: dict) -> None:
         table.add_column("metric")
         for stat in ("mean", "median", "worst"):
             table.add_column(stat, justify="right")
-        for name in sorted(data["summary"]["mean"]):
+        from v2m.stages.evaluate import METRICS
+
+        order = {name: i for i, name in enumerate(METRICS)}
+        for name in sorted(data["summary"]["mean"], key=lambda n: (order.get(n, len(order)), n)):
             table.add_row(name, *[_fmt(data["summary"][s].get(name)) for s in ("mean", "median", "worst")])
     else:
         table = Table(title=f"evaluate ({data['mode']})", title_justify="left")
         table.add_column("metric")
         table.add_column("value", justify="right")
-        for name, value in data["metrics"].items():
-            table.add_row(name, _fmt(value))
+        from v2m.stages.evaluate import METRICS
+
+        order = {name: i for i, name in enumerate(METRICS)}  # grouped: rhythm, controls, music, model
+        for name in sorted(data["metrics"], key=lambda n: (order.get(n, len(order)), n)):
+            table.add_row(name, _fmt(data["metrics"][name]))
         for name, label in data["labels"].items():
             table.add_row(name, label)
     console.print(table)
