@@ -42,16 +42,18 @@ def save_quantized(path: str | Path, model: nn.Module, loaded, quant: dict, forc
                quant=quant, force=force, extra_tensors=extra)
 
 
-def build_skeleton(config, quant: dict) -> nn.Module:
-    """A float model of `config` with the module layout the quantized checkpoint was saved from."""
+def build_skeleton(config, quant: dict) -> tuple[nn.Module, int]:
+    """A float model of `config` with the module layout the quantized checkpoint was saved from,
+    and the parameter count of the plain float model."""
     from v2m.models.registry import build_model
 
     model = build_model(config)
+    count = sum(p.numel() for p in model.parameters())
     if quant.get("rotate"):
         from .rotate import prepare_rotated_skeleton
 
         prepare_rotated_skeleton(model)
-    return model
+    return model, count
 
 
 def load_quantized(path: str | Path, config, meta: dict, device: str = "cpu", kernel: str = "auto") -> nn.Module:
@@ -62,8 +64,7 @@ def load_quantized(path: str | Path, config, meta: dict, device: str = "cpu", ke
     if quant.get("version") != 1 or "layers" not in quant:
         raise V2MError(f"{path}: quantized checkpoint format {quant.get('version')!r} is not supported", "re-quantize with this v2m")
     tensors = {k: v for k, v in load_tensors(path).items() if not k.startswith(STATE_PREFIXES)}
-    model = build_skeleton(config, quant)
-    logical_params = sum(p.numel() for p in model.parameters())  # the float model's count, before any swap
+    model, logical_params = build_skeleton(config, quant)
     for name, scheme_json in quant["layers"].items():
         try:
             linear = model.get_submodule(name)
