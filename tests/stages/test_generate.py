@@ -1,0 +1,260 @@
+"""generate: forced controls per bar, bar count and grid from the video, determinism, sliding window, masks.
+
+The helpers at the top (a calibrated vocabulary and a debug model trained for a few seconds on constructed
+melodies) are shared with tests/stages/test_run.py, tests/cli/test_generate.py, tests/cli/test_run.py and
+tests/test_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# ---------------------------------------------------------------- shared helpers
+
+SCALE = {"major": [0, 2, 4, 5, 7, 9, 11], "minor": [0, 2, 3, 5, 7, 8, 10]}
+
+
+def melody_score(seed: int, bars: int = 8, mode: str = "major", tpq: int = 480):
+    """A constructed one-track melody: quarter and eighth notes on a diatonic scale, 4/4 at 120 bpm."""
+    import symusic
+
+    rng = np.random.default_rng(seed)
+    score = symusic.Score(tpq)
+    score.tempos.append(symusic.Tempo(0, 120.0))
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    track = symusic.Track("melody", 0, False)
+    tonic, degree, t = 60 + int(rng.integers(-3, 4)), 0, 0
+    for _ in range(bars * 4):
+        steps = [tpq] if rng.random() < 0.5 else [tpq // 2, tpq // 2]
+        for length in steps:
+            degree = int(np.clip(degree + rng.integers(-2, 3), -3, 9))
+            octave, pc = divmod(degree, 7)
+            track.notes.append(symusic.Note(t, length, tonic + 12 * octave + SCALE[mode][pc], 80))
+            t += length
+    score.tracks.append(track)
+    return score
+
+
+@functools.lru_cache(maxsize=1)
+def constructed_vocab():
+    """A Vocab calibrated on constructed melodies (the shipped presets/tokenizer.json is calibrated on music21)."""
+    from v2m.stages.controls import analyse_score, calibrate
+    from v2m.stages.tokens import new_vocab
+
+    provisional = new_vocab({"n_density": 2, "tempo_bounds_bpm": [90.0], "density_bounds": [1.0], "strong_min": 2,
+                             "strength_shares": [0.3, 0.4, 0.3], "mode_brightness_min": 0.4})
+    analyses = [analyse_score(melody_score(s, mode=("major", "minor")[s % 2]), provisional) for s in range(4)]
+    return new_vocab(calibrate(analyses))
+
+
+def write_debug_model(path: Path, max_len: int = 128, seed: int = 0) -> Path:
+    """An untrained tiny transformer checkpoint for the constructed vocabulary, written with models' save_model.
+
+    Untrained on purpose: these tests check the mechanics (forced controls, bar grid, windows, seeds, files),
+    which must hold for any weights; training even the debug preset costs ~50 s on the shared 2-core machine.
+    """
+    import torch
+
+    from v2m.models.checkpoint import save_model
+    from v2m.models.config import ModelConfig
+    from v2m.models.registry import build_model
+
+    vocab = constructed_vocab()
+    torch.manual_seed(seed)
+    config = ModelConfig(vocab_size=len(vocab), d_model=32, n_layers=2, n_heads=4, d_ff=64, max_len=max_len)
+    save_model(path, build_model(config).eval(), config, vocab.to_json(), vocab.hash, {"steps": 0, "note": "untrained"},
+               force=True)
+    return path
+
+
+def grid_controls(vocab, bars: int = 6, bpm: float = 100.0, meter: int = 4, phase: float = 0.3, cuts=(), register="mid"):
+    """A v2m.controls payload on a regular beat grid (seconds), as encode-tokens makes from a rhythm."""
+    period = 60.0 / bpm
+    beat_times = [round(phase + i * period, 3) for i in range(bars * meter + 1)]
+    downbeats = beat_times[:bars * meter:meter]
+    bar_list = [{"start": d, "density": 1 + i % 3, "strength": [2, 0, 1, 0][:meter], "velocity": 60 + 10 * (i % 4),
+                 "phrase": i == 0 or any(d <= c < d + meter * period for c in cuts)} for i, d in enumerate(downbeats)]
+    return {"tokenizer_hash": vocab.hash, "meter": meter, "tempo_bpm": bpm, "tempo_class": 2, "mode": "major",
+            "register": register, "duration": beat_times[-1], "beat_times": beat_times, "downbeats": downbeats,
+            "bars": bar_list, "rhythm": {"cuts": list(cuts), "envelope": [], "frame_rate": 30.0}}
+
+
+@pytest.fixture(scope="module")
+def debug_model(tmp_path_factory):
+    """(path, LoadedModel, Vocab). One torch thread while it lives: on the shared 2-core machine a tiny model's
+    decode step is ~10× slower when two threads contend with other processes."""
+    import torch
+
+    from v2m.stages.generate import open_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    path = write_debug_model(tmp_path_factory.mktemp("model") / "debug.safetensors")
+    yield (path, *open_model(path))
+    torch.set_num_threads(threads)
+
+
+def split_at_bars(ids, vocab):
+    bars = []
+    for token in ids:
+        if token == vocab.bar_id:
+            bars.append([])
+        elif bars:
+            bars[-1].append(token)
+    return bars
+
+
+def run_generate(debug_model, controls, **settings):
+    from v2m.stages.generate import GenerateConfig, generate
+
+    _, loaded, vocab = debug_model
+    window = settings.pop("window", None)
+    rerank = settings.pop("rerank", False)
+    prime_ids = settings.pop("prime_ids", None)
+    config = GenerateConfig(**{"max_bar_tokens": 24, **settings})
+    return generate(loaded.model, vocab, controls, config, window=window, rerank=rerank, prime_ids=prime_ids)
+
+
+# ---------------------------------------------------------------- tests
+
+def test_every_bar_opens_with_the_videos_controls(debug_model):
+    from v2m.stages.controls import bar_control_ids, global_control_ids
+
+    _, _, vocab = debug_model
+    controls = grid_controls(vocab, bars=6, cuts=(7.5,))
+    data = run_generate(debug_model, controls, seed=1)
+    ids = data["ids"]
+    assert ids[:3] == [vocab.bos, *global_control_ids(controls, vocab)]
+    assert ids[-1] == vocab.eos and ids.count(vocab.eos) == 1
+    bars = split_at_bars(ids, vocab)
+    assert len(bars) == 6
+    four_four = vocab.ids["TimeSig_4/4"]
+    for bar, tokens in zip(controls["bars"], bars):
+        forced = [*bar_control_ids(bar, controls, vocab), four_four]
+        assert tokens[:len(forced)] == forced
+        # no control or meter token is ever sampled: the only ones are those forced from the video
+        assert not any(vocab.is_control(t) or t == four_four for t in tokens[len(forced):])
+    assert sum(b["phrase"] for b in controls["bars"]) == 2  # bar 0 and the cut at 7.5 s
+    assert data["beat_times"] == controls["beat_times"] and data["downbeats"] == controls["downbeats"]
+
+
+def test_same_seed_same_ids_other_seed_differs(debug_model):
+    controls = grid_controls(debug_model[2], bars=4)
+    first, again = run_generate(debug_model, controls, seed=5), run_generate(debug_model, controls, seed=5)
+    assert first == again
+    assert run_generate(debug_model, controls, seed=6)["ids"] != first["ids"]
+
+
+def test_sliding_window_generates_past_the_context_with_a_fixed_cache(debug_model):
+    from v2m.models.cache import decoder_for
+
+    _, loaded, vocab = debug_model
+    controls = grid_controls(vocab, bars=24)
+    data = run_generate(debug_model, controls, seed=2, window=48)
+    assert len(data["ids"]) > 3 * 48  # several windows' worth
+    assert len(split_at_bars(data["ids"], vocab)) == 24
+    # memory is bounded by the window: the cache is the one preallocated for 48 positions
+    assert decoder_for(loaded.model, 1, 48).cache.k.shape[3] == 48
+
+
+def test_num_samples_are_a_batch_of_complete_pieces(debug_model):
+    vocab = debug_model[2]
+    data = run_generate(debug_model, grid_controls(vocab, bars=5), seed=3, num_samples=3)
+    pieces = [data["ids"], *data["samples"]]
+    assert len(pieces) == 3 and len({tuple(p) for p in pieces}) == 3
+    for piece in pieces:
+        assert len(split_at_bars(piece, vocab)) == 5 and piece[-1] == vocab.eos
+
+
+@pytest.mark.parametrize("register", ["low", "high"])
+def test_register_limits_sampled_pitches(debug_model, register):
+    from v2m.stages.generate import REGISTER_PITCHES
+
+    vocab = debug_model[2]
+    data = run_generate(debug_model, grid_controls(vocab, bars=6, register=register), seed=4, max_bar_tokens=48)
+    names = vocab.token_names()
+    pitches = [int(names[t].split("_")[1]) for t in data["ids"] if names[t].startswith("Pitch_")]
+    low, high = REGISTER_PITCHES[register]
+    assert pitches and all(low <= p <= high for p in pitches)
+
+
+def test_bars_option_continues_the_grid(debug_model):
+    vocab = debug_model[2]
+    controls = grid_controls(vocab, bars=4, bpm=120.0)
+    data = run_generate(debug_model, controls, seed=0, bars=7)
+    assert len(split_at_bars(data["ids"], vocab)) == 7
+    assert len(data["downbeats"]) == 7 and len(data["controls"]["bars"]) == 7
+    # the extension keeps the video's bar length (4 beats at 120 bpm = 2 s)
+    assert np.allclose(np.diff(data["downbeats"]), 2.0, atol=0.002)
+    assert run_generate(debug_model, controls, seed=0, bars=2)["downbeats"] == controls["downbeats"][:2]
+
+
+def test_decoded_music_follows_the_videos_beat_grid(debug_model):
+    from v2m.stages import metrics_rhythm as mr
+    from v2m.stages.tokens import decode_ids
+
+    vocab = debug_model[2]
+    # a drifting grid: beats 0.55 s apart, then 0.65 s, as a video's tempo wanders
+    controls = grid_controls(vocab, bars=4, bpm=60 / 0.55)
+    beats = [0.3 + 0.55 * i for i in range(9)] + [0.3 + 0.55 * 8 + 0.65 * i for i in range(1, 9)]
+    controls["beat_times"], controls["downbeats"] = [round(b, 3) for b in beats], [round(b, 3) for b in beats[:16:4]]
+    data = run_generate(debug_model, controls, seed=7)
+    score = decode_ids(data["ids"], vocab, beat_times=data["beat_times"], downbeats=data["downbeats"])
+    music_beats = np.asarray(score.to("second").get_beats())
+    # the music's beats inside its 4 bars (an empty lead-in bar before the first downbeat holds no notes)
+    music_beats = music_beats[(music_beats > beats[0] - 0.01) & (music_beats < beats[15] + 0.01)]
+    assert mr.beat_f_measure(np.asarray(beats[:16]), music_beats).f1 == pytest.approx(1.0)
+    notes = [n.time for track in score.to("second").tracks for n in track.notes]
+    assert notes and min(notes) >= beats[0] - 0.001
+
+
+def test_prime_theme_opens_the_piece(debug_model):
+    from v2m.stages.controls import bar_control_ids
+    from v2m.stages.generate import prime_ids_from_midi, theme_bars
+
+    vocab = debug_model[2]
+    theme = melody_score(11, bars=2)
+    prime = prime_ids_from_midi(theme.dumps_midi(), vocab, "theme.mid")
+    expected = theme_bars(prime, vocab)
+    assert len(expected) == 2 and all(expected)
+    # a window small enough to slide several times: the theme stays pinned in each
+    data = run_generate(debug_model, grid_controls(vocab, bars=10), seed=0, prime_ids=prime, window=110)
+    bars = split_at_bars(data["ids"], vocab)
+    assert len(bars) == 10 and len(data["ids"]) > 2 * 110
+    controls = data["controls"]
+    for got, notes, bar in zip(bars, expected, controls["bars"]):
+        # exactly the theme's notes, under the video's controls and meter
+        assert got == [*bar_control_ids(bar, controls, vocab), vocab.ids["TimeSig_4/4"], *notes]
+
+
+def test_prime_must_be_midi(debug_model):
+    from v2m.errors import V2MError
+    from v2m.stages.generate import prime_ids_from_midi
+
+    with pytest.raises(V2MError, match="expects a MIDI file"):
+        prime_ids_from_midi(b'{"format": "v2m.tokens"}', debug_model[2], "theme.json")
+
+
+def test_rerank_keeps_the_best_rhythm_agreement(debug_model):
+    from v2m.stages.generate import rhythm_score
+
+    vocab = debug_model[2]
+    controls = grid_controls(vocab, bars=4)
+    data = run_generate(debug_model, controls, seed=9, num_samples=4, rerank=True, max_bar_tokens=48)
+    scores = data["rerank"]["scores"]
+    assert len(scores) == 4 and data["rerank"]["chosen"] == int(np.argmax(scores))
+    assert rhythm_score(data["ids"], vocab, controls) == pytest.approx(max(scores), abs=1e-4)
+    assert len(data["samples"]) == 3
+
+
+def test_controls_from_another_tokenizer_are_refused(debug_model):
+    from v2m.errors import V2MError
+
+    controls = grid_controls(debug_model[2], bars=2)
+    controls["tokenizer_hash"] = "0" * 64
+    with pytest.raises(V2MError, match="another tokenizer"):
+        run_generate(debug_model, controls)
