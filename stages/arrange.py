@@ -3,7 +3,7 @@
 Everything is placed in seconds on the controls' beat grid (bar i starts at `downbeats[i]`), so
 the accompaniment lands on the video's beats however the tempo drifts. From the controls:
 
-- per-bar motion = mean(density class / top class, velocity / 127) → intensity (style's
+- per-bar motion = 0.6 · density class / top class + 0.4 · velocity / 127 → intensity (style's
   `motion_drive` mixes it with a fixed `base_intensity`) → pattern level 0 (silent) .. 3 (full);
 - per-beat strength (0/1/2) → where the bass re-attacks, the comping hits, the drum accents;
 - `rhythm.cuts` → a drum fill into and a crash on each cut (stages/grooves.py);
@@ -122,7 +122,10 @@ def beat_grid(controls: dict, style: Style) -> tuple[float, list[Bar]]:
     period = float(np.median(np.diff(beat_times))) if len(beat_times) >= 2 else 0.5
     meter = int(controls.get("meter", 4))
     end = float(controls.get("duration") or (starts[-1] + meter * period))
-    top_density = max(int(controls.get("n_density", 0)) - 1, max((int(b.get("density", 0)) for b in bar_data), default=0), 1)
+    # density classes are 0..n_density-1; without n_density in the payload, the piece's busiest bar (at
+    # least class 3) is the top, so a calm clip with classes 0-1 is not inflated to full motion
+    top_density = int(controls["n_density"]) - 1 if controls.get("n_density") else \
+        max(max((int(b.get("density", 0)) for b in bar_data), default=0), 3)
     bars = []
     for i, start in enumerate(starts):
         stop = starts[i + 1] if i + 1 < len(starts) else max(end, start + period)
@@ -134,7 +137,7 @@ def beat_grid(controls: dict, style: Style) -> tuple[float, list[Bar]]:
         info = bar_data[i] if i < len(bar_data) else {}
         strength = [int(s) for s in info.get("strength", [])][:len(beats)]
         strength += [1] * (len(beats) - len(strength))
-        motion = 0.5 * int(info.get("density", 0)) / top_density + 0.5 * float(info.get("velocity", 64)) / 127.0
+        motion = 0.6 * int(info.get("density", 0)) / max(top_density, 1) + 0.4 * float(info.get("velocity", 64)) / 127.0
         intensity = style.dynamics.motion_drive * motion + (1 - style.dynamics.motion_drive) * style.dynamics.base_intensity
         level = grooves.level_of(intensity, style.drums.min_level, style.drums.max_level)
         bars.append(Bar(start, beats + [stop], strength, float(np.clip(motion, 0, 1)), level))
@@ -265,8 +268,9 @@ def harmony_part(chords: list[Chord], bars: list[Bar], style: Style, loudness: C
                     order = pitches if direction > 0 else pitches[::-1]
                     onset = start + span * offset
                     for n, p in enumerate(order):
-                        # a strum spreads the chord by ~12 ms a string, down-strokes low→high
-                        events.append((onset + 0.012 * n, span * (0.5 if offset or len(strokes) > 1 else 0.95) - 0.012 * n,
+                        # a strum spreads the chord by 6 ms a string (under 30 ms in all: heard as one onset),
+                        # down-strokes low→high
+                        events.append((onset + 0.006 * n, span * (0.5 if offset or len(strokes) > 1 else 0.95) - 0.006 * n,
                                        p, _vel(velocity * (1.0 if direction > 0 else 0.8) + rng.integers(-2, 3))))
     return events
 

@@ -168,7 +168,10 @@ def drum_events(family: Family, bars: list[dict], cuts: list[float], fills: bool
             # the fill replaces whatever the pattern had there (the hits on its first beat stay)
             events = [e for e in events if not (fill_start < e[0] < cut - 1e-6)]
             events += fill(family, fill_start, cut, hits, max(bar["velocity"], 60), rng)
-        if crashes:
+    if crashes:
+        # after all fills, so a fill into a close second cut never removes the first cut's crash
+        for cut in cuts:
+            bar = bar_at(cut)
             events = [e for e in events if not (abs(e[0] - cut) < 0.03 and e[2] in (family.kick, family.crash))]
             span = bar["beats"][-1] - bar["beats"][0]
             events += cut_hits(family, cut, max(bar["velocity"], 70), max(span, 1.0))

@@ -56,8 +56,11 @@ class FrameFeatures:
 
 
 def _grey(frames: np.ndarray) -> np.ndarray:
-    # Rec. 601 luma, as uint8 for OpenCV
-    return (frames[..., 0] * 0.299 + frames[..., 1] * 0.587 + frames[..., 2] * 0.114).astype(np.float32)
+    """Rec. 601 luma as float32 (n, H, W)."""
+    grey = frames[..., 0].astype(np.float32) * 0.299
+    grey += frames[..., 1].astype(np.float32) * 0.587
+    grey += frames[..., 2].astype(np.float32) * 0.114
+    return grey
 
 
 def _block_means(grey: np.ndarray) -> np.ndarray:
@@ -92,18 +95,26 @@ class FrameAnalyzer:
         self._hist_tail = np.zeros((0, 64))  # histograms of the last 3 frames
         self._seen = 0
         if method == "flow":
+            import os
+
             import cv2
 
+            cv2.setNumThreads(1)  # frames are small; threads only add overhead next to ffmpeg
             self._cv2 = cv2
+            preset = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                      "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[os.environ.get("V2M_DIS", "ultrafast")]
+            self._dis = cv2.DISOpticalFlow_create(preset)
 
     def feed(self, frames: np.ndarray) -> None:
         f = self.features
         n = frames.shape[0]
         grey = _grey(frames)
-        rgb = frames.astype(np.float32)
-        mx, mn = rgb.max(axis=3), rgb.min(axis=3)
-        f.brightness.extend((grey.mean(axis=(1, 2)) / 255.0).tolist())
-        f.saturation.extend(np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0).mean(axis=(1, 2)).tolist())
+        r, g, b = frames[..., 0], frames[..., 1], frames[..., 2]
+        # elementwise max/min of the three planes: a reduction over a length-3 axis is many times slower
+        mx = np.maximum(np.maximum(r, g), b).astype(np.float32)
+        mn = np.minimum(np.minimum(r, g), b).astype(np.float32)
+        f.brightness.extend((grey.reshape(n, -1).mean(axis=1) / 255.0).tolist())
+        f.saturation.extend(((mx - mn) / np.maximum(mx, 1.0)).reshape(n, -1).mean(axis=1).tolist())
         self._cut_features(_histograms(frames))
         blocks = _block_means(grey)
         history = blocks if self._prev_blocks is None else np.concatenate([self._prev_blocks, blocks])
@@ -135,9 +146,9 @@ class FrameAnalyzer:
         bins = None
         for i in range(grey.shape[0]):
             k = self._seen + i
-            current = grey[i]
+            current = grey[i].astype(np.uint8)
             if self._prev_grey is not None:
-                flow = cv2.calcOpticalFlowFarneback(self._prev_grey, current, None, 0.5, 2, 9, 2, 5, 1.1, 0)
+                flow = self._dis.calc(self._prev_grey, current, None)
                 dx, dy = flow[..., 0], flow[..., 1]
                 magnitude = np.sqrt(dx * dx + dy * dy)
                 bins = ((np.arctan2(dy, dx) + np.pi) * (DIRECTIONS / (2 * np.pi))).astype(np.int32) % DIRECTIONS

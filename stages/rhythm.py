@@ -60,10 +60,8 @@ class RhythmConfig:
 def rhythm_from_frames(chunks: Iterable[np.ndarray], rate: float, source_fps: float | None,
                        config: RhythmConfig = RhythmConfig()) -> dict:
     """The rhythm payload of a video given as chunks of frames (n, H, W, 3) uint8 at `rate` frames/s."""
-    analyzer = FrameAnalyzer(config.method, rate, 0)
+    analyzer = FrameAnalyzer(config.method, rate, config.analysis_width)
     for chunk in chunks:
-        if analyzer.features.width == 0:
-            analyzer.features.width = chunk.shape[2]
         analyzer.feed(chunk)
     features = analyzer.features
     frames = len(features.brightness)
@@ -71,7 +69,7 @@ def rhythm_from_frames(chunks: Iterable[np.ndarray], rate: float, source_fps: fl
         raise V2MError(f"the video has {frames} frame(s): too short to read any motion")
     series = features.arrays()
     cuts = detect_cuts(series["hist_jump"], series["hist_step"], rate, config.cut_threshold)
-    envelope = onset_envelope(series["onset"], rate, cuts, blank=2)
+    envelope = onset_envelope(series["onset"], rate, cuts, blank=1)
     payload = {"kind": "video", "duration": round(frames / rate, 3), "source_fps": source_fps, "frame_rate": rate,
                "method": config.method}
     payload.update(rhythm_from_envelope(envelope, rate, config))
@@ -119,17 +117,34 @@ def onset_envelope(raw: np.ndarray, rate: float, cuts: list[int], blank: int) ->
     return np.clip(envelope / scale, 0.0, 1.0) if scale > 0 else envelope
 
 
+def level(envelope: np.ndarray, rate: float, window: float = 2.5) -> np.ndarray:
+    """Automatic gain control for tracking: divide by a smoothed running maximum (~`window` s).
+
+    Shots differ in contrast (a flash on a bright wall is weaker than on a dark one); beats are
+    onsets relative to their own surroundings, so tempo and beats are found on the levelled envelope.
+    The artifact keeps the global scale (loud and quiet passages stay distinguishable downstream).
+    """
+    from scipy.ndimage import maximum_filter1d, uniform_filter1d
+
+    if len(envelope) < 3 or envelope.max() <= 0:
+        return envelope
+    size = max(3, int(window * rate))
+    gain = uniform_filter1d(maximum_filter1d(envelope, size, mode="nearest"), size, mode="nearest")
+    return envelope / np.maximum(gain, 0.05 * envelope.max())
+
+
 def rhythm_from_envelope(envelope: np.ndarray, rate: float, config: RhythmConfig) -> dict:
     """Tempo, beats, strengths, meter and downbeats from a normalised envelope (the shared core)."""
     duration = len(envelope) / rate
     if config.tempo is None and duration < config.min_duration:
         raise V2MError(f"only {duration:.2f} s to analyse: too short to estimate a tempo (at least {config.min_duration:g} s)",
                        "pass --tempo BPM to lay a beat grid on a short clip")
+    levelled = level(envelope, rate)
     if config.tempo is not None:
         estimate = tempo_mod.Tempo(config.tempo, 1.0)
     else:
-        estimate = tempo_mod.estimate_tempo(envelope, rate, config.tempo_range)
-    beats = tempo_mod.track_beats(envelope, rate, estimate.bpm, config.tightness)
+        estimate = tempo_mod.estimate_tempo(levelled, rate, config.tempo_range)
+    beats = tempo_mod.track_beats(levelled, rate, estimate.bpm, config.tightness)
     if config.tempo is not None and len(beats) < 2:  # nothing to lock onto: a plain grid at the hinted tempo
         beats = np.arange(0.0, duration, 60.0 / config.tempo)
     bpm = estimate.bpm if config.tempo is not None else tempo_mod.grid_bpm(beats, estimate.bpm)
@@ -186,3 +201,42 @@ def segments(features: FrameFeatures, series: dict, cuts: list[int], rate: float
                         "brightness": round(float(np.mean(series["brightness"][lo:hi])), 3),
                         "saturation": round(float(np.mean(series["saturation"][lo:hi])), 3)})
     return out
+
+
+# ---------------------------------------------------------------- files (the I/O edge, used by the CLI and `run`)
+
+def extract_rhythm(path: str, config: RhythmConfig = RhythmConfig(), say=None) -> dict:
+    """A media file → the complete `v2m.rhythm` artifact (header + payload).
+
+    Video is stream-decoded at low resolution; a file with audio but no video is analysed as audio
+    (`say` — a callable taking a message — is told so). Raises V2MError for anything unreadable.
+    """
+    from dataclasses import asdict, replace
+
+    from v2m import artifacts
+
+    from . import video_stream
+
+    config.check()
+    info = video_stream.probe(path)
+    available = max(0.0, info.duration - config.start) if info.duration else None
+    if info.duration and config.start >= info.duration:
+        raise V2MError(f"{path}: --start {config.start:g} s is past the end ({info.duration:.2f} s)")
+    length = config.duration if config.duration is not None else available
+    if info.kind == "audio":
+        if say:
+            say(f"{path}: no video stream, analysing it as audio (onset envelope of the sound)")
+        samples = video_stream.read_audio(info, 22050, config.start, config.duration)
+        payload = rhythm_from_audio(samples, 22050, config)
+    else:
+        rate = min(info.fps or config.max_rate, config.max_rate)
+        size = video_stream.analysis_size(info, config.analysis_width)
+        if say:
+            say(f"{path}: {info.width}x{info.height} at {info.fps or 0:.3g} fps, "
+                f"{length or 0:.1f} s → {config.method} analysis at {size[0]}x{size[1]}, {rate:.3g} frames/s")
+        chunks = video_stream.stream_frames(info, size, rate, config.start, config.duration)
+        payload = rhythm_from_frames(chunks, round(rate, 6), info.fps and round(info.fps, 6), config)
+    recorded = asdict(replace(config, method=payload["method"]))
+    recorded["tempo_range"] = list(config.tempo_range)
+    return artifacts.make_artifact("v2m.rhythm", payload, stage="extract-rhythm", config=recorded,
+                                   source=artifacts.source_of(path))

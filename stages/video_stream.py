@@ -130,3 +130,18 @@ def stream_frames(info: MediaInfo, size: tuple[int, int], rate: float, start: fl
         if code != 0:
             errors.seek(0)
             raise V2MError(f"{info.path}: ffmpeg could not decode the video ({last_line(errors.read())})")
+
+
+def read_audio(info: MediaInfo, sample_rate: int, start: float = 0.0, duration: float | None = None) -> np.ndarray:
+    """The first audio stream as mono float32 samples at `sample_rate` (decoded by ffmpeg)."""
+    args = [require("ffmpeg"), "-v", "error", "-nostdin"]
+    if start > 0:
+        args += ["-ss", f"{start:.3f}"]
+    args += ["-i", info.path]
+    if duration is not None:
+        args += ["-t", f"{duration:.3f}"]
+    args += ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
+    proc = subprocess.run(args, capture_output=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise V2MError(f"{info.path}: ffmpeg could not decode the audio ({last_line(proc.stderr)})")
+    return np.frombuffer(proc.stdout, np.float32)

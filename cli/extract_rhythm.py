@@ -1,0 +1,96 @@
+"""Read the rhythm of a video: tempo, beats, bars, scene cuts and per-shot mood, as a v2m.rhythm artifact.
+
+The video is decoded by ffmpeg at low resolution as a stream (memory does not grow with its length).
+Motion onsets come from dense optical flow (--method flow, the default: directogram flux, as in
+visbeat) or from frame differences (--method diff, faster). Tempo is estimated (or given with --tempo),
+beats are tracked by dynamic programming, the meter is estimated (or given with --meter), scene cuts
+are found on colour-histogram jumps. A file with audio but no video is analysed as audio (its onset
+envelope), so music can be scored on the same scale. Times are seconds from --start.
+
+The artifact goes to stdout unless -o is given. INPUT may be a folder: then -o DIR/ receives one
+NAME.rhythm.json per video or audio file; a broken file is reported and the others go on.
+
+Examples:
+
+  v2m extract-rhythm clip.mp4 > clip.rhythm.json
+
+  v2m extract-rhythm clip.mp4 | v2m encode-tokens -
+
+  v2m extract-rhythm clip.mp4 -o clip.rhythm.json --method diff --start 10 --duration 30
+
+  v2m extract-rhythm clip.mp4 --tempo 120 --meter 3 --force -o clip.rhythm.json
+
+  v2m extract-rhythm song.wav -o song.rhythm.json
+
+  v2m extract-rhythm videos/ -o rhythms/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from v2m import artifacts, log
+from v2m.cli.common import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, Force, files_in, run_batch
+from v2m.errors import V2MError
+
+
+def parse_tempo_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise V2MError(f"--tempo-range '{text}' is not LOW,HIGH", "e.g. --tempo-range 60,180 (BPM)")
+    return low, high
+
+
+def command(
+    input: Annotated[str, typer.Argument(help="Video (or audio) file, or a folder of them.", show_default=False)],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output file ('-' = stdout, the default); "
+                                                  "a folder (DIR/) when INPUT is a folder.")] = None,
+    method: Annotated[str, typer.Option("--method", "-m", help="Motion onsets: flow (optical flow) or diff (frame "
+                                        "difference, faster).")] = "flow",
+    start: Annotated[float, typer.Option("--start", help="Start of the analysed part, seconds.")] = 0.0,
+    duration: Annotated[Optional[float], typer.Option("--duration", help="Length of the analysed part, seconds "
+                                                      "(default: to the end).", show_default=False)] = None,
+    tempo_range: Annotated[str, typer.Option("--tempo-range", help="Tempo search range LOW,HIGH in BPM.")] = "60,180",
+    tempo: Annotated[Optional[float], typer.Option("--tempo", help="Tempo in BPM: overrides the estimate.",
+                                                   show_default=False)] = None,
+    meter: Annotated[Optional[int], typer.Option("--meter", help="Beats per bar (default: estimated).",
+                                                 show_default=False)] = None,
+    force: Force = False,
+) -> None:
+    from v2m.stages.rhythm import RhythmConfig, extract_rhythm
+
+    config = RhythmConfig(method=method, start=start, duration=duration, tempo_range=parse_tempo_range(tempo_range),
+                          tempo=tempo, meter=meter)
+    config.check()
+    source = Path(input)
+    if input != "-" and source.is_dir():
+        if not output or output == "-" or (Path(output).exists() and not Path(output).is_dir()):
+            raise V2MError(f"{input}: is a folder, so the output must be a folder too", "pass -o DIR/")
+        items = files_in(source, VIDEO_EXTENSIONS | AUDIO_EXTENSIONS)
+        if not items:
+            raise V2MError(f"{input}: no video or audio files in it")
+        out_dir = Path(output)
+
+        def work(item: Path) -> None:
+            dest = out_dir / item.relative_to(source).with_suffix(".rhythm.json")
+            artifacts.check_output(dest, force)
+            artifacts.write_artifact(extract_rhythm(str(item), config, say=log.info), dest, force=force)
+            log.info(f"{item} → {dest}")
+
+        code = run_batch(items, work, what="file")
+        if code:
+            raise typer.Exit(code)
+        return
+    if input == "-":
+        raise V2MError("extract-rhythm reads a video from a file, not from stdin", "pass the path of the video")
+    artifacts.check_output(output, force)
+    artifact = extract_rhythm(input, config, say=log.info)
+    data = artifact["data"]
+    tempo_info = data["tempo"]
+    log.info(f"{input}: {tempo_info['bpm']:.1f} BPM ({tempo_info['source']}, confidence {tempo_info['confidence']:.2f}), "
+             f"{len(data['beats'])} beats in {data['meter']}, {len(data['cuts'])} cuts, {len(data['segments'])} segments")
+    artifacts.write_artifact(artifact, output, force=force)
