@@ -1,0 +1,456 @@
+"""Training: corpus → v2m.model checkpoint, on CPU, one GPU, or several through torchrun + DDP.
+
+    python -m v2m.models.train CORPUS -o model.safetensors --preset small --device cuda --max-minutes 7
+    torchrun --nproc_per_node 2 -m v2m.models.train CORPUS -o model.safetensors     # DDP (nccl, or gloo on CPU)
+
+AdamW (Loshchilov & Hutter 2019) with linear warm-up and cosine decay, gradient clipping, bf16
+autocast on GPU, validation NLL every `eval_every` steps, atomic resumable checkpoints. Runs with
+torch + numpy + safetensors + v2m's core only (no MidiTok, no typer/rich needed). Determinism: the
+batch of a step is a pure function of (seed, step, rank) and the checkpoint holds weights,
+optimiser moments and RNG states, so on CPU a run resumed from its checkpoint ends with the same
+weights as an uninterrupted one. Multi-GPU uses torch.distributed's DistributedDataParallel; the
+global batch is split evenly across ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from v2m.errors import V2MError
+
+from .config import TrainConfig, load_model_preset, model_config_from_dict
+from .data import eval_starts, gather_windows, read_corpus, window_starts
+
+# peak dense bf16 tensor FLOP/s by device name, for model FLOPs utilisation (MFU)
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "4090": 165e12}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One training run. `overrides` replace TrainConfig fields of the preset (None = keep)."""
+
+    corpus: str
+    output: str
+    preset: str = "small"
+    overrides: dict = dataclasses.field(default_factory=dict)
+    resume: str | None = None
+    init: str | None = None          # fine-tune from these model weights
+    checkpoint: str | None = None    # default: <output stem>.ckpt.safetensors next to the output
+    device: str = "auto"
+    max_minutes: float | None = None
+    save_dtype: str = "float32"
+    force: bool = False
+
+
+def say(message: str) -> None:
+    """Progress on stderr (rank 0 only); rich may be absent on the GPU machine."""
+    if int(os.environ.get("RANK", "0")) != 0 or os.environ.get("V2M_QUIET", "") not in ("", "0"):
+        return
+    try:
+        from v2m import log
+
+        log.info(message)
+    except ImportError:
+        print(message, file=sys.stderr, flush=True)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to cfg.lr over cfg.warmup steps, then cosine down to lr·min_lr_ratio at `total`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+def side_paths(output: str, checkpoint: str | None) -> dict:
+    out = Path(output)
+    stem = out.name[: -len(".safetensors")] if out.name.endswith(".safetensors") else out.stem
+    return {"checkpoint": Path(checkpoint) if checkpoint else out.with_name(f"{stem}.ckpt.safetensors"),
+            "log": out.with_name(f"{stem}.train.json"), "card": out.with_name(f"{stem}.md")}
+
+
+def pick_device(name: str, local_rank: int):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise V2MError("--device cuda: no CUDA GPU is visible", "use --device cpu or auto")
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise V2MError(f"unknown device '{name}'", "use auto, cpu or cuda")
+    return torch.device("cpu")
+
+
+def peak_flops(device) -> float | None:
+    import torch
+
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def optimizer_state_tensors(optimizer, params: list) -> dict:
+    """AdamW moments as flat named tensors (safetensors: no pickled optimizer state_dict)."""
+    out = {}
+    for i, p in enumerate(params):
+        state = optimizer.state.get(p)
+        if state:
+            out[f"optim.{i}.exp_avg"] = state["exp_avg"].detach()
+            out[f"optim.{i}.exp_avg_sq"] = state["exp_avg_sq"].detach()
+            out[f"optim.{i}.step"] = state["step"].detach().float().reshape(1)
+    return out
+
+
+def restore_optimizer(optimizer, params: list, tensors: dict) -> None:
+    import torch
+
+    for i, p in enumerate(params):
+        if f"optim.{i}.exp_avg" not in tensors:
+            continue
+        optimizer.state[p] = {
+            "step": tensors[f"optim.{i}.step"].reshape(()).to(torch.float32),
+            "exp_avg": tensors[f"optim.{i}.exp_avg"].to(p.device, p.dtype),
+            "exp_avg_sq": tensors[f"optim.{i}.exp_avg_sq"].to(p.device, p.dtype),
+        }
+
+
+def rng_tensors(device) -> dict:
+    import torch
+
+    out = {"rng.cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        out["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+@dataclass
+class State:
+    """What a checkpoint restores besides tensors."""
+
+    step: int = 0
+    total: int = 0
+    tokens_seen: int = 0
+    wall_s: float = 0.0
+    history: list = dataclasses.field(default_factory=list)
+    best_val: float | None = None
+
+
+def evaluate_nll(model, tokens, starts, context: int, batch: int, device, autocast) -> float:
+    """Mean NLL (nats/token) of `model` over fixed windows of a split."""
+    import torch
+    import torch.nn.functional as F
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(starts), batch):
+            x, y = gather_windows(tokens, starts[i:i + batch], context)
+            with autocast():
+                logits = model(x)
+            total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum").item()
+            count += y.numel()
+    model.train(was_training)
+    return total / max(1, count)
+
+
+def train(opts: RunOptions) -> dict:
+    """Run training and write the model, a resumable checkpoint, a JSON log and a model card. Returns the summary."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from .checkpoint import load_tensors, read_meta, save_model
+    from .registry import build_model
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    paths = side_paths(opts.output, opts.checkpoint)
+    from v2m.artifacts import check_output
+
+    check_output(opts.output, opts.force)
+    if opts.save_dtype not in ("float32", "bfloat16", "float16"):
+        raise V2MError(f"unknown --save-dtype '{opts.save_dtype}'", "use float32, bfloat16 or float16")
+    if opts.device not in ("auto", "cpu", "cuda"):
+        raise V2MError(f"unknown device '{opts.device}'", "use auto, cpu or cuda")
+    if opts.resume is not None and not Path(opts.resume).exists():
+        raise V2MError(f"--resume {opts.resume}: no such file", "pass the MODEL.ckpt.safetensors a run wrote")
+    if opts.resume is None and paths["checkpoint"].exists() and not opts.force:
+        raise V2MError(f"{paths['checkpoint']}: a checkpoint of an earlier run exists",
+                       f"continue it with --resume {paths['checkpoint']}, or pass --force to start over")
+    corpus = read_corpus(opts.corpus)
+
+    # configuration: preset, command-line overrides, or the checkpoint being resumed
+    resume_meta = None
+    if opts.resume is not None:
+        resume_meta = read_meta(opts.resume)
+        if not resume_meta.get("train_state"):
+            raise V2MError(f"{opts.resume}: a finished model, not a resumable training checkpoint",
+                           f"resume from the .ckpt.safetensors file, or fine-tune with --init {opts.resume}")
+        if resume_meta["tokenizer_hash"] != corpus.tokenizer_hash:
+            raise V2MError(f"{opts.corpus}: corpus made with another tokenizer ({corpus.tokenizer_hash[:12]}) than the "
+                           f"checkpoint ({resume_meta['tokenizer_hash'][:12]})", "resume with the corpus the run started on")
+        model_cfg = model_config_from_dict(resume_meta["config"])
+        cfg = TrainConfig(**resume_meta["train_state"]["train_config"])
+        preset_name = resume_meta["train_state"].get("preset", opts.preset)
+    else:
+        preset = load_model_preset(opts.preset)
+        preset_name = opts.preset
+        overrides = {k: v for k, v in opts.overrides.items() if v is not None}
+        try:
+            cfg = dataclasses.replace(preset.train, **overrides)
+        except (TypeError, ValueError) as e:
+            raise V2MError(f"bad training option: {e}")
+        model_cfg = preset.model.with_vocab(corpus.vocab_size)
+        if cfg.context > model_cfg.max_len:
+            raise V2MError(f"--context {cfg.context} exceeds the model's max_len {model_cfg.max_len}")
+    if opts.init is not None:
+        init_meta = read_meta(opts.init)
+        if init_meta["tokenizer_hash"] != corpus.tokenizer_hash:
+            raise V2MError(f"{opts.corpus}: corpus made with another tokenizer than {opts.init}",
+                           "fine-tune on a corpus encoded with the model's tokenizer")
+        model_cfg = model_config_from_dict(init_meta["config"])
+    if cfg.batch % world:
+        raise V2MError(f"--batch {cfg.batch} is not divisible by the {world} processes")
+
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if opts.device != "cpu" and torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    device = pick_device(opts.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    train_split, val_split = corpus.load("train"), corpus.load("val")
+    test_split = corpus.load("test") if "test" in corpus.splits else None
+    train_tokens = torch.as_tensor(train_split.tokens, device=device)
+    val_tokens = torch.as_tensor(val_split.tokens, device=device)
+    val_starts = eval_starts(val_split, cfg.context, cfg.eval_tokens)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg).to(device)
+    if opts.init is not None:
+        weights = {k: v for k, v in load_tensors(opts.init).items() if not k.startswith(("optim.", "rng."))}
+        model.load_state_dict({k: v.float() for k, v in weights.items()})
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+    ordered = decay + no_decay  # the order optimizer state is saved in
+
+    state = State(total=cfg.steps)
+    if opts.resume is not None:
+        tensors = load_tensors(opts.resume)
+        model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(("optim.", "rng."))})
+        restore_optimizer(optimizer, ordered, tensors)
+        saved = resume_meta["train_state"]
+        state = State(step=saved["step"], total=saved["total"], tokens_seen=saved["tokens_seen"],
+                      wall_s=saved["wall_s"], history=saved["history"], best_val=saved.get("best_val"))
+        torch.set_rng_state(tensors["rng.cpu"])
+        if device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+        say(f"resuming {opts.resume} at step {state.step}/{state.total}")
+
+    n_params = model.num_params()
+    flops_per_token = 6 * n_params + 12 * model_cfg.n_layers * model_cfg.d_model * cfg.context
+    peak = peak_flops(device)
+    step_model = model
+    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+    if use_compile:
+        step_model = torch.compile(model)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def autocast():
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def checkpoint(path: Path, final: bool = False) -> None:
+        train_state = {"step": state.step, "total": state.total, "tokens_seen": state.tokens_seen,
+                       "wall_s": round(state.wall_s, 3), "history": state.history, "best_val": state.best_val,
+                       "train_config": dataclasses.asdict(cfg), "preset": preset_name}
+        save_model(path, model, model_cfg, corpus.tokenizer, corpus.tokenizer_hash, summary(), force=True,
+                   extra_tensors={**optimizer_state_tensors(optimizer, ordered), **rng_tensors(device)},
+                   train_state=train_state)
+
+    def summary() -> dict:
+        return {"corpus": Path(corpus.path).name, "tokenizer_hash": corpus.tokenizer_hash,
+                "train_tokens": int(len(train_split.tokens)), "train_pieces": train_split.pieces,
+                "preset": preset_name, "params": n_params, "steps": state.step, "planned_steps": state.total,
+                "batch": cfg.batch, "context": cfg.context, "tokens_seen": state.tokens_seen,
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "processes": world, "wall_s": round(state.wall_s, 1),
+                "val_nll": state.history[-1].get("val_nll") if state.history else None, "seed": cfg.seed}
+
+    local_batch = cfg.batch // world
+    tokens_per_step = cfg.batch * cfg.context
+    say(f"training {model_cfg.backend} ({n_params / 1e6:.2f} M parameters) on {len(train_split.tokens):,} tokens "
+        f"({train_split.pieces} pieces), {world} process(es) on {device}, batch {cfg.batch} × {cfg.context} tokens, "
+        f"{state.total} steps" + (f", stopping after {opts.max_minutes:g} min" if opts.max_minutes else ""))
+    step_model.train()
+    started = time.perf_counter()
+    wall_before = state.wall_s
+    calibration = None  # (step, time) when the step-time measurement for --max-minutes began
+    last_log = started
+    first_step, first_tokens = state.step, state.tokens_seen  # rates count this process's work only
+    while state.step < state.total:
+        step = state.step
+        lr = lr_at(step, state.total, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        starts = window_starts(train_split, cfg.batch, cfg.context, cfg.seed, step, cfg.piece_start_frac)
+        starts = starts[rank * local_batch:(rank + 1) * local_batch]
+        x, y = gather_windows(train_tokens, starts, cfg.context)
+        with autocast():
+            logits = step_model(x)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.tokens_seen += tokens_per_step
+        now = time.perf_counter()
+        state.wall_s = wall_before + (now - started)
+
+        if opts.max_minutes:
+            # time budget: measure the step time after compilation settles, then fix the schedule's length once
+            if calibration is None and state.step == 5:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                calibration = (state.step, time.perf_counter())
+            elif calibration and state.step == calibration[0] + 20 and state.total == cfg.steps:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                per_step = (time.perf_counter() - calibration[1]) / 20
+                remaining = opts.max_minutes * 60 - (time.perf_counter() - started)
+                fit = state.step + int(0.92 * remaining / per_step)
+                state.total = max(state.step + 1, min(cfg.steps, fit))
+                say(f"time budget: {per_step * 1000:.1f} ms/step → {state.total} steps")
+            over = (time.perf_counter() - started) > opts.max_minutes * 60
+            if world > 1:
+                flag = torch.tensor([int(over)], device=device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                over = bool(flag.item())
+            if over:
+                say(f"time budget of {opts.max_minutes:g} min reached at step {state.step}")
+                state.total = state.step
+
+        is_eval = cfg.eval_every and state.step % cfg.eval_every == 0 or state.step == state.total
+        record = {"step": state.step, "loss": None, "lr": lr}
+        if is_eval or now - last_log > 10 or state.step == 1:
+            rate = (state.tokens_seen - first_tokens) / max(now - started, 1e-9)
+            record.update(loss=round(loss.item(), 4), grad_norm=round(float(grad_norm), 3),
+                          tokens_per_s=round(rate), elapsed_s=round(state.wall_s, 1), tokens_seen=state.tokens_seen)
+            if peak:
+                record["mfu"] = round(flops_per_token * rate / (peak * world), 4)
+            if is_eval and rank == 0:
+                record["val_nll"] = round(evaluate_nll(model, val_tokens, val_starts, cfg.context, local_batch, device, autocast), 4)
+                state.best_val = min(state.best_val or math.inf, record["val_nll"])
+            eta = (state.total - state.step) * (now - started) / max(1, state.step - first_step)
+            mfu = f" MFU {record['mfu']:.1%}" if "mfu" in record else f" {flops_per_token * rate / 1e9:.1f} GFLOP/s"
+            val = f" val {record['val_nll']:.4f}" if "val_nll" in record else ""
+            say(f"step {state.step}/{state.total} loss {record['loss']:.4f}{val} lr {lr:.2e} "
+                f"{rate:,.0f} tok/s{mfu} ETA {eta:.0f}s")
+            state.history.append(record)
+            last_log = now
+        if rank == 0 and cfg.ckpt_every and state.step % cfg.ckpt_every == 0 and state.step < state.total:
+            checkpoint(paths["checkpoint"])
+
+    test_nll = None
+    if rank == 0:
+        if test_split is not None and len(test_split.tokens) > cfg.context:
+            test_tokens = torch.as_tensor(test_split.tokens, device=device)
+            test_nll = round(evaluate_nll(model, test_tokens, eval_starts(test_split, cfg.context, cfg.eval_tokens),
+                                          cfg.context, local_batch, device, autocast), 4)
+        checkpoint(paths["checkpoint"], final=True)
+        result = {**summary(), "test_nll": test_nll}
+        save_model(opts.output, model, model_cfg, corpus.tokenizer, corpus.tokenizer_hash, result, force=True,
+                   dtype=opts.save_dtype)
+        from v2m.artifacts import atomic_write_bytes
+
+        atomic_write_bytes(paths["log"], (json.dumps({"summary": result, "config": dataclasses.asdict(cfg),
+                                                      "model": dataclasses.asdict(model_cfg), "history": state.history},
+                                                     indent=1) + "\n").encode())
+        atomic_write_bytes(paths["card"], model_card(result, model_cfg, cfg, corpus, state.history).encode())
+        say(f"wrote {opts.output} ({Path(opts.output).stat().st_size / 1e6:.1f} MB), {paths['log'].name}, {paths['card'].name}; "
+            f"val NLL {result['val_nll']}, test NLL {test_nll}")
+    else:
+        result = summary()
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return result
+
+
+def model_card(result: dict, model_cfg, cfg: TrainConfig, corpus, history: list) -> str:
+    vals = [(h["step"], h["val_nll"]) for h in history if "val_nll" in h]
+    curve = ", ".join(f"{s}: {v:.3f}" for s, v in vals[-8:])
+    splits = "; ".join(f"{k}: {v.get('pieces', '?')} pieces, {v.get('tokens', '?')} tokens" for k, v in corpus.splits.items())
+    return f"""# v2m model card
+
+| | |
+|---|---|
+| backend | {model_cfg.backend} |
+| parameters | {result['params']:,} ({model_cfg.n_layers} layers, d_model {model_cfg.d_model}, {model_cfg.n_heads} heads, d_ff {model_cfg.d_ff}, {model_cfg.mlp}, {model_cfg.norm} norm, RoPE, tied embeddings) |
+| vocabulary | {model_cfg.vocab_size} tokens, tokenizer hash `{corpus.tokenizer_hash}` |
+| data | corpus `{result['corpus']}` — {splits} |
+| training | preset `{result['preset']}`, {result['steps']} steps × {cfg.batch} × {cfg.context} tokens = {result['tokens_seen']:,} tokens, AdamW lr {cfg.lr:g} (warm-up {cfg.warmup}, cosine to ×{cfg.min_lr_ratio:g}), weight decay {cfg.weight_decay:g}, dropout {model_cfg.dropout:g}, seed {cfg.seed} |
+| hardware | {result['device']} × {result['processes']}, wall time {result['wall_s']:.0f} s |
+| validation NLL | {result['val_nll']} nats/token (last); curve (step: NLL): {curve} |
+| test NLL | {result['test_nll']} nats/token |
+
+Made by `v2m train` (models/train.py); the `.train.json` beside this file holds the full log.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m v2m.models.train`: the same options as `v2m train`, without typer."""
+    parser = argparse.ArgumentParser(prog="python -m v2m.models.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("corpus")
+    parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("--preset", default="small")
+    for name, kind in (("steps", int), ("batch", int), ("context", int), ("lr", float), ("seed", int),
+                       ("eval_every", int), ("ckpt_every", int)):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default=None)
+    parser.add_argument("--resume")
+    parser.add_argument("--init")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-minutes", type=float)
+    parser.add_argument("--save-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("-f", "--force", action="store_true")
+    args = parser.parse_args(argv)
+    overrides = {k: getattr(args, k) for k in ("steps", "batch", "context", "lr", "seed", "eval_every", "ckpt_every", "compile")}
+    opts = RunOptions(args.corpus, args.output, args.preset, overrides, args.resume, args.init, args.checkpoint,
+                      args.device, args.max_minutes, args.save_dtype, args.force)
+    try:
+        train(opts)
+    except V2MError as e:
+        print(f"v2m: error: {e.one_line()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("v2m: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
