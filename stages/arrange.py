@@ -4,7 +4,8 @@ Everything is placed in seconds on the controls' beat grid (bar i starts at `dow
 the accompaniment lands on the video's beats however the tempo drifts. From the controls:
 
 - per-bar motion = 0.6 · density class / top class + 0.4 · velocity / 127 → intensity (style's
-  `motion_drive` mixes it with a fixed `base_intensity`) → pattern level 0 (silent) .. 3 (full);
+  `motion_drive` mixes it with a fixed `base_intensity`; median of 3 bars within a phrase, so one-bar
+  blips do not flip the pattern) → pattern level 0 (silent) .. 3 (full);
 - per-beat strength (0/1/2) → where the bass re-attacks, the comping hits, the drum accents;
 - `rhythm.cuts` → a drum fill into and a crash on each cut (stages/grooves.py);
 - dynamics: velocities follow the motion curve, with a fade over the last `fade_seconds`.
@@ -113,10 +114,7 @@ def beat_grid(controls: dict, style: Style) -> tuple[float, list[Bar]]:
     """(end s, bars) from a controls payload: beats per bar, strengths, motion and pattern level."""
     beat_times = [float(b) for b in controls.get("beat_times", [])]
     bar_data = controls.get("bars", [])
-    starts = [float(b.get("start", d)) for b, d in zip(bar_data, controls.get("downbeats", []))] \
-        if len(bar_data) <= len(controls.get("downbeats", [])) else [float(b["start"]) for b in bar_data]
-    if not starts:
-        starts = [float(d) for d in controls.get("downbeats", [])]
+    starts = [float(b.get("start", 0.0)) for b in bar_data] if bar_data else [float(d) for d in controls.get("downbeats", [])]
     if not starts:
         return float(controls.get("duration", 0.0)), []
     period = float(np.median(np.diff(beat_times))) if len(beat_times) >= 2 else 0.5
@@ -126,7 +124,7 @@ def beat_grid(controls: dict, style: Style) -> tuple[float, list[Bar]]:
     # least class 3) is the top, so a calm clip with classes 0-1 is not inflated to full motion
     top_density = int(controls["n_density"]) - 1 if controls.get("n_density") else \
         max(max((int(b.get("density", 0)) for b in bar_data), default=0), 3)
-    bars = []
+    grid, motions, phrase = [], [], []
     for i, start in enumerate(starts):
         stop = starts[i + 1] if i + 1 < len(starts) else max(end, start + period)
         beats = [b for b in beat_times if start - 1e-6 <= b < stop - 1e-6] or [start]
@@ -137,11 +135,30 @@ def beat_grid(controls: dict, style: Style) -> tuple[float, list[Bar]]:
         info = bar_data[i] if i < len(bar_data) else {}
         strength = [int(s) for s in info.get("strength", [])][:len(beats)]
         strength += [1] * (len(beats) - len(strength))
-        motion = 0.6 * int(info.get("density", 0)) / max(top_density, 1) + 0.4 * float(info.get("velocity", 64)) / 127.0
-        intensity = style.dynamics.motion_drive * motion + (1 - style.dynamics.motion_drive) * style.dynamics.base_intensity
-        level = grooves.level_of(intensity, style.drums.min_level, style.drums.max_level)
-        bars.append(Bar(start, beats + [stop], strength, float(np.clip(motion, 0, 1)), level))
+        grid.append((start, beats + [stop], strength))
+        motions.append(float(np.clip(0.6 * int(info.get("density", 0)) / max(top_density, 1)
+                                     + 0.4 * float(info.get("velocity", 64)) / 127.0, 0.0, 1.0)))
+        phrase.append(i == 0 or bool(info.get("phrase", False)))
+    drive, base = style.dynamics.motion_drive, style.dynamics.base_intensity
+    intensity = smooth_within_phrases([drive * m + (1 - drive) * base for m in motions], phrase)
+    levels = [grooves.level_of(x, style.drums.min_level, style.drums.max_level) for x in intensity]
+    bars = [Bar(start, beats, strength, motion, level)
+            for (start, beats, strength), motion, level in zip(grid, motions, levels)]
     return end, bars
+
+
+def smooth_within_phrases(values: list[float], phrase: list[bool]) -> list[float]:
+    """Median of each bar and its neighbours, never across a phrase start (a scene cut): a drummer
+    changes pattern by sections, not on a one-bar blip, but a new scene may change it at once."""
+    out = []
+    for i, value in enumerate(values):
+        window = [value]
+        if i > 0 and not phrase[i]:
+            window.append(values[i - 1])
+        if i + 1 < len(values) and not phrase[i + 1]:
+            window.append(values[i + 1])
+        out.append(float(np.median(window)) if len(window) == 3 else value)
+    return out
 
 
 def dynamics_curve(bars: list[Bar], end: float, style: Style) -> Callable[..., float]:
