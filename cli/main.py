@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("train", "v2m.cli.train"),
     ("evaluate", "v2m.cli.evaluate"),
     ("quantize", "v2m.cli.quantize"),
+    ("generate", "v2m.cli.generate"),
 ]
 
 app = typer.Typer(

@@ -27,6 +27,7 @@ from pathlib import Path
 from v2m.errors import V2MError
 
 # MIDI pitch ranges a register allows (inclusive); wide enough for a melody and its accompaniment
+DEFAULT_STYLE = "pop"  # the arranger's style when none is given
 REGISTER_PITCHES = {"low": (28, 72), "mid": (40, 84), "high": (52, 96)}
 VELOCITY_BAND = 20  # a bar's velocity tokens may differ this much (MIDI velocity units) from its control
 
@@ -364,3 +365,13 @@ def prime_ids_from_midi(data: bytes, vocab, name: str) -> list[int]:
     except Exception as e:  # symusic raises plain RuntimeErrors on corrupt files
         raise V2MError(f"{name}: not a readable MIDI file ({e})")
     return encode_score(score, vocab)
+
+
+def arrangement_record(style: str | None, arrange: bool, seed: int) -> dict | None:
+    """What a tokens artifact records for `decode`/`run` about the arrangement: the style's name, resolved
+    settings and seed (stages/arrange.py), or None for the generated line alone (--arrange none)."""
+    if not arrange:
+        return None
+    from v2m.stages.arrange import arrangement_settings
+
+    return arrangement_settings(style or DEFAULT_STYLE, seed=seed)
