@@ -296,10 +296,20 @@ class Input:
 
 
 def load_input(path: str | Path, tokenizer=None) -> Input:
-    """Read one input, classified by content (never by extension, except to tell audio from video)."""
-    from v2m.artifacts import describe, parse_artifact, sha256_bytes, sniff_path, source_of
+    """Read one input, classified by content (never by extension, except to tell audio from video).
+
+    "-" reads stdin, so `v2m extract-rhythm clip.mp4 | v2m evaluate - clip.mid` works (artifacts or MIDI).
+    """
+    from v2m.artifacts import STDIO, describe, read_bytes, sniff, sniff_path, source_of
 
     p, name = Path(path), str(path)
+    if name == STDIO:
+        data = read_bytes(STDIO)
+        kind = sniff(data[:64])
+        if kind not in ("json", "midi"):
+            raise V2MError(f"stdin: expected a v2m artifact or MIDI, found {describe(kind)}",
+                           "pipe extract-rhythm / encode-tokens / generate output, or pass audio as a file")
+        return _from_bytes(kind, data, "stdin", source_of(STDIO, data=data), tokenizer)
     kind = sniff_path(p)
     if kind == "missing":
         raise V2MError(f"{name}: no such file")
@@ -310,18 +320,8 @@ def load_input(path: str | Path, tokenizer=None) -> Input:
     if kind == "safetensors":
         return Input("model", name)
     source = source_of(name, path=p)
-    if kind == "json":
-        obj = parse_artifact(p.read_bytes(), name, ("v2m.rhythm", "v2m.controls", "v2m.tokens", "v2m.report", "v2m.corpus"))
-        fmt, data = obj["format"], obj["data"]
-        if fmt == "v2m.rhythm":
-            return Input("rhythm", name, reference_from_rhythm(data), source)
-        if fmt == "v2m.controls":
-            return Input("controls", name, data, source)
-        if fmt == "v2m.tokens":
-            return Input("music", name, music_from_tokens(data, tokenizer, name), source)
-        return Input("report" if fmt == "v2m.report" else "corpus", name, None, source)
-    if kind == "midi":
-        return Input("music", name, music_from_score(read_midi(p), "midi", name=name), source)
+    if kind in ("json", "midi"):
+        return _from_bytes(kind, p.read_bytes(), name, source, tokenizer)
     if kind == "riff" or p.suffix.lower() in AUDIO_SUFFIXES:
         return Input("music", name, music_from_audio(read_audio(p), SAMPLE_RATE, name), source)
     if p.suffix.lower() in VIDEO_SUFFIXES:
@@ -329,13 +329,30 @@ def load_input(path: str | Path, tokenizer=None) -> Input:
     raise V2MError(f"{name}: expected music (MIDI, WAV, v2m.tokens) or a v2m.rhythm artifact, found {describe(kind)}")
 
 
-def read_midi(path: Path):
+def _from_bytes(kind: str, data: bytes, name: str, source: dict, tokenizer) -> Input:
+    """An artifact (JSON) or a MIDI file held in memory → Input."""
+    from v2m.artifacts import parse_artifact
+
+    if kind == "midi":
+        return Input("music", name, music_from_score(read_midi(data, name), "midi", name=name), source)
+    obj = parse_artifact(data, name, ("v2m.rhythm", "v2m.controls", "v2m.tokens", "v2m.report", "v2m.corpus"))
+    fmt, payload = obj["format"], obj["data"]
+    if fmt == "v2m.rhythm":
+        return Input("rhythm", name, reference_from_rhythm(payload), source)
+    if fmt == "v2m.controls":
+        return Input("controls", name, payload, source)
+    if fmt == "v2m.tokens":
+        return Input("music", name, music_from_tokens(payload, tokenizer, name), source)
+    return Input("report" if fmt == "v2m.report" else "corpus", name, None, source)
+
+
+def read_midi(data: bytes, name: str):
     from symusic import Score
 
     try:
-        return Score.from_file(str(path))
+        return Score.from_midi(data)
     except Exception as e:  # symusic raises plain RuntimeErrors for malformed files
-        raise V2MError(f"{path}: not a readable MIDI file ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+        raise V2MError(f"{name}: not a readable MIDI file ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
 
 
 def read_audio(path: Path) -> np.ndarray:

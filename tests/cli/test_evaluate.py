@@ -96,3 +96,18 @@ def test_model_mode_gate_and_tokenizer_mismatch(tmp_path, capsys):
     assert main(["evaluate", "--model", str(other), "--corpus", str(corpus), "--no-speed"]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "different tokenizers" in captured.err
+
+
+def test_rhythm_from_stdin_pipeline(tmp_path):
+    """`... | v2m evaluate - clip.mid`: a real pipe between two processes, stdout and stderr apart."""
+    import subprocess
+    import sys
+
+    rhythm, midi = pair(tmp_path)
+    code = "import sys; from v2m.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    with open(rhythm, "rb") as stdin:
+        proc = subprocess.run([sys.executable, "-c", code, "evaluate", "-", midi, "--json"], stdin=stdin,
+                              capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads(proc.stdout)["metrics"]["beat_f1"] == 1.0
+    assert b"beat_f1" in proc.stderr  # the table
