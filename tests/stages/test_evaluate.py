@@ -268,6 +268,12 @@ def test_tokens_with_requested_controls(tmp_path):
     assert metrics["bars_compared"] == n
     assert metrics["density_accuracy"] == pytest.approx((n - 1) / n) and metrics["density_within1"] == 1.0
     assert metrics["strength_accuracy"] == 1.0
+    # when the controls cannot be measured (here: the default tokenizer is not the one used), the rhythm scores
+    # stay and a label says why; a gate on density_accuracy would then fail as "not measured"
+    rhythm_only = ev.evaluate_pair(ev.load_input(rhythm).value, ev.load_input(tokens, tokenizer).value,
+                                   tokenizer={"format": "not a tokenizer"})
+    assert rhythm_only[0]["beat_f1"] == pytest.approx(1.0) and "density_accuracy" not in rhythm_only[0]
+    assert rhythm_only[1]["control_accuracy"].startswith("not measured")
     # a tokens artifact from another tokenizer: one clear line
     data["tokenizer_hash"] = "0" * 64
     tokens.write_bytes(dumps(make_artifact("v2m.tokens", data, stage="generate")))
