@@ -115,9 +115,11 @@ def command(
     payload = data if as_json else make_artifact("v2m.report", data, stage="evaluate", config=config, source=sources)
     write_output(dumps(payload), output, force)
     _table(data)
-    if failures:
+    if failures:  # exit 1 outranks a failed gate (3): an item that could not be scored is the bigger problem
         names = "; ".join(f"{f['name']}: {f['error']}" for f in failures)
-        raise V2MError(f"{len(failures)} of {len(failures) + len(rows)} items failed ({names})",
+        gates_failed = [g["gate"] for g in results if g["failed"]]
+        also = f"; gate(s) failed too: {', '.join(gates_failed)}" if gates_failed else ""
+        raise V2MError(f"{len(failures)} of {len(failures) + len(rows)} items failed ({names}){also}",
                        "the report has the others")
     ev.raise_if_failed(results)
 
@@ -172,8 +174,9 @@ def _table(data: dict) -> None:
 
     console = log.console()
     if data.get("rows") is not None:
-        keys = [k for k in ("beat_f1", "bhs", "bcs", "beat_align", "tempo_same", "scale_consistency",
-                            "groove_consistency", "pitch_class_entropy") if any(k in r["metrics"] for r in data["rows"])]
+        # a few headline columns (fits 80 columns); the summary below and the report have every metric
+        keys = [k for k in ("beat_f1", "bhs", "beat_align", "scale_consistency", "groove_consistency")
+                if any(r["metrics"].get(k) is not None for r in data["rows"])][:4]
         rows = Table(title=f"evaluate: {len(data['rows'])} items", title_justify="left")
         rows.add_column("name")
         for key in keys:

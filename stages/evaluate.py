@@ -246,7 +246,7 @@ def apply_gates(gates: list[Gate], metrics: dict, summary: dict | None = None) -
         else:
             failed = {"<": value < gate.threshold, "<=": value <= gate.threshold,
                       ">": value > gate.threshold, ">=": value >= gate.threshold}[gate.op]
-            why = f"{gate.metric} = {value:.4g}"
+            why = f"{gate.metric}{'.' + gate.statistic if gate.statistic else ''} = {value:.4g}"
         results.append({"gate": gate.text, "value": value, "failed": bool(failed), "detail": why})
     return results
 
