@@ -1,0 +1,367 @@
+"""run: one video or a folder of videos → a finished, muxed soundtrack per video.
+
+Per video NAME the output folder gets NAME.rhythm.json, NAME.controls.json, NAME.tokens.json, NAME.mid,
+NAME.wav, NAME.mp4 (the video with the music) and NAME.report.json (evaluate's rhythm + music report), and
+last of all NAME.done.json, the completion marker.
+
+Resume (even after `kill -9`): every file is written atomically (temp file + rename), and the marker is written
+only after all the others, recording the input's sha256, the run's settings and each output's size and sha256.
+A video whose marker is valid is skipped; anything else (no marker, a stale marker, a missing or changed output)
+is redone from the start, and stray temp files from a killed write are removed first.
+
+One model load per process: `Engine` holds the loaded model, its vocabulary and the style, built on first use
+and passed to every stage and every video the process handles. With --jobs N each worker process builds one
+Engine in the pool's initializer and keeps it for all the videos it is given; the main process loads no model.
+
+Failures are isolated per video: one bad file is recorded with its one-line reason and the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from v2m import artifacts
+from v2m.config import to_dict
+from v2m.errors import V2MError
+
+MARKER_VERSION = 1
+OUTPUTS = ("rhythm.json", "controls.json", "tokens.json", "mid", "wav", "mp4", "report.json")
+STAGES = ("rhythm", "controls", "generate", "decode", "render", "mux", "evaluate")
+
+Status = Callable[[str, str], None]  # (video key, stage or outcome) → None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a video's outputs; recorded in each completion marker.
+
+    `model` is a checkpoint path (None = the default preset). `seed` is used as is for every video, so a
+    video's music does not depend on which other videos are in the batch or on the order they run in.
+    """
+
+    model: str | None = None
+    backend: str | None = None
+    kernel: str = "auto"
+    device: str = "cpu"
+    style: str | None = None
+    arrange: bool = True
+    seed: int = 0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.95
+    soundfont: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One input video and where its outputs go: `stem` is OUTDIR/[subfolders/]NAME, without suffix."""
+
+    source: Path
+    stem: Path
+
+    @property
+    def key(self) -> str:
+        return self.stem.name
+
+    def output(self, suffix: str) -> Path:
+        return self.stem.with_name(f"{self.stem.name}.{suffix}")
+
+    @property
+    def marker(self) -> Path:
+        return self.output("done.json")
+
+
+@dataclass
+class VideoResult:
+    """What happened to one video: `status` is done, skipped or failed; `seconds` per stage."""
+
+    key: str
+    source: str
+    status: str
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    duration: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- planning and resume
+
+def plan(inputs: list[Path], root: Path | None, outdir: Path) -> list[VideoJob]:
+    """Jobs for `inputs`; files found under folder `root` keep their sub-folders so equal names never collide."""
+    jobs = []
+    for video in inputs:
+        relative = video.relative_to(root) if root is not None else Path(video.name)
+        jobs.append(VideoJob(source=video, stem=outdir / relative.with_suffix("")))
+    for job in jobs:
+        if job.output("mp4").resolve() == job.source.resolve():
+            raise V2MError(f"{job.source}: the muxed output would overwrite the input video",
+                           "choose an output folder other than the input's folder")
+    return jobs
+
+
+def fingerprint(config: RunConfig, model_sha256: str | None) -> dict:
+    """The settings a finished video is checked against on resume (the model by content, not by path)."""
+    settings = to_dict(config)
+    settings.pop("model")
+    settings.pop("device")  # the same model gives the same music on any device only up to float noise; not a reason to redo
+    return {"settings": settings, "model_sha256": model_sha256}
+
+
+def is_done(job: VideoJob, expected: dict) -> bool:
+    """True when the marker exists, matches the input and settings, and every output is present and intact."""
+    try:
+        marker = json.loads(job.marker.read_text())
+    except (OSError, ValueError):
+        return False
+    if marker.get("version") != MARKER_VERSION or marker.get("fingerprint") != expected:
+        return False
+    if marker.get("source", {}).get("sha256") != artifacts.sha256_file(job.source):
+        return False
+    for name, recorded in marker.get("outputs", {}).items():
+        path = job.stem.parent / name
+        if not path.is_file() or path.stat().st_size != recorded.get("bytes"):
+            return False
+    return set(marker.get("outputs", {})) == {job.output(s).name for s in OUTPUTS}
+
+
+def clear_partials(job: VideoJob) -> None:
+    """Remove temp files left by a write that was killed mid-way. Atomic writes name them
+    .STEM.XXXXXXXX.partSUFFIX (mkstemp's 8 random characters); matching exactly this video's output stems
+    never touches another video's writes in flight (NAME vs NAME.x)."""
+    import re
+
+    folder = job.stem.parent
+    if not folder.is_dir():
+        return
+    stems = "|".join(re.escape(Path(job.output(s).name).stem) for s in (*OUTPUTS, "done.json"))
+    pattern = re.compile(rf"^\.({stems})\.[A-Za-z0-9_]{{8}}\.part")
+    for stray in folder.iterdir():
+        if pattern.match(stray.name):
+            stray.unlink(missing_ok=True)
+
+
+def write_marker(job: VideoJob, expected: dict, result: VideoResult) -> None:
+    outputs = {}
+    for suffix in OUTPUTS:
+        path = job.output(suffix)
+        outputs[path.name] = {"bytes": path.stat().st_size, "sha256": artifacts.sha256_file(path)}
+    marker = {"version": MARKER_VERSION, "source": artifacts.source_of(job.source), "fingerprint": expected,
+              "outputs": outputs, "seconds": result.seconds, "duration": result.duration, "metrics": result.metrics}
+    artifacts.atomic_write_bytes(job.marker, artifacts.dumps(marker))
+
+
+def read_marker(job: VideoJob) -> dict:
+    return json.loads(job.marker.read_text())
+
+
+# ---------------------------------------------------------------- one process's shared resources
+
+class Engine:
+    """The model, vocabulary and style one process loads once and reuses across stages and videos."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self._loaded = None
+
+    @property
+    def loaded(self):
+        if self._loaded is None:
+            from v2m.stages.generate import open_model
+
+            self._loaded = open_model(self.config.model, backend=self.config.backend,
+                                      kernel=self.config.kernel, device=self.config.device)
+        return self._loaded
+
+
+# ---------------------------------------------------------------- one video
+
+class _Timer:
+    """Times each stage of one video (seconds, wall clock) and reports it as it starts."""
+
+    def __init__(self, key: str, status: Status):
+        self.key, self.status, self.seconds = key, status, {}
+
+    def __call__(self, stage: str):
+        self.stage = stage
+        self.status(self.key, stage)
+        return self
+
+    def __enter__(self):
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.seconds[self.stage] = round(time.perf_counter() - self.started, 3)
+
+
+def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | None = None) -> VideoResult:
+    """Make every output of one video, then its marker. Raises V2MError on a bad input."""
+    from v2m.stages import decode, evaluate
+    from v2m.stages.controls import controls_from_rhythm
+    from v2m.stages.generate import GenerateConfig, arrangement_record, generate
+    from v2m.stages.rhythm import extract_rhythm
+
+    config = engine.config
+    timer = _Timer(job.key, status or (lambda key, what: None))
+    source = artifacts.source_of(job.source)
+    created = dict(config=to_dict(config), seed=config.seed, source=source)
+
+    with timer("rhythm"):
+        rhythm_artifact = extract_rhythm(str(job.source))
+        rhythm = rhythm_artifact["data"]
+        _write_json(job.output("rhythm.json"), rhythm_artifact)
+    loaded, vocab = engine.loaded
+    with timer("controls"):
+        controls = controls_from_rhythm(rhythm, vocab)
+        _write_json(job.output("controls.json"), artifacts.make_artifact("v2m.controls", controls, stage="encode-tokens", **created))
+    with timer("generate"):
+        sampling = GenerateConfig(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, seed=config.seed)
+        tokens = generate(loaded.model, vocab, controls, sampling, compile=config.device.startswith("cuda"))
+        tokens["arrange"] = arrangement_record(config.style, config.arrange, config.seed)
+        _write_json(job.output("tokens.json"), artifacts.make_artifact("v2m.tokens", tokens, stage="generate", **created))
+    with timer("decode"):
+        melody = decode.tokens_to_score(tokens, vocab)
+        score = melody
+        if tokens["arrange"] is not None:
+            from v2m.stages.arrange import arrange
+
+            score = arrange(melody, controls, tokens["arrange"]["style"], seed=config.seed)
+        artifacts.atomic_write_bytes(job.output("mid"), decode.midi_bytes(score))
+    with timer("render"):
+        decode.render_wav(score, job.output("wav"), soundfont=config.soundfont)  # atomic, like every write here
+    with timer("mux"):
+        decode.mux(job.source, job.output("wav"), job.output("mp4"))
+    with timer("evaluate"):
+        reference = evaluate.reference_from_rhythm(rhythm)
+        metrics, labels = evaluate.evaluate_pair(reference, evaluate.music_from_score(score))
+        melody_metrics, _ = evaluate.evaluate_pair(reference, evaluate.music_from_score(melody, kind="tokens"))
+        report = {"mode": "rhythm", "metrics": evaluate.clean(metrics), "labels": labels,
+                  "melody": {"metrics": evaluate.clean(melody_metrics)}, "gates": []}
+        _write_json(job.output("report.json"), artifacts.make_artifact("v2m.report", report, stage="evaluate", **created))
+    result = VideoResult(job.key, str(job.source), "done", seconds=timer.seconds, duration=float(rhythm["duration"]),
+                         metrics={k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))})
+    write_marker(job, expected, result)
+    return result
+
+
+def _write_json(path: Path, artifact: dict) -> None:
+    artifacts.atomic_write_bytes(path, artifacts.dumps(artifact))
+
+
+def process(job: VideoJob, engine: Engine, expected: dict, force: bool, status: Status | None = None) -> VideoResult:
+    """run_video with resume and error isolation: never raises for a bad input, returns the outcome."""
+    say = status or (lambda key, what: None)
+    if not force and is_done(job, expected):
+        marker = read_marker(job)
+        say(job.key, "skipped")
+        return VideoResult(job.key, str(job.source), "skipped", seconds=marker.get("seconds", {}),
+                           duration=marker.get("duration"), metrics=marker.get("metrics", {}))
+    try:
+        job.marker.unlink(missing_ok=True)  # a stale marker must never vouch for new, half-written outputs
+        clear_partials(job)
+        result = run_video(job, engine, expected, say)
+        say(job.key, "done")
+        return result
+    except V2MError as e:
+        say(job.key, "failed")
+        return VideoResult(job.key, str(job.source), "failed", error=e.one_line())
+    except Exception as e:  # an unexpected failure is isolated too, and named
+        say(job.key, "failed")
+        return VideoResult(job.key, str(job.source), "failed", error=f"internal error: {type(e).__name__}: {e}")
+
+
+# ---------------------------------------------------------------- a batch, in this process or in N workers
+
+_WORKER: dict = {}  # the worker process's Engine and status queue, set once by the pool initializer
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGKILL when the batch process dies, so `kill -9` leaves no orphan writing files."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: orphans finish their video; outputs stay consistent (atomic, deterministic)
+        pass
+
+
+def _worker_init(config: RunConfig, queue, threads: int) -> None:
+    _die_with_parent()
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER["engine"] = Engine(config)
+    _WORKER["queue"] = queue
+
+
+def _worker_process(job: VideoJob, expected: dict, force: bool) -> VideoResult:
+    queue = _WORKER["queue"]
+    return process(job, _WORKER["engine"], expected, force, status=lambda key, what: queue.put((key, what)))
+
+
+def run_batch(jobs_list: list[VideoJob], config: RunConfig, expected: dict, *, jobs: int = 1, force: bool = False,
+              status: Status | None = None, on_result: Callable[[VideoResult], None] | None = None) -> list[VideoResult]:
+    """Process every video; results come back in input order. Never raises for a bad video.
+
+    `jobs` > 1 runs that many worker processes (spawned, each loading the model once) and splits the CPU
+    threads between them; `status(key, stage)` reports each video's progress, `on_result` each outcome.
+    """
+    say = status or (lambda key, what: None)
+    done = on_result or (lambda result: None)
+    jobs = max(1, min(jobs, len(jobs_list)))
+    if jobs == 1:
+        engine = Engine(config)
+        results = []
+        for job in jobs_list:
+            results.append(process(job, engine, expected, force, say))
+            done(results[-1])
+        return results
+
+    import multiprocessing as mp
+    import queue as queue_mod
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = mp.get_context("spawn")  # never fork a process that may hold OpenMP threads
+    messages = context.Queue()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    by_future = {}
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                             initargs=(config, messages, threads)) as pool:
+        for index, job in enumerate(jobs_list):
+            by_future[pool.submit(_worker_process, job, expected, force)] = index
+        results: list[VideoResult | None] = [None] * len(jobs_list)
+        pending = set(by_future)
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(messages, say, queue_mod.Empty)
+            for future in finished:
+                job = jobs_list[by_future[future]]
+                try:
+                    result = future.result()
+                except Exception as e:  # the worker itself died (e.g. killed, out of memory)
+                    result = VideoResult(job.key, str(job.source), "failed",
+                                         error=f"worker process failed: {type(e).__name__}: {e}")
+                results[by_future[future]] = result
+                done(result)
+        _drain(messages, say, queue_mod.Empty)
+    return [r for r in results if r is not None]
+
+
+def _drain(messages, say: Status, empty: type) -> None:
+    while True:
+        try:
+            key, what = messages.get_nowait()
+        except empty:
+            return
+        say(key, what)
+
+
+def exit_code(results: list[VideoResult]) -> int:
+    """0 when every video is done or skipped, 1 if any failed (DESIGN.md: batches)."""
+    return 1 if any(r.status == "failed" for r in results) else 0

@@ -1,0 +1,119 @@
+"""run: every output of a video, completion markers and resume, error isolation in a batch, worker processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.stages.test_generate import debug_model  # noqa: F401  (fixture)
+
+OUTPUTS = ("rhythm.json", "controls.json", "tokens.json", "mid", "wav", "mp4", "report.json", "done.json")
+
+
+def small_video(path: Path, seed: int = 0, duration: float = 5.0, bpm: float = 120.0) -> dict:
+    """A short, small synthetic clip with known beats (core/samples.py): fast to analyse, render and mux."""
+    from v2m.samples import SampleSpec, write_video
+
+    return write_video(path, SampleSpec(bpm=bpm, duration=duration, width=160, height=96, fps=15.0, seed=seed,
+                                        motion="flash", cuts=0))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    truth = {name: small_video(folder / f"{name}.mp4", seed=i) for i, name in enumerate(("a", "b"))}
+    (folder / "broken.mp4").write_bytes(b"this is not a video")
+    return folder, truth
+
+
+def setup_run(model_path, out: Path, folder: Path, names=None, **settings):
+    from v2m.cli.common import VIDEO_EXTENSIONS, files_in
+    from v2m.stages import run
+
+    config = run.RunConfig(model=str(model_path), seed=1, **settings)
+    videos = [v for v in files_in(folder, VIDEO_EXTENSIONS) if names is None or v.stem in names]
+    jobs = run.plan(videos, folder, out)
+    return config, jobs, run.fingerprint(config, "model-sha")
+
+
+def test_one_video_gets_every_output_then_resume_skips_it(tmp_path, clips, debug_model):  # noqa: F811
+    from v2m import artifacts
+    from v2m.stages import run
+
+    folder, truth = clips
+    config, jobs, expected = setup_run(debug_model[0], tmp_path / "out", folder, names={"a"})
+    engine = run.Engine(config)
+    seen = []
+    result = run.process(jobs[0], engine, expected, force=False, status=lambda key, what: seen.append(what))
+    assert result.status == "done", result.error
+    assert seen == [*run.STAGES, "done"]
+    for suffix in OUTPUTS:
+        assert (tmp_path / "out" / f"a.{suffix}").stat().st_size > 0
+    tokens = artifacts.read_artifact(tmp_path / "out" / "a.tokens.json", "v2m.tokens")["data"]
+    rhythm = artifacts.read_artifact(tmp_path / "out" / "a.rhythm.json", "v2m.rhythm")["data"]
+    assert tokens["downbeats"] == rhythm["downbeats"][:len(tokens["downbeats"])]
+    report = artifacts.read_artifact(tmp_path / "out" / "a.report.json", "v2m.report")["data"]
+    assert 0.0 <= report["metrics"]["beat_f1"] <= 1.0 and "beat_f1" in report["melody"]["metrics"]
+    assert result.duration == pytest.approx(5.0, abs=0.2) and set(result.seconds) == set(run.STAGES)
+
+    # the muxed video keeps the picture and has the new soundtrack, as long as the clip
+    from v2m.media import ffprobe
+
+    streams = {s["codec_type"]: s for s in ffprobe(tmp_path / "out" / "a.mp4")["streams"]}
+    assert set(streams) == {"video", "audio"}
+    assert float(ffprobe(tmp_path / "out" / "a.mp4")["format"]["duration"]) == pytest.approx(5.0, abs=0.15)
+
+    # resume: a finished video is skipped; a missing output makes it redo the video
+    mtime = (tmp_path / "out" / "a.done.json").stat().st_mtime_ns
+    again = run.process(jobs[0], engine, expected, force=False)
+    assert again.status == "skipped" and (tmp_path / "out" / "a.done.json").stat().st_mtime_ns == mtime
+    (tmp_path / "out" / "a.wav").unlink()
+    (tmp_path / "out" / ".a.k3j9x_2q.part.wav").write_bytes(b"left by a killed write")
+    redone = run.process(jobs[0], engine, expected, force=False)
+    assert redone.status == "done" and (tmp_path / "out" / "a.wav").exists()
+    assert not list((tmp_path / "out").glob(".*part*"))
+    # other settings: not vouched for by the marker, so redone
+    other = run.fingerprint(run.RunConfig(model=str(debug_model[0]), seed=2), "model-sha")
+    assert not run.is_done(jobs[0], other) and run.is_done(jobs[0], expected)
+
+
+def test_batch_isolates_a_broken_file(tmp_path, clips, debug_model):  # noqa: F811
+    from v2m.stages import run
+
+    folder, _ = clips
+    config, jobs, expected = setup_run(debug_model[0], tmp_path / "out", folder)
+    results = run.run_batch(jobs, config, expected, jobs=1)
+    by_key = {r.key: r for r in results}
+    assert [r.key for r in results] == ["a", "b", "broken"]
+    assert by_key["a"].status == by_key["b"].status == "done"
+    assert by_key["broken"].status == "failed" and "broken.mp4" in by_key["broken"].error
+    assert "\n" not in by_key["broken"].error
+    assert run.exit_code(results) == 1
+    assert not (tmp_path / "out" / "broken.done.json").exists()
+    # a rerun only retries the failure
+    again = run.run_batch(jobs, config, expected, jobs=1)
+    assert [r.status for r in again] == ["skipped", "skipped", "failed"]
+
+
+def test_the_output_never_overwrites_the_input(tmp_path, clips):
+    from v2m.errors import V2MError
+    from v2m.stages import run
+
+    folder, _ = clips
+    with pytest.raises(V2MError, match="overwrite the input"):
+        run.plan([folder / "a.mp4"], folder, folder)
+
+
+def test_marker_is_checked_against_outputs(tmp_path):
+    from v2m.stages import run
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"video bytes")
+    job = run.plan([video], None, tmp_path / "out")[0]
+    assert job.marker == tmp_path / "out" / "v.done.json"
+    assert not run.is_done(job, {})
+    job.marker.parent.mkdir()
+    job.marker.write_text("{not json")
+    assert not run.is_done(job, {})
