@@ -27,6 +27,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("evaluate", "v2m.cli.evaluate"),
     ("quantize", "v2m.cli.quantize"),
     ("generate", "v2m.cli.generate"),
+    ("run", "v2m.cli.run"),
 ]
 
 app = typer.Typer(

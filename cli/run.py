@@ -1,0 +1,160 @@
+"""Score a video, or a folder of videos, end to end: music on the beat, muxed.
+
+Per video NAME, OUTDIR gets NAME.mp4 (the video with its new soundtrack),
+NAME.wav, NAME.mid, NAME.rhythm.json, NAME.controls.json, NAME.tokens.json,
+NAME.report.json (rhythm agreement and music statistics, as `v2m evaluate`
+reports them) and, written last, NAME.done.json: the video is finished.
+
+Rerunning the same command resumes: finished videos are skipped, and
+half-finished ones (interrupted, even by kill -9) are redone. One bad video
+never stops the others; the summary names each failure, and the exit status
+is 1 if any failed. The model is loaded once per process (once per worker
+with --jobs) and shared by every stage and every video.
+
+Examples:
+
+  v2m run samples/clip.mp4 -o out/
+
+  v2m run videos/ -o scored/ --jobs 2 --style cinematic --seed 7
+
+  v2m run videos/ -o scored/ --force        # redo finished videos too
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from v2m import log
+from v2m.cli.common import VIDEO_EXTENSIONS, Force, files_in
+from v2m.errors import V2MError
+
+
+def command(
+    input: Annotated[Path, typer.Argument(help="A video file, or a folder searched recursively for videos.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created; sub-folders of INPUT "
+                                                                "are kept).")],
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Videos processed in parallel, one worker process "
+                                                           "(and one model load) each.")] = 1,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint; default: "
+                                                                       "presets/default.safetensors.")] = None,
+    kernel: Annotated[str, typer.Option(help="Kernel for quantized weights: auto, reference, ...")] = "auto",
+    device: Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when present).")] = "auto",
+    style: Annotated[Optional[str], typer.Option(help="Arrangement style (a preset name or a .toml file).")] = None,
+    arrange: Annotated[str, typer.Option(help="'auto' arranges in the style; 'none' keeps the generated "
+                                              "line alone.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed, the same for every video.")] = 0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 1.0,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = 0.95,
+    force: Force = False,
+) -> None:
+    from v2m.stages import run as run_stage
+
+    if jobs < 1:
+        raise V2MError("--jobs must be ≥ 1")
+    if arrange not in ("auto", "none"):
+        raise V2MError(f"--arrange {arrange!r}: expected 'auto' or 'none'")
+
+    from v2m.cli.generate import model_identity, resolve_device
+    from v2m.stages.generate import default_model_path
+
+    if model is None and default_model_path() is None:
+        raise V2MError("no model given and presets/default.safetensors does not exist", "pass --model CHECKPOINT.safetensors")
+    if model is not None and not Path(model).is_file():
+        raise V2MError(f"{model}: no such checkpoint")
+    if style is not None:
+        from v2m.stages.styles import load_style
+
+        load_style(style)  # an unknown style is one line now, not one failure per video
+    if input.is_dir():
+        videos, root = files_in(input, VIDEO_EXTENSIONS), input
+        if not videos:
+            raise V2MError(f"{input}: no video files found", f"videos end in {', '.join(sorted(VIDEO_EXTENSIONS))}")
+    elif input.is_file():
+        videos, root = [input], None
+    else:
+        raise V2MError(f"{input}: no such file or folder")
+    if output.exists() and not output.is_dir():
+        raise V2MError(f"{output}: exists and is not a folder", "pass -o a folder path")
+
+    config = run_stage.RunConfig(model=model, kernel=kernel, device=resolve_device(device), style=style,
+                                 arrange=arrange == "auto", seed=seed, temperature=temperature, top_p=top_p)
+    jobs_list = run_stage.plan(videos, root, output)
+    expected = run_stage.fingerprint(config, model_identity(model).get("sha256"))
+    started = time.perf_counter()
+    with BatchDisplay(jobs_list) as display:
+        results = run_stage.run_batch(jobs_list, config, expected, jobs=jobs, force=force,
+                                      status=display.status, on_result=display.result)
+    summarise(results, time.perf_counter() - started)
+    code = run_stage.exit_code(results)
+    if code:
+        raise typer.Exit(code)
+
+
+class BatchDisplay:
+    """An overall progress bar on stderr with each active video's stage; one line per finished video."""
+
+    def __init__(self, jobs_list):
+        self.total = len(jobs_list)
+        self.active: dict[str, str] = {}
+        self.bar = None
+
+    def __enter__(self):
+        import sys
+
+        if not log.quiet() and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("[bold]run"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TextColumn("{task.description}"), console=log.console(), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("", total=self.total)
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+    def status(self, key: str, stage: str) -> None:
+        if stage in ("done", "skipped", "failed"):
+            self.active.pop(key, None)
+        else:
+            self.active[key] = stage
+        if self.bar is not None:
+            shown = ", ".join(f"{k}: {s}" for k, s in list(self.active.items())[:4])
+            self.bar.update(self.task, description=shown)
+
+    def result(self, result) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+        if result.status == "done":
+            tail = f" ({sum(result.seconds.values()):.1f} s)"
+        else:
+            tail = f": {result.error}" if result.error else " (finished earlier)"
+        if result.status == "failed":
+            log.warn(f"{result.key} failed{tail}")
+        else:
+            log.info(f"{result.key} {result.status}{tail}")
+
+
+def summarise(results, wall: float) -> None:
+    """A table on stderr: one row per video, failures named with their reason."""
+    from rich.table import Table
+
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    table = Table(title=f"v2m run: {counts['done']} done, {counts['skipped']} skipped (already finished), "
+                        f"{counts['failed']} failed — {wall:.1f} s", title_justify="left")
+    for column in ("video", "status", "seconds", "× real time", "beat F", "reason"):
+        table.add_column(column)
+    for r in results:
+        seconds = sum(r.seconds.values()) if r.seconds else None
+        ratio = f"{seconds / r.duration:.2f}" if seconds and r.duration else ""
+        beat_f = r.metrics.get("beat_f1")
+        table.add_row(r.key, r.status, f"{seconds:.1f}" if seconds else "", ratio,
+                      f"{beat_f:.3f}" if beat_f is not None else "", r.error or "",
+                      style="red" if r.status == "failed" else None)
+    if not log.quiet() or counts["failed"]:
+        log.console().print(table)
