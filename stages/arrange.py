@@ -48,8 +48,11 @@ class Arrangement:
     settings: dict             # the resolved style and arranger settings, for artifacts
 
 
-def arrange(score, controls: dict, style: str | Style = "pop", seed: int = 0):
+def arrange(score, controls: dict, style: str | Style | dict = "pop", seed: int = 0):
     """Arrange `score` (a symusic Score: the generated line) with `controls` (a v2m.controls `data` dict).
+
+    `style`: a bundled style name, a path to a style TOML, a Style, or the `settings` dict that
+    `arrangement_settings` recorded in an artifact (what decode should pass, so custom styles replay).
 
     Returns a symusic Score with one named track per role (melody, harmony, bass, drums; a role the
     style turns off is left out). Same inputs and seed → the same Score.
@@ -57,13 +60,13 @@ def arrange(score, controls: dict, style: str | Style = "pop", seed: int = 0):
     return arrange_detailed(score, controls, style, seed).score
 
 
-def arrangement_settings(style: str | Style, seed: int = 0) -> dict:
+def arrangement_settings(style: str | Style | dict, seed: int = 0) -> dict:
     """What an artifact records about the arrangement: style name, every resolved style setting, seed."""
     resolved = load_style(style)
     return {"style": resolved.name, "seed": seed, "settings": resolved_settings(resolved)}
 
 
-def arrange_detailed(score, controls: dict, style: str | Style = "pop", seed: int = 0) -> Arrangement:
+def arrange_detailed(score, controls: dict, style: str | Style | dict = "pop", seed: int = 0) -> Arrangement:
     """`arrange`, also returning the key, the chords and the per-bar levels it used."""
     import symusic
 

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from v2m.config import load_preset, preset_names, to_dict
+from v2m.config import from_dict, load_preset, preset_names, to_dict
 
 from .grooves import FAMILIES
 
@@ -203,10 +203,14 @@ def style_names() -> list[str]:
     return preset_names("styles")
 
 
-def load_style(name_or_path: str | Style) -> Style:
-    """A bundled style by name, or a style TOML by path; errors are one line (unknown names list the available)."""
+def load_style(name_or_path: str | Style | dict) -> Style:
+    """A bundled style by name, a style TOML by path, or the `settings` dict an artifact recorded
+    (`resolved_settings`, so a custom style file need not travel with the artifact). Errors are one
+    line; an unknown name lists the available ones."""
     if isinstance(name_or_path, Style):
         return name_or_path
+    if isinstance(name_or_path, dict):
+        return from_dict(Style, name_or_path, where="recorded style")
     style = load_preset("styles", str(name_or_path), Style)
     return style if style.name else dataclasses.replace(style, name=Path(str(name_or_path)).stem)
 

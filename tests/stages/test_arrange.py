@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import numpy as np
@@ -191,8 +192,11 @@ def test_style_without_drums_or_bass_leaves_those_tracks_out(tmp_path, piece):
     custom.write_text('[harmony]\npattern = "pad"\n[bass]\npattern = "none"\n[drums]\nfamily = "none"\n')
     out = arrange(score, controls, str(custom), seed=0)
     assert [t.name for t in out.tracks] == ["melody", "harmony"]
-    settings = arrangement_settings(str(custom))
-    assert settings["style"] == "duo" and settings["settings"]["drums"]["family"] == "none"
+    record = arrangement_settings(str(custom), seed=0)
+    assert record["style"] == "duo" and record["settings"]["drums"]["family"] == "none"
+    # the recorded settings alone replay the same arrangement (the TOML file need not travel)
+    custom.unlink()
+    assert arrange(score, controls, json.loads(json.dumps(record["settings"])), seed=0).dumps_midi() == out.dumps_midi()
 
 
 @pytest.mark.parametrize("name", ["pop", "cinematic", "ambient", "chiptune", "folk"])
