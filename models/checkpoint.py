@@ -5,7 +5,8 @@ checked before any tensor is read, so a file that is not a v2m model, a truncate
 from another tool each fail with one line.
 
 A training checkpoint (`v2m train` writes one every `ckpt_every` steps) is a v2m.model file too,
-with the optimiser moments under `optim.*`, RNG states under `rng.*` and a `train_state` JSON entry;
+with the optimiser moments under `optim.*`, RNG states under `rng.*`, the best-validation weights
+under `best.*` and a `train_state` JSON entry;
 `load_model` reads its weights like any other checkpoint.
 """
 
@@ -24,7 +25,7 @@ from v2m.errors import V2MError
 from .config import ModelConfig, model_config_from_dict
 
 FORMAT, VERSION = "v2m.model", 1
-STATE_PREFIXES = ("optim.", "rng.")  # tensors in a training checkpoint that are not model weights
+STATE_PREFIXES = ("optim.", "rng.", "best.")  # tensors in a training checkpoint that are not model weights
 
 
 @dataclass

@@ -68,6 +68,7 @@ class TrainConfig:
     eval_tokens: int = 16384     # validation tokens per measurement (a fixed set, the same every time)
     ckpt_every: int = 100        # steps between resumable checkpoints (0 = only at the end)
     piece_start_frac: float = 0.25  # share of windows that start at a piece's BOS, so global controls are seen
+    keep_best: bool = True       # the saved model is the one of the best validation NLL (else the last step's)
     compile: str = "auto"        # torch.compile the training step: "auto" (on CUDA), "on", "off"
     seed: int = 0
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from v2m.errors import V2MError
 
+from .checkpoint import STATE_PREFIXES
 from .config import TrainConfig, load_model_preset, model_config_from_dict
 from .data import eval_starts, gather_windows, read_corpus, window_starts
 
@@ -116,11 +117,13 @@ def optimizer_state_tensors(optimizer, params: list) -> dict:
 def restore_optimizer(optimizer, params: list, tensors: dict) -> None:
     import torch
 
+    on_device = optimizer.defaults.get("fused") or optimizer.defaults.get("capturable")
     for i, p in enumerate(params):
         if f"optim.{i}.exp_avg" not in tensors:
             continue
+        step = tensors[f"optim.{i}.step"].reshape(()).to(torch.float32)
         optimizer.state[p] = {
-            "step": tensors[f"optim.{i}.step"].reshape(()).to(torch.float32),
+            "step": step.to(p.device) if on_device else step,  # fused AdamW keeps its step counts on the GPU
             "exp_avg": tensors[f"optim.{i}.exp_avg"].to(p.device, p.dtype),
             "exp_avg_sq": tensors[f"optim.{i}.exp_avg_sq"].to(p.device, p.dtype),
         }
@@ -145,6 +148,8 @@ class State:
     wall_s: float = 0.0
     history: list = dataclasses.field(default_factory=list)
     best_val: float | None = None
+    best_step: int | None = None
+    best_weights: dict | None = None  # CPU copy of the weights at the best validation NLL
 
 
 def evaluate_nll(model, tokens, starts, context: int, batch: int, device, autocast) -> float:
@@ -242,7 +247,7 @@ def train(opts: RunOptions) -> dict:
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
     if opts.init is not None:
-        weights = {k: v for k, v in load_tensors(opts.init).items() if not k.startswith(("optim.", "rng."))}
+        weights = {k: v for k, v in load_tensors(opts.init).items() if not k.startswith(STATE_PREFIXES)}
         model.load_state_dict({k: v.float() for k, v in weights.items()})
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
@@ -256,11 +261,14 @@ def train(opts: RunOptions) -> dict:
     state = State(total=cfg.steps)
     if opts.resume is not None:
         tensors = load_tensors(opts.resume)
-        model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(("optim.", "rng."))})
+        model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(STATE_PREFIXES)})
         restore_optimizer(optimizer, ordered, tensors)
         saved = resume_meta["train_state"]
         state = State(step=saved["step"], total=saved["total"], tokens_seen=saved["tokens_seen"],
-                      wall_s=saved["wall_s"], history=saved["history"], best_val=saved.get("best_val"))
+                      wall_s=saved["wall_s"], history=saved["history"], best_val=saved.get("best_val"),
+                      best_step=saved.get("best_step"))
+        best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+        state.best_weights = best or None
         torch.set_rng_state(tensors["rng.cpu"])
         if device.type == "cuda" and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"], device)
@@ -284,9 +292,11 @@ def train(opts: RunOptions) -> dict:
     def checkpoint(path: Path, final: bool = False) -> None:
         train_state = {"step": state.step, "total": state.total, "tokens_seen": state.tokens_seen,
                        "wall_s": round(state.wall_s, 3), "history": state.history, "best_val": state.best_val,
+                       "best_step": state.best_step,
                        "train_config": dataclasses.asdict(cfg), "preset": preset_name}
         save_model(path, model, model_cfg, corpus.tokenizer, corpus.tokenizer_hash, summary(), force=True,
-                   extra_tensors={**optimizer_state_tensors(optimizer, ordered), **rng_tensors(device)},
+                   extra_tensors={**optimizer_state_tensors(optimizer, ordered), **rng_tensors(device),
+                                  **{f"best.{k}": v for k, v in (state.best_weights or {}).items()}},
                    train_state=train_state)
 
     def summary() -> dict:
@@ -296,7 +306,9 @@ def train(opts: RunOptions) -> dict:
                 "batch": cfg.batch, "context": cfg.context, "tokens_seen": state.tokens_seen,
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "processes": world, "wall_s": round(state.wall_s, 1),
-                "val_nll": state.history[-1].get("val_nll") if state.history else None, "seed": cfg.seed}
+                "val_nll": state.history[-1].get("val_nll") if state.history else None, "seed": cfg.seed,
+                "best_val_nll": state.best_val, "best_step": state.best_step,
+                "weights": "best validation NLL" if cfg.keep_best else "last step"}
 
     local_batch = cfg.batch // world
     tokens_per_step = cfg.batch * cfg.context
@@ -362,7 +374,10 @@ def train(opts: RunOptions) -> dict:
                 record["mfu"] = round(flops_per_token * rate / (peak * world), 4)
             if is_eval and rank == 0:
                 record["val_nll"] = round(evaluate_nll(model, val_tokens, val_starts, cfg.context, local_batch, device, autocast), 4)
-                state.best_val = min(state.best_val or math.inf, record["val_nll"])
+                if state.best_val is None or record["val_nll"] < state.best_val:
+                    # keep the weights of the best validation NLL: many epochs over a small corpus can overfit
+                    state.best_val, state.best_step = record["val_nll"], state.step
+                    state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             eta = (state.total - state.step) * (now - started) / max(1, state.step - first_step)
             mfu = f" MFU {record['mfu']:.1%}" if "mfu" in record else f" {flops_per_token * rate / 1e9:.1f} GFLOP/s"
             val = f" val {record['val_nll']:.4f}" if "val_nll" in record else ""
@@ -375,11 +390,13 @@ def train(opts: RunOptions) -> dict:
 
     test_nll = None
     if rank == 0:
+        checkpoint(paths["checkpoint"], final=True)
+        if cfg.keep_best and state.best_weights is not None:
+            model.load_state_dict(state.best_weights)
         if test_split is not None and len(test_split.tokens) > cfg.context:
             test_tokens = torch.as_tensor(test_split.tokens, device=device)
             test_nll = round(evaluate_nll(model, test_tokens, eval_starts(test_split, cfg.context, cfg.eval_tokens),
                                           cfg.context, local_batch, device, autocast), 4)
-        checkpoint(paths["checkpoint"], final=True)
         result = {**summary(), "test_nll": test_nll}
         save_model(opts.output, model, model_cfg, corpus.tokenizer, corpus.tokenizer_hash, result, force=True,
                    dtype=opts.save_dtype)
@@ -413,8 +430,9 @@ def model_card(result: dict, model_cfg, cfg: TrainConfig, corpus, history: list)
 | data | corpus `{result['corpus']}` — {splits} |
 | training | preset `{result['preset']}`, {result['steps']} steps × {cfg.batch} × {cfg.context} tokens = {result['tokens_seen']:,} tokens, AdamW lr {cfg.lr:g} (warm-up {cfg.warmup}, cosine to ×{cfg.min_lr_ratio:g}), weight decay {cfg.weight_decay:g}, dropout {model_cfg.dropout:g}, seed {cfg.seed} |
 | hardware | {result['device']} × {result['processes']}, wall time {result['wall_s']:.0f} s |
-| validation NLL | {result['val_nll']} nats/token (last); curve (step: NLL): {curve} |
-| test NLL | {result['test_nll']} nats/token |
+| validation NLL | {result['val_nll']} nats/token at the last step, best {result['best_val_nll']} at step {result['best_step']}; curve (step: NLL): {curve} |
+| weights | {result['weights']} |
+| test NLL | {result['test_nll']} nats/token (the saved weights) |
 
 Made by `v2m train` (models/train.py); the `.train.json` beside this file holds the full log.
 """
