@@ -51,6 +51,9 @@ FUNCTIONS = {
     "major": {"T": [(0, "maj"), (9, "min"), (4, "min")], "S": [(5, "maj"), (2, "min")], "D": [(7, "maj"), (11, "dim")]},
     "minor": {"T": [(0, "min"), (8, "maj"), (3, "maj")], "S": [(5, "min"), (2, "dim")], "D": [(7, "maj"), (11, "dim")]},
 }
+# what the arranger plays for each estimated chord: a bar-long vii° is played as V7 (the bass on the dominant)
+PLAYED = {(11, "dim"): {7, 11, 2, 5}
+}
 NEXT = {"T": "TSD", "S": "SD", "D": "DT"}  # the usual T → S → D → T cycle, with repeats
 
 
@@ -259,7 +262,7 @@ def arranged_metrics(cases: list, seed: int) -> list[list]:
             bass = arranged.tracks[[t.name for t in arranged.tracks].index("bass")].notes
             for bar_index, bar in enumerate(result.bars):
                 root, quality = progression[bar_index % len(progression)]
-                true_pcs = {(root + iv) % 12 for iv in QUALITIES[quality]}
+                true_pcs = PLAYED.get((root, quality)) or {(root + iv) % 12 for iv in QUALITIES[quality]}
                 for j, strength in enumerate(bar.strength):
                     if strength != 2:
                         continue
@@ -362,6 +365,32 @@ def audio_rows(cases: list, seed: int) -> list[list]:
     return [[label] + [float(v) for v in np.mean(values, axis=0)] for label, values in results.items()]
 
 
+def mix_rows(cases: list, seed: int) -> list[list]:
+    """Per style: the FluidSynth render's peak (1.0 = full scale) and each track's RMS level (dBFS) rendered
+    alone, on the loudest bars possible (every bar at the top density and velocity)."""
+    import copy
+    import tempfile
+
+    controls, melody, _ = cases[0]
+    loud = copy.deepcopy(controls)
+    for bar in loud["bars"]:
+        bar["density"], bar["velocity"] = 3, 127
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name in style_names():
+            score = arrange_detailed(melody, loud, name, seed=seed).score
+            samples, _ = render(score, folder, name)
+            row = [name, float(np.abs(samples).max())]
+            for role in ("melody", "harmony", "bass", "drums"):
+                alone = score.copy()
+                alone.tracks = [t for t in score.tracks if t.name == role]
+                part, _ = render(alone, folder, f"{name}-{role}")
+                row.append(round(20 * float(np.log10(np.sqrt(np.mean(part ** 2)) + 1e-12)), 1))
+            rows.append(row)
+    return rows
+
+
 # ---------------------------------------------------------------- rendered video through extract-rhythm
 
 def bench_vocab(chorales: list):
@@ -444,6 +473,8 @@ def main() -> None:
           statistics_rows(cases, chorales, args.seed))
     table("Heard beats: librosa's beat tracker on the FluidSynth render vs the video beats (beat F, ±70 ms)",
           ["render", "tracked beat F", "tempo same as video", "onset beat F", "onset BHS"], audio_rows(cases, args.seed))
+    table("Mix: render peak at full motion (must stay < 1.0) and each track's level alone (RMS dBFS)",
+          ["style", "peak", "melody dB", "harmony dB", "bass dB", "drums dB"], mix_rows(cases, args.seed))
     if not args.skip_video:
         rows, note = video_cut_rows(args.seed, chorales)
         table(f"Rendered video with hard cuts, through extract-rhythm ({note})",

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import grooves
-from .harmony import Chord, Key, estimate_chords, find_key, notes_array, segment_bounds
+from .harmony import Chord, Key, dominant_for_leading_tone, estimate_chords, find_key, notes_array, segment_bounds
 from .styles import Style, load_style, resolved_settings
 
 ROLES = ("melody", "harmony", "bass", "drums")
@@ -43,7 +43,7 @@ class Bar:
 class Arrangement:
     score: Any                 # symusic Score, same time unit as the input
     key: Key
-    chords: list[Chord]
+    chords: list[Chord]        # as played (a segment-long vii° becomes V7)
     bars: list[Bar]
     settings: dict             # the resolved style and arranger settings, for artifacts
 
@@ -79,7 +79,8 @@ def arrange_detailed(score, controls: dict, style: str | Style | dict = "pop", s
     key = find_key(notes, fallback_mode=controls.get("mode", "major"))
     beat_times = [b for bar in bars for b in bar.beats[:-1]]
     starts = [b.start for b in bars]
-    chords = estimate_chords(notes, segment_bounds(starts, beat_times, end, style.harmony.chords_per_bar), key, starts)
+    estimated = estimate_chords(notes, segment_bounds(starts, beat_times, end, style.harmony.chords_per_bar), key, starts)
+    chords = [dominant_for_leading_tone(chord, key) for chord in estimated]
     loudness = dynamics_curve(bars, end, style)
 
     out = symusic.Score(seconds.tpq, ttype="second")
@@ -206,14 +207,14 @@ def voice(chord: Chord, register: tuple[int, int], voices: int, previous: list[i
     low, high = register
     pcs = list(chord.pitch_classes)
     best, best_cost = None, np.inf
-    for inversion in range(3):
+    for inversion in range(len(pcs)):
         order = pcs[inversion:] + pcs[:inversion]
         for base in range(low, low + 12):
             if base % 12 != order[0]:
                 continue
             pitches = [base]
             for k in range(1, voices):
-                pc = order[k % 3]
+                pc = order[k % len(order)]
                 nxt = pitches[-1] + 1
                 while nxt % 12 != pc:
                     nxt += 1

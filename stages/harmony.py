@@ -21,7 +21,8 @@ import numpy as np
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-QUALITIES = {"maj": (0, 4, 7), "min": (0, 3, 7), "dim": (0, 3, 6)}
+TRIADS = {"maj": (0, 4, 7), "min": (0, 3, 7), "dim": (0, 3, 6)}  # what is estimated
+QUALITIES = TRIADS | {"7": (0, 4, 7, 10)}  # what can be played (a dominant seventh replaces a bar-long vii°)
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10, 11)  # natural + raised leading tone (harmonic minor's V and vii°)
 
@@ -44,11 +45,11 @@ class Chord:
     start: float   # seconds
     end: float     # seconds
     root: int      # pitch class 0..11
-    quality: str   # "maj" | "min" | "dim"
+    quality: str   # "maj" | "min" | "dim" (estimated), or "7" (played: see dominant_for_leading_tone)
 
     @property
     def pitch_classes(self) -> tuple[int, ...]:
-        """Root, third, fifth as pitch classes."""
+        """Root, third, fifth (and seventh) as pitch classes."""
         return tuple((self.root + interval) % 12 for interval in QUALITIES[self.quality])
 
     @property
@@ -61,7 +62,7 @@ class Chord:
         return f"{PITCH_NAMES[self.root]}:{self.quality}"
 
 
-CANDIDATES = [(root, quality) for quality in QUALITIES for root in range(12)]
+CANDIDATES = [(root, quality) for quality in TRIADS for root in range(12)]
 TEMPLATES = np.zeros((len(CANDIDATES), 12))
 for _i, (_root, _quality) in enumerate(CANDIDATES):
     TEMPLATES[_i, [(_root + iv) % 12 for iv in QUALITIES[_quality]]] = 1.0
@@ -176,6 +177,14 @@ def estimate_chords(notes: np.ndarray, boundaries: list[tuple[float, float]], ke
         states.append(int(back[s, states[-1]]))
     states.reverse()
     return [Chord(start, end, *CANDIDATES[state]) for (start, end), state in zip(boundaries, states)]
+
+
+def dominant_for_leading_tone(chord: Chord, key: Key) -> Chord:
+    """vii° held for a whole segment sounds unresolved on its own; played as the dominant seventh it
+    belongs to (vii° = V7 without its root, e.g. B–D–F under G7 in C), with the bass on the dominant."""
+    if chord.quality == "dim" and chord.root == (key.tonic + 11) % 12:
+        return Chord(chord.start, chord.end, (key.tonic + 7) % 12, "7")
+    return chord
 
 
 def segment_bounds(downbeats: list[float], beat_times: list[float], end: float, per_bar: int = 1) -> list[tuple[float, float]]:

@@ -213,3 +213,19 @@ def test_fluidsynth_render_does_not_clip(tmp_path, name):
     samples, _ = soundfile.read(str(wav))
     peak = float(np.abs(samples).max())
     assert 0.02 < peak < 1.0, f"{name}: peak {peak:.3f}"
+
+
+@pytest.mark.parametrize("meter", [3, 4])
+def test_every_accompaniment_onset_sits_on_the_video_grid(meter):
+    # no cuts (fills and crashes are placed on purpose off the grid): every onset of harmony, bass and drums
+    # falls on a beat or on an even subdivision of its own (drifting) beat — 1/2, 1/3 or 1/4 — or within a
+    # strum's 30 ms spread after one
+    controls = grid_controls(n_bars=6, meter=meter, seed=5)
+    for name in style_names():
+        out = seconds(arrange(melody_on_grid(controls), controls, name, seed=1))
+        beats = controls["beat_times"] + [controls["duration"]]
+        grid = sorted({a + (b - a) * k / d for a, b in zip(beats[:-1], beats[1:]) for d in (1, 2, 3, 4) for k in range(d)})
+        for track in out.tracks[1:]:
+            for note in track.notes:
+                nearest = min(grid, key=lambda g: abs(g - note.time))
+                assert -0.002 <= note.time - nearest <= 0.032, f"{name}/{track.name}: onset {note.time:.3f} off the grid"

@@ -105,3 +105,14 @@ def test_notes_array_reads_pitched_tracks_in_seconds_and_skips_drums():
 def test_chord_labels_and_tones():
     chord = Chord(0.0, 1.0, 11, "dim")
     assert chord.label == "B:dim" and chord.pitch_classes == (11, 2, 5) and chord.fifth == 5
+
+
+def test_a_leading_tone_diminished_chord_is_played_as_the_dominant_seventh():
+    from v2m.stages.harmony import dominant_for_leading_tone
+
+    played = dominant_for_leading_tone(Chord(0.0, 2.0, 11, "dim"), Key(0, "major"))
+    assert played.label == "G:7" and set(played.pitch_classes) == {7, 11, 2, 5}
+    minor = dominant_for_leading_tone(Chord(0.0, 2.0, 8, "dim"), Key(9, "minor"))  # G#° in A minor → E7
+    assert minor.label == "E:7"
+    other = Chord(0.0, 2.0, 2, "dim")  # ii° in C minor stays what it is
+    assert dominant_for_leading_tone(other, Key(0, "minor")) == other
