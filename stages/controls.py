@@ -1,0 +1,363 @@
+"""Control tokens: the same per-bar controls computed from music (training) and from a video's rhythm (inference).
+
+This is the CMT idea (Di et al. 2021, "Video Background Music Generation with Controllable Music
+Transformer"): the model is trained on music alone with controls read off the music itself, and at
+inference the controls come from the video, measured on the same scale. Per bar:
+
+- `density`: onsets per beat of the bar (distinct onset times / beats in the bar). From music: note
+  onsets after quantisation. From a rhythm artifact: peaks of the onset-strength envelope (the
+  librosa/Böck peak-picking rule, parameters in the tokenizer stats) in the bar / the bar's grid beats.
+  Class 0 = no onset; classes 1.. split the corpus' non-empty bars at its quantiles (`density_bounds`).
+- `strength`: per beat, 0 none / 1 weak / 2 strong. From music: notes starting exactly on the beat;
+  strong when at least `strong_min` (the corpus median of non-zero counts, at least 2) start together.
+  From a rhythm artifact: `beat_strength` is ranked within the clip and classed so the class shares match
+  the corpus' shares (`strength_shares`): histogram matching, since motion and note counts have no common
+  unit, while onset *rates* (density) do.
+- `phrase`: a phrase starts at this bar. From music: bar 0, and a bar whose first onset ends an
+  inter-onset gap of at least twice the piece's median IOI and one beat (the rest/long-note cue of
+  Cambouropoulos' Local Boundary Detection Model, reduced to its strongest rule). From video: a scene cut
+  within the bar (±half a beat).
+- global `tempo_class` (fixed bpm bounds, see below) and `mode` (major/minor; music: Krumhansl-Schmuckler
+  key finding; video: brightness, after the brightness-pleasure link of Valdez & Mehrabian 1994).
+
+Tempo bounds are fixed (66, 90, 115, 140 bpm ≈ adagio/andante/moderato/allegro/presto) rather than
+corpus quantiles: score formats mostly carry no tempo, so the corpus' tempo distribution is a spike at
+the 120 bpm default (recorded in the stats as `tempo_histogram` for honesty).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from v2m.errors import V2MError
+
+TEMPO_BOUNDS_BPM = (66.0, 90.0, 115.0, 140.0)
+# Krumhansl & Kessler (1982) key profiles, C major / C minor.
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+# librosa.onset.onset_detect's peak-picking defaults, in seconds (delta on the 0..1 envelope)
+PEAK_PICKING = {"pre_max_s": 0.03, "post_max_s": 0.0, "pre_avg_s": 0.10, "post_avg_s": 0.10, "wait_s": 0.03, "delta": 0.07}
+
+
+@dataclass
+class PieceAnalysis:
+    """What the controls need from one piece, before class boundaries are applied.
+
+    `bar_beats[i]` beats in bar i, `bar_onsets[i]` distinct onsets in it, `beat_counts` notes starting on
+    each beat (all bars concatenated), `phrase[i]` a phrase starts at bar i. One entry per `Bar` token.
+    """
+
+    base_ids: list[int]
+    bar_beats: list[int]
+    bar_onsets: list[int]
+    beat_counts: list[int]
+    phrase: list[bool]
+    tempo_qpm: float
+    mode: str
+    mean_pitch: float
+    notes: int
+    content_hash: str
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- from music
+
+def analyse_score(score, vocab) -> PieceAnalysis:
+    """A symusic.Score → its base tokens and raw control features (see module docstring)."""
+    from miditok.utils import get_bars_ticks, get_beats_ticks
+
+    from v2m.stages.tokens import base_tokens, prepare_score
+
+    tempo_qpm = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
+    prepared = prepare_score(score, vocab)
+    ids = base_tokens(prepared, vocab)
+    notes = prepared.tracks[0].notes.numpy() if prepared.tracks else {"time": np.zeros(0, np.int64)}
+    n_bars = sum(1 for t in ids if t == vocab.bar_id)
+    if not ids or not len(notes["time"]):
+        return PieceAnalysis([], [], [], [], [], tempo_qpm, "major", 0.0, 0, "")
+    bars = np.asarray(get_bars_ticks(prepared, only_notes_onsets=False), dtype=np.int64)
+    beats = np.asarray(get_beats_ticks(prepared, only_notes_onsets=False), dtype=np.int64)
+    bars = _extend_ticks(bars, n_bars + 1)
+    beats = _extend_ticks(beats, int(np.searchsorted(beats, bars[n_bars])) + 2)
+    onset_ticks, counts = np.unique(notes["time"], return_counts=True)
+    bar_beats, bar_onsets, beat_counts = [], [], []
+    for i in range(n_bars):
+        lo, hi = bars[i], bars[i + 1]
+        in_bar = beats[(beats >= lo) & (beats < hi)]
+        bar_beats.append(max(len(in_bar), 1))
+        bar_onsets.append(int(((onset_ticks >= lo) & (onset_ticks < hi)).sum()))
+        at = np.searchsorted(onset_ticks, in_bar)
+        hit = (at < len(onset_ticks)) & (onset_ticks[np.minimum(at, len(onset_ticks) - 1)] == in_bar)
+        beat_counts += [int(counts[a]) if h else 0 for a, h in zip(at, hit)] or [0]
+    beat_len = float(np.median(np.diff(beats))) if len(beats) > 1 else float(prepared.ticks_per_quarter)
+    phrase = phrase_starts(onset_ticks, bars[:n_bars], beat_len)
+    pitch = notes["pitch"].astype(np.float64)
+    digest = hashlib.sha256()
+    for key in ("time", "duration", "pitch"):
+        digest.update(np.ascontiguousarray(notes[key], dtype=np.int64).tobytes())
+    digest.update(repr([(t.time, t.numerator, t.denominator) for t in prepared.time_signatures]).encode())
+    return PieceAnalysis(ids, bar_beats, bar_onsets, beat_counts, phrase, tempo_qpm,
+                         estimate_mode(notes["pitch"], notes["duration"]), float(pitch.mean()), len(pitch),
+                         digest.hexdigest())
+
+
+def _extend_ticks(ticks: np.ndarray, n: int) -> np.ndarray:
+    """Bar/beat ticks continued at their last spacing until there are at least `n`."""
+    ticks = ticks if len(ticks) else np.zeros(1, np.int64)
+    if len(ticks) >= n:
+        return ticks
+    step = int(ticks[-1] - ticks[-2]) if len(ticks) > 1 else 1
+    return np.concatenate([ticks, ticks[-1] + step * np.arange(1, n - len(ticks) + 1)])
+
+
+def phrase_starts(onsets: np.ndarray, bar_starts: np.ndarray, beat_len: float) -> list[bool]:
+    """Bar 0, and bars whose first onset (within a beat of the bar line) ends a gap ≥ max(2 × median IOI, 1 beat)."""
+    flags = [False] * len(bar_starts)
+    if not len(flags):
+        return flags
+    flags[0] = True
+    if len(onsets) < 2:
+        return flags
+    threshold = max(2.0 * float(np.median(np.diff(onsets))), beat_len)
+    for i in range(1, len(bar_starts)):
+        at = int(np.searchsorted(onsets, bar_starts[i]))
+        if 0 < at < len(onsets) and onsets[at] - bar_starts[i] < beat_len and onsets[at] - onsets[at - 1] >= threshold \
+                and not flags[i - 1]:
+            flags[i] = True
+    return flags
+
+
+def estimate_mode(pitches: np.ndarray, durations: np.ndarray) -> str:
+    """Krumhansl-Schmuckler key finding on the duration-weighted pitch-class histogram → 'major'/'minor'."""
+    histogram = np.bincount(np.asarray(pitches) % 12, weights=np.asarray(durations, dtype=np.float64), minlength=12)
+    if histogram.std() <= 0:
+        return "major"
+    z = (histogram - histogram.mean()) / histogram.std()
+    correlations = _KEY_PROFILES @ z / 12.0  # Pearson r against the 24 rotated profiles
+    return "major" if int(np.argmax(correlations)) < 12 else "minor"
+
+
+def _z_rows(rows: np.ndarray) -> np.ndarray:
+    return (rows - rows.mean(axis=1, keepdims=True)) / rows.std(axis=1, keepdims=True)
+
+
+_KEY_PROFILES = _z_rows(np.stack([np.roll(p, k) for p in (KK_MAJOR, KK_MINOR) for k in range(12)]))
+
+
+# ---------------------------------------------------------------- classes
+
+def density_class(rate: float, stats: dict) -> int:
+    """Onsets per beat → density class (0 = empty bar)."""
+    if rate <= 0:
+        return 0
+    return 1 + int(np.searchsorted(np.asarray(stats["density_bounds"]), rate, side="right"))
+
+
+def strength_class(count: int, stats: dict) -> int:
+    return 0 if count <= 0 else (2 if count >= int(stats["strong_min"]) else 1)
+
+
+def tempo_class(bpm: float, stats: dict) -> int:
+    return int(np.searchsorted(np.asarray(stats["tempo_bounds_bpm"]), float(bpm), side="right"))
+
+
+def bar_controls(analysis: PieceAnalysis, stats: dict) -> list[dict]:
+    """Per bar `{"density", "strength", "phrase"}` classes from a piece's raw features."""
+    out, at = [], 0
+    for beats, onsets, phrase in zip(analysis.bar_beats, analysis.bar_onsets, analysis.phrase):
+        counts = analysis.beat_counts[at:at + beats]
+        at += beats
+        out.append({"density": density_class(onsets / beats, stats),
+                    "strength": [strength_class(c, stats) for c in counts], "phrase": bool(phrase)})
+    return out
+
+
+# ---------------------------------------------------------------- ids
+
+def global_control_ids(controls: dict, vocab) -> list[int]:
+    """The global control tokens placed right after BOS: tempo class, then mode."""
+    return [vocab.tempo_class_id(int(controls["tempo_class"])), vocab.mode_id(controls.get("mode", "major"))]
+
+
+def bar_control_ids(bar: dict, controls: dict | None, vocab) -> list[int]:
+    """A controls-artifact bar → its control tokens (placed right after the bar's `Bar` token):
+    Density, Phrase (only when true), then one Strength per beat."""
+    ids = [vocab.density_id(int(bar["density"]))]
+    if bar.get("phrase"):
+        ids.append(vocab.phrase_id)
+    ids += [vocab.strength_id(int(s)) for s in bar["strength"]]
+    return ids
+
+
+def split_bars(base_ids: list[int], bar_id: int) -> list[list[int]]:
+    """Base ids → per bar its tokens after the `Bar` token (anything before the first Bar is dropped)."""
+    bars: list[list[int]] = []
+    for token in base_ids:
+        if token == bar_id:
+            bars.append([])
+        elif bars:
+            bars[-1].append(token)
+    return bars
+
+
+def assemble_chunks(analysis: PieceAnalysis, vocab, max_tokens: int | None = None) -> tuple[list[list[int]], int]:
+    """BOS, globals, (Bar, bar controls, bar tokens)*, EOS — split at bars into sequences ≤ `max_tokens`.
+
+    Returns (sequences, bars dropped because a single bar did not fit). Sequences without any note are dropped.
+    """
+    stats = vocab.stats
+    glob = {"tempo_class": tempo_class(analysis.tempo_qpm, stats), "mode": analysis.mode}
+    head = [vocab.bos, *global_control_ids(glob, vocab)]
+    pieces: list[list[int]] = []
+    dropped = 0
+    current: list[int] = []
+    has_note = False
+    budget = None if max_tokens is None else max_tokens - len(head) - 1
+    for bar, ctl in zip(split_bars(analysis.base_ids, vocab.bar_id), bar_controls(analysis, stats)):
+        tokens = [vocab.bar_id, *bar_control_ids(ctl, None, vocab), *bar]
+        if budget is not None and len(tokens) > budget:
+            dropped += 1
+            continue
+        if budget is not None and len(current) + len(tokens) > budget:
+            if has_note:
+                pieces.append(head + current + [vocab.eos])
+            current, has_note = [], False
+        current += tokens
+        has_note = has_note or ctl["density"] > 0
+    if has_note:
+        pieces.append(head + current + [vocab.eos])
+    return pieces, dropped
+
+
+def assemble(analysis: PieceAnalysis, vocab) -> list[int]:
+    """The whole piece as one sequence (no length limit)."""
+    pieces, _ = assemble_chunks(analysis, vocab, None)
+    return pieces[0] if pieces else [vocab.bos, vocab.eos]
+
+
+def controls_from_score(score, vocab) -> dict:
+    """Controls read off a piece of music, in the v2m.controls bar layout (starts in quarter notes, not seconds)."""
+    analysis = analyse_score(score, vocab)
+    if not analysis.base_ids:
+        raise V2MError("the MIDI has no notes the tokenizer can keep")
+    return {"tempo_bpm": round(analysis.tempo_qpm, 3), "tempo_class": tempo_class(analysis.tempo_qpm, vocab.stats),
+            "mode": analysis.mode, "bars": bar_controls(analysis, vocab.stats)}
+
+
+# ---------------------------------------------------------------- from a rhythm artifact
+
+def pick_peaks(envelope: np.ndarray, frame_rate: float, params: dict = PEAK_PICKING) -> np.ndarray:
+    """Frame indices of onset peaks (the peak-picking rule of librosa.util.peak_pick / Böck et al. 2012)."""
+    env = np.asarray(envelope, dtype=np.float64)
+    frames = lambda s: int(round(s * frame_rate))  # noqa: E731
+    pre_max, post_max = max(frames(params["pre_max_s"]), 1), max(frames(params["post_max_s"]), 1)
+    pre_avg, post_avg, wait = max(frames(params["pre_avg_s"]), 1), max(frames(params["post_avg_s"]), 1), frames(params["wait_s"])
+    peaks, last = [], -wait - 1
+    for n in range(len(env)):
+        lo_max, hi_max = max(0, n - pre_max), min(len(env), n + post_max)
+        if env[n] < env[lo_max:hi_max].max() or env[n] <= 0:
+            continue
+        if env[n] < env[max(0, n - pre_avg):min(len(env), n + post_avg)].mean() + params["delta"]:
+            continue
+        if n - last > wait:
+            peaks.append(n)
+            last = n
+    return np.asarray(peaks, dtype=np.int64)
+
+
+def controls_from_rhythm(rhythm: dict, vocab) -> dict:
+    """A v2m.rhythm payload → a v2m.controls payload (see the module docstring for each control)."""
+    stats = vocab.stats
+    beats = np.asarray(rhythm.get("beats") or [], dtype=np.float64)
+    downbeats = [float(t) for t in rhythm.get("downbeats") or []]
+    meter = int(rhythm.get("meter") or 4)
+    duration = float(rhythm.get("duration") or 0.0)
+    if len(beats) < 2 or not downbeats:
+        raise V2MError("the rhythm artifact has fewer than two beats or no downbeats; nothing to put bars on",
+                       "use a longer clip, or pass a tempo hint to extract-rhythm")
+    frame_rate = float(rhythm["frame_rate"])
+    envelope = np.asarray(rhythm.get("envelope") or [], dtype=np.float64)
+    peak_times = pick_peaks(envelope, frame_rate, stats.get("peak_picking", PEAK_PICKING)) / frame_rate
+    period = float(np.median(np.diff(beats)))
+    strengths = np.asarray(rhythm.get("beat_strength") or np.ones(len(beats)), dtype=np.float64)
+    beat_classes = _strength_by_shares(strengths, stats["strength_shares"])
+    cuts = np.asarray(rhythm.get("cuts") or [], dtype=np.float64)
+    segments = rhythm.get("segments") or []
+    bars = []
+    env_means = []
+    for i, start in enumerate(downbeats):
+        end = downbeats[i + 1] if i + 1 < len(downbeats) else min(start + meter * period, max(duration, start + period))
+        in_bar = (beats >= start - 1e-6) & (beats < end - 1e-6)
+        n_beats = max(int(in_bar.sum()), 1)
+        onsets = int(((peak_times >= start - 0.5 * 0.05) & (peak_times < end - 0.025)).sum())
+        phrase = i == 0 or bool(((cuts >= start - period / 2) & (cuts < end - period / 2)).any())
+        lo, hi = int(start * frame_rate), max(int(end * frame_rate), int(start * frame_rate) + 1)
+        env_means.append(float(envelope[lo:hi].mean()) if len(envelope[lo:hi]) else 0.0)
+        bars.append({"start": round(start, 3), "density": density_class(onsets / n_beats, stats),
+                     "strength": [int(c) for c in beat_classes[in_bar]] or [0], "phrase": phrase,
+                     "motion": _segment_value(segments, start, "motion")})
+    top = max(env_means) or 1.0
+    for bar, env_mean in zip(bars, env_means):
+        # loudness follows how much happens on screen: half motion, half onset energy (both 0..1)
+        bar["velocity"] = int(np.clip(round(45 + 70 * (0.5 * bar.pop("motion") + 0.5 * env_mean / top)), 1, 127))
+    brightness = float(np.mean([s.get("brightness", 0.5) for s in segments])) if segments else 0.5
+    tempo = rhythm.get("tempo") or {}
+    bpm = float(tempo.get("bpm") or 60.0 / period)
+    return {"tokenizer_hash": vocab.hash, "meter": meter, "tempo_bpm": round(bpm, 3),
+            "tempo_class": tempo_class(bpm, stats), "mode": "major" if brightness >= stats["mode_brightness_min"] else "minor",
+            "register": "low" if brightness < 1 / 3 else ("high" if brightness > 2 / 3 else "mid"),
+            "duration": round(duration, 3), "beat_times": [round(float(t), 3) for t in beats],
+            "downbeats": [round(t, 3) for t in downbeats], "bars": bars,
+            "rhythm": {"cuts": [round(float(t), 3) for t in cuts], "envelope": list(rhythm.get("envelope") or []),
+                       "frame_rate": frame_rate}}
+
+
+def _strength_by_shares(strengths: np.ndarray, shares: list[float]) -> np.ndarray:
+    """Rank beats by strength; the weakest share[0] get 0, the strongest share[2] get 2 (histogram matching)."""
+    n = len(strengths)
+    order = np.argsort(strengths, kind="stable")
+    classes = np.ones(n, dtype=np.int64)
+    n_none, n_strong = int(round(shares[0] * n)), int(round(shares[2] * n))
+    classes[order[:n_none]] = 0
+    if n_strong:
+        classes[order[n - n_strong:]] = 2
+    return classes
+
+
+def _segment_value(segments: list[dict], t: float, key: str) -> float:
+    for segment in segments:
+        if segment["start"] - 1e-6 <= t < segment["end"]:
+            return float(segment.get(key, 0.5))
+    return float(segments[-1].get(key, 0.5)) if segments else 0.5
+
+
+# ---------------------------------------------------------------- calibration
+
+def calibrate(analyses: list[PieceAnalysis], n_density_bins: int = 6) -> dict:
+    """Corpus statistics → the class boundaries stored in the tokenizer JSON (from quantiles, not guesses)."""
+    rates = np.concatenate([np.asarray(a.bar_onsets, float) / np.asarray(a.bar_beats, float) for a in analyses if a.bar_beats])
+    nonzero = rates[rates > 0]
+    if not len(nonzero):
+        raise V2MError("calibration found no notes in the corpus")
+    quantiles = np.quantile(nonzero, np.arange(1, n_density_bins) / n_density_bins)
+    bounds = sorted(set(round(float(q), 4) for q in quantiles))
+    counts = np.concatenate([np.asarray(a.beat_counts) for a in analyses if a.beat_counts])
+    strong_min = max(2, int(round(float(np.median(counts[counts > 0])))))
+    stats = {"density_bounds": bounds, "n_density": len(bounds) + 2, "strong_min": strong_min,
+             "tempo_bounds_bpm": list(TEMPO_BOUNDS_BPM), "mode_brightness_min": 0.4, "peak_picking": dict(PEAK_PICKING)}
+    classes = np.asarray([strength_class(int(c), stats) for c in counts])
+    stats["strength_shares"] = [round(float((classes == k).mean()), 4) for k in range(3)]
+    tempos = np.asarray([a.tempo_qpm for a in analyses])
+    stats["corpus"] = {
+        "pieces": len(analyses), "bars": int(len(rates)), "empty_bar_share": round(float((rates == 0).mean()), 4),
+        "density_quantiles": {f"q{int(q * 100)}": round(float(np.quantile(nonzero, q)), 4) for q in (0.05, 0.25, 0.5, 0.75, 0.95)},
+        "density_class_shares": [round(float(np.mean([density_class(r, stats) == k for r in rates])), 4)
+                                 for k in range(stats["n_density"])],
+        "tempo_histogram": {str(int(b)): int(n) for b, n in zip(*np.unique(np.round(tempos, -1), return_counts=True))},
+        "minor_share": round(float(np.mean([a.mode == "minor" for a in analyses])), 4),
+        "phrase_share": round(float(np.mean(np.concatenate([np.asarray(a.phrase, float) for a in analyses if a.phrase]))), 4),
+    }
+    return stats

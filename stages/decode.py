@@ -1,0 +1,149 @@
+"""decode: tokens → MIDI (symusic) → audio (FluidSynth + a General MIDI soundfont) → a video with that sound (ffmpeg).
+
+The Python pieces `run` calls: `tokens_to_score(data, vocab)`, `render_wav(score, path, ...)`,
+`mux(video, audio, out, ...)`. Tools run with argument lists through v2m.media (never a shell); every
+output goes through a temporary file and is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from v2m import artifacts, media
+from v2m.errors import V2MError
+
+MIDI_SUFFIXES = {".mid", ".midi"}
+AUDIO_SUFFIXES = {".wav", ".flac"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv"}
+TARGET_RMS_DBFS = -20.0  # loudness target (RMS of the whole render; EBU R128 would need K-weighting)
+PEAK_CEILING_DBFS = -1.0  # never louder than this peak, whatever the RMS target asks
+AUDIO_CODEC = {".mp4": "aac", ".mov": "aac", ".mkv": "aac"}
+
+
+def target_of(path: str | Path) -> str:
+    """'midi' | 'audio' | 'video' from the output's extension; an unknown one is a clear error."""
+    suffix = Path(path).suffix.lower()
+    if suffix in MIDI_SUFFIXES:
+        return "midi"
+    if suffix in AUDIO_SUFFIXES:
+        return "audio"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    known = ", ".join(sorted(MIDI_SUFFIXES | AUDIO_SUFFIXES | VIDEO_SUFFIXES))
+    raise V2MError(f"{path}: cannot decode to '{suffix or 'no extension'}'", f"use one of: {known}")
+
+
+def tokens_to_score(data: dict, vocab, *, sample: int = 0, program: int = 0):
+    """A v2m.tokens payload → symusic.Score with the tempo map from its beat grid (or its controls')."""
+    from v2m.stages.tokens import check_hash, decode_ids
+
+    check_hash(data.get("tokenizer_hash"), vocab, "the tokens artifact")
+    ids = data["ids"] if sample == 0 else (data.get("samples") or [])[sample - 1:sample]
+    if sample and not ids:
+        raise V2MError(f"the tokens artifact has no sample {sample}", f"it has {1 + len(data.get('samples') or [])}")
+    ids = ids if sample == 0 else ids[0]
+    controls = data.get("controls") or {}
+    beat_times = data.get("beat_times") or controls.get("beat_times")
+    downbeats = data.get("downbeats") or controls.get("downbeats")
+    velocities = [int(b.get("velocity", 90)) for b in controls.get("bars", [])] or None
+    return decode_ids(ids, vocab, beat_times=beat_times, downbeats=downbeats, velocities=velocities,
+                      tempo_bpm=controls.get("tempo_bpm"), program=program)
+
+
+def midi_bytes(score) -> bytes:
+    """A symusic.Score as Standard MIDI File bytes."""
+    return bytes(score.dumps_midi())
+
+
+# ---------------------------------------------------------------- audio
+
+def render_wav(score, path: str | Path, *, soundfont: str | Path | None = None, sample_rate: int = 44100,
+               program: int | None = None, normalise: bool = True) -> Path:
+    """Render `score` with FluidSynth to `path` (.wav or .flac by extension), RMS-normalised to -20 dBFS
+    with a -1 dBFS peak ceiling. `program` (GM 0..127) replaces every pitched track's instrument."""
+    import soundfile
+
+    path = Path(path)
+    if path.suffix.lower() not in AUDIO_SUFFIXES:
+        raise V2MError(f"{path}: audio output must be .wav or .flac")
+    fluidsynth = media.require("fluidsynth")
+    font = media.find_soundfont(soundfont)
+    if not 8000 <= int(sample_rate) <= 192000:
+        raise V2MError(f"sample rate {sample_rate} Hz is out of range", "use 8000..192000, e.g. --sample-rate 44100")
+    score = score.copy()
+    if program is not None:
+        for track in score.tracks:
+            if not track.is_drum:
+                track.program = int(program)
+    with tempfile.TemporaryDirectory(prefix="v2m-render-") as tmp:
+        midi_path, raw_path = Path(tmp) / "in.mid", Path(tmp) / "raw.wav"
+        midi_path.write_bytes(midi_bytes(score))
+        media.run_tool([fluidsynth, "-q", "-n", "-i", "-F", str(raw_path), "-r", str(int(sample_rate)), "-T", "wav",
+                        "-g", "0.5", str(font), str(midi_path)], what="rendering with FluidSynth", timeout=600)
+        audio, rate = soundfile.read(str(raw_path), dtype="float32", always_2d=True)
+    if not len(audio):
+        raise V2MError("FluidSynth rendered no audio (the music is empty)")
+    if normalise:
+        audio = normalise_loudness(audio)
+    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+    with artifacts.atomic_path(path) as tmp_out:
+        soundfile.write(str(tmp_out), audio, rate, format=fmt, subtype="PCM_16")
+    return path
+
+
+def normalise_loudness(audio: np.ndarray, target_dbfs: float = TARGET_RMS_DBFS,
+                       ceiling_dbfs: float = PEAK_CEILING_DBFS) -> np.ndarray:
+    """Scale to the RMS target, then down if the peak would pass the ceiling. Silence stays silence."""
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    peak = float(np.max(np.abs(audio)))
+    if rms <= 1e-9:
+        return audio
+    gain = 10 ** (target_dbfs / 20) / rms
+    gain = min(gain, 10 ** (ceiling_dbfs / 20) / peak)
+    return (audio * gain).astype(np.float32)
+
+
+# ---------------------------------------------------------------- video
+
+def video_info(path: str | Path) -> dict:
+    """{'duration': s, 'has_audio': bool} of a file with a video stream; a clear error when it has none."""
+    info = media.ffprobe(path)
+    streams = info.get("streams", [])
+    video = [s for s in streams if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")]
+    if not video:
+        raise V2MError(f"{path}: has no video stream to put the music under", "pass a video file with --video")
+    duration = video[0].get("duration") or (info.get("format") or {}).get("duration")
+    if duration is None:
+        raise V2MError(f"{path}: ffprobe reports no duration for its video stream")
+    return {"duration": float(duration), "has_audio": any(s.get("codec_type") == "audio" for s in streams)}
+
+
+def mux(video: str | Path, audio: str | Path, out: str | Path, *, keep_audio: float = 0.0, fade_s: float = 0.5) -> Path:
+    """`video` with `audio` as its sound → `out`. The video stream is copied bit for bit; the music is
+    padded/trimmed to the video's length with a `fade_s` fade-out; `keep_audio` (0..1) mixes the video's
+    own sound under it at that gain."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise V2MError(f"{out}: muxed output must be one of {', '.join(sorted(VIDEO_SUFFIXES))}")
+    if not 0.0 <= keep_audio <= 1.0:
+        raise V2MError(f"--keep-audio {keep_audio} is out of range", "use a gain between 0 and 1, e.g. 0.2")
+    info = video_info(video)
+    duration = info["duration"]
+    fade = max(0.0, min(fade_s, duration / 4))
+    music = f"[1:a]aformat=sample_fmts=fltp:channel_layouts=stereo,apad,atrim=0:{duration:.6f}," \
+            f"afade=t=out:st={max(duration - fade, 0):.6f}:d={fade:.6f}"
+    if keep_audio > 0 and info["has_audio"]:
+        graph = f"{music}[m];[0:a]aformat=sample_fmts=fltp:channel_layouts=stereo,volume={keep_audio:.4f},apad," \
+                f"atrim=0:{duration:.6f}[o];[m][o]amix=inputs=2:duration=first:normalize=0[a]"
+    else:
+        graph = f"{music}[a]"
+    with artifacts.atomic_path(out) as tmp:
+        media.run_tool(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(video), "-i", str(audio),
+                        "-filter_complex", graph, "-map", "0:v:0", "-map", "[a]", "-c:v", "copy",
+                        "-c:a", AUDIO_CODEC[suffix], "-b:a", "192k", "-t", f"{duration:.6f}", str(tmp)],
+                       what=f"muxing {out}", timeout=1800)
+    return out

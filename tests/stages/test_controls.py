@@ -1,0 +1,128 @@
+"""Controls from music and from a rhythm artifact: classes, phrase marks, mode, calibration, ids."""
+
+import numpy as np
+import pytest
+
+from tests.music import minor_song, song
+from tests.stages.test_tokens import small_vocab
+from v2m.errors import V2MError
+
+
+def test_analysis_counts_onsets_beats_and_simultaneous_notes():
+    from v2m.stages.controls import analyse_score
+
+    score, truth = song(notes_per_beat=(1, 2, 4, 1))
+    analysis = analyse_score(score, small_vocab())
+    assert analysis.bar_beats == [truth.meter] * truth.bars
+    assert analysis.bar_onsets == truth.onsets_per_bar
+    # beat 1 of each bar: melody note + 3-note chord; other beats: the melody alone
+    assert analysis.beat_counts == [4, 1, 1, 1] * truth.bars
+    assert analysis.mode == "major" and analysis.notes == truth.notes
+
+
+def test_density_class_follows_onset_rate():
+    from v2m.stages.controls import bar_controls, analyse_score, density_class
+
+    vocab = small_vocab()
+    stats = vocab.stats
+    assert density_class(0, stats) == 0
+    rates = [0.25, 0.5, 1, 2, 3, 4, 8]
+    classes = [density_class(r, stats) for r in rates]
+    assert classes == sorted(classes) and classes[-1] == stats["n_density"] - 1
+    bars = bar_controls(analyse_score(song(notes_per_beat=(1, 2, 4, 1))[0], vocab), stats)
+    assert bars[0]["density"] < bars[1]["density"] < bars[2]["density"] and bars[3]["density"] == bars[0]["density"]
+    assert bars[0]["strength"] == [2, 1, 1, 1]  # the chord makes beat 1 strong
+
+
+def test_mode_by_key_finding():
+    from v2m.stages.controls import analyse_score
+
+    assert analyse_score(minor_song()[0], small_vocab()).mode == "minor"
+    assert analyse_score(song()[0], small_vocab()).mode == "major"
+
+
+def test_phrase_marks_a_bar_after_a_long_rest():
+    import symusic
+
+    from v2m.stages.controls import analyse_score
+
+    score, _ = song(chords=("C", "F", "G", "C", "F", "C"), notes_per_beat=(2, 2, 2, 2, 2, 2), chord_track=False)
+    melody = score.tracks[0]
+    # silence bar 2 from beat 2 on: bar 3 begins after a 3.5-beat gap
+    melody.notes = [n for n in melody.notes if not (2 * 4 * 480 + 480 <= n.time < 3 * 4 * 480)]
+    flags = analyse_score(score, small_vocab()).phrase
+    assert flags == [True, False, False, True, False, False]
+
+
+def test_calibration_uses_quantiles_of_the_corpus():
+    from v2m.stages.controls import PieceAnalysis, calibrate
+
+    pieces = [PieceAnalysis([], [4] * 10, list(range(1, 11)), [1, 0, 2, 0] * 10, [True] + [False] * 9, 120.0, "major", 60.0,
+                            55, "h")]
+    stats = calibrate(pieces, n_density_bins=5)
+    rates = np.arange(1, 11) / 4
+    assert stats["density_bounds"] == [round(float(q), 4) for q in np.quantile(rates, [0.2, 0.4, 0.6, 0.8])]
+    assert stats["strong_min"] == 2
+    assert stats["strength_shares"] == [0.5, 0.25, 0.25]
+    assert sum(stats["corpus"]["density_class_shares"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def rhythm(bpm=120.0, bars=4, meter=4, onsets_per_beat=(1, 2, 4, 1), cuts=(), frame_rate=100.0):
+    """A rhythm payload whose envelope has exactly `onsets_per_beat[i]` sharp peaks per beat in bar i."""
+    period = 60.0 / bpm
+    beats = [i * period for i in range(bars * meter + 1)]
+    duration = beats[-1] + period
+    envelope = np.zeros(int(round(duration * frame_rate)))
+    for bar in range(bars):
+        for beat in range(meter):
+            k = onsets_per_beat[bar]
+            for j in range(k):
+                t = beats[bar * meter + beat] + j * period / k
+                envelope[int(round(t * frame_rate))] = 1.0 if j == 0 else 0.6
+    return {"kind": "video", "duration": duration, "frame_rate": frame_rate, "envelope": envelope.tolist(),
+            "tempo": {"bpm": bpm, "confidence": 0.9}, "beats": beats, "beat_strength": [1.0 if i % meter == 0 else 0.5
+                                                                                        for i in range(len(beats))],
+            "meter": meter, "downbeats": beats[::meter][:bars], "cuts": list(cuts),
+            "segments": [{"start": 0.0, "end": duration, "motion": 0.5, "brightness": 0.8, "saturation": 0.5}]}
+
+
+def test_controls_from_rhythm_match_controls_from_music_on_the_same_rates():
+    from v2m.stages.controls import analyse_score, bar_controls, controls_from_rhythm
+
+    vocab = small_vocab()
+    controls = controls_from_rhythm(rhythm(onsets_per_beat=(1, 2, 4, 1)), vocab)
+    music = bar_controls(analyse_score(song(notes_per_beat=(1, 2, 4, 1))[0], vocab), vocab.stats)
+    assert [b["density"] for b in controls["bars"]] == [b["density"] for b in music]
+    assert controls["tokenizer_hash"] == vocab.hash and controls["meter"] == 4 and controls["mode"] == "major"
+    assert controls["register"] == "high" and controls["tempo_bpm"] == 120.0
+    assert len(controls["bars"]) == 4 and all(len(b["strength"]) == 4 for b in controls["bars"])
+    assert all(1 <= b["velocity"] <= 127 for b in controls["bars"])
+    assert set(controls["rhythm"]) == {"cuts", "envelope", "frame_rate"}
+
+
+def test_cuts_become_phrase_marks_and_strength_follows_corpus_shares():
+    from v2m.stages.controls import controls_from_rhythm
+
+    vocab = small_vocab()
+    controls = controls_from_rhythm(rhythm(cuts=(4.05,)), vocab)  # bar 2 starts at 4.0 s
+    assert [b["phrase"] for b in controls["bars"]] == [True, False, True, False]
+    shares = vocab.stats["strength_shares"]
+    classes = np.concatenate([b["strength"] for b in controls["bars"]])
+    assert abs((classes == 2).mean() - shares[2]) <= 1 / len(classes) + 0.07
+
+
+def test_bar_and_global_control_ids():
+    from v2m.stages.controls import bar_control_ids, global_control_ids
+
+    vocab = small_vocab()
+    ids = bar_control_ids({"density": 2, "strength": [2, 0, 1], "phrase": True}, None, vocab)
+    assert [vocab.names[i] for i in ids] == ["Density_2", "Phrase", "Strength_2", "Strength_0", "Strength_1"]
+    assert [vocab.names[i] for i in global_control_ids({"tempo_class": 1, "mode": "minor"}, vocab)] == ["TempoClass_1",
+                                                                                                        "Mode_minor"]
+
+
+def test_rhythm_without_beats_is_a_clear_error():
+    from v2m.stages.controls import controls_from_rhythm
+
+    with pytest.raises(V2MError, match="fewer than two beats"):
+        controls_from_rhythm({**rhythm(), "beats": [0.5], "downbeats": []}, small_vocab())
