@@ -230,7 +230,8 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         if tokens["arrange"] is not None:
             from v2m.stages.arrange import arrange
 
-            score = arrange(melody, controls, tokens["arrange"]["style"], seed=config.seed)
+            # the recorded settings, not the name: exactly what the tokens artifact says, custom styles included
+            score = arrange(melody, controls, tokens["arrange"]["settings"], seed=tokens["arrange"]["seed"])
         artifacts.atomic_write_bytes(job.output("mid"), decode.midi_bytes(score))
     with timer("render"):
         decode.render_wav(score, job.output("wav"), soundfont=config.soundfont)  # atomic, like every write here
