@@ -75,7 +75,8 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--vocab", type=int, default=512)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--context", type=int, default=1024, help="tokens of context for the cache vs no-cache rows")
+    parser.add_argument("--context", type=int, default=1024,
+                        help="tokens of context for the cache vs no-cache rows (capped at max_len - new)")
     parser.add_argument("--new", type=int, default=64, help="tokens generated per timed run")
     parser.add_argument("--batches", default="1", help="batch sizes for the eager vs compiled rows (GPU)")
     parser.add_argument("--compile", action="store_true", help="also time the compiled step on CPU (Inductor)")
@@ -93,6 +94,7 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     V = model.config.vocab_size
+    args.context = min(args.context, model.config.max_len - args.new)
     gen = torch.Generator(device=device).manual_seed(0)
     prompt = torch.randint(3, V, (1, args.context), device=device, generator=gen)
     rows = []
