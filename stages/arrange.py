@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from v2m.errors import V2MError
+
 from . import grooves
 from .harmony import Chord, Key, dominant_for_leading_tone, estimate_chords, find_key, notes_array, segment_bounds
 from .styles import Style, load_style, resolved_settings
@@ -120,7 +122,8 @@ def beat_grid(controls: dict, style: Style) -> tuple[float, list[Bar]]:
     bar_data = controls.get("bars", [])
     starts = [float(b.get("start", 0.0)) for b in bar_data] if bar_data else [float(d) for d in controls.get("downbeats", [])]
     if not starts:
-        return float(controls.get("duration", 0.0)), []
+        raise V2MError("the controls have no bars (no downbeats): nothing to put an arrangement on",
+                       "make controls from a rhythm with `v2m encode-tokens RHYTHM.json`, or pass --arrange none")
     period = float(np.median(np.diff(beat_times))) if len(beat_times) >= 2 else 0.5
     meter = int(controls.get("meter", 4))
     end = float(controls.get("duration") or (starts[-1] + meter * period))

@@ -186,6 +186,13 @@ def test_second_based_input_and_empty_melody():
     assert len(result.score.tracks[1].notes) > 0
 
 
+def test_controls_without_bars_are_one_clear_line():
+    from v2m.errors import V2MError
+
+    with pytest.raises(V2MError, match="no bars"):
+        arrange(symusic.Score(480), {"beat_times": [], "downbeats": [], "bars": [], "duration": 4.0}, "pop")
+
+
 def test_style_without_drums_or_bass_leaves_those_tracks_out(tmp_path, piece):
     controls, score = piece
     custom = tmp_path / "duo.toml"
