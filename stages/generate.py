@@ -12,8 +12,9 @@ rebuilt from the pinned head (BOS, global controls, and the --prime theme, which
 Theme Transformer (Shih et al. 2022) conditions every segment on its theme) plus the most recent half window,
 re-prefilled in one forward pass. Memory is bounded by the window, never by the video's length.
 
-Register and dynamics from the picture: the controls' `register` (low/mid/high) limits the pitches that may be
-sampled and each bar's `velocity` limits its velocity tokens to a band around it (logit masks).
+Register from the picture: the controls' `register` (low/mid/high) limits the pitches that may be sampled (a
+logit mask). Dynamics are not sampled: the vocabulary has no velocity tokens, and each bar's `velocity` control
+is applied to its notes by `decode`.
 
 --num-samples N decodes N sequences as one batch; all take one step per token, so their cache positions stay
 aligned even though each sample reaches its bar lines at different steps.
@@ -29,7 +30,6 @@ from v2m.errors import V2MError
 # MIDI pitch ranges a register allows (inclusive); wide enough for a melody and its accompaniment
 DEFAULT_STYLE = "pop"  # the arranger's style when none is given
 REGISTER_PITCHES = {"low": (28, 72), "mid": (40, 84), "high": (52, 96)}
-VELOCITY_BAND = 20  # a bar's velocity tokens may differ this much (MIDI velocity units) from its control
 
 
 @dataclass(frozen=True)
@@ -189,27 +189,6 @@ def free_mask(vocab, register: str | None):
     return banned
 
 
-def velocity_mask(vocab, velocity: int | None):
-    """Bool [V], True for velocity tokens more than VELOCITY_BAND away from the bar's `velocity`; the band
-    widens until at least one velocity token is allowed (coarse velocity vocabularies)."""
-    import torch
-
-    names = vocab.token_names()
-    banned = torch.zeros(len(names), dtype=torch.bool)
-    if velocity is None:
-        return banned
-    velocities = {token: _number(name) for token, name in enumerate(names) if name.startswith("Velocity_")}
-    velocities = {t: v for t, v in velocities.items() if v is not None}
-    if not velocities:
-        return banned
-    band = VELOCITY_BAND
-    while not any(abs(v - velocity) <= band for v in velocities.values()):
-        band *= 2
-    for token, value in velocities.items():
-        banned[token] = abs(value - velocity) > band
-    return banned
-
-
 def _number(name: str) -> int | None:
     tail = name.rsplit("_", 1)[-1]
     return int(tail) if tail.isdigit() else None
@@ -218,11 +197,10 @@ def _number(name: str) -> int | None:
 # ---------------------------------------------------------------- the decoding loop
 
 def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: int, banned=None,
-                  bar_banned=None, compile: bool = False) -> list[list[int]]:
+                  compile: bool = False) -> list[list[int]]:
     """Decode `config.num_samples` pieces following `plan`; each is BOS..EOS with every bar's opening forced.
 
-    `window` is the KV cache length in tokens; `banned` a bool [V] mask for free tokens, `bar_banned[i]` an
-    extra bool [V] mask while in bar i. Uses the models' static-cache Decoder (compiled with CUDA graphs when
+    `window` is the KV cache length in tokens; `banned` a bool [V] mask of tokens never sampled. Uses the models' static-cache Decoder (compiled with CUDA graphs when
     `compile`). Deterministic for a given seed: one torch.Generator drives every draw.
     """
     import torch
@@ -239,7 +217,6 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
     device = decoder.device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     banned = (banned if banned is not None else torch.zeros(model.config.vocab_size, dtype=torch.bool)).to(device)
-    bar_banned = [b.to(device) for b in bar_banned] if bar_banned is not None else None
 
     pieces = [list(plan.head) for _ in range(n)]
     queues = [list(plan.bars[0]) if n_bars else [vocab.eos] for _ in range(n)]
@@ -250,9 +227,6 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
     pos = len(plan.head)
     while True:
         masked = logits.float().masked_fill(banned, float("-inf"))
-        if bar_banned is not None:
-            rows = torch.stack([bar_banned[min(b, n_bars - 1)] for b in bar_of])
-            masked = masked.masked_fill(rows, float("-inf"))
         drawn = sample_next(masked, config.temperature, config.top_k, config.top_p, generator).tolist()
         step = []
         for b in range(n):
@@ -312,11 +286,7 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     plan = build_plan(controls, vocab, theme)
     window = window or context_window(model)
     banned = free_mask(vocab, controls.get("register"))
-    cache_by_velocity: dict = {}
-    bar_banned = [cache_by_velocity.setdefault(bar.get("velocity"), velocity_mask(vocab, bar.get("velocity")))
-                  for bar in controls["bars"]]
-    pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned, bar_banned=bar_banned,
-                           compile=compile)
+    pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned, compile=compile)
 
     data = {"tokenizer_hash": vocab.hash, "ids": pieces[0], "meter": int(controls["meter"]),
             "beat_times": controls["beat_times"], "downbeats": controls["downbeats"], "controls": controls}
