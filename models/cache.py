@@ -61,7 +61,7 @@ class Decoder:
         self.compiled = bool(compile)
         if self.compiled:
             mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self._step = torch.compile(self.step_module, mode=mode, fullgraph=True, dynamic=False)
+            self._step = torch.compile(self.step_module, mode=mode, dynamic=False)
         else:
             self._step = None
         self._pos = torch.zeros((), dtype=torch.long, device=self.device)

@@ -329,10 +329,21 @@ def train(opts: RunOptions) -> dict:
         starts = window_starts(train_split, cfg.batch, cfg.context, cfg.seed, step, cfg.piece_start_frac)
         starts = starts[rank * local_batch:(rank + 1) * local_batch]
         x, y = gather_windows(train_tokens, starts, cfg.context)
-        with autocast():
-            logits = step_model(x)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-        loss.backward()
+        try:
+            with autocast():
+                logits = step_model(x)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+            loss.backward()
+        except Exception as e:  # noqa: BLE001 - a compiler failure must not cost the run: fall back to eager once
+            if not use_compile or step != first_step or world > 1:
+                raise
+            say(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); training eagerly")
+            use_compile, step_model = False, model
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                logits = step_model(x)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+            loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
