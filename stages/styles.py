@@ -54,16 +54,19 @@ def _normalise(name: str) -> str:
 def gm_program(value: int | str, role: str) -> int:
     """A GM program number from a number or a name; ValueError (one line) when it is neither."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"{role}: expected a GM program number or name, found {value!r}")
+        raise ValueError(f"{role} = {value!r}: expected a GM program number (0..127) or name")
     if isinstance(value, int):
         if not 0 <= value <= 127:
-            raise ValueError(f"{role}: GM program {value} is outside 0..127")
+            raise ValueError(f"{role} = {value}: GM program is outside 0..127")
         return value
     key = _normalise(value)
     if key not in GM_PROGRAMS:
-        close = [n for n in GM_PROGRAMS if key[:4] and n.startswith(key[:4])][:4]
-        hint = f" (did you mean {', '.join(close)}?)" if close else " (names like acoustic_grand_piano, string_ensemble_1)"
-        raise ValueError(f"{role}: '{value}' is not a General MIDI program name{hint}")
+        import difflib
+
+        close = [n for n in GM_PROGRAMS if len(key) >= 4 and key[:5] in n]
+        close = (close + [n for n in difflib.get_close_matches(key, GM_PROGRAMS, n=3, cutoff=0.6) if n not in close])[:4]
+        hint = f"did you mean {', '.join(close)}?" if close else "names look like acoustic_grand_piano, string_ensemble_1"
+        raise ValueError(f"{role} = '{value}' is not a General MIDI program name ({hint})")
     return GM_PROGRAMS.index(key)
 
 
@@ -71,7 +74,7 @@ def drum_kit(value: int | str) -> int:
     if isinstance(value, str) and _normalise(value) in DRUM_KITS:
         return DRUM_KITS[_normalise(value)]
     if isinstance(value, str):
-        raise ValueError(f"drum_kit: '{value}' is not a drum kit (known: {', '.join(DRUM_KITS)})")
+        raise ValueError(f"drum_kit = '{value}' is not a drum kit (known: {', '.join(DRUM_KITS)}, or a number 0..127)")
     return gm_program(value, "drum_kit")
 
 
