@@ -2,8 +2,8 @@
 
 The piece is built bar by bar. After BOS the global controls (tempo class, mode) are forced; each bar then
 opens with a forced `Bar` token, that bar's control tokens from the video (density, per-beat strength,
-phrase) and the video's meter as a `TimeSig` token, interleaved as in training (CMT-style, Di et al. 2021, "Video Background Music Generation with
-Controllable Music Transformer"). Between two bars the model samples freely; when it emits `Bar` (or EOS, or
+phrase) and the video's meter as a `TimeSig` token, interleaved as in training (CMT-style: Di et al. 2021,
+"Video Background Music Generation with Controllable Music Transformer"). Between two bars the model samples freely; when it emits `Bar` (or EOS, or
 runs past `max_bar_tokens`) the next bar of the video is forced in its place. So the piece has exactly as many
 bars as the video, and `decode` maps bar i onto the video's downbeat i with the tempo map of its beat times.
 
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from v2m.errors import V2MError
 
-# MIDI pitch ranges a register allows (inclusive); wide enough for a melody and its accompaniment
 DEFAULT_STYLE = "pop"  # the arranger's style when none is given
+# MIDI pitch ranges a register allows (inclusive); wide enough for a melody and its accompaniment
 REGISTER_PITCHES = {"low": (28, 72), "mid": (40, 84), "high": (52, 96)}
 
 
@@ -54,6 +54,8 @@ class GenerateConfig:
             raise ValueError("num_samples must be ≥ 1")
         if self.bars is not None and self.bars < 1:
             raise ValueError("bars must be ≥ 1")
+        if self.window < 0:
+            raise ValueError("window must be ≥ 0")
 
 
 # ---------------------------------------------------------------- the model
@@ -269,7 +271,7 @@ def _until_eos(piece: list[int], eos: int) -> list[int]:
 # ---------------------------------------------------------------- the stage
 
 def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids: list[int] | None = None,
-             rerank: bool = False, window: int | None = None, compile: bool = False) -> dict:
+             rerank: bool = False, compile: bool = False) -> dict:
     """Controls data (a v2m.controls payload) → a v2m.tokens payload.
 
     `model` is an nn.Module with new_cache/forward_cached (LoadedModel.model). With `rerank`, the
@@ -284,7 +286,7 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
         controls = extend_grid(controls, config.bars or len(controls.get("bars", [])))
     theme = theme_bars(prime_ids, vocab) if prime_ids else None
     plan = build_plan(controls, vocab, theme)
-    window = window or context_window(model)
+    window = config.window or context_window(model)
     banned = free_mask(vocab, controls.get("register"))
     pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned, compile=compile)
 

@@ -112,11 +112,10 @@ def run_generate(debug_model, controls, **settings):
     from v2m.stages.generate import GenerateConfig, generate
 
     _, loaded, vocab = debug_model
-    window = settings.pop("window", None)
     rerank = settings.pop("rerank", False)
     prime_ids = settings.pop("prime_ids", None)
     config = GenerateConfig(**{"max_bar_tokens": 24, **settings})
-    return generate(loaded.model, vocab, controls, config, window=window, rerank=rerank, prime_ids=prime_ids)
+    return generate(loaded.model, vocab, controls, config, rerank=rerank, prime_ids=prime_ids)
 
 
 # ---------------------------------------------------------------- tests
