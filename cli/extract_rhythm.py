@@ -27,6 +27,7 @@ Examples:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -68,7 +69,7 @@ def command(
     config.check()
     source = Path(input)
     if input != "-" and source.is_dir():
-        if not output or output == "-" or (Path(output).exists() and not Path(output).is_dir()):
+        if not output or not (output.endswith(("/", os.sep)) or Path(output).is_dir()):
             raise V2MError(f"{input}: is a folder, so the output must be a folder too", "pass -o DIR/")
         items = files_in(source, VIDEO_EXTENSIONS | AUDIO_EXTENSIONS)
         if not items:
@@ -78,7 +79,7 @@ def command(
         def work(item: Path) -> None:
             dest = out_dir / item.relative_to(source).with_suffix(".rhythm.json")
             artifacts.check_output(dest, force)
-            artifacts.write_artifact(extract_rhythm(str(item), config, say=log.info), dest, force=force)
+            artifacts.write_artifact(extract_rhythm(str(item), config, say=log.info, warn=log.warn), dest, force=force)
             log.info(f"{item} → {dest}")
 
         code = run_batch(items, work, what="file")
@@ -88,7 +89,7 @@ def command(
     if input == "-":
         raise V2MError("extract-rhythm reads a video from a file, not from stdin", "pass the path of the video")
     artifacts.check_output(output, force)
-    artifact = extract_rhythm(input, config, say=log.info)
+    artifact = extract_rhythm(input, config, say=log.info, warn=log.warn)
     data = artifact["data"]
     tempo_info = data["tempo"]
     log.info(f"{input}: {tempo_info['bpm']:.1f} BPM ({tempo_info['source']}, confidence {tempo_info['confidence']:.2f}), "

@@ -107,6 +107,18 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]) * 255
 
 
+def _luma(rgb: np.ndarray) -> float:
+    return float(rgb[0] * 0.299 + rgb[1] * 0.587 + rgb[2] * 0.114)
+
+
+def _with_luma(rgb: np.ndarray, target: float) -> np.ndarray:
+    """The colour scaled (darker) or mixed with white (brighter) to have luma `target` (0..255)."""
+    luma = _luma(rgb)
+    if target <= luma:
+        return rgb * (target / max(luma, 1e-6))
+    return rgb + (255.0 - rgb) * (target - luma) / (255.0 - luma)
+
+
 class _Shot:
     """One scene between cuts: a palette, a textured canvas wider than the frame (for pans), a layout."""
 
@@ -123,7 +135,9 @@ class _Shot:
         base = _hsv_to_rgb(hue, rng.uniform(0.4, 0.9), rng.uniform(0.3, 0.6))
         contrast = rng.uniform(25, 45)
         self.canvas = np.clip(base[None, None, :] + contrast * texture[..., None], 0, 255).astype(np.uint8)
-        self.object_rgb = _hsv_to_rgb((hue + 0.5) % 1.0, 0.8, 0.95)
+        # the ball must differ from the scene in brightness, not only in hue: an isoluminant object is
+        # invisible to grey-level motion analysis (real footage rarely hides motion that way)
+        self.object_rgb = _with_luma(_hsv_to_rgb((hue + 0.5) % 1.0, 0.7, 1.0), 190.0 if _luma(base) < 100 else 35.0)
         self.flash_rgb = _hsv_to_rgb((hue + 0.3) % 1.0, 0.3, 1.0)
         self.ball_x = [rng.uniform(0.15, 0.45) * w, rng.uniform(0.55, 0.85) * w]
         self.flash_xy = (rng.uniform(0.1, 0.6) * w, rng.uniform(0.1, 0.4) * h)

@@ -145,6 +145,10 @@ def rhythm_from_envelope(envelope: np.ndarray, rate: float, config: RhythmConfig
     else:
         estimate = tempo_mod.estimate_tempo(levelled, rate, config.tempo_range)
     beats = tempo_mod.track_beats(levelled, rate, estimate.bpm, config.tightness)
+    if config.tempo is None:  # a second pass on the fitted grid's tempo: finer than the autocorrelation's lag step
+        refined = tempo_mod.grid_bpm(beats, estimate.bpm)
+        if abs(refined / estimate.bpm - 1) < 0.04:
+            beats = tempo_mod.track_beats(levelled, rate, refined, config.tightness)
     if config.tempo is not None and len(beats) < 2:  # nothing to lock onto: a plain grid at the hinted tempo
         beats = np.arange(0.0, duration, 60.0 / config.tempo)
     bpm = estimate.bpm if config.tempo is not None else tempo_mod.grid_bpm(beats, estimate.bpm)
@@ -205,7 +209,7 @@ def segments(features: FrameFeatures, series: dict, cuts: list[int], rate: float
 
 # ---------------------------------------------------------------- files (the I/O edge, used by the CLI and `run`)
 
-def extract_rhythm(path: str, config: RhythmConfig = RhythmConfig(), say=None) -> dict:
+def extract_rhythm(path: str, config: RhythmConfig = RhythmConfig(), say=None, warn=None) -> dict:
     """A media file → the complete `v2m.rhythm` artifact (header + payload).
 
     Video is stream-decoded at low resolution; a file with audio but no video is analysed as audio
@@ -236,6 +240,8 @@ def extract_rhythm(path: str, config: RhythmConfig = RhythmConfig(), say=None) -
                 f"{length or 0:.1f} s → {config.method} analysis at {size[0]}x{size[1]}, {rate:.3g} frames/s")
         chunks = video_stream.stream_frames(info, size, rate, config.start, config.duration)
         payload = rhythm_from_frames(chunks, round(rate, 6), info.fps and round(info.fps, 6), config)
+        if warn and length and payload["duration"] < length - max(0.5, 0.05 * length):
+            warn(f"{path}: decoded only {payload['duration']:.1f} s of {length:.1f} s; the file looks truncated")
     recorded = asdict(replace(config, method=payload["method"]))
     recorded["tempo_range"] = list(config.tempo_range)
     return artifacts.make_artifact("v2m.rhythm", payload, stage="extract-rhythm", config=recorded,

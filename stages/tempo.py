@@ -53,8 +53,10 @@ def estimate_tempo(envelope: np.ndarray, rate: float, bpm_range: tuple[float, fl
     periods = 60.0 * rate / bpms  # frames
     lags = np.arange(len(r))
 
+    positive = np.maximum(r, 0.0)  # troughs are not evidence: a half-way lag on a trough would inflate the comb
+
     def at(lag: np.ndarray) -> np.ndarray:
-        return np.interp(lag, lags, r, right=0.0)
+        return np.interp(lag, lags, positive, right=0.0)
 
     score = np.zeros_like(bpms)
     weight = np.zeros_like(bpms)
@@ -104,8 +106,11 @@ def track_beats(envelope: np.ndarray, rate: float, bpm: float, tightness: float 
 
 
 def _refine(envelope: np.ndarray, frame: int, period: float) -> float:
-    """Move a beat to the envelope peak within an eighth of a period, with parabolic sub-frame interpolation."""
-    reach = max(1, int(period / 8))
+    """Move a beat to the envelope peak within a frame, with parabolic sub-frame interpolation.
+
+    Only a frame: the DP already weighed onsets against the tempo; reaching further lets noise pull beats off.
+    """
+    reach = 1
     lo, hi = max(0, frame - reach), min(len(envelope), frame + reach + 1)
     peak = lo + int(np.argmax(envelope[lo:hi]))
     if 0 < peak < len(envelope) - 1:
