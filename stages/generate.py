@@ -202,8 +202,9 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
                   compile: bool = False) -> list[list[int]]:
     """Decode `config.num_samples` pieces following `plan`; each is BOS..EOS with every bar's opening forced.
 
-    `window` is the KV cache length in tokens; `banned` a bool [V] mask of tokens never sampled. Uses the models' static-cache Decoder (compiled with CUDA graphs when
-    `compile`). Deterministic for a given seed: one torch.Generator drives every draw.
+    `window` is the KV cache length in tokens; `banned` a bool [V] mask of tokens never sampled. Uses the
+    models' static-cache Decoder (compiled with CUDA graphs when `compile`). Deterministic for a given seed:
+    one torch.Generator drives every draw.
     """
     import torch
 
@@ -309,18 +310,18 @@ def context_window(model) -> int:
 
 
 def rhythm_score(ids: list[int], vocab, controls: dict) -> float:
-    """Beat F-measure (±70 ms) of the decoded music's note onsets against the video's beats (evaluate's metric)."""
+    """Beat F-measure (±70 ms) of the decoded music's onsets against the video's beats, exactly as `evaluate`
+    measures it (onsets merged within 30 ms); 0 for a candidate without notes."""
+    from v2m.stages.evaluate import music_from_score
     from v2m.stages.metrics_rhythm import beat_f_measure
     from v2m.stages.tokens import decode_ids
 
     score = decode_ids(ids, vocab, beat_times=controls["beat_times"], downbeats=controls["downbeats"])
-    return float(beat_f_measure(controls["beat_times"], onset_seconds(score)).f1)
-
-
-def onset_seconds(score) -> list[float]:
-    """Note onsets (s) of every track of a symusic Score."""
-    seconds = score.to("second")
-    return sorted(float(note.time) for track in seconds.tracks for note in track.notes)
+    try:
+        onsets = music_from_score(score).onsets
+    except V2MError:  # no notes at all
+        return 0.0
+    return float(beat_f_measure(controls["beat_times"], onsets).f1)
 
 
 def prime_ids_from_midi(data: bytes, vocab, name: str) -> list[int]:
