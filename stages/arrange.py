@@ -8,7 +8,8 @@ the accompaniment lands on the video's beats however the tempo drifts. From the 
   blips do not flip the pattern) → pattern level 0 (silent) .. 3 (full);
 - per-beat strength (0/1/2) → where the bass re-attacks, the comping hits, the drum accents;
 - `rhythm.cuts` → a drum fill into and a crash on each cut (stages/grooves.py);
-- dynamics: velocities follow the motion curve, with a fade over the last `fade_seconds`.
+- dynamics: velocities follow the motion (bars' motion and the smoothed video envelope), with a fade
+  over the last `fade_seconds`.
 
 Chords come from the generated notes (stages/harmony.py: Krumhansl–Schmuckler key, template
 matching with a diatonic prior, Viterbi smoothing), one per bar or half-bar. The input Score may
@@ -83,7 +84,7 @@ def arrange_detailed(score, controls: dict, style: str | Style | dict = "pop", s
     starts = [b.start for b in bars]
     estimated = estimate_chords(notes, segment_bounds(starts, beat_times, end, style.harmony.chords_per_bar), key, starts)
     chords = [dominant_for_leading_tone(chord, key) for chord in estimated]
-    loudness = dynamics_curve(bars, end, style)
+    loudness = dynamics_curve(bars, end, style, motion_envelope(controls))
 
     out = symusic.Score(seconds.tpq, ttype="second")
     for kind in ("tempos", "time_signatures", "key_signatures"):
@@ -120,7 +121,8 @@ def beat_grid(controls: dict, style: Style) -> tuple[float, list[Bar]]:
     """(end s, bars) from a controls payload: beats per bar, strengths, motion and pattern level."""
     beat_times = [float(b) for b in controls.get("beat_times", [])]
     bar_data = controls.get("bars", [])
-    starts = [float(b.get("start", 0.0)) for b in bar_data] if bar_data else [float(d) for d in controls.get("downbeats", [])]
+    downbeats = [float(d) for d in controls.get("downbeats", [])]
+    starts = [float(b["start"]) for b in bar_data] if bar_data and all("start" in b for b in bar_data) else downbeats
     if not starts:
         raise V2MError("the controls have no bars (no downbeats): nothing to put an arrangement on",
                        "make controls from a rhythm with `v2m encode-tokens RHYTHM.json`, or pass --arrange none")
@@ -168,16 +170,36 @@ def smooth_within_phrases(values: list[float], phrase: list[bool]) -> list[float
     return out
 
 
-def dynamics_curve(bars: list[Bar], end: float, style: Style) -> Callable[..., float]:
-    """Velocity at time t (s): the motion of the bars (linear between bar centres) mapped into the
-    style's velocity range, times (unless `faded=False`) a linear fade to FADE_FLOOR over the last `fade_seconds`."""
+def motion_envelope(controls: dict, window: float = 1.0) -> tuple[np.ndarray, np.ndarray] | None:
+    """(times s, 0..1 values) of the video's onset envelope (controls `rhythm.envelope` at `frame_rate`),
+    averaged over `window` seconds — the local amount of motion — and scaled so its 95th percentile is 1;
+    None when the controls carry no envelope."""
+    rhythm = controls.get("rhythm") or {}
+    envelope = np.asarray(rhythm.get("envelope") or [], dtype=float)
+    rate = float(rhythm.get("frame_rate") or 0.0)
+    if envelope.size < 2 or rate <= 0:
+        return None
+    width = max(1, int(round(window * rate)))
+    local = np.convolve(envelope, np.ones(width) / width, mode="same")
+    top = float(np.percentile(local, 95))
+    return np.arange(envelope.size) / rate, np.clip(local / top, 0.0, 1.0) if top > 0 else np.zeros_like(local)
+
+
+def dynamics_curve(bars: list[Bar], end: float, style: Style, envelope=None) -> Callable[..., float]:
+    """Velocity at time t (s): motion mapped into the style's velocity range, times (unless `faded=False`)
+    a linear fade to FADE_FLOOR over the last `fade_seconds`. Motion is the bars' motion (linear between
+    bar centres), averaged half and half with the smoothed video envelope when there is one, so loudness
+    also follows swells inside a bar."""
     low, high = style.dynamics.velocity_range
     centres = [0.5 * (b.beats[0] + b.beats[-1]) for b in bars] or [0.0]
     motions = [b.motion for b in bars] or [0.5]
     fade = style.dynamics.fade_seconds
 
     def velocity(t: float, faded: bool = True) -> float:
-        level = low + (high - low) * float(np.interp(t, centres, motions))
+        motion = float(np.interp(t, centres, motions))
+        if envelope is not None:
+            motion = 0.5 * motion + 0.5 * float(np.interp(t, envelope[0], envelope[1]))
+        level = low + (high - low) * motion
         return level * _fade_factor(t, end, fade) if faded else level
 
     return velocity

@@ -236,3 +236,19 @@ def test_every_accompaniment_onset_sits_on_the_video_grid(meter):
             for note in track.notes:
                 nearest = min(grid, key=lambda g: abs(g - note.time))
                 assert -0.002 <= note.time - nearest <= 0.032, f"{name}/{track.name}: onset {note.time:.3f} off the grid"
+
+
+def test_velocity_follows_the_video_envelope_inside_steady_bars():
+    controls = grid_controls(n_bars=8, seed=2)
+    for bar in controls["bars"]:
+        bar["density"], bar["velocity"] = 2, 80  # the bars say nothing changes...
+    rate = 30.0
+    frames = int(controls["duration"] * rate)
+    swell = np.clip(np.arange(frames) / frames * 2.0 - 0.5, 0.0, 1.0)  # ...the picture itself swells
+    controls["rhythm"] = {"cuts": [], "envelope": [round(float(v), 3) for v in swell], "frame_rate": rate}
+    style = load_style("pop")
+    out = seconds(arrange(melody_on_grid(controls), controls, style, seed=0))
+    melody = out.tracks[0].notes
+    early = [n.velocity for n in melody if n.time < 4.0]
+    late = [n.velocity for n in melody if controls["duration"] - 8.0 < n.time < controls["duration"] - style.dynamics.fade_seconds]
+    assert np.mean(late) > np.mean(early) + 15
