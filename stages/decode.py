@@ -80,7 +80,7 @@ def render_wav(score, path: str | Path, *, soundfont: str | Path | None = None, 
                 track.program = int(program)
     with tempfile.TemporaryDirectory(prefix="v2m-render-") as tmp:
         midi_path, raw_path = Path(tmp) / "in.mid", Path(tmp) / "raw.wav"
-        midi_path.write_bytes(midi_bytes(score))
+        midi_path.write_bytes(midi_bytes(flatten_tempo(score)))
         media.run_tool([fluidsynth, "-q", "-n", "-i", "-F", str(raw_path), "-r", str(int(sample_rate)), "-T", "wav",
                         "-g", "0.5", str(font), str(midi_path)], what="rendering with FluidSynth", timeout=600)
         audio, rate = soundfile.read(str(raw_path), dtype="float32", always_2d=True)
@@ -92,6 +92,31 @@ def render_wav(score, path: str | Path, *, soundfont: str | Path | None = None, 
     with artifacts.atomic_path(path) as tmp_out:
         soundfile.write(str(tmp_out), audio, rate, format=fmt, subtype="PCM_16")
     return path
+
+
+def flatten_tempo(score, ticks_per_second: int = 1000):
+    """The same notes at one fixed tempo (1 tick = 1 ms), for rendering.
+
+    FluidSynth 2.3's file player loses up to one audio period at every tempo change: a beat grid with a
+    tempo change per beat drifted 70 ms in 16 beats (tests/stages/test_decode.py measures this). With the
+    tempo map baked into the note times there are no tempo changes left to drift on.
+    """
+    import symusic
+
+    seconds = score.to("second")
+    flat = symusic.Score(ticks_per_second)
+    flat.tempos = [symusic.Tempo(0, 60.0)]
+    tracks = []
+    for track in seconds.tracks:
+        out = symusic.Track(track.name, track.program, track.is_drum)
+        arr = track.notes.numpy()
+        if len(arr["time"]):
+            start = np.round(arr["time"] * ticks_per_second).astype(np.int32)
+            length = np.maximum(np.round(arr["duration"] * ticks_per_second).astype(np.int32), 1)
+            out.notes = symusic.Note.from_numpy(start, length, arr["pitch"], arr["velocity"])
+        tracks.append(out)
+    flat.tracks = tracks
+    return flat
 
 
 def normalise_loudness(audio: np.ndarray, target_dbfs: float = TARGET_RMS_DBFS,
