@@ -13,7 +13,8 @@ the accompaniment lands on the video's beats however the tempo drifts. From the 
 
 Chords come from the generated notes (stages/harmony.py: Krumhansl–Schmuckler key, template
 matching with a diatonic prior, Viterbi smoothing), one per bar or half-bar. The input Score may
-be tick- or second-based; the result has the same time unit, tpq and tempo map.
+be tick- or second-based; the result has the same time unit, tpq and tempo map. All pitched notes
+of the input become the melody track; drum tracks in the input are not kept (the style's kit plays).
 """
 
 from __future__ import annotations
