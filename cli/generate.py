@@ -50,7 +50,7 @@ def command(
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Candidates decoded as one batch; "
                                               "extra ones go to the artifact's `samples`.")] = 1,
     rerank: Annotated[bool, typer.Option("--rerank", help="Keep the candidate with the best rhythm agreement "
-                                          "(beat F-measure vs the video); all scores are logged and recorded.")] = False,
+                                          "(beat F-measure vs the video); all scores are recorded.")] = False,
     prime: Annotated[Optional[Path], typer.Option(help="A MIDI theme that opens the piece and stays in the "
                                                       "model's context throughout.")] = None,
     bars: Annotated[Optional[int], typer.Option(help="Number of bars (default: as many as the video has).")] = None,

@@ -62,7 +62,8 @@ def command(
     from v2m.stages.generate import default_model_path
 
     if model is None and default_model_path() is None:
-        raise V2MError("no model given and presets/default.safetensors does not exist", "pass --model CHECKPOINT.safetensors")
+        raise V2MError("no model given and presets/default.safetensors does not exist",
+                       "pass --model CHECKPOINT.safetensors")
     if model is not None and not Path(model).is_file():
         raise V2MError(f"{model}: no such checkpoint")
     if style is not None:

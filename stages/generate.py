@@ -3,9 +3,10 @@
 The piece is built bar by bar. After BOS the global controls (tempo class, mode) are forced; each bar then
 opens with a forced `Bar` token, that bar's control tokens from the video (density, per-beat strength,
 phrase) and the video's meter as a `TimeSig` token, interleaved as in training (CMT-style: Di et al. 2021,
-"Video Background Music Generation with Controllable Music Transformer"). Between two bars the model samples freely; when it emits `Bar` (or EOS, or
-runs past `max_bar_tokens`) the next bar of the video is forced in its place. So the piece has exactly as many
-bars as the video, and `decode` maps bar i onto the video's downbeat i with the tempo map of its beat times.
+"Video Background Music Generation with Controllable Music Transformer"). Between two bars the model samples
+freely; when it emits `Bar` (or EOS, or runs past `max_bar_tokens`) the next bar of the video is forced in its
+place. So the piece has exactly as many bars as the video, and `decode` maps bar i onto the video's downbeat i
+with the tempo map of its beat times.
 
 Any length: a static KV cache of `window` tokens is filled one token at a time; when it is full the context is
 rebuilt from the pinned head (BOS, global controls, and the --prime theme, which stays in every window the way
@@ -214,7 +215,8 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
     n, n_bars = config.num_samples, len(plan.bars)
     pinned = list(plan.head) + [t for bar in plan.bars[:plan.theme_bars] for t in bar]
     if len(pinned) > window // 2:
-        raise V2MError(f"the prime theme is too long for the model's context ({len(pinned)} pinned tokens, window {window})",
+        raise V2MError(f"the prime theme is too long for the model's context "
+                       f"({len(pinned)} pinned tokens, window {window})",
                        "pass a shorter --prime (a few bars)")
     decoder = decoder_for(model, n, window, compile)
     device = decoder.device
@@ -282,7 +284,8 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     """
     if vocab.hash != controls.get("tokenizer_hash", vocab.hash):
         raise V2MError("the controls were made with another tokenizer than the model's",
-                       "re-run `v2m encode-tokens RHYTHM.json` with this model's tokenizer, or generate from the rhythm artifact")
+                       "re-run `v2m encode-tokens RHYTHM.json --tokenizer` with the model's tokenizer, "
+                       "or generate from the rhythm artifact")
     if config.bars is not None or not controls.get("bars"):
         controls = extend_grid(controls, config.bars or len(controls.get("bars", [])))
     theme = theme_bars(prime_ids, vocab) if prime_ids else None
@@ -330,7 +333,8 @@ def prime_ids_from_midi(data: bytes, vocab, name: str) -> list[int]:
     from v2m.stages.tokens import encode_score
 
     if sniff(data[:64]) != "midi":
-        raise V2MError(f"{name}: --prime expects a MIDI file", "pass a .mid file (v2m decode TOKENS -o theme.mid makes one)")
+        raise V2MError(f"{name}: --prime expects a MIDI file",
+                       "pass a .mid file (v2m decode TOKENS -o theme.mid makes one)")
     import symusic
 
     try:

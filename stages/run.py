@@ -18,7 +18,6 @@ Failures are isolated per video: one bad file is recorded with its one-line reas
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -109,7 +108,8 @@ def fingerprint(config: RunConfig, model_sha256: str | None) -> dict:
     """The settings a finished video is checked against on resume (the model by content, not by path)."""
     settings = to_dict(config)
     settings.pop("model")
-    settings.pop("device")  # the same model gives the same music on any device only up to float noise; not a reason to redo
+    # devices differ only by float noise: moving to a GPU is no reason to redo finished videos
+    settings.pop("device")
     return {"settings": settings, "model_sha256": model_sha256}
 
 
@@ -146,12 +146,13 @@ def clear_partials(job: VideoJob) -> None:
             stray.unlink(missing_ok=True)
 
 
-def write_marker(job: VideoJob, expected: dict, result: VideoResult) -> None:
+def write_marker(job: VideoJob, expected: dict, result: VideoResult, source: dict) -> None:
+    """The completion marker, written after every output: what `is_done` checks on the next run."""
     outputs = {}
     for suffix in OUTPUTS:
         path = job.output(suffix)
         outputs[path.name] = {"bytes": path.stat().st_size, "sha256": artifacts.sha256_file(path)}
-    marker = {"version": MARKER_VERSION, "source": artifacts.source_of(job.source), "fingerprint": expected,
+    marker = {"version": MARKER_VERSION, "source": source, "fingerprint": expected,
               "outputs": outputs, "seconds": result.seconds, "duration": result.duration, "metrics": result.metrics}
     artifacts.atomic_write_bytes(job.marker, artifacts.dumps(marker))
 
@@ -163,7 +164,7 @@ def read_marker(job: VideoJob) -> dict:
 # ---------------------------------------------------------------- one process's shared resources
 
 class Engine:
-    """The model, vocabulary and style one process loads once and reuses across stages and videos."""
+    """The model and its vocabulary, loaded once per process (on first use) and reused across stages and videos."""
 
     def __init__(self, config: RunConfig):
         self.config = config
@@ -211,19 +212,24 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
     source = artifacts.source_of(job.source)
     created = dict(config=to_dict(config), seed=config.seed, source=source)
 
+    def save(suffix: str, fmt: str, data: dict, stage: str) -> None:
+        artifact = artifacts.make_artifact(fmt, data, stage=stage, **created)
+        artifacts.write_artifact(artifact, job.output(suffix), force=True)  # atomic: temp file + rename
+
     with timer("rhythm"):
         rhythm_artifact = extract_rhythm(str(job.source))
         rhythm = rhythm_artifact["data"]
-        _write_json(job.output("rhythm.json"), rhythm_artifact)
+        artifacts.write_artifact(rhythm_artifact, job.output("rhythm.json"), force=True)
     loaded, vocab = engine.loaded
     with timer("controls"):
         controls = controls_from_rhythm(rhythm, vocab)
-        _write_json(job.output("controls.json"), artifacts.make_artifact("v2m.controls", controls, stage="encode-tokens", **created))
+        save("controls.json", "v2m.controls", controls, "encode-tokens")
     with timer("generate"):
-        sampling = GenerateConfig(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, seed=config.seed)
+        sampling = GenerateConfig(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                                  seed=config.seed)
         tokens = generate(loaded.model, vocab, controls, sampling, compile=config.device.startswith("cuda"))
         tokens["arrange"] = arrangement_record(config.style, config.arrange, config.seed)
-        _write_json(job.output("tokens.json"), artifacts.make_artifact("v2m.tokens", tokens, stage="generate", **created))
+        save("tokens.json", "v2m.tokens", tokens, "generate")
     with timer("decode"):
         melody = decode.tokens_to_score(tokens, vocab)
         score = melody
@@ -240,18 +246,16 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
     with timer("evaluate"):
         reference = evaluate.reference_from_rhythm(rhythm)
         metrics, labels = evaluate.evaluate_pair(reference, evaluate.music_from_score(score))
-        melody_metrics, _ = evaluate.evaluate_pair(reference, evaluate.music_from_score(melody, kind="tokens"))
+        # the line alone, with how well it kept the requested controls (density, accents) per bar
+        melody_music = evaluate.music_from_score(melody, kind="tokens", requested_controls=controls)
+        melody_metrics, _ = evaluate.evaluate_pair(reference, melody_music)
         report = {"mode": "rhythm", "metrics": evaluate.clean(metrics), "labels": labels,
                   "melody": {"metrics": evaluate.clean(melody_metrics)}, "gates": []}
-        _write_json(job.output("report.json"), artifacts.make_artifact("v2m.report", report, stage="evaluate", **created))
+        save("report.json", "v2m.report", report, "evaluate")
     result = VideoResult(job.key, str(job.source), "done", seconds=timer.seconds, duration=float(rhythm["duration"]),
                          metrics={k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))})
-    write_marker(job, expected, result)
+    write_marker(job, expected, result, source)
     return result
-
-
-def _write_json(path: Path, artifact: dict) -> None:
-    artifacts.atomic_write_bytes(path, artifacts.dumps(artifact))
 
 
 def process(job: VideoJob, engine: Engine, expected: dict, force: bool, status: Status | None = None) -> VideoResult:
@@ -288,8 +292,8 @@ def _die_with_parent() -> None:
         import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: orphans finish their video; outputs stay consistent (atomic, deterministic)
-        pass
+    except (OSError, AttributeError):
+        pass  # not Linux: an orphan finishes its video; outputs stay consistent (atomic writes, same seed)
 
 
 def _worker_init(config: RunConfig, queue, threads: int) -> None:
@@ -307,7 +311,8 @@ def _worker_process(job: VideoJob, expected: dict, force: bool) -> VideoResult:
 
 
 def run_batch(jobs_list: list[VideoJob], config: RunConfig, expected: dict, *, jobs: int = 1, force: bool = False,
-              status: Status | None = None, on_result: Callable[[VideoResult], None] | None = None) -> list[VideoResult]:
+              status: Status | None = None,
+              on_result: Callable[[VideoResult], None] | None = None) -> list[VideoResult]:
     """Process every video; results come back in input order. Never raises for a bad video.
 
     `jobs` > 1 runs that many worker processes (spawned, each loading the model once) and splits the CPU
