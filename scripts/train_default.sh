@@ -2,7 +2,9 @@
 # Retrain the default model (presets/default.*) from scratch: build the corpus, then train.
 #
 #   scripts/train_default.sh                      # corpus (if missing) + training on this machine's GPU, else CPU
-#   CORPUS=.carry/corpus OUT=/tmp/out MINUTES=7 scripts/train_default.sh train   # training only (the GPU machine)
+#   CORPUS=.carry/corpus OUT=$OUT CKPT=/tmp/default.ckpt.safetensors MINUTES=7 scripts/train_default.sh train
+#                                                 # training only (the GPU machine; the resumable checkpoint, ~120 MB,
+#                                                 # kept out of $OUT so that only the ~15 MB model, log and card return)
 #   scripts/train_default.sh corpus               # corpus only (needs MidiTok: run it on the CPU machine)
 #
 # The GPU machine has its own torch and no MidiTok and no pip registry: there the v2m package is laid out by
@@ -15,6 +17,7 @@ CORPUS=${CORPUS:-.carry/corpus}
 OUT=${OUT:-out/default}
 MINUTES=${MINUTES:-7}
 DEVICE=${DEVICE:-auto}
+CKPT=${CKPT:-$OUT/default.ckpt.safetensors}
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
@@ -37,5 +40,5 @@ if [ "$what" = all ] || [ "$what" = train ]; then
   fi
   mkdir -p "$OUT"
   PYTHONUNBUFFERED=1 "$PY" -m v2m.models.train "$CORPUS" -o "$OUT/default.safetensors" --preset small \
-    --device "$DEVICE" --max-minutes "$MINUTES" --save-dtype bfloat16 --force
+    --device "$DEVICE" --max-minutes "$MINUTES" --save-dtype bfloat16 --checkpoint "$CKPT" --force
 fi
