@@ -1,0 +1,100 @@
+"""Controls from MIDI vs controls from the same MIDI rendered to audio and read back as a rhythm artifact.
+
+For each corpus piece (first `--bars` bars): density classes from the notes (controls_from_score's
+analysis) and from the rendered audio (FluidSynth → stages.rhythm.rhythm_from_audio, the code behind
+`v2m extract-rhythm song.wav` → controls_from_rhythm). Two grids for the audio side:
+
+- `true grid`: the rhythm artifact's beats/downbeats replaced by the MIDI's own (seconds): measures the
+  control *scale* (onsets per beat from the audio envelope vs from the notes);
+- `tracked grid`: the beats extract-rhythm estimated; each tracked bar is matched to the MIDI bar that
+  contains its middle (beat-tracking errors included).
+
+Prints the confusion table (rows: class from MIDI, columns: class from audio) and the share of bars
+within ±1 class.
+
+    .venv/bin/python bench/controls_agreement.py --pieces 40 --bars 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pieces", type=int, default=40)
+    parser.add_argument("--bars", type=int, default=12)
+    parser.add_argument("--tokenizer", default=None)
+    args = parser.parse_args()
+    import soundfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tokens_roundtrip import sample_pieces
+
+    from v2m.stages.controls import analyse_score, bar_controls, controls_from_rhythm
+    from v2m.stages.decode import render_wav
+    from v2m.stages.rhythm import rhythm_from_audio
+    from v2m.stages.tokens import beat_grid_seconds, load_tokenizer, merge_tracks
+
+    vocab = load_tokenizer(args.tokenizer)
+    n = vocab.stats["n_density"]
+    started = time.perf_counter()
+    pieces = sample_pieces(args.pieces * 3)[:: 3][: args.pieces]
+    confusion = {"true grid": np.zeros((n, n), int), "tracked grid": np.zeros((n, n), int)}
+    for name, score in pieces:
+        merged = merge_tracks(score)
+        beats, downbeats = beat_grid_seconds(merged)
+        if len(downbeats) < 3:
+            continue
+        end_s = downbeats[min(args.bars, len(downbeats) - 1)]
+        from miditok.utils import get_bars_ticks
+
+        bar_ticks = get_bars_ticks(merged, only_notes_onsets=False)
+        cut = merged.clip(0, int(bar_ticks[min(args.bars, len(bar_ticks) - 1)]), clip_end=True)
+        music = bar_controls(analyse_score(cut, vocab), vocab.stats)[: args.bars]
+        with tempfile.TemporaryDirectory() as tmp:
+            wav = render_wav(cut, Path(tmp) / "song.wav", sample_rate=22050)
+            audio, rate = soundfile.read(str(wav), dtype="float32")
+        audio = audio.mean(axis=1)[: int(end_s * rate)]
+        rhythm = rhythm_from_audio(audio, rate)
+        true = dict(rhythm, beats=[b for b in beats if b < end_s], downbeats=[d for d in downbeats if d < end_s - 1e-3],
+                    meter=int(round(len(beats) / max(len(downbeats), 1))))
+        for bar_m, bar_a in zip(music, controls_from_rhythm(true, vocab)["bars"]):
+            confusion["true grid"][bar_m["density"], bar_a["density"]] += 1
+        try:
+            tracked = controls_from_rhythm(rhythm, vocab)
+        except Exception:
+            continue
+        starts = np.asarray(downbeats[: len(music)] + [end_s])
+        for i, bar_a in enumerate(tracked["bars"]):
+            nxt = tracked["bars"][i + 1]["start"] if i + 1 < len(tracked["bars"]) else end_s
+            middle = (bar_a["start"] + nxt) / 2
+            k = int(np.searchsorted(starts, middle, side="right")) - 1
+            if 0 <= k < len(music):
+                confusion["tracked grid"][music[k]["density"], bar_a["density"]] += 1
+    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
+          f"(shared); {len(pieces)} pieces, first {args.bars} bars, {time.perf_counter() - started:.0f} s; "
+          f"tokenizer {vocab.hash[:12]}, {n} density classes, bounds {vocab.stats['density_bounds']} onsets/beat")
+    for grid, table in confusion.items():
+        total = table.sum()
+        diff = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
+        within = table[diff <= 1].sum() / max(total, 1)
+        exact = np.trace(table) / max(total, 1)
+        print(f"\n{grid}: {total} bars, exact {100 * exact:.1f} %, within ±1 {100 * within:.1f} %")
+        print("| MIDI \\ audio | " + " | ".join(str(j) for j in range(n)) + " |")
+        print("|---" * (n + 1) + "|")
+        for i in range(n):
+            print(f"| {i} | " + " | ".join(str(v) for v in table[i]) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
