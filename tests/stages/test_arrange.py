@@ -11,7 +11,7 @@ import symusic
 
 from v2m.stages.arrange import arrange, arrange_detailed, arrangement_settings
 from v2m.stages.harmony import QUALITIES
-from v2m.stages.styles import load_style, style_names
+from v2m.stages.styles import Style, load_style, style_names
 
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 # I  IV  V  vi in C, as (root pitch class, intervals) — the known chords of the melody below
@@ -252,3 +252,14 @@ def test_velocity_follows_the_video_envelope_inside_steady_bars():
     early = [n.velocity for n in melody if n.time < 4.0]
     late = [n.velocity for n in melody if controls["duration"] - 8.0 < n.time < controls["duration"] - style.dynamics.fade_seconds]
     assert np.mean(late) > np.mean(early) + 15
+
+
+def test_track_levels_live_in_the_velocities_so_they_survive_note_only_renderers(piece, tmp_path):
+    controls, score = piece
+    quiet = tmp_path / "quiet.toml"
+    quiet.write_text("[mix]\nmelody = 50\nharmony = 100\nbass = 100\ndrums = 100\n")
+    loud = seconds(arrange(score, controls, Style(), seed=0))  # the default style: every level 100 but drums
+    soft = seconds(arrange(score, controls, str(quiet), seed=0))
+    ratio = np.mean([n.velocity for n in soft.tracks[0].notes]) / np.mean([n.velocity for n in loud.tracks[0].notes])
+    assert abs(ratio - 0.5) < 0.03
+    assert all(c.number == 7 and c.value == 100 for t in soft.tracks for c in t.controls)
