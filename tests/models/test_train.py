@@ -131,3 +131,12 @@ def test_bad_inputs_one_line_each(tmp_path):
         (tmp_path / "bad" / "index.json").write_text('{"format": "v2m.rhythm", "version": 1, "data": {}}')
         train(RunOptions(str(tmp_path / "bad"), str(tmp_path / "v.safetensors"), "debug"))
     np.testing.assert_array_equal(read_corpus(corpus).load("val").tokens, read_corpus(corpus).load("val").tokens)
+
+
+def test_time_budget_stops_cleanly_and_writes_everything(tmp_path):
+    corpus = make_corpus(tmp_path / "c")
+    out = tmp_path / "m.safetensors"
+    summary = train(RunOptions(str(corpus), str(out), "debug", {"steps": 100000, "eval_every": 0}, max_minutes=0.03))
+    assert 1 <= summary["steps"] < 100000 and summary["planned_steps"] == summary["steps"]
+    assert read_meta(out)["training"]["steps"] == summary["steps"] and summary["val_nll"] is not None
+    assert (tmp_path / "m.md").is_file() and (tmp_path / "m.train.json").is_file()
