@@ -12,7 +12,9 @@ mixed (per-layer bits from measured sensitivity under --budget-bits).
 
 The output is a v2m.model safetensors file with packed codes, scales and zero
 points; generate, evaluate and run accept it with --kernel auto | reference |
-cpu-int8 | int-mm | inductor | cuda-int-mm | cuda-fp8 | cuda-int4.
+cpu-int8 | int-mm | inductor | cuda-int-mm | cuda-fp8 | cuda-int4
+(auto picks per layer by CPU ISA / GPU compute capability and logs it).
+The group size must divide every quantized layer's input width.
 
 Examples:
 
@@ -24,7 +26,7 @@ Examples:
 
   v2m quantize model.safetensors -o model.mix.safetensors --scheme w4 --group 64 --method mixed+gptq --budget-bits 3.5 --calib corpus/
 
-  v2m evaluate --model model.w8a8.safetensors --reference model.safetensors --corpus corpus/ --fail-if "nll_delta_pct>1"
+  v2m evaluate --model model.w8a8.safetensors --reference model.safetensors --corpus corpus/ --fail-if "nll_delta>0.01,kl>0.01"
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def command(
     calib_samples: Annotated[int, typer.Option("--calib-samples", help="Calibration windows.")] = 32,
     calib_length: Annotated[int, typer.Option("--calib-length", help="Tokens per calibration window (capped by the model).")] = 256,
     group: Annotated[Optional[int], typer.Option("--group", "-g", help="Input columns per scale; 0 = per output channel "
-                                                                       "[default: 128 for w4/w3/w2, 32 fp4, per-channel 8-bit].",
+                                                                       "(default: 128 for w4/w3/w2, 32 for fp4, per channel for "
+                                                                       "8-bit; the default model's widths 320/832 need 64).",
                                                  show_default=False)] = None,
     asym: Annotated[bool, typer.Option("--asym", help="Asymmetric integer grid (a zero point per group).")] = False,
     alpha: Annotated[float, typer.Option("--alpha", help="SmoothQuant migration strength (0..1).")] = 0.5,

@@ -4,8 +4,9 @@
 fast kernels quantize them); every fast kernel is tested against it. The CPU int8 path was chosen
 by measuring the candidates on the development machine (bench/quant_kernels.py): fbgemm's
 prepacked dynamic int8 Linear (torch.ops.quantized.linear_dynamic, x86 engine) wins at decode
-(one row), torch._int_mm with per-token scales wins over float for many rows; Inductor is
-registered for comparison. GPU paths: torch._int_mm (W8A8), torch._scaled_mm (FP8 E4M3,
+(one row, and for many rows once each row is pre-scaled so its per-call activation scale acts per
+token); torch._int_mm with per-token scales and Inductor (torch.compile of that path) are
+registered as the measured alternatives. GPU paths: torch._int_mm (W8A8), torch._scaled_mm (FP8 E4M3,
 row-wise scales) and tinygemm int4 weight-only (torch.ops.aten._weight_int4pack_mm, the kernel
 torchao's int4 weight-only uses; torchao itself is not a dependency).
 """
@@ -137,7 +138,7 @@ def _cpu_has_vnni() -> bool:
 
 @KERNELS.register("cpu-int8")
 class CpuInt8(Kernel):
-    description = "fbgemm prepacked dynamic int8 Linear for decode rows, torch._int_mm for longer inputs (CPU, W8A8)"
+    description = "fbgemm prepacked dynamic int8 Linear (x86 engine, AVX2/AVX-512 VNNI), per-token activation scales (CPU, W8A8)"
 
     def unavailable(self, device):
         if device.type != "cpu":
@@ -157,18 +158,26 @@ class CpuInt8(Kernel):
         with warnings.catch_warnings():  # the quantized-tensor constructors warn that they are deprecated
             warnings.simplefilter("ignore")
             qweight = torch._make_per_channel_quantized_tensor(weight, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0)
-            packed = torch.ops.quantized.linear_prepack(qweight, None if layer.bias is None else layer.bias.float())
+            packed = torch.ops.quantized.linear_prepack(qweight, None)
         # without VNNI, u8*s8 pairs are summed in saturating 16 bits: reduce_range keeps them from overflowing
-        return packed, not _cpu_has_vnni(), IntMM().prepare(layer)
+        return packed, not _cpu_has_vnni(), layer.bias
 
     def forward(self, state, x, layer):
-        packed, reduce_range, int_mm_state = state
-        rows = _rows(x)
+        packed, reduce_range, bias = state
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.dtype != torch.float32:
+            rows = rows.float()
         if rows.shape[0] == 1:
-            # one row: fbgemm's dynamic (per-call) activation quantization is per-token quantization
-            y = torch.ops.quantized.linear_dynamic(rows.float().contiguous(), packed, reduce_range)
-            return y.to(x.dtype).reshape(*x.shape[:-1], -1)
-        return IntMM().forward(int_mm_state, x, layer)
+            # one row (a decode step): fbgemm's dynamic per-call activation scale is a per-token scale
+            y = torch.ops.quantized.linear_dynamic(rows, packed, reduce_range)
+        else:
+            # fbgemm's dynamic scale is per call (per tensor); dividing each row by its absmax first makes
+            # every row span the same range, so the shared scale acts as a per-token scale, as in reference
+            row_scale = rows.abs().amax(-1, keepdim=True).clamp(min=1e-8)
+            y = torch.ops.quantized.linear_dynamic(rows / row_scale, packed, reduce_range) * row_scale
+        if bias is not None:
+            y = y + bias
+        return y.to(x.dtype).reshape(*x.shape[:-1], y.shape[-1])
 
 
 @KERNELS.register("inductor")
@@ -176,12 +185,20 @@ class Inductor(IntMM):
     description = "the int-mm path compiled by Inductor (torch.compile; CPU, W8A8; compiles on first call)"
 
     def forward(self, state, x, layer):
-        return _compiled_int_mm()(state, x, layer)
+        return _compiled_int_mm()(x, *state)
+
+
+def _int_mm_core(x, weight_t, scale, bias):
+    return IntMM().forward((weight_t, scale, bias), x, None)
 
 
 @functools.cache
 def _compiled_int_mm():
-    return torch.compile(IntMM().forward, dynamic=False)
+    import torch._dynamo
+
+    # one graph per (rows, in, out) shape: a model has a handful of Linear shapes × decode/prefill
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    return torch.compile(_int_mm_core, dynamic=False)
 
 
 def _cuda_capability(device: torch.device) -> tuple[int, int] | None:

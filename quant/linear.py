@@ -73,9 +73,14 @@ class QuantLinear(nn.Module):
         return self._kernel.forward(self._state, x, self)
 
     def _apply(self, fn, recurse=True):
-        # moving or casting the buffers invalidates whatever the kernel prepacked from them
+        # model.to(device) moves the packed buffers; model.to(bfloat16) must not recast fp16 scales
+        # (lossy), so only the device part of `fn` applies here. Kernels are prepacked again lazily.
         self._kernel, self._state = None, None
-        return super()._apply(fn, recurse)
+
+        def move_only(t):
+            return t.to(fn(t.new_empty(0)).device)
+
+        return super()._apply(move_only, recurse)
 
     def extra_repr(self) -> str:
         return f"{self.in_features} → {self.out_features}, {self.scheme.label()}, kernel={self.kernel_name}"
