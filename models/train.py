@@ -301,7 +301,7 @@ def train(opts: RunOptions) -> dict:
 
     def summary() -> dict:
         return {"corpus": Path(corpus.path).name, "tokenizer_hash": corpus.tokenizer_hash,
-                "train_tokens": int(len(train_split.tokens)), "train_pieces": train_split.pieces,
+                "train_tokens": int(len(train_split.tokens)), "train_sequences": train_split.pieces,
                 "preset": preset_name, "params": n_params, "steps": state.step, "planned_steps": state.total,
                 "batch": cfg.batch, "context": cfg.context, "tokens_seen": state.tokens_seen,
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -313,7 +313,7 @@ def train(opts: RunOptions) -> dict:
     local_batch = cfg.batch // world
     tokens_per_step = cfg.batch * cfg.context
     say(f"training {model_cfg.backend} ({n_params / 1e6:.2f} M parameters) on {len(train_split.tokens):,} tokens "
-        f"({train_split.pieces} pieces), {world} process(es) on {device}, batch {cfg.batch} × {cfg.context} tokens, "
+        f"({train_split.pieces} sequences), {world} process(es) on {device}, batch {cfg.batch} × {cfg.context} tokens, "
         f"{state.total} steps" + (f", stopping after {opts.max_minutes:g} min" if opts.max_minutes else ""))
     step_model.train()
     started = time.perf_counter()

@@ -50,10 +50,11 @@ def rope_tables(head_dim: int, max_len: int, base: float) -> tuple[torch.Tensor,
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (i, i + D/2) of x [B, H, T, D] by the angles of each position (cos/sin [T, D/2])."""
+    """Rotate channel pairs (i, i + D/2) of x [..., T, D] by the angles of each position (cos/sin [T, D/2])."""
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    if cos.dtype != x.dtype:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
@@ -67,8 +68,10 @@ class Attention(nn.Module):
 
     def _heads(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, H, T, D]
+        # rotate q and k in one call: at one token per step, op count (not FLOPs) is the decode cost
+        qk = apply_rope(qkv[:2], cos, sin)
+        return qk[0], qk[1], qkv[2]
 
     def _merge(self, y: torch.Tensor) -> torch.Tensor:
         B, H, T, D = y.shape
