@@ -242,7 +242,10 @@ def train(opts: RunOptions) -> dict:
     test_split = corpus.load("test") if "test" in corpus.splits else None
     train_tokens = torch.as_tensor(train_split.tokens, device=device)
     val_tokens = torch.as_tensor(val_split.tokens, device=device)
-    val_starts = eval_starts(val_split, cfg.context, cfg.eval_tokens)
+    if len(val_split.tokens) < 2:
+        raise V2MError(f"{opts.corpus}: the val split is empty", "rebuild the corpus with a val share > 0")
+    val_context = min(cfg.context, len(val_split.tokens) - 1)  # a tiny val split is scored in one shorter window
+    val_starts = eval_starts(val_split, val_context, cfg.eval_tokens)
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
@@ -384,7 +387,7 @@ def train(opts: RunOptions) -> dict:
             if peak:
                 record["mfu"] = round(flops_per_token * rate / (peak * world), 4)
             if is_eval and rank == 0:
-                record["val_nll"] = round(evaluate_nll(model, val_tokens, val_starts, cfg.context, local_batch, device, autocast), 4)
+                record["val_nll"] = round(evaluate_nll(model, val_tokens, val_starts, val_context, local_batch, device, autocast), 4)
                 if state.best_val is None or record["val_nll"] < state.best_val:
                     # keep the weights of the best validation NLL: many epochs over a small corpus can overfit
                     state.best_val, state.best_step = record["val_nll"], state.step
@@ -404,10 +407,11 @@ def train(opts: RunOptions) -> dict:
         checkpoint(paths["checkpoint"], final=True)
         if cfg.keep_best and state.best_weights is not None:
             model.load_state_dict(state.best_weights)
-        if test_split is not None and len(test_split.tokens) > cfg.context:
+        if test_split is not None and len(test_split.tokens) >= 2:
             test_tokens = torch.as_tensor(test_split.tokens, device=device)
-            test_nll = round(evaluate_nll(model, test_tokens, eval_starts(test_split, cfg.context, cfg.eval_tokens),
-                                          cfg.context, local_batch, device, autocast), 4)
+            test_context = min(cfg.context, len(test_split.tokens) - 1)
+            test_nll = round(evaluate_nll(model, test_tokens, eval_starts(test_split, test_context, cfg.eval_tokens),
+                                          test_context, local_batch, device, autocast), 4)
         result = {**summary(), "test_nll": test_nll}
         save_model(opts.output, model, model_cfg, corpus.tokenizer, corpus.tokenizer_hash, result, force=True,
                    dtype=opts.save_dtype)

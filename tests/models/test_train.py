@@ -140,3 +140,13 @@ def test_time_budget_stops_cleanly_and_writes_everything(tmp_path):
     assert 1 <= summary["steps"] < 100000 and summary["planned_steps"] == summary["steps"]
     assert read_meta(out)["training"]["steps"] == summary["steps"] and summary["val_nll"] is not None
     assert (tmp_path / "m.md").is_file() and (tmp_path / "m.train.json").is_file()
+
+
+def test_short_val_split_and_fine_tuning(tmp_path):
+    corpus = make_corpus(tmp_path / "c", pieces=(30, 1, 1))  # val/test: one piece of < 203 tokens, context 250
+    out = tmp_path / "m.safetensors"
+    summary = train(RunOptions(str(corpus), str(out), "debug", {"steps": 4, "context": 250, "batch": 2}))
+    assert summary["val_nll"] > 0 and summary["test_nll"] > 0
+    tuned = tmp_path / "tuned.safetensors"
+    train(RunOptions(str(corpus), str(tuned), "debug", {"steps": 2, "context": 250, "batch": 2}, init=str(out)))
+    assert read_meta(tuned)["config"] == read_meta(out)["config"]
