@@ -87,16 +87,26 @@ class Decoder:
 
 
 _DECODERS: dict[tuple, Decoder] = {}
+MAX_DECODERS = 4  # each holds a cache (e.g. small preset, batch 16, 1,024 tokens: 250 MB fp32) and its model
 
 
 def decoder_for(model: nn.Module, batch: int, max_len: int | None = None, compile: bool = False) -> Decoder:
     """A Decoder reused across calls in this process, so compilation and graph capture happen once.
 
     Stale cache contents need no clearing: prefill rewrites positions 0..T-1 and the position mask
-    hides every slot past the current one.
+    hides every slot past the current one. The least recently used decoder is dropped beyond
+    MAX_DECODERS (with its cache and its reference to the model).
     """
     key = (id(model), batch, max_len, bool(compile))
-    decoder = _DECODERS.get(key)
+    decoder = _DECODERS.pop(key, None)
     if decoder is None or decoder.model is not model:
-        decoder = _DECODERS[key] = Decoder(model, batch, max_len, compile)
+        decoder = Decoder(model, batch, max_len, compile)
+    _DECODERS[key] = decoder  # (re)inserted last: dicts keep insertion order, the first key is the oldest
+    while len(_DECODERS) > MAX_DECODERS:
+        _DECODERS.pop(next(iter(_DECODERS)))
     return decoder
+
+
+def clear_decoders() -> None:
+    """Drop every cached Decoder (frees their caches; the next generation compiles again)."""
+    _DECODERS.clear()
