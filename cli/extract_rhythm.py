@@ -1,14 +1,19 @@
-"""Read the rhythm of a video: tempo, beats, bars, scene cuts and per-shot mood, as a v2m.rhythm artifact.
+"""Read the rhythm of a video: tempo, beats, bars, cuts and mood, as a v2m.rhythm artifact.
 
-The video is decoded by ffmpeg at low resolution as a stream (memory does not grow with its length).
-Motion onsets come from dense optical flow (--method flow, the default: directogram flux, as in
-visbeat) or from frame differences (--method diff, faster). Tempo is estimated (or given with --tempo),
-beats are tracked by dynamic programming, the meter is estimated (or given with --meter), scene cuts
-are found on colour-histogram jumps. A file with audio but no video is analysed as audio (its onset
-envelope), so music can be scored on the same scale. Times are seconds from --start.
+ffmpeg decodes the video at low resolution as a stream, so memory does not
+grow with its length. Motion onsets come from dense optical flow (--method
+flow, the default; directogram flux as in visbeat) or from frame differences
+(--method diff, faster). Tempo is estimated (or given with --tempo), beats are
+tracked by dynamic programming, the meter is estimated (or set by --meter),
+scene cuts are found on colour-histogram jumps, and each shot gets motion,
+brightness and saturation (0..1). Times are seconds from --start.
 
-The artifact goes to stdout unless -o is given. INPUT may be a folder: then -o DIR/ receives one
-NAME.rhythm.json per video or audio file; a broken file is reported and the others go on.
+A file with audio but no video stream is analysed as audio (the onset
+envelope of the sound), so music can be scored on the same scale.
+
+The artifact goes to stdout unless -o is given. INPUT may be a folder: then
+-o DIR/ receives one NAME.rhythm.json per video or audio file; a broken file
+is reported and the others go on (exit 1 if any failed).
 
 Examples:
 
@@ -16,9 +21,9 @@ Examples:
 
   v2m extract-rhythm clip.mp4 | v2m encode-tokens -
 
-  v2m extract-rhythm clip.mp4 -o clip.rhythm.json --method diff --start 10 --duration 30
+  v2m extract-rhythm clip.mp4 -o r.json --method diff --start 10 --duration 30
 
-  v2m extract-rhythm clip.mp4 --tempo 120 --meter 3 --force -o clip.rhythm.json
+  v2m extract-rhythm clip.mp4 --tempo 120 --meter 3 -o r.json --force
 
   v2m extract-rhythm song.wav -o song.rhythm.json
 

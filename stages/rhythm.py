@@ -93,10 +93,17 @@ def rhythm_from_audio(samples: np.ndarray, sample_rate: int, config: RhythmConfi
                "method": "audio"}
     payload.update(rhythm_from_envelope(envelope, rate, config))
     payload["cuts"] = []
-    loud = np.sqrt(np.mean(samples.astype(np.float64) ** 2)) if len(samples) else 0.0
-    payload["segments"] = [{"start": s, "end": e, "motion": round(float(np.clip(envelope.mean() * 4, 0, 1)), 3),
-                            "brightness": round(float(np.clip(loud * 4, 0, 1)), 3), "saturation": 0.0}
-                           for s, e in _split(0.0, round(duration, 3), config.max_segment)]
+    # affect of sound, by analogy: motion = onset activity, brightness = spectral centroid (the timbre
+    # "brightness" of psychoacoustics) over 4 kHz, saturation = none (sound has no colour)
+    centroid = librosa.feature.spectral_centroid(y=samples.astype(np.float32), sr=sample_rate, hop_length=hop)[0]
+    payload["segments"] = []
+    for start, end in _split(0.0, round(duration, 3), config.max_segment):
+        lo, hi = int(start * rate), max(int(start * rate) + 1, int(end * rate))
+        payload["segments"].append({
+            "start": start, "end": end,
+            "motion": round(float(np.clip(2 * envelope[lo:hi].mean(), 0, 1)) if hi <= len(envelope) and lo < hi else 0.0, 3),
+            "brightness": round(float(np.clip(np.mean(centroid[lo:hi]) / 4000.0, 0, 1)) if lo < len(centroid) else 0.0, 3),
+            "saturation": 0.0})
     return payload
 
 
