@@ -82,20 +82,22 @@ class Attention(nn.Module):
         p = self.dropout if self.training else 0.0
         return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p))
 
-    def forward_cached(self, x, cos, sin, k_cache, v_cache, positions, span: int):
+    def forward_cached(self, x, cos, sin, k_cache, v_cache, positions, visible, span: int):
         """x [B, T, C] at `positions` [T]; k_cache/v_cache [B, H, max_len, D] are written in place.
 
-        Attends to the first `span` cache slots; a slot is visible to a query when its position is
-        ≤ the query's (the mask also hides stale slots left by an earlier, longer sequence).
+        Attends over the first `span` cache slots; `visible` [T, span] (bool) says which of them each
+        query sees: a slot whose position is ≤ the query's (so stale slots of an earlier, longer
+        sequence stay hidden). None: all `span` slots (one new token at an int position).
         """
         q, k, v = self._heads(x, cos, sin)
-        k_cache.index_copy_(2, positions, k.to(k_cache.dtype))
-        v_cache.index_copy_(2, positions, v.to(v_cache.dtype))
-        slots = torch.arange(span, device=x.device)
-        visible = slots[None, :] <= positions[:, None]  # [T, span]
+        if k.dtype != k_cache.dtype:
+            k, v = k.to(k_cache.dtype), v.to(v_cache.dtype)
+        k_cache.index_copy_(2, positions, k)
+        v_cache.index_copy_(2, positions, v)
         keys, values = k_cache[:, :, :span], v_cache[:, :, :span]
-        y = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=visible)
-        return self._merge(y)
+        if keys.dtype != q.dtype:
+            keys, values = keys.to(q.dtype), values.to(q.dtype)
+        return self._merge(F.scaled_dot_product_attention(q, keys, values, attn_mask=visible))
 
 
 class MLP(nn.Module):
@@ -124,8 +126,8 @@ class Block(nn.Module):
         x = x + self.drop(self.attn(self.norm1(x), cos, sin))
         return x + self.drop(self.mlp(self.norm2(x)))
 
-    def forward_cached(self, x, cos, sin, k_cache, v_cache, positions, span):
-        x = x + self.attn.forward_cached(self.norm1(x), cos, sin, k_cache, v_cache, positions, span)
+    def forward_cached(self, x, cos, sin, k_cache, v_cache, positions, visible, span):
+        x = x + self.attn.forward_cached(self.norm1(x), cos, sin, k_cache, v_cache, positions, visible, span)
         return x + self.mlp(self.norm2(x))
 
 
@@ -192,15 +194,20 @@ class Transformer(nn.Module):
         """
         T = ids.shape[1]
         if isinstance(pos, torch.Tensor):
-            span = cache.max_len
             positions = pos.reshape(1) + torch.arange(T, device=ids.device)
+            span = cache.max_len
         else:
             if pos < 0 or pos + T > cache.max_len:
                 raise ValueError(f"positions {pos}..{pos + T - 1} do not fit the cache of {cache.max_len}")
-            span = pos + T
             positions = torch.arange(pos, pos + T, device=ids.device)
+            span = pos + T
+        # the mask is built once per call, not per layer; one token at an int position sees every slot
+        # up to its own, so it needs none (and SDPA takes its unmasked kernel)
+        visible = None
+        if isinstance(pos, torch.Tensor) or T > 1:
+            visible = torch.arange(span, device=ids.device)[None, :] <= positions[:, None]  # [T, span]
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]
         x = self.embed(ids)
         for i, block in enumerate(self.blocks):
-            x = block.forward_cached(x, cos, sin, cache.k[i], cache.v[i], positions, span)
+            x = block.forward_cached(x, cos, sin, cache.k[i], cache.v[i], positions, visible, span)
         return self._logits(x)
