@@ -37,6 +37,8 @@ def command(
     ckpt_every: Annotated[Optional[int], typer.Option(help="Steps between resumable checkpoints.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Continue a run from its .ckpt.safetensors.")] = None,
     init: Annotated[Optional[str], typer.Option(help="Fine-tune: start from this model's weights.")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Where the resumable checkpoint goes "
+                                                           "(default: MODEL.ckpt.safetensors beside the model).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     max_minutes: Annotated[Optional[float], typer.Option(help="Stop cleanly after this many minutes of training.")] = None,
     save_dtype: Annotated[str, typer.Option(help="dtype of the saved weights: float32, bfloat16, float16.")] = "float32",
@@ -47,4 +49,4 @@ def command(
 
     overrides = {"steps": steps, "batch": batch, "context": context, "lr": lr, "seed": seed,
                  "eval_every": eval_every, "ckpt_every": ckpt_every, "compile": compile}
-    train(RunOptions(corpus, output, preset, overrides, resume, init, None, device, max_minutes, save_dtype, force))
+    train(RunOptions(corpus, output, preset, overrides, resume, init, checkpoint, device, max_minutes, save_dtype, force))
