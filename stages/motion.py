@@ -21,6 +21,7 @@ its centre falls on, so beats are not biased by half a frame.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,17 +33,17 @@ LUMA_WEIGHT = 0.08  # brightening (0..1 per pixel) → px/frame of flow per anal
 
 @dataclass
 class FrameFeatures:
-    """Per-frame series (length = frames seen), indexed by analysis frame."""
+    """Per-frame series (length = frames seen), indexed by analysis frame; 8 bytes a value (no float objects)."""
 
     method: str
     rate: float  # analysis frames per second
     width: int
-    onset: list = field(default_factory=list)  # motion onset strength (unnormalised)
-    motion: list = field(default_factory=list)  # motion magnitude, fraction of the frame width per second
-    brightness: list = field(default_factory=list)  # mean luma, 0..1
-    saturation: list = field(default_factory=list)  # mean HSV saturation, 0..1
-    hist_jump: list = field(default_factory=list)  # colour-histogram distance to the previous frame, 0..1
-    hist_step: list = field(default_factory=list)  # distance from frame k-1 to frame k+2: a cut persists, a flash does not
+    onset: array = field(default_factory=lambda: array("d"))  # motion onset strength (unnormalised)
+    motion: array = field(default_factory=lambda: array("d"))  # motion magnitude, fraction of the frame width per second
+    brightness: array = field(default_factory=lambda: array("d"))  # mean luma, 0..1
+    saturation: array = field(default_factory=lambda: array("d"))  # mean HSV saturation, 0..1
+    hist_jump: array = field(default_factory=lambda: array("d"))  # colour-histogram distance to the previous frame, 0..1
+    hist_step: array = field(default_factory=lambda: array("d"))  # distance from frame k-1 to frame k+2: a cut persists, a flash does not
 
     def arrays(self) -> dict[str, np.ndarray]:
         n = len(self.brightness)
@@ -177,7 +178,7 @@ class FrameAnalyzer:
         self._hist_tail = history[-3:]
 
     @staticmethod
-    def _set(series: list, index: int, value: float, add: bool = False) -> None:
+    def _set(series: array, index: int, value: float, add: bool = False) -> None:
         if index < 0:
             return
         while len(series) <= index:
