@@ -29,6 +29,7 @@ from v2m.errors import V2MError
 from .checkpoint import STATE_PREFIXES
 from .config import TrainConfig, load_model_preset, model_config_from_dict
 from .data import eval_starts, gather_windows, read_corpus, window_starts
+from .train_state import State, model_card, optimizer_state_tensors, restore_optimizer, rng_tensors, say, side_paths
 
 # peak dense bf16 tensor FLOP/s by device name, for model FLOPs utilisation (MFU)
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "4090": 165e12}
@@ -51,18 +52,6 @@ class RunOptions:
     force: bool = False
 
 
-def say(message: str) -> None:
-    """Progress on stderr (rank 0 only); rich may be absent on the GPU machine."""
-    if int(os.environ.get("RANK", "0")) != 0 or os.environ.get("V2M_QUIET", "") not in ("", "0"):
-        return
-    try:
-        from v2m import log
-
-        log.info(message)
-    except ImportError:
-        print(message, file=sys.stderr, flush=True)
-
-
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Linear warm-up to cfg.lr over cfg.warmup steps, then cosine down to lr·min_lr_ratio at `total`."""
     if step < cfg.warmup:
@@ -70,13 +59,6 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     progress = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
-
-
-def side_paths(output: str, checkpoint: str | None) -> dict:
-    out = Path(output)
-    stem = out.name[: -len(".safetensors")] if out.name.endswith(".safetensors") else out.stem
-    return {"checkpoint": Path(checkpoint) if checkpoint else out.with_name(f"{stem}.ckpt.safetensors"),
-            "log": out.with_name(f"{stem}.train.json"), "card": out.with_name(f"{stem}.md")}
 
 
 def pick_device(name: str, local_rank: int):
@@ -102,56 +84,6 @@ def peak_flops(device) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
-def optimizer_state_tensors(optimizer, params: list) -> dict:
-    """AdamW moments as flat named tensors (safetensors: no pickled optimizer state_dict)."""
-    out = {}
-    for i, p in enumerate(params):
-        state = optimizer.state.get(p)
-        if state:
-            out[f"optim.{i}.exp_avg"] = state["exp_avg"].detach()
-            out[f"optim.{i}.exp_avg_sq"] = state["exp_avg_sq"].detach()
-            out[f"optim.{i}.step"] = state["step"].detach().float().reshape(1)
-    return out
-
-
-def restore_optimizer(optimizer, params: list, tensors: dict) -> None:
-    import torch
-
-    on_device = optimizer.defaults.get("fused") or optimizer.defaults.get("capturable")
-    for i, p in enumerate(params):
-        if f"optim.{i}.exp_avg" not in tensors:
-            continue
-        step = tensors[f"optim.{i}.step"].reshape(()).to(torch.float32)
-        optimizer.state[p] = {
-            "step": step.to(p.device) if on_device else step,  # fused AdamW keeps its step counts on the GPU
-            "exp_avg": tensors[f"optim.{i}.exp_avg"].to(p.device, p.dtype),
-            "exp_avg_sq": tensors[f"optim.{i}.exp_avg_sq"].to(p.device, p.dtype),
-        }
-
-
-def rng_tensors(device) -> dict:
-    import torch
-
-    out = {"rng.cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        out["rng.cuda"] = torch.cuda.get_rng_state(device)
-    return out
-
-
-@dataclass
-class State:
-    """What a checkpoint restores besides tensors."""
-
-    step: int = 0
-    total: int = 0
-    tokens_seen: int = 0
-    wall_s: float = 0.0
-    history: list = dataclasses.field(default_factory=list)
-    best_val: float | None = None
-    best_step: int | None = None
-    best_weights: dict | None = None  # CPU copy of the weights at the best validation NLL
-
-
 def evaluate_nll(model, tokens, starts, context: int, batch: int, device, autocast) -> float:
     """Mean NLL (nats/token) of `model` over fixed windows of a split."""
     import torch
@@ -173,7 +105,6 @@ def evaluate_nll(model, tokens, starts, context: int, batch: int, device, autoca
 
 def train(opts: RunOptions) -> dict:
     """Run training and write the model, a resumable checkpoint, a JSON log and a model card. Returns the summary."""
-    import numpy as np
     import torch
     import torch.nn.functional as F
 
@@ -429,28 +360,6 @@ def train(opts: RunOptions) -> dict:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return result
-
-
-def model_card(result: dict, model_cfg, cfg: TrainConfig, corpus, history: list) -> str:
-    vals = [(h["step"], h["val_nll"]) for h in history if "val_nll" in h]
-    curve = ", ".join(f"{s}: {v:.3f}" for s, v in vals[-8:])
-    splits = "; ".join(f"{k}: {v.get('pieces', '?')} pieces, {v.get('tokens', '?')} tokens" for k, v in corpus.splits.items())
-    return f"""# v2m model card
-
-| | |
-|---|---|
-| backend | {model_cfg.backend} |
-| parameters | {result['params']:,} ({model_cfg.n_layers} layers, d_model {model_cfg.d_model}, {model_cfg.n_heads} heads, d_ff {model_cfg.d_ff}, {model_cfg.mlp}, {model_cfg.norm} norm, RoPE, tied embeddings) |
-| vocabulary | {model_cfg.vocab_size} tokens, tokenizer hash `{corpus.tokenizer_hash}` |
-| data | corpus `{result['corpus']}` — {splits} |
-| training | preset `{result['preset']}`, {result['steps']} steps × {cfg.batch} × {cfg.context} tokens = {result['tokens_seen']:,} tokens, AdamW lr {cfg.lr:g} (warm-up {cfg.warmup}, cosine to ×{cfg.min_lr_ratio:g}), weight decay {cfg.weight_decay:g}, dropout {model_cfg.dropout:g}, seed {cfg.seed} |
-| hardware | {result['device']} × {result['processes']}, wall time {result['wall_s']:.0f} s |
-| validation NLL | {result['val_nll']} nats/token at the last step, best {result['best_val_nll']} at step {result['best_step']}; curve (step: NLL): {curve} |
-| weights | {result['weights']} |
-| test NLL | {result['test_nll']} nats/token (the saved weights) |
-
-Made by `v2m train` (models/train.py); the `.train.json` beside this file holds the full log.
-"""
 
 
 def main(argv: list[str] | None = None) -> int:
