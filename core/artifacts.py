@@ -180,6 +180,13 @@ def check_output(dest: str | Path | None, force: bool) -> None:
         raise V2MError(f"{dest}: already exists", "pass --force to overwrite it")
 
 
+def _umask_mode() -> int:
+    """The mode a plainly created file would get (mkstemp makes 0600 files; outputs should not be private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write via a temporary file in the same folder + os.replace: never a half-written file."""
     p = Path(path)
@@ -190,6 +197,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -215,6 +223,7 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None and self.tmp.exists() and self.tmp.stat().st_size > 0:
+            os.chmod(self.tmp, _umask_mode())
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
