@@ -107,19 +107,29 @@ def rhythm_from_audio(samples: np.ndarray, sample_rate: int, config: RhythmConfi
     return payload
 
 
+def _running(statistic, values: np.ndarray, size: int) -> np.ndarray:
+    """`statistic` over a centred window of `size` samples, edges padded with the end values.
+
+    numpy only: importing scipy.ndimage for three filters would cost more start-up time than they run.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    half = size // 2
+    padded = np.pad(values, (half, size - 1 - half), mode="edge")
+    return statistic(sliding_window_view(padded, size), axis=1)
+
+
 def onset_envelope(raw: np.ndarray, rate: float, cuts: list[int], blank: int) -> np.ndarray:
     """Raw onset strength → the artifact's envelope: cuts blanked, floor removed, 0..1.
 
     The floor (a running median over ~1 s) takes out sensor noise and steady motion; the scale is the
     99.5th percentile, so one stray spike cannot flatten the rest (values above it clip to 1).
     """
-    from scipy.ndimage import median_filter
-
     envelope = np.asarray(raw, np.float64).copy()
     for c in cuts:
         envelope[max(0, c - blank):c + blank + 1] = 0.0
     if len(envelope) > 3:
-        envelope = np.maximum(envelope - median_filter(envelope, size=max(3, int(rate) | 1), mode="nearest"), 0.0)
+        envelope = np.maximum(envelope - _running(np.median, envelope, max(3, int(rate) | 1)), 0.0)
     scale = np.percentile(envelope, 99.5) if len(envelope) else 0.0
     return np.clip(envelope / scale, 0.0, 1.0) if scale > 0 else envelope
 
@@ -131,12 +141,10 @@ def level(envelope: np.ndarray, rate: float, window: float = 2.5) -> np.ndarray:
     onsets relative to their own surroundings, so tempo and beats are found on the levelled envelope.
     The artifact keeps the global scale (loud and quiet passages stay distinguishable downstream).
     """
-    from scipy.ndimage import maximum_filter1d, uniform_filter1d
-
     if len(envelope) < 3 or envelope.max() <= 0:
         return envelope
     size = max(3, int(window * rate))
-    gain = uniform_filter1d(maximum_filter1d(envelope, size, mode="nearest"), size, mode="nearest")
+    gain = _running(np.mean, _running(np.max, envelope, size), size)
     return envelope / np.maximum(gain, 0.05 * envelope.max())
 
 
