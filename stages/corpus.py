@@ -99,8 +99,9 @@ def silenced_fds():
             os.close(fd)
 
 
-def read_scores(path: Path) -> tuple[list[tuple[str, object]], Counter]:
-    """A source file → ([(piece name, symusic.Score)], skipped-piece reasons). Raises on unreadable files."""
+def read_scores(path: Path, limit: int | None = None) -> tuple[list[tuple[str, object]], Counter]:
+    """A source file → ([(piece name, symusic.Score)], skipped-piece reasons). Raises on unreadable files.
+    `limit` reads only the first tunes of a many-tune ABC file."""
     import symusic
 
     skipped: Counter = Counter()
@@ -112,7 +113,7 @@ def read_scores(path: Path) -> tuple[list[tuple[str, object]], Counter]:
         text = data.decode("utf-8", errors="replace")
         parts = re.split(r"(?m)^(?=X:)", text)
         header = parts[0] if not parts[0].startswith("X:") else ""
-        tunes = [p for p in parts if p.startswith("X:")] or [text]
+        tunes = ([p for p in parts if p.startswith("X:")] or [text])[:limit]
         out = []
         for number, tune in enumerate(tunes):
             try:
@@ -165,7 +166,6 @@ def work_key(source_id: str) -> str:
 def analyse_file(task: tuple[str, str, str, dict, int, int, int]) -> dict:
     """Worker: read one file, analyse its pieces, store them in the .work folder. Returns a summary."""
     source_id, path_str, work_dir, spec_json, min_notes, max_notes, timeout = task
-    from v2m.stages.tokens import new_vocab, spec_from_json
 
     out_path = Path(work_dir) / f"{work_key(source_id)}.safetensors"
     if out_path.exists():
@@ -176,10 +176,11 @@ def analyse_file(task: tuple[str, str, str, dict, int, int, int]) -> dict:
     import signal
 
     def _timeout(signum, frame):
-        raise TimeoutError(f"took longer than {timeout} s")
+        raise TimeoutError(f"took more than {timeout} s of CPU time")
 
-    signal.signal(signal.SIGALRM, _timeout)
-    signal.alarm(timeout)
+    # a CPU-time limit (not wall time), so which files time out does not depend on the machine's load
+    signal.signal(signal.SIGVTALRM, _timeout)
+    signal.setitimer(signal.ITIMER_VIRTUAL, timeout)
     try:
         scores, skipped = read_scores(Path(path_str))
         for name, score in scores:
@@ -199,13 +200,13 @@ def analyse_file(task: tuple[str, str, str, dict, int, int, int]) -> dict:
                            "mean_pitch": round(analysis.mean_pitch, 2), "notes": analysis.notes, "hash": analysis.content_hash})
         error = None
     except TimeoutError:
-        error = f"timeout ({timeout} s)"
+        error = f"timeout ({timeout} s CPU)"
     except SkipFile as e:
         error = str(e)
     except Exception as e:  # unreadable: counted by reason, never a crash
         error = f"unreadable ({type(e).__name__})"
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
     meta = {"source": source_id, "version": ANALYSE_VERSION, "error": error, "pieces": pieces, "skipped": dict(skipped)}
     _save_work(out_path, analyses, meta)
     return {"source": source_id, "cached": False, "error": error, "pieces": len(pieces)}
@@ -341,8 +342,8 @@ def build_corpus(sources: list[tuple[str, Path]], out_dir: Path, *, vocab=None, 
              for sid, path in sources]
     # biggest files first so the last worker does not finish alone with a long file
     tasks.sort(key=lambda t: -Path(t[1]).stat().st_size)
-    _run_tasks(tasks, jobs)
-    stats = {"files": len(sources), "files_read": 0, "files_skipped": Counter(), "pieces_found": 0,
+    analysed_now = _run_tasks(tasks, jobs)
+    stats = {"files": len(sources), "files_analysed_this_run": analysed_now, "files_read": 0, "files_skipped": Counter(), "pieces_found": 0,
              "pieces_skipped": Counter(), "duplicates": 0}
     metas = []
     for sid, _ in sources:
@@ -449,8 +450,9 @@ def _check_work_dir(work_dir: Path, spec_json: dict) -> None:
     stamp.write_text(want)
 
 
-def _run_tasks(tasks: list, jobs: int) -> None:
-    """Analyse files in `jobs` processes with a progress bar; finished files (in .work) are skipped."""
+def _run_tasks(tasks: list, jobs: int) -> int:
+    """Analyse files in `jobs` processes with a progress bar; finished files (in .work) are skipped.
+    Returns how many files were analysed now."""
     todo = [t for t in tasks if not (Path(t[2]) / f"{work_key(t[0])}.safetensors").exists()]
     if len(todo) < len(tasks):
         log.info(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} files already analysed")
@@ -459,13 +461,14 @@ def _run_tasks(tasks: list, jobs: int) -> None:
             for task in todo:
                 analyse_file(task)
                 advance()
-            return
+            return len(todo)
         import multiprocessing
 
         # spawn: workers start clean (no inherited threads from rich or a half-imported torch)
         with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=200) as pool:
             for _ in pool.imap_unordered(analyse_file, todo, chunksize=1):
                 advance()
+    return len(todo)
 
 
 def _calibrate(metas: list, keep: dict[str, str], spec, calibrate_to: Path):
