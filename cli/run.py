@@ -49,12 +49,14 @@ def command(
     seed: Annotated[int, typer.Option(help="Random seed, the same for every video.")] = 0,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 1.0,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = 0.95,
+    candidates: Annotated[int, typer.Option("--candidates", "-n", help="Generate N candidates per video as one "
+                                            "batch and keep the one whose beats best match the video's.")] = 1,
     force: Force = False,
 ) -> None:
     from v2m.stages import run as run_stage
 
-    if jobs < 1:
-        raise V2MError("--jobs must be ≥ 1")
+    if jobs < 1 or candidates < 1:
+        raise V2MError("--jobs and --candidates must be ≥ 1")
     if arrange not in ("auto", "none"):
         raise V2MError(f"--arrange {arrange!r}: expected 'auto' or 'none'")
 
@@ -82,7 +84,8 @@ def command(
         raise V2MError(f"{output}: exists and is not a folder", "pass -o a folder path")
 
     config = run_stage.RunConfig(model=model, kernel=kernel, device=resolve_device(device), style=style,
-                                 arrange=arrange == "auto", seed=seed, temperature=temperature, top_p=top_p)
+                                 arrange=arrange == "auto", seed=seed, temperature=temperature, top_p=top_p,
+                                 candidates=candidates)
     jobs_list = run_stage.plan(videos, root, output)
     expected = run_stage.fingerprint(config, model_identity(model).get("sha256"))
     started = time.perf_counter()

@@ -54,6 +54,7 @@ class RunConfig:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 0.95
+    candidates: int = 1  # > 1: decode this many as one batch, keep the best rhythm agreement (generate --rerank)
     soundfont: str | None = None
 
 
@@ -226,8 +227,9 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         save("controls.json", "v2m.controls", controls, "encode-tokens")
     with timer("generate"):
         sampling = GenerateConfig(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                                  seed=config.seed)
-        tokens = generate(loaded.model, vocab, controls, sampling, compile=config.device.startswith("cuda"))
+                                  seed=config.seed, num_samples=config.candidates)
+        tokens = generate(loaded.model, vocab, controls, sampling, rerank=config.candidates > 1,
+                          compile=config.device.startswith("cuda"))
         tokens["arrange"] = arrangement_record(config.style, config.arrange, config.seed)
         save("tokens.json", "v2m.tokens", tokens, "generate")
     with timer("decode"):

@@ -52,7 +52,7 @@ def test_killed_batch_resumes_without_redoing_finished_videos(tmp_path, debug_mo
 @pytest.mark.parametrize("argv,message", [
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{model}"], "no video files found"),
     (["run", "{tmp}/missing.mp4", "-o", "{tmp}/out", "--model", "{model}"], "no such file or folder"),
-    (["run", "{tmp}/empty", "-o", "{tmp}/out", "--jobs", "0", "--model", "{model}"], "--jobs must be"),
+    (["run", "{tmp}/empty", "-o", "{tmp}/out", "--jobs", "0", "--model", "{model}"], "--jobs and --candidates must be"),
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{tmp}/none.safetensors"], "no such checkpoint"),
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{model}", "--style", "nope"], "available:"),
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{model}", "--arrange", "full"], "expected 'auto' or 'none'"),

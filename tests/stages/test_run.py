@@ -43,7 +43,7 @@ def test_one_video_gets_every_output_then_resume_skips_it(tmp_path, clips, debug
     from v2m.stages import run
 
     folder, truth = clips
-    config, jobs, expected = setup_run(debug_model[0], tmp_path / "out", folder, names={"a"})
+    config, jobs, expected = setup_run(debug_model[0], tmp_path / "out", folder, names={"a"}, candidates=2)
     engine = run.Engine(config)
     seen = []
     result = run.process(jobs[0], engine, expected, force=False, status=lambda key, what: seen.append(what))
@@ -54,6 +54,7 @@ def test_one_video_gets_every_output_then_resume_skips_it(tmp_path, clips, debug
     tokens = artifacts.read_artifact(tmp_path / "out" / "a.tokens.json", "v2m.tokens")["data"]
     rhythm = artifacts.read_artifact(tmp_path / "out" / "a.rhythm.json", "v2m.rhythm")["data"]
     assert tokens["downbeats"] == rhythm["downbeats"][:len(tokens["downbeats"])]
+    assert len(tokens["rerank"]["scores"]) == 2  # --candidates 2: the better of two by beat F
     report = artifacts.read_artifact(tmp_path / "out" / "a.report.json", "v2m.report")["data"]
     assert 0.0 <= report["metrics"]["beat_f1"] <= 1.0 and "beat_f1" in report["melody"]["metrics"]
     assert result.duration == pytest.approx(5.0, abs=0.2) and set(result.seconds) == set(run.STAGES)
