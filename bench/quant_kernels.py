@@ -51,7 +51,6 @@ def sync():
 
 def cpu_candidates(k: int, n: int, rows: int, with_inductor: bool) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from v2m.quant.formats import make_scheme, quantize_tensor
     from v2m.quant.linear import QuantLinear
@@ -59,7 +58,9 @@ def cpu_candidates(k: int, n: int, rows: int, with_inductor: bool) -> dict:
     torch.manual_seed(0)
     weight, x = torch.randn(n, k) * 0.05, torch.randn(rows, k)
     w8a8 = QuantLinear.from_qtensor(quantize_tensor(weight, make_scheme("w8a8")), None)
-    out = {"float32": lambda: F.linear(x, weight)}
+    float_layer = torch.nn.Linear(k, n, bias=False)
+    float_layer.weight.data.copy_(weight)
+    out = {"float32": lambda: float_layer(x)}  # through nn.Module, as the quantized layers are
     for kernel in ("cpu-int8", "int-mm") + (("inductor",) if with_inductor else ()):
         layer = QuantLinear.from_qtensor(quantize_tensor(weight, make_scheme("w8a8")), None)
         layer.set_kernel(kernel)
@@ -91,7 +92,6 @@ def cpu_candidates(k: int, n: int, rows: int, with_inductor: bool) -> dict:
 
 def cuda_candidates(k: int, n: int, rows: int) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from v2m.quant.formats import make_scheme, quantize_tensor
     from v2m.quant.linear import QuantLinear
@@ -99,8 +99,9 @@ def cuda_candidates(k: int, n: int, rows: int) -> dict:
     torch.manual_seed(0)
     weight = torch.randn(n, k, device="cuda") * 0.05
     x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
-    w16 = weight.to(torch.bfloat16)
-    out = {"bf16": lambda: F.linear(x, w16)}
+    float_layer = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=torch.bfloat16)
+    float_layer.weight.data.copy_(weight)
+    out = {"bf16": lambda: float_layer(x)}  # through nn.Module, as the quantized layers are
     for scheme, group, kernel in (("w8a8", None, "cuda-int-mm"), ("fp8", None, "cuda-fp8"), ("w4", 64, "cuda-int4"),
                                   ("nvfp4", None, "reference")):
         layer = QuantLinear.from_qtensor(quantize_tensor(weight.cpu(), make_scheme(scheme, group, scheme == "w4")), None).cuda()

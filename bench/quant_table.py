@@ -9,7 +9,7 @@ the same held-out split (test):
 - size ratio: stored tensor bytes / the float model's parameters stored as bf16;
 - NLL Δ %: relative change of the mean next-token NLL; KL vs float: KL(p_float ‖ p_quant) per token (nats);
 - decode tok/s ratio: greedy decode through the static KV cache after a prefill, against the float
-  model measured in the same process in alternating rounds (best of each), at batch 1 (CPU: float32
+  model measured in the same process in back-to-back pairs (median of the pairs' ratios), at batch 1 (CPU: float32
   baseline) or batch 1 and 16 (GPU: bf16 baseline).
 Rows whose kernel is `reference` run dequantized weights (size win only); NVFP4 has no GPU kernel
 here (Hopper has no FP4 tensor cores), so its GPU row is emulated through the reference kernel.
@@ -50,8 +50,8 @@ def parse_args():
     p.add_argument("--calib-length", type=int, default=256)
     p.add_argument("--max-tokens", type=int, default=32768)
     p.add_argument("--prefill", type=int, default=64)
-    p.add_argument("--decode", type=int, default=64)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--decode", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--batches", default=None, help="decode batch sizes (CPU default 1, GPU default 1,16)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--speed-preset", default=None)
@@ -77,14 +77,21 @@ def decode_seconds(model, batch: int, prefill: int, decode: int, vocab: int, dev
 
 
 def speed_ratio(quant, base, batch, args, vocab) -> float:
-    """Float time / quantized time for the same decode, alternating the two models (best of `rounds`)."""
-    best = {"q": float("inf"), "f": float("inf")}
+    """Float time / quantized time for the same decode: the median over `rounds` of back-to-back pairs.
+
+    Each pair runs the two models one right after the other (in alternating order), so both see the
+    same load on a shared machine; the median ignores the rounds another process disturbed.
+    """
+    import statistics
+
     decode_seconds(quant, batch, args.prefill, 4, vocab, args.device)  # warm-up: kernels prepack, allocators
     decode_seconds(base, batch, args.prefill, 4, vocab, args.device)
-    for _ in range(args.rounds):
-        best["f"] = min(best["f"], decode_seconds(base, batch, args.prefill, args.decode, vocab, args.device))
-        best["q"] = min(best["q"], decode_seconds(quant, batch, args.prefill, args.decode, vocab, args.device))
-    return best["f"] / best["q"]
+    ratios = []
+    for i in range(args.rounds):
+        pair = [(base, "f"), (quant, "q")][:: 1 if i % 2 == 0 else -1]
+        t = {tag: decode_seconds(model, batch, args.prefill, args.decode, vocab, args.device) for model, tag in pair}
+        ratios.append(t["f"] / t["q"])
+    return statistics.median(ratios)
 
 
 def quantize_row(loaded, row: str, args, calib, folder: str):

@@ -66,15 +66,18 @@ class QuantLinear(nn.Module):
         self._state = self._kernel.prepare(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._kernel is None:
-            self.set_kernel("reference")
-        if self.smooth is not None:
-            x = x / self.smooth.to(x.dtype)
-        return self._kernel.forward(self._state, x, self)
+        kernel = self._kernel
+        if kernel is None:  # never prepared, or moved since: prepare the chosen kernel (again)
+            self.set_kernel(self.kernel_name)
+            kernel = self._kernel
+        if self._buffers["smooth"] is not None:
+            x = x / self._buffers["smooth"].to(x.dtype)
+        return kernel.forward(self._state, x, self)
 
     def _apply(self, fn, recurse=True):
         # model.to(device) moves the packed buffers; model.to(bfloat16) must not recast fp16 scales
-        # (lossy), so only the device part of `fn` applies here. Kernels are prepacked again lazily.
+        # (lossy), so only the device part of `fn` applies here. The chosen kernel is prepacked again
+        # on the next forward.
         self._kernel, self._state = None, None
 
         def move_only(t):

@@ -108,3 +108,13 @@ def test_cpu_int8_scales_per_token_not_per_batch():
     x[1] *= 1000
     quiet_reference = outputs(layer, x, "reference")[0]
     assert sqnr_db(quiet_reference, outputs(layer, x, "cpu-int8")[0]) >= 25
+
+
+def test_moving_or_casting_keeps_the_kernel_and_the_scales():
+    _, layer = quant_layer("w8a8")
+    layer.set_kernel("cpu-int8")
+    scale = layer.scale.clone()
+    layer.to(torch.bfloat16)
+    y = layer(torch.randn(2, 256, dtype=torch.bfloat16))
+    assert layer.kernel_name == "cpu-int8" and y.dtype == torch.bfloat16
+    assert layer.scale.dtype == torch.float16 and torch.equal(layer.scale, scale)
