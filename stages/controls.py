@@ -296,8 +296,11 @@ def controls_from_rhythm(rhythm: dict, vocab) -> dict:
         phrase = i == 0 or bool(((cuts >= start - period / 2) & (cuts < end - period / 2)).any())
         lo, hi = int(start * frame_rate), max(int(end * frame_rate), int(start * frame_rate) + 1)
         env_means.append(float(envelope[lo:hi].mean()) if len(envelope[lo:hi]) else 0.0)
+        strength = [int(c) for c in beat_classes[in_bar]]
+        if i + 1 == len(downbeats):  # the last bar runs past the clip: its missing beats are silent
+            strength += [0] * (meter - len(strength))
         bars.append({"start": round(start, 3), "density": density_class(onsets / n_beats, stats),
-                     "strength": [int(c) for c in beat_classes[in_bar]] or [0], "phrase": phrase,
+                     "strength": strength or [0], "phrase": phrase,
                      "motion": _segment_value(segments, start, "motion")})
     top = max(env_means) or 1.0
     for bar, env_mean in zip(bars, env_means):
