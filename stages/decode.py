@@ -20,6 +20,7 @@ AUDIO_SUFFIXES = {".wav", ".flac"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv"}
 TARGET_RMS_DBFS = -20.0  # loudness target (RMS of the whole render; EBU R128 would need K-weighting)
 PEAK_CEILING_DBFS = -1.0  # never louder than this peak, whatever the RMS target asks
+RENDER_BLOCK = 1 << 16  # audio frames per block when levelling a render (~1.5 s at 44.1 kHz)
 AUDIO_CODEC = {".mp4": "aac", ".mov": "aac", ".mkv": "aac"}
 
 
@@ -83,14 +84,22 @@ def render_wav(score, path: str | Path, *, soundfont: str | Path | None = None, 
         midi_path.write_bytes(midi_bytes(flatten_tempo(score)))
         media.run_tool([fluidsynth, "-q", "-n", "-i", "-F", str(raw_path), "-r", str(int(sample_rate)), "-T", "wav",
                         "-g", "0.5", str(font), str(midi_path)], what="rendering with FluidSynth", timeout=600)
-        audio, rate = soundfile.read(str(raw_path), dtype="float32", always_2d=True)
-    if not len(audio):
-        raise V2MError("FluidSynth rendered no audio (the music is empty)")
-    if normalise:
-        audio = normalise_loudness(audio)
-    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
-    with artifacts.atomic_path(path) as tmp_out:
-        soundfile.write(str(tmp_out), audio, rate, format=fmt, subtype="PCM_16")
+        # two passes over the render in blocks (level, then scaled copy): memory stays flat however long the music
+        with soundfile.SoundFile(str(raw_path)) as raw:
+            if not raw.frames:
+                raise V2MError("FluidSynth rendered no audio (the music is empty)")
+            squares, peak = 0.0, 0.0
+            for block in raw.blocks(blocksize=RENDER_BLOCK, dtype="float32", always_2d=True):
+                squares += float(np.sum(np.square(block, dtype=np.float64)))
+                peak = max(peak, float(np.max(np.abs(block))))
+            rms = float(np.sqrt(squares / (raw.frames * raw.channels)))
+            gain = loudness_gain(rms, peak) if normalise else 1.0
+            raw.seek(0)
+            fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+            with artifacts.atomic_path(path) as tmp_out, \
+                    soundfile.SoundFile(str(tmp_out), "w", raw.samplerate, raw.channels, "PCM_16", format=fmt) as out:
+                for block in raw.blocks(blocksize=RENDER_BLOCK, dtype="float32", always_2d=True):
+                    out.write((block * gain).astype(np.float32))
     return path
 
 
@@ -123,12 +132,16 @@ def normalise_loudness(audio: np.ndarray, target_dbfs: float = TARGET_RMS_DBFS,
                        ceiling_dbfs: float = PEAK_CEILING_DBFS) -> np.ndarray:
     """Scale to the RMS target, then down if the peak would pass the ceiling. Silence stays silence."""
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-    peak = float(np.max(np.abs(audio)))
+    gain = loudness_gain(rms, float(np.max(np.abs(audio))) if audio.size else 0.0, target_dbfs, ceiling_dbfs)
+    return audio if gain == 1.0 else (audio * gain).astype(np.float32)
+
+
+def loudness_gain(rms: float, peak: float, target_dbfs: float = TARGET_RMS_DBFS,
+                  ceiling_dbfs: float = PEAK_CEILING_DBFS) -> float:
+    """The gain that brings `rms` to the target without `peak` passing the ceiling (1 for silence)."""
     if rms <= 1e-9:
-        return audio
-    gain = 10 ** (target_dbfs / 20) / rms
-    gain = min(gain, 10 ** (ceiling_dbfs / 20) / peak)
-    return (audio * gain).astype(np.float32)
+        return 1.0
+    return min(10 ** (target_dbfs / 20) / rms, 10 ** (ceiling_dbfs / 20) / peak)
 
 
 # ---------------------------------------------------------------- video
