@@ -47,7 +47,7 @@ def main() -> int:
     vocab = load_tokenizer(args.tokenizer)
     n = vocab.stats["n_density"]
     started = time.perf_counter()
-    pieces = sample_pieces(args.pieces * 3)[:: 3][: args.pieces]
+    pieces = sample_pieces(args.pieces)
     confusion = {"true grid": np.zeros((n, n), int), "tracked grid": np.zeros((n, n), int)}
     for name, score in pieces:
         merged = merge_tracks(score)

@@ -282,7 +282,9 @@ def controls_from_rhythm(rhythm: dict, vocab) -> dict:
     envelope = np.asarray(rhythm.get("envelope") or [], dtype=np.float64)
     peak_times = pick_peaks(envelope, frame_rate, stats.get("peak_picking", PEAK_PICKING)) / frame_rate
     period = float(np.median(np.diff(beats)))
-    strengths = np.asarray(rhythm.get("beat_strength") or np.ones(len(beats)), dtype=np.float64)
+    strengths = np.asarray(rhythm.get("beat_strength") or [], dtype=np.float64)
+    if len(strengths) != len(beats):  # no (or a mismatched) beat_strength: the envelope's peak near each beat
+        strengths = _envelope_at(envelope, frame_rate, beats)
     beat_classes = _strength_by_shares(strengths, stats["strength_shares"])
     cuts = np.asarray(rhythm.get("cuts") or [], dtype=np.float64)
     segments = rhythm.get("segments") or []
@@ -316,6 +318,15 @@ def controls_from_rhythm(rhythm: dict, vocab) -> dict:
             "downbeats": [round(t, 3) for t in downbeats], "bars": bars,
             "rhythm": {"cuts": [round(float(t), 3) for t in cuts], "envelope": list(rhythm.get("envelope") or []),
                        "frame_rate": frame_rate}}
+
+
+def _envelope_at(envelope: np.ndarray, frame_rate: float, times: np.ndarray, window_s: float = 0.05) -> np.ndarray:
+    """The envelope's maximum within ±`window_s` of each time (0 outside the envelope)."""
+    out = np.zeros(len(times))
+    for i, t in enumerate(times):
+        lo, hi = max(int((t - window_s) * frame_rate), 0), int((t + window_s) * frame_rate) + 1
+        out[i] = envelope[lo:hi].max() if lo < min(hi, len(envelope)) else 0.0
+    return out
 
 
 def _strength_by_shares(strengths: np.ndarray, shares: list[float]) -> np.ndarray:
