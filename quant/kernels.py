@@ -275,7 +275,7 @@ class CudaInt4(Kernel):
     def prepare(self, layer):
         from .formats import unpack
 
-        n, k = layer.out_features, layer.in_features
+        k = layer.in_features
         codes = unpack(layer.packed, 4, k).to(torch.int32)
         inner_k_tiles = next(t for t in (8, 4, 2) if k % (16 * t) == 0)
         high_first = ((codes[:, ::2] << 4) | codes[:, 1::2]).to(torch.uint8)
