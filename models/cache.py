@@ -9,6 +9,10 @@ are *inputs* of the compiled function and get mutated make the capture be skippe
 inputs"); buffers of the compiled module are static and may be written. So `Decoder` holds the
 model and its cache as submodules and compiles its own `forward(ids, pos)` — the same Python code
 as the eager path, only wrapped. Measured on an H100 (issue 10): 185 → 3,683 tokens/s at batch 1.
+
+On CUDA the default fast engine goes one step further (models/graph.py): an explicit CUDA graph of the
+step *and* its sampling, replayed with one small copy in and one out per token. Callers that sample
+(stages/generate.py) use `step_draw`, which returns host ids directly; `step` still returns logits.
 """
 
 from __future__ import annotations
@@ -46,24 +50,38 @@ class _Step(nn.Module):
 class Decoder:
     """Prefill a prompt, then decode one token at a time into a static cache.
 
-    `compile=True` wraps the single-token step in torch.compile: mode "reduce-overhead" (CUDA
-    graphs) on CUDA, Inductor's default elsewhere. The first call compiles (the warm-up); reuse
-    one Decoder per (model, batch, max_len) in a process — `decoder_for` keeps them — so later
-    generations replay the captured graph.
+    `compile` picks the step's engine:
+    - False: eager (the CPU default: measured fastest there, and the reference).
+    - True: the fastest on the device — on CUDA an explicit CUDA graph of the whole step including sampling
+      (models/graph.py) with Inductor-fused kernels, weights and cache in `dtype` (default bf16); elsewhere
+      Inductor's default mode.
+    - "graph": the explicit CUDA graph over the eager step (no Inductor); "reduce-overhead": torch.compile's
+      own CUDA graphs (the previous fast path, kept for the benchmark).
+    Warm-up (compile, capture) happens on first use; reuse one Decoder per (model, batch, max_len) in a
+    process — `decoder_for` keeps them — so later generations only replay.
     """
 
-    def __init__(self, model: nn.Module, batch: int, max_len: int | None = None, compile: bool = False):
-        self.model = model
-        self.cache = model.new_cache(batch, max_len)
+    def __init__(self, model: nn.Module, batch: int, max_len: int | None = None, compile: bool | str = False,
+                 dtype: torch.dtype | None = None):
+        device = next(model.parameters()).device
+        engine = _engine(compile, device)
+        if engine in ("graph", "graph+inductor") and dtype is None:
+            dtype = torch.bfloat16
+        self.source, self.model = model, _cast(model, dtype)
+        self.cache = self.model.new_cache(batch, max_len)
         self.batch, self.max_len = batch, self.cache.max_len
         self.device = self.cache.k.device
-        self.step_module = _Step(model, self.cache)
-        self.compiled = bool(compile)
-        if self.compiled:
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self._step = torch.compile(self.step_module, mode=mode, dynamic=False)
-        else:
-            self._step = None
+        self.step_module = _Step(self.model, self.cache)
+        self.compiled, self.engine = engine != "eager", engine
+        self._step, self.graph = None, None
+        if engine in ("graph", "graph+inductor"):
+            from .graph import GraphStep
+
+            self.graph = GraphStep(self.step_module, batch, self.model.config.vocab_size, self.device,
+                                   inductor=engine == "graph+inductor")
+        elif engine != "eager":
+            self._step = torch.compile(self.step_module, mode="reduce-overhead" if engine == "reduce-overhead"
+                                       else None, dynamic=False)
         self._pos = torch.zeros((), dtype=torch.long, device=self.device)
 
     @torch.no_grad()
@@ -75,32 +93,93 @@ class Decoder:
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
-        """ids [B] or [B, 1] at position `pos` → logits [B, V] for position pos + 1."""
-        ids = ids.reshape(self.batch, 1)
+        """ids [B] or [B, 1] (tensor or list) at position `pos` → logits [B, V] for position pos + 1."""
         if pos >= self.max_len:
             raise ValueError(f"position {pos} is past the cache length {self.max_len}")
+        if self.graph is not None:
+            return self.graph.logits(ids, pos).clone()  # the graph's output buffer is reused by the next replay
+        ids = torch.as_tensor(ids, device=self.device).reshape(self.batch, 1)
         if self._step is None:
             return self.model.forward_cached(ids, self.cache, pos)[:, -1]
         self._pos.fill_(pos)
         # CUDA graph outputs are overwritten by the next replay: clone what the caller keeps
         return self._step(ids, self._pos).clone()
 
+    @torch.no_grad()
+    def draw(self, logits: torch.Tensor, sampling, banned: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> list[int]:
+        """Sample ids [B] (a host list) from `logits` [B, V] (e.g. a prefill's), `banned` [V] never drawn.
+
+        `sampling` has temperature/top_k/top_p (GenerateConfig or sampling.Sampling). Eager engines use
+        sample_next (torch.multinomial); the graph engine uses the Gumbel-max draw of its graph, from its
+        noise buffer, so the draws after a prefill and after a step come from one stream per seed.
+        """
+        from .sampling import filter_scores, gumbel_argmax, sample_next
+
+        temperature, top_k, top_p = sampling.temperature, sampling.top_k, sampling.top_p
+        if self.graph is None:
+            masked = logits.float() if banned is None else logits.float().masked_fill(banned, float("-inf"))
+            return sample_next(masked, temperature, top_k, top_p, generator).tolist()
+        self.graph.set_sampling(banned, generator)
+        if temperature <= 0:
+            return sample_next(logits.float().masked_fill(self.graph.body.banned, float("-inf")), 0).tolist()
+        scores = filter_scores(logits, temperature, top_k, top_p, self.graph.body.banned)
+        return gumbel_argmax(scores, self.graph.next_uniform()).tolist()
+
+    @torch.no_grad()
+    def step_draw(self, ids, pos: int, sampling, banned: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None) -> list[int]:
+        """Feed ids [B] at `pos` and draw the next ids [B] (host list): `step` + `draw` in one call.
+
+        On the graph engine this is one replay of step and sampling together and one read-back, the only
+        host sync per token. Elsewhere exactly `draw(step(ids, pos), ...)`.
+        """
+        if self.graph is None:
+            return self.draw(self.step(ids, pos), sampling, banned, generator)
+        if pos >= self.max_len:
+            raise ValueError(f"position {pos} is past the cache length {self.max_len}")
+        self.graph.set_sampling(banned, generator)
+        return self.graph.draw(ids, pos, sampling.temperature, sampling.top_k, sampling.top_p)
+
+
+def _engine(compile: bool | str, device: torch.device) -> str:
+    if compile in (False, None, "eager"):
+        return "eager"
+    if compile is True:
+        return "graph+inductor" if device.type == "cuda" else "inductor"
+    if compile in ("graph", "graph+inductor", "reduce-overhead", "inductor"):
+        if compile.startswith("graph") and device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        return compile
+    raise ValueError(f"unknown compile mode {compile!r}")
+
+
+def _cast(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    """The model in `dtype` for decoding: a copy when it differs (the caller's model stays as it was)."""
+    weight = next(model.parameters())
+    if dtype is None or weight.dtype == dtype or not weight.is_floating_point():
+        return model
+    import copy
+
+    return copy.deepcopy(model).to(dtype)
+
 
 _DECODERS: dict[tuple, Decoder] = {}
 MAX_DECODERS = 4  # each holds a cache (e.g. small preset, batch 16, 1,024 tokens: 250 MB fp32) and its model
 
 
-def decoder_for(model: nn.Module, batch: int, max_len: int | None = None, compile: bool = False) -> Decoder:
+def decoder_for(model: nn.Module, batch: int, max_len: int | None = None, compile: bool | str = False,
+                dtype: torch.dtype | None = None) -> Decoder:
     """A Decoder reused across calls in this process, so compilation and graph capture happen once.
 
     Stale cache contents need no clearing: prefill rewrites positions 0..T-1 and the position mask
     hides every slot past the current one. The least recently used decoder is dropped beyond
     MAX_DECODERS (with its cache and its reference to the model).
     """
-    key = (id(model), batch, max_len, bool(compile))
+    key = (id(model), batch, max_len, compile, dtype)
     decoder = _DECODERS.pop(key, None)
-    if decoder is None or decoder.model is not model:
-        decoder = Decoder(model, batch, max_len, compile)
+    if decoder is None or decoder.source is not model:
+        decoder = Decoder(model, batch, max_len, compile, dtype)
     _DECODERS[key] = decoder  # (re)inserted last: dicts keep insertion order, the first key is the oldest
     while len(_DECODERS) > MAX_DECODERS:
         _DECODERS.pop(next(iter(_DECODERS)))

@@ -7,6 +7,7 @@ device), so the same seed gives the same tokens.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -14,15 +15,27 @@ import torch
 from .cache import decoder_for
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """logits [B, V] → next ids [B] (long, same device).
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is drawn: temperature ≤ 0 is greedy; top_k 0 and top_p 1 disable those filters."""
 
-    temperature ≤ 0 is greedy (argmax); top_k = 0 and top_p = 1 disable those filters.
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+def filter_scores(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  banned: torch.Tensor | None = None) -> torch.Tensor:
+    """logits [B, V] → fp32 scores [B, V] (logits / temperature) with every token that may not be drawn at -inf.
+
+    `banned` [V] bool masks tokens first (generate's free-token mask); then top-k, then top-p. Static shapes
+    and no host sync, so the same function runs eagerly and inside a captured CUDA graph (models/graph.py).
+    temperature must be > 0 (greedy is decided by the caller).
     """
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    scores = logits.float() / temperature
+    scores = logits.float()
+    if banned is not None:
+        scores = scores.masked_fill(banned, float("-inf"))
+    scores = scores / temperature
     if top_k and top_k < scores.shape[-1]:
         kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -33,8 +46,30 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
         drop = (torch.cumsum(probs, dim=-1) - probs) > top_p
         sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
         scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
-    probs = torch.softmax(scores, dim=-1)
+    return scores
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits [B, V] → next ids [B] (long, same device).
+
+    temperature ≤ 0 is greedy (argmax); top_k = 0 and top_p = 1 disable those filters.
+    """
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_scores(logits, temperature, top_k, top_p), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def gumbel_argmax(scores: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """The Gumbel-max trick (Gumbel 1954; Maddison et al. 2014): argmax(scores + G), G = -log(-log(U)),
+    U ~ uniform[0, 1) [B, V], is a draw from softmax(scores) — the same distribution as `sample_next`.
+
+    Why: unlike torch.multinomial it is two elementwise kernels and an argmax over noise that can be drawn
+    ahead of time, so sampling fits inside a CUDA graph with no host sync and no generator in the capture.
+    """
+    gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+    return (scores + gumbel).argmax(dim=-1)
 
 
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
