@@ -120,7 +120,7 @@ def generate_artifact(found: dict, raw: bytes, name: str, config, *, model, back
 
 def model_identity(model: str | None) -> dict:
     """The checkpoint by name and content hash, so the artifact says exactly which weights made it."""
-    from v2m.stages.generate import default_model_path
+    from v2m.stages.generate import model_path
 
-    path = Path(model) if model is not None else default_model_path()
-    return {"name": path.name, "sha256": artifacts.sha256_file(path)} if path is not None and path.is_file() else {}
+    path = model_path(model)
+    return {"name": path.name, "sha256": artifacts.sha256_file(path)}

@@ -61,13 +61,8 @@ def command(
         raise V2MError(f"--arrange {arrange!r}: expected 'auto' or 'none'")
 
     from v2m.cli.generate import model_identity, resolve_device
-    from v2m.stages.generate import default_model_path
 
-    if model is None and default_model_path() is None:
-        raise V2MError("no model given and presets/default.safetensors does not exist",
-                       "pass --model CHECKPOINT.safetensors")
-    if model is not None and not Path(model).is_file():
-        raise V2MError(f"{model}: no such checkpoint")
+    model_sha256 = model_identity(model)["sha256"]  # a missing checkpoint is one line here, not one per video
     if style is not None:
         from v2m.stages.styles import load_style
 
@@ -87,7 +82,7 @@ def command(
                                  arrange=arrange == "auto", seed=seed, temperature=temperature, top_p=top_p,
                                  candidates=candidates)
     jobs_list = run_stage.plan(videos, root, output)
-    expected = run_stage.fingerprint(config, model_identity(model).get("sha256"))
+    expected = run_stage.fingerprint(config, model_sha256)
     started = time.perf_counter()
     with BatchDisplay(jobs_list) as display:
         results = run_stage.run_batch(jobs_list, config, expected, jobs=jobs, force=force,

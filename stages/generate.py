@@ -61,12 +61,19 @@ class GenerateConfig:
 
 # ---------------------------------------------------------------- the model
 
-def default_model_path() -> Path | None:
-    """presets/default.safetensors when it has been trained and shipped, else None."""
+def model_path(path: str | Path | None) -> Path:
+    """The checkpoint to load: `path`, or presets/default.safetensors for None; one clear line if it is missing."""
     from v2m.config import presets_dir
 
-    path = presets_dir() / "default.safetensors"
-    return path if path.is_file() else None
+    if path is None:
+        default = presets_dir() / "default.safetensors"
+        if not default.is_file():
+            raise V2MError("no model given and presets/default.safetensors does not exist",
+                           "pass --model CHECKPOINT.safetensors (make one with: v2m train CORPUS -o model.safetensors)")
+        return default
+    if not Path(path).is_file():
+        raise V2MError(f"{path}: no such checkpoint")
+    return Path(path)
 
 
 def open_model(path: str | Path | None, backend: str | None = None, kernel: str = "auto", device: str = "cpu"):
@@ -74,11 +81,7 @@ def open_model(path: str | Path | None, backend: str | None = None, kernel: str 
     from v2m.models import load_model
     from v2m.stages.tokens import load_tokenizer
 
-    if path is None:
-        path = default_model_path()
-        if path is None:
-            raise V2MError("no model given and presets/default.safetensors does not exist",
-                           "pass --model CHECKPOINT.safetensors (make one with: v2m train CORPUS -o model.safetensors)")
+    path = model_path(path)
     loaded = load_model(path, device=device, kernel=kernel)
     if backend is not None and loaded.backend != backend:
         raise V2MError(f"{path}: a '{loaded.backend}' checkpoint, but --backend {backend} was asked for",
