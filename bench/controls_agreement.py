@@ -48,7 +48,8 @@ def main() -> int:
     n = vocab.stats["n_density"]
     started = time.perf_counter()
     pieces = sample_pieces(args.pieces)
-    confusion = {"true grid": np.zeros((n, n), int), "tracked grid": np.zeros((n, n), int)}
+    confusion = {"true grid": np.zeros((n, n), int), "tracked grid": np.zeros((n, n), int),
+                 "tracked grid, x/4 meters only": np.zeros((n, n), int)}
     for name, score in pieces:
         merged = merge_tracks(score)
         beats, downbeats = beat_grid_seconds(merged)
@@ -80,6 +81,10 @@ def main() -> int:
             k = int(np.searchsorted(starts, middle, side="right")) - 1
             if 0 <= k < len(music):
                 confusion["tracked grid"][music[k]["density"], bar_a["density"]] += 1
+                # the music's "beat" is the time signature's denominator note (a half note in 4/2, an eighth in
+                # 6/8); the tracker's beat is a tactus near 60-180 bpm: they agree most often in x/4
+                if all(ts.denominator == 4 for ts in merged.time_signatures):
+                    confusion["tracked grid, x/4 meters only"][music[k]["density"], bar_a["density"]] += 1
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
           f"(shared); {len(pieces)} pieces, first {args.bars} bars, {time.perf_counter() - started:.0f} s; "
           f"tokenizer {vocab.hash[:12]}, {n} density classes, bounds {vocab.stats['density_bounds']} onsets/beat")
