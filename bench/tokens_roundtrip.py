@@ -44,7 +44,7 @@ def sample_pieces(count: int, min_notes: int = 8):
         got = 0
         for sid, path in files[::step]:
             try:
-                scores, _ = read_scores(path)
+                scores, _ = read_scores(path, limit=3)
             except (SkipFile, Exception):
                 continue
             for name, score in scores[:3]:
