@@ -146,8 +146,9 @@ def summarise(results, wall: float) -> None:
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     table = Table(title=f"v2m run: {counts['done']} done, {counts['skipped']} skipped (already finished), "
                         f"{counts['failed']} failed — {wall:.1f} s", title_justify="left")
-    for column in ("video", "status", "seconds", "× real time", "beat F", "reason"):
-        table.add_column(column)
+    for column in ("video", "status", "seconds", "× real time", "beat F"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="fold")  # a failure's whole reason, wrapped, never cut
     for r in results:
         seconds = sum(r.seconds.values()) if r.seconds else None
         ratio = f"{seconds / r.duration:.2f}" if seconds and r.duration else ""
