@@ -213,7 +213,7 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
     import torch
 
     from v2m.models.cache import decoder_for
-    from v2m.models.sampling import sample_next
+    from v2m.models.sampling import Sampling
 
     n, n_bars = config.num_samples, len(plan.bars)
     pinned = list(plan.head) + [t for bar in plan.bars[:plan.theme_bars] for t in bar]
@@ -231,11 +231,11 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
     bar_of = [0] * n                  # index of the bar each sample is in
     free_in_bar = [0] * n             # tokens sampled since that bar's forced opening
     finished = [False] * n
-    logits = decoder.prefill(torch.tensor([pieces[0]] * n, device=device))
+    sampling = Sampling(config.temperature, config.top_k, config.top_p)
+    # draw/step_draw sample on the device and return host ids: on CUDA one graph replay per token (models/graph.py)
+    drawn = decoder.draw(decoder.prefill(torch.tensor([pieces[0]] * n, device=device)), sampling, banned, generator)
     pos = len(plan.head)
     while True:
-        masked = logits.float().masked_fill(banned, float("-inf"))
-        drawn = sample_next(masked, config.temperature, config.top_k, config.top_p, generator).tolist()
         step = []
         for b in range(n):
             if finished[b]:
@@ -262,10 +262,10 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
             break
         if pos >= window:  # slide: pinned head and theme + the most recent half window, re-prefilled at once
             context = [pinned + piece[len(pinned):][-(window // 2):] for piece in pieces]
-            logits = decoder.prefill(torch.tensor(context, device=device))
+            drawn = decoder.draw(decoder.prefill(torch.tensor(context, device=device)), sampling, banned, generator)
             pos = len(context[0])
             continue
-        logits = decoder.step(torch.tensor(step, device=device), pos)
+        drawn = decoder.step_draw(step, pos, sampling, banned, generator)
         pos += 1
     return [_until_eos(piece, vocab.eos) for piece in pieces]
 
