@@ -1,7 +1,12 @@
 """Decode speed: KV cache vs none, fraction of the weight-streaming limit, eager vs compiled, CLI start-up.
 
     .venv/bin/python bench/decode.py                       # CPU: default model (or the `small` preset, random weights)
-    python bench/decode.py --device cuda --batches 1,16    # GPU: eager vs fast (static cache + torch.compile/CUDA graphs)
+    python bench/decode.py --device cuda --batches 1,16 --generate   # GPU: eager vs torch.compile vs explicit CUDA graph
+
+GPU rows go through the loop `generate` uses (Decoder.draw/step_draw: host ids in and out, one read-back per
+token) greedy and sampled (temperature 1, top-p 0.95); the explicit graphs run in bf16 and are checked
+greedy-equal to eager in bf16. `--generate` adds rows timing stages.generate itself on a 20 s clip's
+controls (after a warm-up generation: no process start-up, no compile).
 
 Speed does not depend on the weights' values, so without presets/default.safetensors the `small` preset is
 built with random weights (--vocab ids). Rates are medians of --repeats runs; every row of the table was
@@ -56,6 +61,90 @@ def read_bandwidth(device, mbytes: int = 512, repeats: int = 5) -> float:
     return x.numel() * 4 / statistics.median(times)
 
 
+SAMPLED = None  # set in main: the sampling generate uses by default (temperature 1, top-p 0.95)
+LABELS = {"eager": "eager static cache", "reduce-overhead": "torch.compile reduce-overhead (CUDA graphs)",
+          "graph": "explicit CUDA graph, eager kernels", "graph+inductor": "explicit CUDA graph, Inductor kernels",
+          "inductor": "torch.compile Inductor"}
+
+
+def draw_loop(decoder, prompts, n, sampling=None, generator=None) -> list[list[int]]:
+    """prefill + n - 1 steps with host ids in and out (Decoder.draw / step_draw, as generate does) → the ids."""
+    from v2m.models.sampling import Sampling
+
+    sampling = sampling or Sampling(0.0)
+    ids = decoder.draw(decoder.prefill(prompts), sampling, None, generator)
+    out, length = [ids], prompts.shape[1]
+    for i in range(n - 1):
+        ids = decoder.step_draw(ids, length + i, sampling, None, generator)
+        out.append(ids)
+    return out
+
+
+def agreement(a, b) -> str:
+    """'same tokens' or where two greedy runs first differ (bf16 rounding can flip a near-tie)."""
+    if b is None:
+        return "no eager run"
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    return "same tokens" if first is None and len(a) == len(b) else f"differ from step {first} of {len(a)}"
+
+
+def sample_controls(args):
+    """A 20 s synthetic clip → rhythm → controls (needs ffmpeg); without ffmpeg the same controls saved
+    from a CPU run (bench/data/decode_controls_20s.json)."""
+    import json
+    import shutil
+    import tempfile
+
+    from v2m.stages.generate import open_model
+
+    vocab = open_model(args.model)[1]
+    why = "no ffmpeg here"
+    if shutil.which("ffmpeg") and shutil.which("ffprobe"):
+        try:
+            from v2m.samples import write_video
+            from v2m.stages.controls import controls_from_rhythm
+            from v2m.stages.rhythm import extract_rhythm
+
+            with tempfile.TemporaryDirectory() as tmp:
+                write_video(Path(tmp) / "clip.mp4")
+                rhythm = extract_rhythm(str(Path(tmp) / "clip.mp4"))["data"]
+                return controls_from_rhythm(rhythm, vocab), vocab, "made now"
+        except Exception as e:  # noqa: BLE001 — e.g. librosa missing on the GPU machine: use the saved controls
+            why = f"{type(e).__name__}: {e}"[:100]
+    saved = json.loads((ROOT / "bench/data/decode_controls_20s.json").read_text())
+    return saved, vocab, f"saved from a CPU run ({why})"
+
+
+def generate_rows(args, model, device, plain) -> list[tuple]:
+    """tokens/s of stages.generate (the default sampling) on a 20 s clip's controls, eager and compile=True."""
+    import inspect
+
+    from v2m.models.cache import clear_decoders
+    from v2m.stages import generate as stage
+
+    controls, vocab, how = sample_controls(args)
+    fused = "step_draw" in inspect.getsource(stage.sample_pieces)
+    rows = []
+    for compile in ([False, True] if device.type == "cuda" or args.compile else [False]):
+        clear_decoders()
+        start = time.perf_counter()
+        stage.generate(model, vocab, controls, stage.GenerateConfig(seed=0), compile=compile)  # warm-up
+        warm = time.perf_counter() - start
+        rates, tokens = [], 0
+        for seed in range(1, args.repeats + 2):
+            sync(device)
+            start = time.perf_counter()
+            out = stage.generate(model, vocab, controls, stage.GenerateConfig(seed=seed), compile=compile)
+            sync(device)
+            rates.append(len(out["ids"]) / (time.perf_counter() - start))
+            tokens += len(out["ids"])
+        rate = statistics.median(rates)
+        rows.append((f"inside v2m generate (stages.generate), compile={compile}", rate, plain and rate / plain,
+                     f"{1e3 / rate:.3f} ms/token; {len(controls['bars'])} bars, {tokens / len(rates):.0f} tokens/piece; "
+                     f"warm-up {warm:.1f} s; loop uses {'step_draw' if fused else 'step + sample_next'}; controls {how}"))
+    return rows
+
+
 def load(args, device):
     from v2m.models.checkpoint import load_model
     from v2m.models.config import load_model_preset
@@ -67,6 +156,22 @@ def load(args, device):
     torch.manual_seed(0)
     preset = load_model_preset(args.preset)
     return build_model(preset.model.with_vocab(args.vocab)).to(device).eval(), f"preset {args.preset} (random weights)"
+
+
+def print_table(args, device, what, params, weight_bytes, bandwidth, rows) -> None:
+    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+          + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
+    print(f"model: {what}: {params / 1e6:.2f} M parameters, {weight_bytes / 1e6:.1f} MB of weights"
+          + (f"; read bandwidth {bandwidth / 1e9:.1f} GB/s → weight-streaming limit "
+             f"{bandwidth / weight_bytes:,.0f} tokens/s at batch 1" if bandwidth else ""))
+    print()
+    print(f"| {'configuration':<66} | {'tokens/s':>10} | {'× no cache':>10} | note")
+    print(f"|{'-' * 68}|{'-' * 12}|{'-' * 12}|------")
+    for name, rate, ratio, note in rows:
+        shown = f"{rate:>10,.0f}" if rate >= 10 else f"{rate:>10.2f}"
+        ratio = f"{ratio:>10.1f}" if ratio is not None else f"{'-':>10}"
+        print(f"| {name:<66} | {shown} | {ratio} | {note}")
 
 
 def main() -> None:
@@ -82,18 +187,27 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time the compiled step on CPU (Inductor)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--generate", action="store_true",
+                        help="also time stages.generate on a 20 s clip's controls (the 'inside v2m generate' row)")
+    parser.add_argument("--only-generate", action="store_true", help="only the 'inside v2m generate' rows")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from v2m.models.cache import Decoder
-    from v2m.models.sampling import generate
+    from v2m.models.sampling import Sampling, generate
+
+    global SAMPLED
+    SAMPLED = Sampling(1.0, 0, 0.95)
 
     model, what = load(args, device)
     params = sum(p.numel() for p in model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     V = model.config.vocab_size
+    if args.only_generate:
+        print_table(args, device, what, params, weight_bytes, None, generate_rows(args, model, device, None))
+        return
     args.context = min(args.context, model.config.max_len - args.new)
     gen = torch.Generator(device=device).manual_seed(0)
     prompt = torch.randint(3, V, (1, args.context), device=device, generator=gen)
@@ -135,25 +249,49 @@ def main() -> None:
     rows.append((f"batch 1, 16-token prompt, eager static cache ({next(model.parameters()).dtype})", step_rate,
                  step_rate / plain, f"{step_rate / limit:.0%} of limit {limit:,.0f} tok/s"))
 
-    # 3. eager vs compiled single-token step, per batch size
+    # 3. per batch size: eager vs torch.compile (reduce-overhead) vs the explicit CUDA graph (models/graph.py),
+    # all through the loop generate uses: host ids in, host ids out, one read-back per token (step_draw)
     for batch in [int(b) for b in args.batches.split(",")]:
         prompts = torch.randint(3, V, (batch, 16), device=device, generator=gen)
-        compiled_row = device.type == "cuda" or args.compile
-        if batch == 1 and not compiled_row:
-            continue  # the same configuration as the row above
-        eager = median_rate(lambda: generate(model, prompts, args.new, temperature=0.0), args.new * batch, args.repeats, device)
-        rows.append((f"batch {batch}: eager static cache", eager, eager / plain, ""))
-        if compiled_row:
-            start = time.perf_counter()
-            generate(model, prompts, args.new, temperature=0.0, compile=True)  # warm-up: compile + capture
-            warm = time.perf_counter() - start
-            same = torch.equal(generate(model, prompts, args.new, temperature=0.0, compile=True),
-                               generate(model, prompts, args.new, temperature=0.0))
-            fast = median_rate(lambda: generate(model, prompts, args.new, temperature=0.0, compile=True),
-                               args.new * batch, args.repeats, device)
-            mode = "reduce-overhead (CUDA graphs)" if device.type == "cuda" else "Inductor"
-            rows.append((f"batch {batch}: compiled {mode}", fast, fast / plain,
-                         f"{fast / eager:.1f}× eager; warm-up {warm:.1f} s; greedy same tokens: {same}"))
+        if device.type != "cuda" and not args.compile:
+            if batch != 1:
+                rate = median_rate(lambda: draw_loop(Decoder(model, batch, 16 + args.new), prompts, args.new),
+                                   args.new * batch, args.repeats, device)
+                rows.append((f"batch {batch}: eager static cache", rate, rate / plain, ""))
+            continue
+        engines = [("eager", None), ("eager", torch.bfloat16)] if device.type == "cuda" else [("eager", None)]
+        engines += ([("reduce-overhead", None), ("graph", torch.bfloat16), ("graph+inductor", torch.bfloat16)]
+                    if device.type == "cuda" else [("inductor", None)])
+        results = {}
+        for engine, dtype in engines:
+            name = str(dtype or next(model.parameters()).dtype).replace("torch.", "")
+            try:
+                decoder = Decoder(model, batch, 16 + args.new, compile=False if engine == "eager" else engine,
+                                  dtype=dtype)
+                start = time.perf_counter()
+                greedy = draw_loop(decoder, prompts, args.new)  # warm-up: compile + capture
+                warm = time.perf_counter() - start
+                rate = median_rate(lambda: draw_loop(decoder, prompts, args.new), args.new * batch, args.repeats, device)
+                sampled = median_rate(lambda: draw_loop(decoder, prompts, args.new, SAMPLED, gen),
+                                      args.new * batch, args.repeats, device)
+            except Exception as e:  # noqa: BLE001 — one engine failing must not hide the others' rows
+                rows.append((f"batch {batch}: {LABELS[engine]} ({name})", 0.0, 0.0,
+                             f"FAILED {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]))
+                continue
+            results[engine, dtype] = greedy
+            same = ""
+            if engine != "eager":
+                same = f"greedy vs eager {name}: {agreement(greedy, results.get(('eager', dtype)))}; warm-up {warm:.1f} s; "
+            if decoder.graph is not None and decoder.graph.fallback:
+                same += f"Inductor fell back to eager kernels ({decoder.graph.fallback[:80]}); "
+            bytes_ = weight_bytes * (2 if name == "bfloat16" else 4) // next(model.parameters()).element_size()
+            rows.append((f"batch {batch}: {LABELS[engine]} ({name})", sampled, sampled / plain,
+                         f"{1e3 * batch / sampled:.3f} ms/step; greedy {rate:,.0f} tok/s; {same}"
+                         f"{sampled / batch / (bandwidth / bytes_):.0%} of limit {bandwidth / bytes_:,.0f} steps/s"))
+
+    # 3b. inside `v2m generate`: stages.generate on a 20 s clip's controls with this model (no process start-up)
+    if args.generate:
+        rows.extend(generate_rows(args, model, device, plain))
 
     # 4. CLI start-up
     help_times = []
@@ -162,17 +300,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "v2m.cli.main", "--help"], capture_output=True, check=True)
         help_times.append(time.perf_counter() - start)
 
-    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-          + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
-    print(f"model: {what}: {params / 1e6:.2f} M parameters, {weight_bytes / 1e6:.1f} MB of weights; "
-          f"read bandwidth {bandwidth / 1e9:.1f} GB/s → weight-streaming limit {limit:,.0f} tokens/s at batch 1")
-    print()
-    print(f"| {'configuration':<66} | {'tokens/s':>10} | {'× no cache':>10} | note")
-    print(f"|{'-' * 68}|{'-' * 12}|{'-' * 12}|------")
-    for name, rate, ratio, note in rows:
-        shown = f"{rate:>10,.0f}" if rate >= 10 else f"{rate:>10.2f}"
-        print(f"| {name:<66} | {shown} | {ratio:>10.1f} | {note}")
+    print_table(args, device, what, params, weight_bytes, bandwidth, rows)
     print()
     print(f"`v2m --help` wall time: median {statistics.median(help_times):.3f} s of 5 (min {min(help_times):.3f} s)")
 

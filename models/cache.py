@@ -63,7 +63,7 @@ class Decoder:
 
     def __init__(self, model: nn.Module, batch: int, max_len: int | None = None, compile: bool | str = False,
                  dtype: torch.dtype | None = None):
-        device = next(model.parameters()).device
+        device = model.embed.weight.device if hasattr(model, "embed") else next(model.parameters()).device
         engine = _engine(compile, device)
         if engine in ("graph", "graph+inductor") and dtype is None:
             dtype = torch.bfloat16
@@ -156,8 +156,8 @@ def _engine(compile: bool | str, device: torch.device) -> str:
 
 def _cast(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
     """The model in `dtype` for decoding: a copy when it differs (the caller's model stays as it was)."""
-    weight = next(model.parameters())
-    if dtype is None or weight.dtype == dtype or not weight.is_floating_point():
+    weight = next(model.parameters(), None)
+    if dtype is None or weight is None or weight.dtype == dtype or not weight.is_floating_point():
         return model
     import copy
 

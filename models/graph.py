@@ -70,7 +70,7 @@ class GraphStep:
     def __init__(self, step_module: torch.nn.Module, batch: int, vocab: int, device: torch.device,
                  inductor: bool = True):
         self.batch, self.device = batch, device
-        self.inductor = inductor
+        self.inductor, self.eager_step, self.fallback = inductor, step_module, None
         model_step = step_module
         if inductor:
             # Inductor without its own cudagraphs: fused kernels, then captured by us (one graph, no guards per call)
@@ -81,7 +81,7 @@ class GraphStep:
         self.host_out = torch.zeros(batch, dtype=torch.long).pin_memory()
         self.copied = torch.cuda.Event()  # the last H2D copy out of host_in is done (host_in may be rewritten)
         self.copied.record()
-        self.t_host, self.generator = 0, None
+        self.t_host, self.generator, self.banned_source = 0, None, None
 
     # ------------------------------------------------------------ inputs and noise
 
@@ -100,11 +100,13 @@ class GraphStep:
 
     def set_sampling(self, banned: torch.Tensor | None, generator: torch.Generator | None) -> None:
         """Sampling inputs that change per generation: the banned mask and the generator (fresh noise)."""
-        if banned is None:
-            self.body.banned.zero_()
-        else:
-            self.body.banned.copy_(banned.to(self.device))
-        if generator is not self.generator:
+        if banned is not self.banned_source:  # once per generation, not per token
+            self.banned_source = banned
+            if banned is None:
+                self.body.banned.zero_()
+            else:
+                self.body.banned.copy_(banned.to(self.device))
+        if generator is not self.generator:  # a new generator is a new seed: fresh noise from it
             self.generator = generator
             self._refill()
 
@@ -125,6 +127,19 @@ class GraphStep:
     # ------------------------------------------------------------ capture and replay
 
     def _graph(self, key: tuple, fn):
+        try:
+            return self._capture(key, fn)
+        except Exception as e:  # noqa: BLE001 — Inductor failing to compile or capture: the eager kernels still can
+            if not self.inductor:
+                raise
+            from v2m.log import warn
+
+            self.fallback = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            warn(f"decode graph with Inductor kernels failed ({self.fallback}); capturing the eager step instead")
+            self.inductor, self.body.step, self.graphs = False, self.eager_step, {}
+            return self._capture(key, fn)
+
+    def _capture(self, key: tuple, fn):
         if key not in self.graphs:
             t_before = self.body.t.clone()
             stream = torch.cuda.Stream()
