@@ -23,6 +23,7 @@ from v2m.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, V2MError
 
 # (command name, module): each module defines `command`, registered in this order.
 COMMANDS: list[tuple[str, str]] = [
+    ("extract-rhythm", "v2m.cli.extract_rhythm"),
     ("encode-tokens", "v2m.cli.encode_tokens"),
     ("decode", "v2m.cli.decode"),
     ("train", "v2m.cli.train"),
