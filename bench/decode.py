@@ -141,7 +141,7 @@ def generate_rows(args, model, device, plain) -> list[tuple]:
         rate = statistics.median(rates)
         rows.append((f"inside v2m generate (stages.generate), compile={compile}", rate, plain and rate / plain,
                      f"{1e3 / rate:.3f} ms/token; {len(controls['bars'])} bars, {tokens / len(rates):.0f} tokens/piece; "
-                     f"warm-up {warm:.1f} s; loop uses {'step_draw' if fused else 'step + sample_next'}; controls {how}"))
+                     f"warm-up {warm:.1f} s; loop uses {'Decoder.step_draw' if fused else 'step + sample_next'}; controls {how}"))
     return rows
 
 
@@ -189,9 +189,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--generate", action="store_true",
                         help="also time stages.generate on a 20 s clip's controls (the 'inside v2m generate' row)")
+    parser.add_argument("--engines", help="engine[:bf16],... for the per-batch rows (default: CUDA eager, eager:bf16, "
+                        "reduce-overhead, graph:bf16, graph+inductor:bf16; CPU eager, inductor)")
     parser.add_argument("--only-generate", action="store_true", help="only the 'inside v2m generate' rows")
     args = parser.parse_args()
     device = torch.device(args.device)
+    args.engines = args.engines or ("eager,eager:bf16,reduce-overhead,graph:bf16,graph+inductor:bf16"
+                                    if device.type == "cuda" else "eager,inductor")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -259,9 +263,7 @@ def main() -> None:
                                    args.new * batch, args.repeats, device)
                 rows.append((f"batch {batch}: eager static cache", rate, rate / plain, ""))
             continue
-        engines = [("eager", None), ("eager", torch.bfloat16)] if device.type == "cuda" else [("eager", None)]
-        engines += ([("reduce-overhead", None), ("graph", torch.bfloat16), ("graph+inductor", torch.bfloat16)]
-                    if device.type == "cuda" else [("inductor", None)])
+        engines = [(e.split(":")[0], torch.bfloat16 if e.endswith(":bf16") else None) for e in args.engines.split(",")]
         results = {}
         for engine, dtype in engines:
             name = str(dtype or next(model.parameters()).dtype).replace("torch.", "")
