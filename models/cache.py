@@ -138,8 +138,16 @@ class Decoder:
             return self.draw(self.step(ids, pos), sampling, banned, generator)
         if pos >= self.max_len:
             raise ValueError(f"position {pos} is past the cache length {self.max_len}")
-        self.graph.set_sampling(banned, generator)
-        return self.graph.draw(ids, pos, sampling.temperature, sampling.top_k, sampling.top_p)
+        if not self.graph.fallback or "sampling" not in self.graph.fallback:
+            self.graph.set_sampling(banned, generator)
+            try:
+                return self.graph.draw(ids, pos, sampling.temperature, sampling.top_k, sampling.top_p)
+            except RuntimeError as e:  # sampling would not capture: keep the graph for the model step only
+                from v2m.log import warn
+
+                self.graph.fallback = f"sampling outside the graph ({type(e).__name__}: {str(e)[:80]})"
+                warn(f"decode: {self.graph.fallback}")
+        return self.draw(self.graph.logits(ids, pos), sampling, banned, generator)
 
 
 def _engine(compile: bool | str, device: torch.device) -> str:
