@@ -22,6 +22,7 @@ from v2m.errors import V2MError
 from .formats import QTensor, Scheme, make_scheme, quantize_tensor
 
 CANDIDATE_BITS = (2, 3, 4, 8)
+SENSITIVITY_WINDOWS, SENSITIVITY_TOKENS = 8, 128  # calibration slice each sensitivity is measured on
 
 
 def stored_bits(scheme: Scheme, shape: tuple[int, int]) -> float:
@@ -96,7 +97,8 @@ def mixed_precision(model: nn.Module, layers: dict[str, nn.Linear], ids: torch.T
                     group: int | None, asym: bool) -> Allocation:
     """Measure sensitivities on `ids` [n, T] and allocate integer weight-only widths under `budget_bits`."""
     schemes = {b: make_scheme(f"w{b}", group, asym) for b in CANDIDATE_BITS}
-    sensitivity = measure_sensitivity(model, layers, ids, schemes)
+    # layers × widths forward passes: a slice of the calibration data ranks the layers well enough
+    sensitivity = measure_sensitivity(model, layers, ids[:SENSITIVITY_WINDOWS, :SENSITIVITY_TOKENS], schemes)
     sizes = {name: (layer.out_features, layer.in_features) for name, layer in layers.items()}
     bits, average = allocate(sizes, sensitivity, schemes, budget_bits)
     return Allocation({name: schemes[b] for name, b in bits.items()}, sensitivity, average)
