@@ -42,6 +42,8 @@ def command(
                                          "music track: 0 piano, 24 guitar, 48 strings, 73 flute ...")] = 0,
     sample: Annotated[int, typer.Option("--sample", min=0, help="Which sample of a --num-samples artifact (0 = ids).")] = 0,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer JSON [default: presets/tokenizer.json].")] = None,
+    arrange: Annotated[str, typer.Option("--arrange", help="'recorded': harmony, bass and drums in the style that "
+                                         "generate recorded (if any); 'none': the generated line alone.")] = "recorded",
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output.")] = False,
 ) -> None:
     from v2m.stages import decode
@@ -65,7 +67,12 @@ def command(
     from v2m.stages.tokens import load_tokenizer
 
     vocab = load_tokenizer(tokenizer)
-    score = decode.tokens_to_score(tokens["data"], vocab, sample=sample, program=program)
+    if arrange not in ("recorded", "none"):
+        raise V2MError(f"--arrange {arrange!r}: expected 'recorded' or 'none'")
+    arranged = arrange == "recorded" and bool(tokens["data"].get("arrange"))
+    score, _ = decode.music_score(tokens["data"], vocab, sample=sample, program=program, arrange=arranged)
+    # an arranged score carries the style's instruments; --program then only sets the melody's (in tokens_to_score)
+    program = None if arranged else program
     notes = score.note_num()
     if target == "midi":
         artifacts.write_output(decode.midi_bytes(score), output, force, binary=True)

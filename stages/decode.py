@@ -54,6 +54,19 @@ def tokens_to_score(data: dict, vocab, *, sample: int = 0, program: int = 0):
                       tempo_bpm=controls.get("tempo_bpm"), program=program)
 
 
+def music_score(data: dict, vocab, *, sample: int = 0, program: int = 0, arrange: bool = True):
+    """(music, melody) for a v2m.tokens payload: the generated line with its beat-grid tempo map, and the same
+    line arranged with the style `generate` recorded (`data["arrange"]`: settings + seed, so custom styles replay
+    without their TOML). Without a record, or with `arrange=False`, music is the melody itself."""
+    melody = tokens_to_score(data, vocab, sample=sample, program=program)
+    record = data.get("arrange")
+    if not arrange or not record:
+        return melody, melody
+    from v2m.stages.arrange import arrange as arrange_score
+
+    return arrange_score(melody, data.get("controls") or {}, record["settings"], seed=record["seed"]), melody
+
+
 def midi_bytes(score) -> bytes:
     """A symusic.Score as Standard MIDI File bytes."""
     return bytes(score.dumps_midi())

@@ -233,13 +233,8 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         tokens["arrange"] = arrangement_record(config.style, config.arrange, config.seed)
         save("tokens.json", "v2m.tokens", tokens, "generate")
     with timer("decode"):
-        melody = decode.tokens_to_score(tokens, vocab)
-        score = melody
-        if tokens["arrange"] is not None:
-            from v2m.stages.arrange import arrange
-
-            # the recorded settings, not the name: exactly what the tokens artifact says, custom styles included
-            score = arrange(melody, controls, tokens["arrange"]["settings"], seed=tokens["arrange"]["seed"])
+        # the recorded settings, not the style's name: exactly what the tokens artifact says, custom styles included
+        score, melody = decode.music_score(tokens, vocab)
         artifacts.atomic_write_bytes(job.output("mid"), decode.midi_bytes(score))
     with timer("render"):
         decode.render_wav(score, job.output("wav"), soundfont=config.soundfont)  # atomic, like every write here

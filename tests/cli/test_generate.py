@@ -85,3 +85,26 @@ def test_wrong_inputs_are_one_line_errors(tmp_path, capsysbinary, debug_model): 
     assert code == 1 and "available:" in err and "pop" in err
     code, _, err = run_cli(capsysbinary, "generate", rhythm, "--model", tmp_path / "missing.safetensors")
     assert code == 1 and "missing.safetensors" in err and len(err.strip().splitlines()) == 1
+
+
+def test_decode_replays_the_recorded_arrangement(tmp_path, capsysbinary, debug_model):  # noqa: F811
+    """generate records the style; decode arranges with it (one named track per role), or not with --arrange none."""
+    import symusic
+
+    rhythm = tmp_path / "clip.rhythm.json"
+    artifacts.write_artifact(rhythm_artifact(duration=6.0), rhythm)
+    tokens, vocab_json = tmp_path / "clip.tokens.json", tmp_path / "vocab.json"
+    vocab_json.write_text(json.dumps(debug_model[2].to_json()))
+    code, _, err = run_cli(capsysbinary, "generate", rhythm, "--model", debug_model[0], "--style", "folk", "-o", tokens)
+    assert code == 0, err
+    code, _, err = run_cli(capsysbinary, "decode", tokens, "--tokenizer", vocab_json, "-o", tmp_path / "full.mid")
+    assert code == 0, err
+    names = sorted(t.name for t in symusic.Score(str(tmp_path / "full.mid")).tracks)
+    assert "melody" in names and "bass" in names and "drums" in names
+    code, _, err = run_cli(capsysbinary, "decode", tokens, "--tokenizer", vocab_json, "--arrange", "none",
+                           "-o", tmp_path / "line.mid")
+    assert code == 0, err
+    assert len(symusic.Score(str(tmp_path / "line.mid")).tracks) == 1
+    code, _, err = run_cli(capsysbinary, "decode", tokens, "--tokenizer", vocab_json, "--arrange", "jazz",
+                           "-o", tmp_path / "x.mid")
+    assert code == 1 and "expected 'recorded' or 'none'" in err and not (tmp_path / "x.mid").exists()
