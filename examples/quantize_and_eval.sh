@@ -6,7 +6,8 @@
 # Exits 0 when every gate holds, 3 when some quality gate failed, 1 when a step errored.
 # Knobs (environment):
 #   V2M=v2m            the v2m command
-#   GROUP=128          group size of the weight-only schemes (must divide the model's widths; debug models: 32)
+#   GROUP=64           group size of the weight-only schemes (must divide the model's widths: the default
+#                      model's 320/832 take 64, debug models 32)
 #   CALIB_SAMPLES=32   calibration windows (train split) for gptq / smoothquant
 #   MAX_TOKENS=32768   test-split tokens scored for NLL and KL
 #   SPEED=--speed      --no-speed skips the tokens/s measurement (faster CI)
@@ -16,14 +17,14 @@
 set -uo pipefail
 
 if [ $# -lt 2 ]; then
-  sed -n '2,16p' "$0" >&2
+  sed -n '2,17p' "$0" >&2
   exit 2
 fi
 MODEL=$1
 CORPUS=$2
 OUT=${3:-quantized}
 V2M=${V2M:-v2m}
-GROUP=${GROUP:-128}
+GROUP=${GROUP:-64}
 CALIB_SAMPLES=${CALIB_SAMPLES:-32}
 MAX_TOKENS=${MAX_TOKENS:-32768}
 SPEED=${SPEED:---speed}
