@@ -17,7 +17,7 @@
 set -uo pipefail
 
 if [ $# -lt 2 ]; then
-  sed -n '2,17p' "$0" >&2
+  sed -n '2,16p' "$0" >&2
   exit 2
 fi
 MODEL=$1
