@@ -49,8 +49,10 @@ fi
 
 case "${1:-}" in
   demo)
+    # the sample clip is made, not shipped: 20 s of synthetic motion at 100 BPM with three hard cuts
     "$VPY" -m v2m.samples samples/clip.mp4 --if-missing
-    exec "$VENV/bin/v2m" extract-rhythm samples/clip.mp4 -o out/clip.rhythm.json --force
+    # a rerun resumes: finished outputs in out/ are kept (add --force to redo them)
+    exec "$VENV/bin/v2m" run samples/clip.mp4 -o out/ "${@:2}"
     ;;
   test)
     # -n 2: the suite is sized for two cores. pytest exits 5 when no test ran: that is a failure here too.
