@@ -27,6 +27,12 @@ from .sampling import filter_scores, gumbel_argmax
 NOISE_ROWS = 256  # tokens of noise drawn per refill (B × V × 4 bytes each)
 
 
+def sample_draw(logits: torch.Tensor, uniform: torch.Tensor, banned: torch.Tensor, temperature: float,
+                top_k: int, top_p: float) -> torch.Tensor:
+    """One on-device draw [B] from logits [B, V] with the noise row `uniform` [B, V] (filter, then Gumbel-max)."""
+    return gumbel_argmax(filter_scores(logits, temperature, top_k, top_p, banned), uniform)
+
+
 class StepBody:
     """The graph's body over static buffers: `io` [B + 1] long holds the fed ids and then the position.
 
@@ -35,8 +41,11 @@ class StepBody:
     """
 
     def __init__(self, step_module: torch.nn.Module, batch: int, vocab: int, device: torch.device,
-                 rows: int = NOISE_ROWS):
+                 rows: int = NOISE_ROWS, sample_fn=None):
         self.step, self.batch = step_module, batch
+        # `sample_fn(logits, uniform, banned, temperature, top_k, top_p) -> ids`; GraphStep passes an
+        # Inductor-compiled `sample_draw` so the ~10 small sampling kernels fuse into a few per replay
+        self.sample = sample_fn or sample_draw
         self.io = torch.zeros(batch + 1, dtype=torch.long, device=device)
         self.drawn = torch.zeros(batch, dtype=torch.long, device=device)
         self.banned = torch.zeros(vocab, dtype=torch.bool, device=device)
@@ -52,9 +61,8 @@ class StepBody:
         if temperature <= 0:  # greedy under the same mask
             self.drawn.copy_(logits.float().masked_fill(self.banned, float("-inf")).argmax(dim=-1))
         else:
-            scores = filter_scores(logits, temperature, top_k, top_p, self.banned)
             uniform = self.noise.index_select(0, self.t.view(1)).squeeze(0)
-            self.drawn.copy_(gumbel_argmax(scores, uniform))
+            self.drawn.copy_(self.sample(logits, uniform, self.banned, temperature, top_k, top_p))
         self.t.add_(1)
         return logits
 
@@ -71,11 +79,12 @@ class GraphStep:
                  inductor: bool = True):
         self.batch, self.device = batch, device
         self.inductor, self.eager_step, self.fallback = inductor, step_module, None
-        model_step = step_module
+        model_step, sample_fn = step_module, None
         if inductor:
             # Inductor without its own cudagraphs: fused kernels, then captured by us (one graph, no guards per call)
             model_step = torch.compile(step_module, dynamic=False)
-        self.body = StepBody(model_step, batch, vocab, device)
+            sample_fn = torch.compile(sample_draw, dynamic=False)
+        self.body = StepBody(model_step, batch, vocab, device, sample_fn=sample_fn)
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.host_in = torch.zeros(batch + 1, dtype=torch.long).pin_memory()
         self.host_out = torch.zeros(batch, dtype=torch.long).pin_memory()
@@ -136,7 +145,7 @@ class GraphStep:
 
             self.fallback = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             warn(f"decode graph with Inductor kernels failed ({self.fallback}); capturing the eager step instead")
-            self.inductor, self.body.step, self.graphs = False, self.eager_step, {}
+            self.inductor, self.body.step, self.body.sample, self.graphs = False, self.eager_step, sample_draw, {}
             return self._capture(key, fn)
 
     def _capture(self, key: tuple, fn):
