@@ -13,6 +13,7 @@ torchao's int4 weight-only uses; torchao itself is not a dependency).
 
 from __future__ import annotations
 
+import abc
 import functools
 import warnings
 
@@ -55,7 +56,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
-class Kernel:
+class Kernel(abc.ABC):
     """A way to run QuantLinear layers. Subclasses override the checks, `prepare` and `forward`."""
 
     name = "?"
@@ -69,11 +70,13 @@ class Kernel:
         """Why this kernel cannot run a layer of `scheme` and weight `shape` [N, K] (None = it can)."""
         return None
 
+    @abc.abstractmethod
     def prepare(self, layer) -> object:
-        raise NotImplementedError
+        """Per-layer state made once at load (packed weights in the kernel's layout, scales)."""
 
+    @abc.abstractmethod
     def forward(self, state: object, x: torch.Tensor, layer) -> torch.Tensor:
-        raise NotImplementedError
+        """y = x · Wᵀ (+ bias) for x [..., K] with the layer's quantized weight."""
 
 
 @KERNELS.register("reference")
