@@ -43,8 +43,3 @@ def run_batch(items: Iterable[Path], work: Callable[[Path], None], what: str = "
 def files_in(folder: Path, extensions: set[str]) -> list[Path]:
     """Files in `folder` (recursively) whose suffix is in `extensions`, sorted for determinism."""
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-
-
-def require_input(path: str) -> None:
-    if path != "-" and not Path(path).exists():
-        raise V2MError(f"{path}: no such file")

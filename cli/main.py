@@ -18,7 +18,7 @@ try:  # typer ≥ 0.22 vendors click as typer._click; older typer uses click its
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
-from v2m import __version__
+from v2m import __version__, log
 from v2m.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, V2MError
 
 # (command name, module): each module defines `command`, registered in this order.
@@ -69,7 +69,8 @@ for _name, _module in COMMANDS:
 
 
 def _debug() -> bool:
-    return os.environ.get("V2M_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:2]
+    # argv too: an error raised while parsing comes before the --debug callback has set V2M_DEBUG
+    return log.debug_enabled() or "--debug" in sys.argv[1:2]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -209,14 +209,23 @@ def _cuda_capability(device: torch.device) -> tuple[int, int] | None:
     return torch.cuda.get_device_capability(device)
 
 
+def _cuda_unavailable(device: torch.device, minimum: tuple[int, int] = (0, 0), need: str = "") -> str | None:
+    """Why a CUDA kernel can't run on `device`: no CUDA device, or a compute capability below `minimum`
+    (`need` says what is missing, with {have} standing for this GPU's capability)."""
+    cap = _cuda_capability(device)
+    if cap is None:
+        return "needs a CUDA device"
+    if cap < minimum:
+        return need.format(have=f"{cap[0]}.{cap[1]}")
+    return None
+
+
 @KERNELS.register("cuda-int-mm")
 class CudaIntMM(IntMM):
     description = "torch._int_mm on CUDA (cuBLASLt int8, W8A8)"
 
     def unavailable(self, device):
-        if _cuda_capability(device) is None:
-            return "needs a CUDA device"
-        return None
+        return _cuda_unavailable(device)
 
     def unsupported(self, scheme, shape):
         n, k = shape
@@ -228,12 +237,7 @@ class CudaFP8(Kernel):
     description = "torch._scaled_mm FP8 E4M3 with row-wise scales (CUDA compute capability ≥ 8.9)"
 
     def unavailable(self, device):
-        cap = _cuda_capability(device)
-        if cap is None:
-            return "needs a CUDA device"
-        if cap < (8, 9):
-            return f"needs FP8 tensor cores (compute capability ≥ 8.9, this GPU has {cap[0]}.{cap[1]})"
-        return None
+        return _cuda_unavailable(device, (8, 9), "needs FP8 tensor cores (compute capability ≥ 8.9, this GPU has {have})")
 
     def unsupported(self, scheme, shape):
         n, k = shape
@@ -262,12 +266,7 @@ class CudaInt4(Kernel):
     description = "tinygemm int4 weight-only (torch.ops.aten._weight_int4pack_mm, bf16; CUDA ≥ 8.0)"
 
     def unavailable(self, device):
-        cap = _cuda_capability(device)
-        if cap is None:
-            return "needs a CUDA device"
-        if cap < (8, 0):
-            return f"needs compute capability ≥ 8.0 (this GPU has {cap[0]}.{cap[1]})"
-        return None
+        return _cuda_unavailable(device, (8, 0), "needs compute capability ≥ 8.0 (this GPU has {have})")
 
     def unsupported(self, scheme, shape):
         n, k = shape
