@@ -2,15 +2,19 @@
 
 What is measured depends on what you give it (recognised by content):
 
-  RHYTHM.json MUSIC: rhythm agreement. Beat F-measure (±70 ms), BCS/BHS,
-  Beat Align Score, tempo relation, cut hits; plus music statistics for
-  MIDI/tokens, and control accuracy when controls are given or carried.
+  RHYTHM.json MUSIC: rhythm agreement. beat_f1: the music's beats vs the
+  video's (±70 ms; from the tempo map for MIDI/tokens, tracked by librosa
+  in a WAV; the label music_beats says which); onset_f1: every note onset
+  vs the video's beats; BCS/BHS, Beat Align Score (onsets), tempo relation,
+  cut hits; plus music statistics for MIDI/tokens, and control accuracy
+  when controls are given or carried.
 
   MUSIC: music statistics (MIDI or tokens). Pitch-class entropy, scale and
   groove consistency, empty bars, polyphony, pitch range, note density.
 
   FOLDER/: one row per name (NAME.rhythm.json + NAME.mid / .wav /
   .tokens.json, as `v2m run` writes them) and a summary: mean, median, worst.
+  Onsets come from the MIDI; with a NAME.wav beside it, beats are heard in it.
 
   --model M --corpus C: NLL/token, perplexity, KL vs --reference,
   parameters, size on disk, prefill and decode tokens/s.
@@ -175,7 +179,7 @@ def _table(data: dict) -> None:
     console = log.console()
     if data.get("rows") is not None:
         # a few headline columns (fits 80 columns); the summary below and the report have every metric
-        keys = [k for k in ("beat_f1", "bhs", "beat_align", "scale_consistency", "groove_consistency")
+        keys = [k for k in ("beat_f1", "onset_f1", "beat_align", "scale_consistency", "groove_consistency")
                 if any(r["metrics"].get(k) is not None for r in data["rows"])][:4]
         rows = Table(title=f"evaluate: {len(data['rows'])} items", title_justify="left")
         rows.add_column("name")

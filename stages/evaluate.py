@@ -29,9 +29,12 @@ from . import metrics_rhythm as mr
 
 # name → direction: +1 higher is better, -1 lower is better, 0 neither (a description, not a grade).
 METRICS: dict[str, int] = {
-    # rhythm (stages/metrics_rhythm.py)
-    "beat_f1": 1, "beat_precision": 1, "beat_recall": 1, "beat_offset_ms": 0, "bcs": 0, "bhs": 1, "beat_align": 1, "beat_align_video": 1,
-    "grid_beat_f1": 1, "cut_hit": 1, "music_onsets": 0, "video_beats": 0, "music_bpm": 0, "video_bpm": 0,
+    # rhythm (stages/metrics_rhythm.py): beat_* = the music's beats vs the video's (label music_beats says from
+    # where: tempo map or tracked in audio); onset_*, bcs, bhs, beat_align* = the music's note onsets vs the video's beats
+    "beat_f1": 1, "beat_precision": 1, "beat_recall": 1, "beat_offset_ms": 0,
+    "onset_f1": 1, "onset_precision": 1, "onset_recall": 1, "onset_offset_ms": 0,
+    "bcs": 0, "bhs": 1, "beat_align": 1, "beat_align_video": 1,
+    "cut_hit": 1, "music_onsets": 0, "music_beats": 0, "video_beats": 0, "music_bpm": 0, "video_bpm": 0,
     "tempo_ratio": 0, "tempo_same": 1, "tempo_related": 1,
     # control accuracy
     "density_accuracy": 1, "density_within1": 1, "strength_accuracy": 1, "bars_compared": 0,
@@ -46,6 +49,10 @@ METRICS: dict[str, int] = {
     "files": 0, "failed": -1,
 }
 STATISTICS = ("mean", "median", "worst")
+# names a gate may still use from before the beat/onset split: what they are called now
+RENAMED = {"grid_beat_f1": "beat_f1 (the music's beats vs the video's; before, beat_f1 meant onsets: now onset_f1)"}
+BEATS_FROM_TEMPO_MAP = "tempo map"
+BEATS_FROM_AUDIO = "tracked in audio (librosa)"
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,8 @@ class Music:
     """Music reduced to what the metrics need. Times in seconds.
 
     `onsets`: note onsets merged within 30 ms (symbolic) or detected onsets (audio);
-    `beats`: the music's own beat grid (tempo map, or beat tracking for audio);
+    `beats`: the music's own beats, from where `beats_source` says: the tempo map (symbolic) or
+    librosa's beat tracker on audio (audio, or a symbolic piece paired with its render: `with_heard_beats`);
     `score`: the symusic.Score for symbolic music (None for audio).
     """
 
@@ -64,6 +72,7 @@ class Music:
     duration: float
     score: object = None
     requested_controls: dict | None = None  # the controls data a tokens artifact was generated from
+    beats_source: str = BEATS_FROM_TEMPO_MAP
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,25 @@ def music_from_audio(samples: np.ndarray, sample_rate: int, name: str = "audio")
         raise V2MError(f"{name}: the music is empty (silent audio)", "evaluate audio that has sound")
     onsets = mr.audio_onsets(samples, sample_rate)
     bpm, beats = mr.audio_beats(samples, sample_rate)
-    return Music(kind="audio", onsets=onsets, beats=beats, bpm=bpm, duration=samples.size / sample_rate)
+    return Music(kind="audio", onsets=onsets, beats=beats, bpm=bpm, duration=samples.size / sample_rate,
+                 beats_source=BEATS_FROM_AUDIO)
+
+
+def with_heard_beats(music: Music, heard: Music) -> Music:
+    """Symbolic `music` with the beats tracked in its render `heard` (onsets, score and statistics kept).
+
+    A tempo map made from the video's beat grid agrees with the video by construction; the beats a
+    listener hears in the render are what `beat_f1` should then judge.
+    """
+    from dataclasses import replace
+
+    return replace(music, beats=heard.beats, bpm=heard.bpm, beats_source=heard.beats_source)
+
+
+def music_from_render(score, audio_path: str | Path, kind: str = "midi", requested_controls: dict | None = None) -> Music:
+    """A score and its rendered audio file → Music: onsets and statistics from the score, beats heard in the audio."""
+    heard = music_from_audio(read_audio(Path(audio_path)), SAMPLE_RATE, str(audio_path))
+    return with_heard_beats(music_from_score(score, kind, requested_controls), heard)
 
 
 # ---------------------------------------------------------------- control accuracy
@@ -176,6 +203,8 @@ def evaluate_pair(reference: Reference, music: Music, controls: dict | None = No
     metrics, labels = mr.rhythm_metrics(reference.beats, onsets, reference.duration, video_bpm=reference.bpm,
                                         music_bpm=music.bpm if math.isfinite(music.bpm) else None,
                                         music_beats=beats if beats.size >= 2 else None)
+    # which beats beat_f1 judged: a tempo map built on the video's grid agrees by construction, tracked audio is heard
+    labels["music_beats"] = music.beats_source if "beat_f1" in metrics else "none (fewer than 2 beats)"
     if reference.cuts.size:
         # a cut is "hit" when a music onset falls within ±70 ms of it (same window as the beat F-measure)
         metrics["cut_hit"] = mr.beat_f_measure(reference.cuts, onsets).recall
@@ -225,6 +254,8 @@ def parse_gates(spec: str | None) -> list[Gate]:
             raise V2MError(f"--fail-if: cannot read '{part.strip()}'",
                            "write gates as METRIC<VALUE or METRIC>VALUE (also <=, >=), comma-separated, e.g. beat_f1<0.8")
         name, statistic, op, value = match.groups()
+        if name in RENAMED:
+            raise V2MError(f"--fail-if: '{name}' was renamed", f"it is now {RENAMED[name]}")
         if name not in METRICS:
             raise V2MError(f"--fail-if: unknown metric '{name}'", f"known metrics: {', '.join(sorted(METRICS))}")
         gates.append(Gate(part.strip(), name, statistic, op, float(value)))
@@ -448,6 +479,18 @@ def _music_rank(path: Path) -> int:
     return 0 if suffix in (".mid", ".midi") else 2 if suffix in AUDIO_SUFFIXES else 1
 
 
+def _best_music(musics: list[Input]) -> list[Input]:
+    """The most exact view of one piece (first of `musics`, sorted by `_music_rank`); when it is symbolic and the
+    folder also holds its render (`run` writes NAME.mid and NAME.wav), its beats are the ones heard in the render."""
+    if not musics:
+        return []
+    best = musics[0]
+    heard = next((m for m in musics[1:] if m.value.kind == "audio"), None)
+    if best.value.kind != "audio" and heard is not None:
+        best = Input(best.kind, best.path, with_heard_beats(best.value, heard.value), best.source)
+    return [best]
+
+
 def evaluate_folder(folder: str | Path, tokenizer=None, progress=None) -> dict:
     """One row per name in `folder`, a summary and the failures; one bad file never stops the others."""
     groups = group_folder(Path(folder))
@@ -460,7 +503,7 @@ def evaluate_folder(folder: str | Path, tokenizer=None, progress=None) -> dict:
             paths = sorted(paths, key=_music_rank)
             inputs = [load_input(p, tokenizer) for p in paths]
             musics = [i for i in inputs if i.kind == "music"]
-            inputs = [i for i in inputs if i.kind != "music"] + musics[:1]  # the most exact view of the music
+            inputs = [i for i in inputs if i.kind != "music"] + _best_music(musics)
             mode, metrics, labels = evaluate_inputs(inputs, tokenizer)
             rows.append({"name": name, "mode": mode, "files": [p.name for p in paths], "metrics": clean(metrics),
                          "labels": labels})

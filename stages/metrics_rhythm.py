@@ -5,10 +5,20 @@ they can be checked against constructed cases with known answers (tests/stages/
 test_metrics_rhythm.py) and called from `generate --rerank` without any files.
 
 The "reference" is always the video (its visual beats from `extract-rhythm`); the
-"estimate" is the music (note onsets from MIDI/tokens, or onsets detected in audio).
+"estimate" is the music, seen two ways, and the names say which:
+
+- `beat_*`: the music's *beats* — its tempo map for MIDI/tokens, or the beats librosa's
+  tracker finds in audio — against the video's beats. This is the MIREX beat F-measure as
+  meant: two beat sequences compared. Rendered audio gives the beat a listener hears;
+  a tempo map built from the video's own beat grid agrees by construction;
+- `onset_*`, `bcs`, `bhs`, `beat_align*`: the music's note *onsets* (from MIDI/tokens, or
+  detected in audio) against the video's beats. Every off-beat note counts against
+  `onset_f1`'s precision, so real music scores well below 1 on it (≈ 0.74 for chorales
+  against their own audio beat, BENCHMARKS.md).
+
 Metrics and the papers they come from:
 
-- beat F-measure: mir_eval's MIREX definition, one-to-one matching within ±70 ms;
+- beat / onset F-measure: mir_eval's MIREX definition, one-to-one matching within ±70 ms;
 - BCS / BHS: Beats Coverage / Beats Hit Scores of D2M-GAN (Zhu et al., "Quantized GAN
   for Complex Music Generation from Dance Videos", ECCV 2022): time is cut into
   1-second bins, a bin "has a beat" when any event falls in it; BCS = music bins /
@@ -205,26 +215,30 @@ def audio_beats(samples: np.ndarray, sample_rate: int, hop_length: int = 256) ->
 
 def rhythm_metrics(video_beats, music_onsets, duration: float, video_bpm: float | None = None,
                    music_bpm: float | None = None, music_beats=None) -> tuple[dict, dict]:
-    """All rhythm-agreement metrics of music events against a video's beats.
+    """All rhythm-agreement metrics of music against a video's beats.
 
-    `video_beats`, `music_onsets` and `music_beats` (the music's own beat grid, optional) in seconds;
-    `duration` (s) sets the BCS/BHS bins. Returns (metrics {name: float}, labels {name: str}).
+    `video_beats`, `music_onsets` and `music_beats` (the music's beats: tempo map or tracked in audio;
+    optional) in seconds; `duration` (s) sets the BCS/BHS bins. `beat_*` compares the music's beats with
+    the video's (only when `music_beats` has ≥ 2 beats), `onset_*`/BCS/BHS/Beat Align its onsets.
+    Returns (metrics {name: float}, labels {name: str}).
     """
     video_beats, music_onsets = as_times(video_beats), as_times(music_onsets)
     onset_f = beat_f_measure(video_beats, music_onsets)
     bcs, bhs = beat_coverage_hit(video_beats, music_onsets, duration)
     metrics = {
-        "beat_f1": onset_f.f1, "beat_precision": onset_f.precision, "beat_recall": onset_f.recall,
-        "beat_offset_ms": 1000 * onset_f.offset,
+        "onset_f1": onset_f.f1, "onset_precision": onset_f.precision, "onset_recall": onset_f.recall,
+        "onset_offset_ms": 1000 * onset_f.offset,
         "bcs": bcs, "bhs": bhs,
         "beat_align": beat_align_score(music_onsets, video_beats),  # FACT's direction: music → video
         "beat_align_video": beat_align_score(video_beats, music_onsets),  # and the reverse
         "music_onsets": float(music_onsets.size), "video_beats": float(video_beats.size),
     }
     labels = {}
-    if music_beats is not None:
-        grid = as_times(music_beats)
-        metrics["grid_beat_f1"] = beat_f_measure(video_beats, grid).f1
+    grid = as_times(music_beats)
+    if grid.size >= 2:
+        beat_f = beat_f_measure(video_beats, grid)
+        metrics.update({"beat_f1": beat_f.f1, "beat_precision": beat_f.precision, "beat_recall": beat_f.recall,
+                        "beat_offset_ms": 1000 * beat_f.offset, "music_beats": float(grid.size)})
         if music_bpm is None:
             music_bpm = beats_tempo(grid)
     if video_bpm is None:

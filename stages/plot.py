@@ -57,7 +57,7 @@ def plot_rhythm(path: str | Path, reference: Reference, music: Music, metrics: d
     bottom.set_xlim(0, duration)
     bottom.set_xlabel("time (s)")
     if metrics:
-        shown = [f"{name} {metrics[name]:.2f}" for name in ("beat_f1", "bhs", "bcs", "beat_align", "cut_hit")
+        shown = [f"{name} {metrics[name]:.2f}" for name in ("beat_f1", "onset_f1", "bhs", "bcs", "beat_align", "cut_hit")
                  if metrics.get(name) is not None]
         title = " · ".join(filter(None, [title, "  ".join(shown)]))
     if title:

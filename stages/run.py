@@ -242,12 +242,13 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         decode.mux(job.source, job.output("wav"), job.output("mp4"))
     with timer("evaluate"):
         reference = evaluate.reference_from_rhythm(rhythm)
-        metrics, labels = evaluate.evaluate_pair(reference, evaluate.music_from_score(score))
+        # beat_f1 judges the beats heard in the render: the tempo map sits on the video's beats by construction
+        metrics, labels = evaluate.evaluate_pair(reference, evaluate.music_from_render(score, job.output("wav")))
         # the line alone, with how well it kept the requested controls (density, accents) per bar
         melody_music = evaluate.music_from_score(melody, kind="tokens", requested_controls=controls)
-        melody_metrics, _ = evaluate.evaluate_pair(reference, melody_music)
+        melody_metrics, melody_labels = evaluate.evaluate_pair(reference, melody_music)
         report = {"mode": "rhythm", "metrics": evaluate.clean(metrics), "labels": labels,
-                  "melody": {"metrics": evaluate.clean(melody_metrics)}, "gates": []}
+                  "melody": {"metrics": evaluate.clean(melody_metrics), "labels": melody_labels}, "gates": []}
         save("report.json", "v2m.report", report, "evaluate")
     result = VideoResult(job.key, str(job.source), "done", seconds=timer.seconds, duration=float(rhythm["duration"]),
                          metrics={k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))})

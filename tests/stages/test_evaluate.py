@@ -80,7 +80,9 @@ def test_rhythm_and_midi_on_the_beat(tmp_path):
     midi = write_midi(tmp_path / "clip.mid", BEATS)
     mode, metrics, labels = ev.evaluate_inputs([ev.load_input(rhythm), ev.load_input(midi)])
     assert mode == "rhythm"
-    assert metrics["beat_f1"] == pytest.approx(1.0)
+    assert metrics["onset_f1"] == pytest.approx(1.0)
+    # the MIDI's tempo map (120 BPM from 0 s: one beat more than the video's, at 0 s) → F = 2·23 / (24 + 23)
+    assert metrics["beat_f1"] == pytest.approx(46 / 47) and labels["music_beats"] == ev.BEATS_FROM_TEMPO_MAP
     assert metrics["bhs"] == 1.0 and metrics["cut_hit"] == 1.0
     assert labels["tempo_relation"] == "same"
     assert metrics["scale_consistency"] == 1.0  # C major arpeggio: music statistics come along for MIDI
@@ -90,16 +92,33 @@ def test_off_beat_midi_scores_zero_but_same_tempo(tmp_path):
     rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0)
     midi = write_midi(tmp_path / "clip.mid", BEATS + 0.25)  # eighth-note off-beats
     _, metrics, labels = ev.evaluate_inputs([ev.load_input(rhythm), ev.load_input(midi)])
-    assert metrics["beat_f1"] == 0.0
+    assert metrics["onset_f1"] == 0.0
     assert labels["tempo_relation"] == "same"  # the tempo map is 120 BPM: right tempo, wrong phase
+    # and its beats sit on the video's: only the onsets tell that every note is off the beat
+    assert metrics["beat_f1"] == pytest.approx(46 / 47)
 
 
 def test_rhythm_and_wav_with_detected_onsets(tmp_path):
     rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0)
     wav = write_clicks(tmp_path / "clip.wav", BEATS, 12.0)
-    _, metrics, _ = ev.evaluate_inputs([ev.load_input(rhythm), ev.load_input(wav)])
-    assert metrics["beat_f1"] > 0.95
+    _, metrics, labels = ev.evaluate_inputs([ev.load_input(rhythm), ev.load_input(wav)])
+    assert metrics["onset_f1"] > 0.95
+    assert metrics["beat_f1"] > 0.9 and labels["music_beats"] == ev.BEATS_FROM_AUDIO  # librosa tracks the clicks
     assert "scale_consistency" not in metrics  # audio has no symbolic statistics
+
+
+def test_folder_hears_beats_in_the_render(tmp_path):
+    """NAME.mid + NAME.wav in a folder: onsets and statistics from the MIDI, the music's beats tracked in the WAV.
+    Here the WAV clicks on the off-beats, so the heard beats miss the video's though the MIDI's notes hit them."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    write_rhythm(folder / "a.rhythm.json", BEATS, 12.0)
+    write_midi(folder / "a.mid", BEATS)
+    write_clicks(folder / "a.wav", BEATS + 0.25, 12.0)
+    row = ev.evaluate_folder(folder)["rows"][0]
+    assert row["labels"]["music_beats"] == ev.BEATS_FROM_AUDIO
+    assert row["metrics"]["onset_f1"] == pytest.approx(1.0) and row["metrics"]["scale_consistency"] == 1.0
+    assert row["metrics"]["beat_f1"] < 0.1
 
 
 def test_music_alone_gives_statistics(tmp_path):
@@ -118,7 +137,7 @@ def test_controls_carry_the_beat_grid(tmp_path):
     path.write_bytes(dumps(make_artifact("v2m.controls", controls, stage="encode-tokens")))
     midi = write_midi(tmp_path / "clip.mid", BEATS)
     mode, metrics, _ = ev.evaluate_inputs([ev.load_input(path), ev.load_input(midi)])
-    assert mode == "rhythm" and metrics["beat_f1"] == pytest.approx(1.0)
+    assert mode == "rhythm" and metrics["onset_f1"] == pytest.approx(1.0)
     assert "density_accuracy" not in metrics  # no bars requested: nothing to compare
 
 
@@ -187,11 +206,11 @@ def test_folder_rows_summary_and_failures(tmp_path):
     result = ev.evaluate_folder(make_run_folder(tmp_path / "out"))
     assert [row["name"] for row in result["rows"]] == ["a", "b"]
     assert [f["name"] for f in result["failures"]] == ["c"]
-    f1 = [row["metrics"]["beat_f1"] for row in result["rows"]]
+    f1 = [row["metrics"]["onset_f1"] for row in result["rows"]]
     assert f1 == pytest.approx([1.0, 2 * 1 * 0.5217 / 1.5217], abs=0.01)
-    assert result["summary"]["mean"]["beat_f1"] == pytest.approx(np.mean(f1))
-    assert result["summary"]["median"]["beat_f1"] == pytest.approx(np.median(f1))
-    assert result["summary"]["worst"]["beat_f1"] == pytest.approx(min(f1))
+    assert result["summary"]["mean"]["onset_f1"] == pytest.approx(np.mean(f1))
+    assert result["summary"]["median"]["onset_f1"] == pytest.approx(np.median(f1))
+    assert result["summary"]["worst"]["onset_f1"] == pytest.approx(min(f1))
     assert result["metrics"]["failed"] == 1.0
 
 
@@ -215,7 +234,10 @@ def test_unknown_gate_metric_lists_known_names():
     with pytest.raises(V2MError) as info:
         ev.parse_gates("beat_f2<0.8")
     line = info.value.one_line()
-    assert "unknown metric 'beat_f2'" in line and "beat_f1" in line and "nll_delta" in line
+    assert "unknown metric 'beat_f2'" in line and "beat_f1" in line and "onset_f1" in line and "nll_delta" in line
+    # a name from before the beat/onset split says what it is called now
+    with pytest.raises(V2MError, match="'grid_beat_f1' was renamed.*now beat_f1"):
+        ev.parse_gates("grid_beat_f1<0.8")
 
 
 def test_plot_writes_a_png(tmp_path):
@@ -263,7 +285,7 @@ def test_tokens_with_requested_controls(tmp_path):
     rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0)
     tokenizer = vocab.to_json()
     mode, metrics, _ = ev.evaluate_inputs([ev.load_input(rhythm, tokenizer), ev.load_input(tokens, tokenizer)], tokenizer)
-    assert mode == "rhythm" and metrics["beat_f1"] == pytest.approx(1.0)
+    assert mode == "rhythm" and metrics["onset_f1"] == pytest.approx(1.0)
     n = len(requested)
     assert metrics["bars_compared"] == n
     assert metrics["density_accuracy"] == pytest.approx((n - 1) / n) and metrics["density_within1"] == 1.0
@@ -272,7 +294,7 @@ def test_tokens_with_requested_controls(tmp_path):
     # stay and a label says why; a gate on density_accuracy would then fail as "not measured"
     rhythm_only = ev.evaluate_pair(ev.load_input(rhythm).value, ev.load_input(tokens, tokenizer).value,
                                    tokenizer={"format": "not a tokenizer"})
-    assert rhythm_only[0]["beat_f1"] == pytest.approx(1.0) and "density_accuracy" not in rhythm_only[0]
+    assert rhythm_only[0]["onset_f1"] == pytest.approx(1.0) and "density_accuracy" not in rhythm_only[0]
     assert rhythm_only[1]["control_accuracy"].startswith("not measured")
     # a tokens artifact from another tokenizer: one clear line
     data["tokenizer_hash"] = "0" * 64

@@ -14,10 +14,25 @@ BEATS = np.arange(1.0, 29.0 + 1e-9, PERIOD)  # clear of both ends, so no window 
 
 def test_identical_beats_score_one():
     metrics, labels = mr.rhythm_metrics(BEATS, BEATS, DURATION, music_beats=BEATS)
-    assert metrics["beat_f1"] == 1.0 and metrics["grid_beat_f1"] == 1.0
+    assert metrics["beat_f1"] == 1.0 and metrics["onset_f1"] == 1.0
     assert metrics["bcs"] == 1.0 and metrics["bhs"] == 1.0
     assert metrics["beat_align"] == 1.0 and metrics["beat_align_video"] == 1.0
     assert labels["tempo_relation"] == "same" and metrics["tempo_ratio"] == pytest.approx(1.0)
+
+
+def test_beats_and_onsets_are_scored_apart():
+    """Eighth notes on a grid whose beats are the video's: the beats agree (F = 1), the onsets are half off-beat
+    (precision 1/2, recall 1 → F = 2/3); without the music's beats there is no beat_f1 at all."""
+    eighths = np.arange(BEATS[0], BEATS[-1] + 1e-9, PERIOD / 2)
+    metrics, _ = mr.rhythm_metrics(BEATS, eighths, DURATION, music_beats=BEATS)
+    assert metrics["beat_f1"] == 1.0 and metrics["music_beats"] == len(BEATS)
+    assert metrics["onset_precision"] == pytest.approx(len(BEATS) / len(eighths)) and metrics["onset_recall"] == 1.0
+    assert metrics["onset_f1"] == pytest.approx(2 / 3, abs=0.01)
+    # the same onsets on a beat grid shifted by half a beat: onsets unchanged, beats all missed
+    shifted, _ = mr.rhythm_metrics(BEATS, eighths, DURATION, music_beats=BEATS + PERIOD / 2)
+    assert shifted["beat_f1"] == 0.0 and shifted["onset_f1"] == metrics["onset_f1"]
+    alone, _ = mr.rhythm_metrics(BEATS, eighths, DURATION)
+    assert "beat_f1" not in alone and alone["onset_f1"] == metrics["onset_f1"]
 
 
 def test_offset_tells_early_from_late():
