@@ -292,7 +292,7 @@ def arranged_metrics(cases: list, seed: int) -> list[list]:
     return rows
 
 
-RHYTHM_KEYS = ("beat_f1", "beat_precision", "beat_recall", "bhs", "beat_align", "beat_align_video")
+RHYTHM_KEYS = ("onset_f1", "onset_precision", "onset_recall", "bhs", "beat_align", "beat_align_video")
 
 
 def statistics_rows(cases: list, chorales: list, seed: int) -> list[list]:
@@ -364,7 +364,7 @@ def audio_rows(cases: list, seed: int) -> list[list]:
                 video_bpm = 60.0 / float(np.median(np.diff(video)))
                 metrics = rhythm_metrics(video, audio_onsets(samples, rate), controls["duration"])[0]
                 same = abs(bpm / video_bpm - 1.0) <= 0.04
-                results.setdefault(label, []).append([beat_f_measure(video, beats).f1, float(same), metrics["beat_f1"], metrics["bhs"]])
+                results.setdefault(label, []).append([beat_f_measure(video, beats).f1, float(same), metrics["onset_f1"], metrics["bhs"]])
     return [[label] + [float(v) for v in np.mean(values, axis=0)] for label, values in results.items()]
 
 
@@ -466,7 +466,7 @@ def main() -> None:
     table(f"Arranger per style ({args.pieces} drifting grids of 12 bars, 3 cuts off the grid, 2 still bars each)",
           ["style", "bass∈chord (strong beats)", "bass∈true chord", "crash ≤50 ms of cut", "mean |crash−cut| ms"],
           [row[:5] for row in arranged])
-    labels = {"beat_f1": "beat F", "beat_precision": "precision", "beat_recall": "recall", "bhs": "BHS",
+    labels = {"onset_f1": "onset F", "onset_precision": "precision", "onset_recall": "recall", "bhs": "BHS",
               "beat_align": "Beat Align (music→video)", "beat_align_video": "Beat Align (video→music)"}
     table("Rhythm agreement with the video beats: arranged (on) vs melody alone (off) vs fixed 120 BPM pulse",
           ["style"] + [f"{labels[k]} {which}" for k in RHYTHM_KEYS for which in ("on", "off", "120")],

@@ -10,7 +10,7 @@ For each Bach chorale from music21's corpus (a real piece, at the tempo music21 
   (c) random — as many uniformly random onsets as the chorale has, scored against its own rhythm
       (the analytic chance level of tests/stages/test_metrics_rhythm.py, on this rhythm);
   (d) detector check — onsets detected in the rendered WAV scored against the MIDI's own note onsets
-      (F should be ~1; beat_offset_ms is the audio path's latency on real instruments).
+      (F should be ~1; onset_offset_ms is the audio path's latency on real instruments).
 
 Every later rhythm number in BENCHMARKS.md reads against this scale. Run from the repo root:
 
@@ -30,7 +30,7 @@ import numpy as np
 
 CHORALES = ["bach/bwv66.6", "bach/bwv7.7", "bach/bwv10.7", "bach/bwv269", "bach/bwv84.5", "bach/bwv40.8"]
 VIDEO_BPM = [137.0, 89.0, 151.0, 71.0, 113.0, 163.0]  # one unrelated tempo per piece (no simple ratio to 120)
-SHOWN = ["beat_f1", "beat_precision", "beat_recall", "beat_offset_ms", "bcs", "bhs", "beat_align", "beat_align_video", "grid_beat_f1",
+SHOWN = ["onset_f1", "onset_precision", "onset_recall", "onset_offset_ms", "bcs", "bhs", "beat_align", "beat_align_video", "beat_f1",
          "tempo_related"]
 
 
@@ -112,7 +112,7 @@ def main() -> int:
         print(f"| {label} (mean of {len(rows)}) | " + " | ".join(cell(means[label][k]) for k in SHOWN) + " |")
     upper, chance = means["(a) MIDI vs own audio rhythm"], means["(b) MIDI vs another video's rhythm"]
     print("| ratio (a) MIDI / (b) | " + " | ".join(
-        cell(upper[k] / chance[k], 2) if chance[k] and k != "beat_offset_ms" else "—" for k in SHOWN) + " |")
+        cell(upper[k] / chance[k], 2) if chance[k] and k != "onset_offset_ms" else "—" for k in SHOWN) + " |")
     relations = {label: [r["labels"].get("tempo_relation", "-") for r in rows] for label, rows in per_row.items()}
     print("\ntempo relation (music vs rhythm), per piece:")
     for label, names in relations.items():
