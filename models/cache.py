@@ -83,6 +83,13 @@ class Decoder:
             self._step = torch.compile(self.step_module, mode="reduce-overhead" if engine == "reduce-overhead"
                                        else None, dynamic=False)
         self._pos = torch.zeros((), dtype=torch.long, device=self.device)
+        # CPU eager: the lean single-token step (models/lean_step.py), same logits with ~half the operator calls
+        self._lean = None
+        if engine == "eager" and self.device.type == "cpu" and hasattr(self.model, "rope_cos") \
+                and self.cache.k.dtype == self.model.embed.weight.dtype:
+            from .lean_step import LeanStep
+
+            self._lean = LeanStep(self.model, self.cache)
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:
@@ -99,6 +106,8 @@ class Decoder:
         if self.graph is not None:
             return self.graph.logits(ids, pos).clone()  # the graph's output buffer is reused by the next replay
         ids = torch.as_tensor(ids, device=self.device).reshape(self.batch, 1)
+        if self._lean is not None:
+            return self._lean(ids, pos)
         if self._step is None:
             return self.model.forward_cached(ids, self.cache, pos)[:, -1]
         self._pos.fill_(pos)

@@ -182,6 +182,35 @@ class CpuInt8(Kernel):
         return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
+@KERNELS.register("cpu-vnni")
+class CpuVnni(Kernel):
+    description = ("hand-written AVX-512 VNNI int8 matrix-vector product, per-token activation scales, built on "
+                   "first use with the system C compiler (quant/vnni.py; CPU, W8A8; equals int-mm exactly)")
+
+    def unavailable(self, device):
+        from . import vnni
+
+        return "is a CPU kernel" if device.type != "cpu" else vnni.unavailable()
+
+    def unsupported(self, scheme, shape):
+        from .vnni import BLOCK_K, BLOCK_N
+
+        n, k = shape
+        if n % BLOCK_N or k % BLOCK_K:
+            return f"needs out % {BLOCK_N} == 0 and in % {BLOCK_K} == 0, not {shape}"
+        return _needs_w8a8(scheme)
+
+    def prepare(self, layer):
+        from .vnni import Packed
+
+        weight, scale = _int8_weight(layer)
+        return Packed(weight, scale, layer.bias)
+
+    def forward(self, packed, x, layer):
+        y = packed(_rows(x))
+        return (y if y.dtype == x.dtype else y.to(x.dtype)).reshape(*x.shape[:-1], -1)
+
+
 @KERNELS.register("inductor")
 class Inductor(IntMM):
     description = "the int-mm path compiled by Inductor (torch.compile; CPU, W8A8; compiles on first call)"
@@ -301,7 +330,7 @@ class CudaInt4(Kernel):
 
 def auto_kernel(scheme: Scheme, shape: tuple[int, int], device: torch.device) -> str:
     """The fastest kernel that can run this layer here, by capability; `reference` when none can."""
-    preferences = ("cpu-int8",) if device.type == "cpu" else ("cuda-fp8", "cuda-int-mm", "cuda-int4")
+    preferences = ("cpu-vnni", "cpu-int8") if device.type == "cpu" else ("cuda-fp8", "cuda-int-mm", "cuda-int4")
     for name in preferences:
         kernel = KERNELS.get(name)()
         if kernel.unavailable(device) is None and kernel.unsupported(scheme, shape) is None:

@@ -38,8 +38,15 @@ def test_reference_is_dequantize_then_matmul():
 # quantizes each (pre-scaled) row asymmetrically to uint8: a different rounding of the same per-token
 # range, so it must agree with reference to ≥ 25 dB (two independent int8 roundings of an input with
 # a 20× outlier channel) and be no further from the float layer than reference is (−1 dB).
+# cpu-vnni (quant/vnni.py) is int-mm's arithmetic in C: ≥ 60 dB against reference, and equal to int-mm.
+VNNI = KERNELS.get("cpu-vnni")().unavailable(torch.device("cpu"))
+needs_vnni = pytest.mark.skipif(VNNI is not None, reason=f"cpu-vnni {VNNI}")
+
+
 @pytest.mark.parametrize("kernel,rows,bound", [("int-mm", 1, 60), ("int-mm", 37, 60), ("cpu-int8", 1, 25),
-                                               ("cpu-int8", 37, 25), ("inductor", 5, 60)])
+                                               ("cpu-int8", 37, 25), ("inductor", 5, 60),
+                                               pytest.param("cpu-vnni", 1, 60, marks=needs_vnni),
+                                               pytest.param("cpu-vnni", 37, 60, marks=needs_vnni)])
 def test_cpu_w8a8_kernels_match_reference(kernel, rows, bound):
     linear, layer = quant_layer("w8a8")
     x = torch.randn(rows, 256)
@@ -52,6 +59,22 @@ def test_cpu_w8a8_kernels_match_reference(kernel, rows, bound):
     assert sqnr_db(exact, fast) >= sqnr_db(exact, reference) - 1.0
 
 
+@needs_vnni
+@pytest.mark.parametrize("k,n,rows", [(256, 192, 1), (320, 960, 1), (832, 320, 3), (100, 48, 17)])
+def test_cpu_vnni_equals_int_mm_exactly(k, n, rows):
+    """Same per-token quantization, same int32 sums, same float epilogue in the same order: bit-equal."""
+    _, layer = quant_layer("w8a8", k=k, n=n)
+    x = torch.randn(rows, k) * 3
+    x[:, 1] *= 30
+    assert torch.equal(outputs(layer, x, "cpu-vnni"), outputs(layer, x, "int-mm"))
+    assert torch.equal(outputs(layer, x.reshape(rows, 1, k), "cpu-vnni").reshape(rows, n), outputs(layer, x, "int-mm"))
+
+
+def test_cpu_vnni_refuses_widths_off_its_blocks():
+    assert "out % 16" in KERNELS.get("cpu-vnni")().unsupported(make_scheme("w8a8"), (40, 256))
+    assert "runs w8a8" in KERNELS.get("cpu-vnni")().unsupported(make_scheme("w4", 64), (192, 256))
+
+
 def test_batched_shapes_pass_through():
     _, layer = quant_layer("w8a8")
     x = torch.randn(2, 7, 256)
@@ -62,7 +85,9 @@ def test_auto_picks_by_capability_and_logs(capsys):
     cpu = torch.device("cpu")
     w8a8, w4 = make_scheme("w8a8"), make_scheme("w4", 64)
     has_int8 = KERNELS.get("cpu-int8")().unavailable(cpu) is None
-    assert auto_kernel(w8a8, (192, 256), cpu) == ("cpu-int8" if has_int8 else "reference")
+    expected = "cpu-vnni" if VNNI is None else "cpu-int8" if has_int8 else "reference"
+    assert auto_kernel(w8a8, (192, 256), cpu) == expected
+    assert auto_kernel(w8a8, (40, 256), cpu) == ("cpu-int8" if has_int8 else "reference")  # 40 rows: not 16-blocks
     assert auto_kernel(w4, (192, 256), cpu) == "reference"  # no CPU int4 kernel beats float here
     model = torch.nn.Sequential(quant_layer("w8a8")[1], torch.nn.ReLU(), quant_layer("w4", k=192, n=64, group=64)[1])
     chosen = set_kernels(model, "auto")

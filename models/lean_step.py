@@ -1,0 +1,95 @@
+"""The eager single-token decode step with as few operator calls as the math allows (the CPU fast path).
+
+Why: at batch 1 on a CPU the decode step of a 6-layer, 320-wide model is ~25 matrix-vector products and,
+through `Transformer.forward_cached`, about 60 other operator calls plus ~60 `nn.Module.__call__`s. Each
+costs microseconds of dispatch whatever its size, so they add up to as much as the products themselves
+(measured with torch.profiler, bench/decode.py). This step computes the same thing as
+`forward_cached(ids, cache, pos)[:, -1]` for one token at an int position, with:
+
+- the Linear weights called through `F.linear` (quantized layers through their kernel's `forward`) rather
+  than module calls; RMSNorm through the fused `F.rms_norm` (the same fp32 arithmetic: bit-identical);
+- RoPE on q and k together as `x·C + roll(x, D/2)·S` with C = [cos, cos], S = [−sin, sin] rows picked by
+  the position (views, no gather) — the same products and sums as `apply_rope`;
+- K/V written into the static cache by `select(pos).copy_`, attention over the first pos + 1 slots only;
+- residual adds, SiLU and the gate product in place on the step's own temporaries.
+
+Float32 logits are bit-identical to `forward_cached` (tests/models/test_lean_step.py checks `torch.equal`).
+Prefill (many tokens) still goes through `forward_cached`. The CUDA engines do not use this (they capture
+`forward_cached` in a graph, where dispatch costs nothing per replay).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .cache import KVCache
+
+
+def _linear(module: nn.Module):
+    """A callable x → module(x) without nn.Module.__call__: F.linear for a plain Linear, else its forward."""
+    if type(module) is nn.Linear:
+        weight, bias = module.weight, module.bias
+        return lambda x: F.linear(x, weight, bias)
+    return module.forward
+
+
+def _norm(module: nn.Module):
+    """A callable x → norm(x): the fused F.rms_norm for the transformer's RMSNorm in fp32, else its forward."""
+    from .transformer import RMSNorm
+
+    if type(module) is RMSNorm and module.weight.dtype == torch.float32:
+        weight, shape, eps = module.weight, (module.weight.shape[0],), module.eps
+        # RMSNorm.forward computes in fp32 and multiplies by the weight after; F.rms_norm does the same
+        return lambda x: F.rms_norm(x, shape, weight, eps) if x.dtype == torch.float32 else module.forward(x)
+    if type(module) is nn.LayerNorm:
+        shape, weight, bias, eps = module.normalized_shape, module.weight, module.bias, module.eps
+        return lambda x: F.layer_norm(x, shape, weight, bias, eps)
+    return module.forward
+
+
+class LeanStep:
+    """`step(ids, pos)`: ids [B, 1] (long) at int position `pos` → logits [B, V], K/V written into `cache`.
+
+    Holds references to the model's own parameters and modules (no copies): a model trained or moved in
+    place stays in step. Built for the v2m transformer (models/transformer.py) and its quantized variants.
+    """
+
+    def __init__(self, model: nn.Module, cache: KVCache):
+        config = model.config
+        self.cache, self.n_heads, self.head_dim = cache, config.n_heads, config.head_dim
+        self.d_model, self.swiglu, self.d_ff = config.d_model, config.mlp == "swiglu", config.d_ff
+        self.embed_weight = model.embed.weight
+        self.layers = [(_norm(b.norm1), _linear(b.attn.qkv), _linear(b.attn.out),
+                        _norm(b.norm2), _linear(b.mlp.up), _linear(b.mlp.down)) for b in model.blocks]
+        self.final_norm = _norm(model.norm)
+        cos, sin = model.rope_cos, model.rope_sin  # [max_len, D/2]
+        self.rope_c = torch.cat((cos, cos), -1)    # x1·cos − x2·sin | x2·cos + x1·sin
+        self.rope_s = torch.cat((-sin, sin), -1)   # = x·[cos, cos] + roll(x, D/2)·[−sin, sin]
+
+    @torch.no_grad()
+    def __call__(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
+        B, H, D, C = ids.shape[0], self.n_heads, self.head_dim, self.d_model
+        span = pos + 1
+        c, s = self.rope_c[pos], self.rope_s[pos]
+        if c.dtype != self.embed_weight.dtype:
+            c, s = c.to(self.embed_weight.dtype), s.to(self.embed_weight.dtype)
+        k_all, v_all = self.cache.k, self.cache.v
+        x = F.embedding(ids, self.embed_weight)  # [B, 1, C], a fresh tensor: updated in place below
+        for i, (norm1, qkv, out, norm2, up, down) in enumerate(self.layers):
+            h = qkv(norm1(x)).view(B, 3, H, D)
+            qk = h[:, :2]
+            qk = qk.mul(c).add_(qk.roll(D // 2, -1).mul_(s))  # RoPE on q and k at once
+            k_cache, v_cache = k_all[i], v_all[i]  # [B, H, max_len, D]
+            k_cache.select(2, pos).copy_(qk[:, 1])
+            v_cache.select(2, pos).copy_(h[:, 2])
+            y = F.scaled_dot_product_attention(qk[:, 0].unsqueeze(2), k_cache[:, :, :span], v_cache[:, :, :span])
+            x.add_(out(y.view(B, 1, C)))  # [B, H, 1, D] is [B, 1, H·D] in memory
+            h = up(norm2(x))
+            if self.swiglu:
+                h = F.silu(h[..., : self.d_ff]).mul_(h[..., self.d_ff:])
+            else:
+                h = F.gelu(h)
+            x.add_(down(h))
+        return F.linear(self.final_norm(x), self.embed_weight)[:, -1]

@@ -1,0 +1,197 @@
+"""A hand-written W8A8 matrix-vector kernel for the CPU decode step (AVX-512 VNNI), built on first use.
+
+Why not fbgemm alone: at one token per call fbgemm's dynamic int8 Linear spends most of its time around the
+product (activation range, quantization, requantization, packing), so on this model's layers it was 0.5–2.8×
+float32 per layer and 1.87× over a whole step's layers (bench/quant_kernels.py). The product itself is small:
+a 320 → 960 layer is 4,800 VNNI instructions. This kernel does the per-token quantization and the product
+in one C function over weights prepacked once.
+
+Built with the system C compiler (`cc`, or $CC) into ~/.cache/v2m (or $XDG_CACHE_HOME/v2m), keyed by a
+hash of the source and flags, and loaded with ctypes — the way Inductor builds its CPU kernels. No
+compiler, or a CPU without AVX-512 VNNI: the kernel says so (`unavailable`) and `auto` picks fbgemm.
+
+The C function:
+y[m, n] = float(sum_k q[m, k] * W[n, k]) * xs[m] * ws[n] (+ bias[n]), where q = round(x / xs) clamped to
+±127 and xs = max(absmax(x[m]) / 127, 1e-8): the per-token dynamic int8 quantization of quant/kernels.py
+(per_token_int8), in the same float32 operations and order, so the result equals the `int-mm` kernel's.
+
+Weights are prepacked in blocks of 16 output rows × 4 input columns, [N/16][K/4][16][4] int8: one
+vpdpbusd multiplies 4 activation bytes (broadcast) by the 16 × 4 block and accumulates 16 outputs,
+so no horizontal sums are needed. vpdpbusd multiplies unsigned by signed bytes: activations are stored
+as q + 128 and comp[n] = 128 · sum_k W[n, k] is subtracted afterwards (exact in int32).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-shared", "-fPIC"]
+BLOCK_N, BLOCK_K = 16, 4  # weight block: 16 output rows × 4 input columns (one vpdpbusd)
+
+SOURCE = r"""#include <immintrin.h>
+#include <stdint.h>
+
+static float quantize_row(const float *x, int64_t K, uint8_t *xu)
+{
+    __m512 amax = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16)
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
+    float m = _mm512_reduce_max_ps(amax);
+    for (; k < K; k++) {
+        float a = x[k] < 0 ? -x[k] : x[k];
+        m = a > m ? a : m;
+    }
+    float scale = m / 127.0f;
+    if (scale < 1e-8f)
+        scale = 1e-8f;
+    const __m512 vs = _mm512_set1_ps(scale);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), offset = _mm512_set1_epi32(128);
+    for (k = 0; k + 16 <= K; k += 16) {
+        __m512i q = _mm512_cvtps_epi32(_mm512_div_ps(_mm512_loadu_ps(x + k), vs)); /* round half to even */
+        q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), offset);
+        _mm_storeu_si128((__m128i *)(xu + k), _mm512_cvtepi32_epi8(q));
+    }
+    for (; k < K; k++) {
+        __m128 q = _mm_set_ss(x[k] / scale);
+        int v = _mm_cvtss_si32(q); /* round half to even, as above */
+        v = v < -127 ? -127 : v > 127 ? 127 : v;
+        xu[k] = (uint8_t)(v + 128);
+    }
+    return scale;
+}
+
+void v2m_w8a8_gemv(const float *x, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp, const float *ws,
+                   const float *bias, int64_t N, float *y)
+{
+    uint8_t xu[K] __attribute__((aligned(64)));
+    const int64_t groups = K / 4;
+    for (int64_t m = 0; m < M; m++) {
+        const float xs = quantize_row(x + m * K, K, xu);
+        const uint32_t *x4 = (const uint32_t *)xu;
+        const __m512 vxs = _mm512_set1_ps(xs);
+        for (int64_t nb = 0; nb < N / 16; nb++) {
+            const int8_t *w = wb + nb * 16 * K;
+            __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+            __m512i a2 = _mm512_setzero_si512(), a3 = _mm512_setzero_si512();
+            int64_t g = 0;
+            for (; g + 4 <= groups; g += 4) {
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(x4[g]), _mm512_loadu_si512(w + g * 64));
+                a1 = _mm512_dpbusd_epi32(a1, _mm512_set1_epi32(x4[g + 1]), _mm512_loadu_si512(w + (g + 1) * 64));
+                a2 = _mm512_dpbusd_epi32(a2, _mm512_set1_epi32(x4[g + 2]), _mm512_loadu_si512(w + (g + 2) * 64));
+                a3 = _mm512_dpbusd_epi32(a3, _mm512_set1_epi32(x4[g + 3]), _mm512_loadu_si512(w + (g + 3) * 64));
+            }
+            for (; g < groups; g++)
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(x4[g]), _mm512_loadu_si512(w + g * 64));
+            __m512i acc = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
+            acc = _mm512_sub_epi32(acc, _mm512_loadu_si512(comp + nb * 16));
+            __m512 r = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), vxs), _mm512_loadu_ps(ws + nb * 16));
+            if (bias)
+                r = _mm512_add_ps(r, _mm512_loadu_ps(bias + nb * 16));
+            _mm512_storeu_ps(y + m * N + nb * 16, r);
+        }
+    }
+}
+"""
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
+
+
+def unavailable() -> str | None:
+    """Why the kernel cannot run here (None = it can): CPU features and a C compiler."""
+    missing = {"avx512f", "avx512bw", "avx512_vnni"} - cpu_flags()
+    if missing:
+        return f"needs a CPU with AVX-512 VNNI (this one lacks {', '.join(sorted(missing))})"
+    if compiler() is None:
+        return "needs a C compiler (cc/gcc/clang, or $CC) to build it on first use"
+    return _build_error()
+
+
+@functools.cache
+def _build_error() -> str | None:
+    """Build (or load the cached build) once per process; why it failed, or None."""
+    try:
+        library()
+    except (RuntimeError, OSError) as e:
+        return f"could not be built here ({e})"
+    return None
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "v2m"
+
+
+@functools.cache
+def library() -> ctypes.CDLL:
+    """Build (once per source/flags, cached on disk; written atomically) and load the kernel."""
+    cc = compiler()
+    key = hashlib.sha256((SOURCE + " ".join(FLAGS) + str(cc)).encode()).hexdigest()[:16]
+    path = _cache_dir() / f"vnni-{key}.so"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            src, out = Path(tmp) / "vnni.c", Path(tmp) / "vnni.so"
+            src.write_text(SOURCE)
+            run = subprocess.run([cc, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"building the VNNI kernel failed: {run.stderr.strip()[:300]}")
+            os.replace(out, path)
+    lib = ctypes.CDLL(str(path))
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.v2m_w8a8_gemv.argtypes = [p, i64, i64, p, p, p, p, i64, p]
+    lib.v2m_w8a8_gemv.restype = None
+    return lib
+
+
+def pack(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 weight [N, K] → (blocks [N/16, K/4, 16, 4] int8, comp [N] int32 = 128 · row sums)."""
+    n, k = weight.shape
+    blocks = weight.reshape(n // BLOCK_N, BLOCK_N, k // BLOCK_K, BLOCK_K).permute(0, 2, 1, 3).contiguous()
+    comp = (weight.to(torch.int32).sum(1) * 128).to(torch.int32).contiguous()
+    return blocks, comp
+
+
+class Packed:
+    """A layer's weights in the kernel's layout, with the raw pointers the C call takes (made once)."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+        self.blocks, self.comp = pack(weight)
+        self.scale = scale.float().contiguous()
+        self.bias = None if bias is None else bias.float().contiguous()
+        self.n = weight.shape[0]
+        self.fn = library().v2m_w8a8_gemv
+        self.pointers = (self.blocks.data_ptr(), self.comp.data_ptr(), self.scale.data_ptr(),
+                         None if self.bias is None else self.bias.data_ptr(), self.n)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] float32 → y [M, N] float32 (see the module docstring)."""
+        if x.dtype != torch.float32 or not x.is_contiguous():
+            x = x.float().contiguous()
+        m, k = x.shape
+        y = torch.empty(m, self.n, dtype=torch.float32)
+        blocks, comp, scale, bias, n = self.pointers
+        self.fn(x.data_ptr(), m, k, blocks, comp, scale, bias, n, y.data_ptr())
+        return y
