@@ -11,7 +11,7 @@ import torch
 from tests.models.corpus import VOCAB
 from tests.models.helpers import tiny_model
 from v2m.models.cache import Decoder
-from v2m.models.graph import StepBody
+from v2m.models.graph import CacheView, StepBody, cache_spans
 from v2m.models.sampling import Sampling, filter_scores, gumbel_argmax, reference_greedy, sample_next
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (none here)")
@@ -78,6 +78,29 @@ def test_step_body_equals_eager_step_without_capture():
         body.draw(0.0, 0, 1.0)
         out.append(body.drawn.clone())
     assert torch.equal(torch.cat([prompt, torch.stack(out, 1)], 1), reference_greedy(model, prompt, 25))
+
+
+def test_span_bucket_step_equals_the_whole_cache_step():
+    """The half-cache graph's step (attention over a view of the first `span` slots) gives the whole-cache
+    step's logits and writes the same cache slots, for every position inside the bucket."""
+    assert cache_spans(1024) == [512, 1024] and cache_spans(256) == [256]
+    model = tiny_model(seed=3)
+    whole, prompt = _prefilled(model, 2, max_len=64)
+    half, _ = _prefilled(model, 2, max_len=64)
+    view_step = type(half.step_module)(half.model, CacheView(half.cache, 32))
+    assert view_step.cache.k.data_ptr() == half.cache.k.data_ptr()  # a view, not a copy
+    body_whole = StepBody(whole.step_module, 2, VOCAB, torch.device("cpu"), rows=4)
+    body_half = StepBody(half.step_module, 2, VOCAB, torch.device("cpu"), rows=4)
+    whole.prefill(prompt), half.prefill(prompt)
+    ids = torch.tensor([4, 9])
+    for pos in range(6, 32):
+        for body in (body_whole, body_half):
+            body.io[:2], body.io[2] = ids, pos
+        want = body_whole.logits()
+        got = body_half.logits(view_step)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        ids = want.argmax(-1)
+    torch.testing.assert_close(half.cache.k[:, :, :, :32], whole.cache.k[:, :, :, :32])
 
 
 def test_step_draw_is_draw_of_step_on_the_eager_engine():
