@@ -5,12 +5,14 @@ analysis) and from the rendered audio (FluidSynth → stages.rhythm.rhythm_from_
 `v2m extract-rhythm song.wav` → controls_from_rhythm). Two grids for the audio side:
 
 - `true grid`: the rhythm artifact's beats/downbeats replaced by the MIDI's own (seconds): measures the
-  control *scale* (onsets per beat from the audio envelope vs from the notes);
+  control *scale* (onset rate from the audio envelope vs from the notes);
 - `tracked grid`: the beats extract-rhythm estimated; each tracked bar is matched to the MIDI bar that
-  contains its middle (beat-tracking errors included).
+  contains its middle (beat-tracking errors included). This is what `v2m extract-rhythm song.wav |
+  v2m encode-tokens -` gives.
 
 Prints the confusion table (rows: class from MIDI, columns: class from audio) and the share of bars
-within ±1 class.
+within ±1 class; then the same for the per-beat strength class (true grid: beat by beat; tracked grid:
+each tracked beat against the MIDI beat within 70 ms of it, if any).
 
     .venv/bin/python bench/controls_agreement.py --pieces 40 --bars 12
 """
@@ -50,6 +52,8 @@ def main() -> int:
     pieces = sample_pieces(args.pieces)
     confusion = {"true grid": np.zeros((n, n), int), "tracked grid": np.zeros((n, n), int),
                  "tracked grid, x/4 meters only": np.zeros((n, n), int)}
+    strength = {"true grid": np.zeros((3, 3), int), "tracked grid": np.zeros((3, 3), int)}
+    tracked_beats = {"tracked beats": 0, "matched to a MIDI beat": 0}
     for name, score in pieces:
         merged = merge_tracks(score)
         beats, downbeats = beat_grid_seconds(merged)
@@ -70,11 +74,26 @@ def main() -> int:
                     meter=int(round(len(beats) / max(len(downbeats), 1))))
         for bar_m, bar_a in zip(music, controls_from_rhythm(true, vocab)["bars"]):
             confusion["true grid"][bar_m["density"], bar_a["density"]] += 1
+            for s_m, s_a in zip(bar_m["strength"], bar_a["strength"]):
+                strength["true grid"][s_m, s_a] += 1
+        # the MIDI's per-beat strength classes with their times (bar by bar, the bar's beats in order)
+        music_beats = np.asarray([b for b in beats if b < end_s - 1e-3][: sum(len(b["strength"]) for b in music)])
+        music_strength = [s for b in music for s in b["strength"]][: len(music_beats)]
         try:
             tracked = controls_from_rhythm(rhythm, vocab)
         except Exception:
             continue
         starts = np.asarray(downbeats[: len(music)] + [end_s])
+        for bar_a in tracked["bars"]:
+            for j, s_a in enumerate(bar_a["strength"]):
+                k = int(np.searchsorted(tracked["beat_times"], bar_a["start"] - 1e-6)) + j
+                if k >= len(tracked["beat_times"]) or not len(music_beats):
+                    continue
+                tracked_beats["tracked beats"] += 1
+                near = int(np.argmin(np.abs(music_beats - tracked["beat_times"][k])))
+                if abs(music_beats[near] - tracked["beat_times"][k]) <= 0.07 and near < len(music_strength):
+                    tracked_beats["matched to a MIDI beat"] += 1
+                    strength["tracked grid"][music_strength[near], s_a] += 1
         for i, bar_a in enumerate(tracked["bars"]):
             nxt = tracked["bars"][i + 1]["start"] if i + 1 < len(tracked["bars"]) else end_s
             middle = (bar_a["start"] + nxt) / 2
@@ -87,7 +106,8 @@ def main() -> int:
                     confusion["tracked grid, x/4 meters only"][music[k]["density"], bar_a["density"]] += 1
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
           f"(shared); {len(pieces)} pieces, first {args.bars} bars, {time.perf_counter() - started:.0f} s; "
-          f"tokenizer {vocab.hash[:12]}, {n} density classes, bounds {vocab.stats['density_bounds']} onsets/beat")
+          f"tokenizer {vocab.hash[:12]}, {n} density classes, bounds {vocab.stats['density_bounds']} onsets per "
+          f"{'tactus beat ' + str(vocab.stats['tactus']) if vocab.stats.get('density_unit') == 'tactus' else 'notated beat'}")
     for grid, table in confusion.items():
         total = table.sum()
         diff = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
@@ -97,6 +117,14 @@ def main() -> int:
         print("| MIDI \\ audio | " + " | ".join(str(j) for j in range(n)) + " |")
         print("|---" * (n + 1) + "|")
         for i in range(n):
+            print(f"| {i} | " + " | ".join(str(v) for v in table[i]) + " |")
+    print(f"\nstrength class per beat (0 none / 1 weak / 2 strong; audio classes by rank at the corpus shares "
+          f"{vocab.stats['strength_shares']}); tracked grid: {tracked_beats}")
+    for grid, table in strength.items():
+        total = table.sum()
+        print(f"\n{grid}: {total} beats, exact {100 * np.trace(table) / max(total, 1):.1f} %")
+        print("| MIDI \\ audio | 0 | 1 | 2 |\n|---|---|---|---|")
+        for i in range(3):
             print(f"| {i} | " + " | ".join(str(v) for v in table[i]) + " |")
     return 0
 

@@ -4,10 +4,19 @@ This is the CMT idea (Di et al. 2021, "Video Background Music Generation with Co
 Transformer"): the model is trained on music alone with controls read off the music itself, and at
 inference the controls come from the video, measured on the same scale. Per bar:
 
-- `density`: onsets per beat of the bar (distinct onset times / beats in the bar). From music: note
-  onsets after quantisation. From a rhythm artifact: peaks of the onset-strength envelope (the
-  librosa/Böck peak-picking rule, parameters in the tokenizer stats) in the bar / the bar's grid beats.
-  Class 0 = no onset; classes 1.. split the corpus' non-empty bars at its quantiles (`density_bounds`).
+- `density`: onsets per *tactus* beat of the bar: distinct onset times in the bar / the bar's length in
+  seconds × the tactus period. The tactus is the beat level a listener taps (and a beat tracker finds):
+  the beat period doubled or halved until its tempo lies in `tactus.bpm_range` (60-180 bpm, the range
+  extract-rhythm searches), picking the level nearest `tactus.prior_bpm` (110 bpm, the tracker's
+  tempo prior, stages/tempo.py). The same rule is applied on both sides, so the scale does not depend on
+  which metrical level was notated or tracked: a chorale in 4/2 half notes, the same chorale in 4/4
+  quarters, and its audio tracked at the quarter (or at the half) all give the same rate. From music:
+  note onsets after quantisation, the notated beat (time-signature denominator) under the MIDI's tempo
+  map. From a rhythm artifact: peaks of the onset-strength envelope (the librosa/Böck peak-picking rule,
+  parameters in the tokenizer stats) in the bar, the tracked beat period (median). Class 0 = no onset;
+  classes 1.. split the corpus' non-empty bars at its quantiles (`density_bounds`). A tokenizer JSON
+  without `density_unit: "tactus"` (made before this definition) keeps the old one: onsets per notated
+  (or tracked) beat.
 - `strength`: per beat, 0 none / 1 weak / 2 strong. From music: notes starting exactly on the beat;
   strong when at least `strong_min` (the corpus median of non-zero counts, at least 2) start together.
   From a rhythm artifact: `beat_strength` is ranked within the clip and classed so the class shares match
@@ -39,6 +48,9 @@ TEMPO_BOUNDS_BPM = (66.0, 90.0, 115.0, 140.0)
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 # librosa.onset.onset_detect's peak-picking defaults, in seconds (delta on the 0..1 envelope)
+# the tactus rule of the density scale: extract-rhythm's tempo search range and its tempo prior
+# (stages/rhythm.py RhythmConfig.tempo_range, stages/tempo.py PRIOR_BPM)
+TACTUS = {"bpm_range": [60.0, 180.0], "prior_bpm": 110.0}
 PEAK_PICKING = {"pre_max_s": 0.03, "post_max_s": 0.0, "pre_avg_s": 0.10, "post_avg_s": 0.10, "wait_s": 0.03, "delta": 0.07}
 
 
@@ -46,8 +58,9 @@ PEAK_PICKING = {"pre_max_s": 0.03, "post_max_s": 0.0, "pre_avg_s": 0.10, "post_a
 class PieceAnalysis:
     """What the controls need from one piece, before class boundaries are applied.
 
-    `bar_beats[i]` beats in bar i, `bar_onsets[i]` distinct onsets in it, `beat_counts` notes starting on
-    each beat (all bars concatenated), `phrase[i]` a phrase starts at bar i. One entry per `Bar` token.
+    `bar_beats[i]` beats in bar i, `bar_onsets[i]` distinct onsets in it, `bar_seconds[i]` its length in
+    seconds under the MIDI's tempo map, `beat_counts` notes starting on each beat (all bars concatenated),
+    `phrase[i]` a phrase starts at bar i. One entry per `Bar` token.
     """
 
     base_ids: list[int]
@@ -61,6 +74,7 @@ class PieceAnalysis:
     notes: int
     content_hash: str
     extra: dict = field(default_factory=dict)
+    bar_seconds: list[float] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- from music
@@ -69,7 +83,7 @@ def analyse_score(score, vocab) -> PieceAnalysis:
     """A symusic.Score → its base tokens and raw control features (see module docstring)."""
     from miditok.utils import get_bars_ticks, get_beats_ticks
 
-    from v2m.stages.tokens import base_tokens, prepare_score
+    from v2m.stages.tokens import base_tokens, prepare_score, ticks_to_seconds
 
     tempo_qpm = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
     prepared = prepare_score(score, vocab)
@@ -94,6 +108,8 @@ def analyse_score(score, vocab) -> PieceAnalysis:
         beat_counts += [int(counts[a]) if h else 0 for a, h in zip(at, hit)] or [0]
     beat_len = float(np.median(np.diff(beats))) if len(beats) > 1 else float(prepared.ticks_per_quarter)
     phrase = phrase_starts(onset_ticks, bars[:n_bars], beat_len)
+    bar_times = ticks_to_seconds([int(t) for t in bars[:n_bars + 1]], prepared)
+    bar_seconds = [round(b - a, 6) for a, b in zip(bar_times, bar_times[1:])]
     pitch = notes["pitch"].astype(np.float64)
     digest = hashlib.sha256()
     for key in ("time", "duration", "pitch"):
@@ -101,7 +117,7 @@ def analyse_score(score, vocab) -> PieceAnalysis:
     digest.update(repr([(t.time, t.numerator, t.denominator) for t in prepared.time_signatures]).encode())
     return PieceAnalysis(ids, bar_beats, bar_onsets, beat_counts, phrase, tempo_qpm,
                          estimate_mode(notes["pitch"], notes["duration"]), float(pitch.mean()), len(pitch),
-                         digest.hexdigest())
+                         digest.hexdigest(), bar_seconds=bar_seconds)
 
 
 def _extend_ticks(ticks: np.ndarray, n: int) -> np.ndarray:
@@ -149,8 +165,32 @@ _KEY_PROFILES = _z_rows(np.stack([np.roll(p, k) for p in (KK_MAJOR, KK_MINOR) fo
 
 # ---------------------------------------------------------------- classes
 
+def tactus_period(beat_s: float, stats: dict) -> float:
+    """The tactus period (s) for a beat of `beat_s` seconds: the beat doubled or halved until its tempo is in
+    `tactus.bpm_range`, the level nearest `tactus.prior_bpm` (log scale). Returns `beat_s` when it is not positive."""
+    if not beat_s > 0:
+        return beat_s
+    rule = stats.get("tactus", TACTUS)
+    lo, hi = rule["bpm_range"]
+    bpm = 60.0 / beat_s
+    levels = bpm * 2.0 ** np.arange(-6, 7)
+    levels = levels[(levels >= lo - 1e-9) & (levels <= hi + 1e-9)]
+    if not len(levels):  # a range narrower than an octave may miss every level: take the nearest to it
+        levels = bpm * 2.0 ** np.arange(-6, 7)
+    return float(60.0 / levels[int(np.argmin(np.abs(np.log2(levels / float(rule["prior_bpm"])))))])
+
+
+def density_rate(onsets: int, beats: int, seconds: float, beat_s: float, stats: dict) -> float:
+    """A bar's onset rate on the tokenizer's density scale: onsets per tactus beat (`density_unit` "tactus",
+    see the module docstring), or onsets per beat for tokenizers made before it. `beats`: beats in the bar,
+    `seconds`: its length, `beat_s`: the beat period (s) the tactus is derived from."""
+    if stats.get("density_unit") == "tactus" and seconds > 0 and beat_s > 0:
+        return onsets / seconds * tactus_period(beat_s, stats)
+    return onsets / max(beats, 1)
+
+
 def density_class(rate: float, stats: dict) -> int:
-    """Onsets per beat → density class (0 = empty bar)."""
+    """An onset rate (see `density_rate`) → density class (0 = empty bar)."""
     if rate <= 0:
         return 0
     return 1 + int(np.searchsorted(np.asarray(stats["density_bounds"]), rate, side="right"))
@@ -164,13 +204,24 @@ def tempo_class(bpm: float, stats: dict) -> int:
     return int(np.searchsorted(np.asarray(stats["tempo_bounds_bpm"]), float(bpm), side="right"))
 
 
+def bar_rates(analysis: PieceAnalysis, stats: dict) -> np.ndarray:
+    """Each bar's onset rate on the density scale (`density_rate`); the beat is the bar's notated beat."""
+    seconds = analysis.bar_seconds
+    if stats.get("density_unit") != "tactus":
+        seconds = seconds or [0.0] * len(analysis.bar_beats)
+    elif len(seconds) != len(analysis.bar_beats):
+        raise V2MError("the piece analysis has no bar lengths in seconds (made by an older v2m); analyse it again")
+    return np.asarray([density_rate(o, b, s, s / max(b, 1), stats)
+                       for o, b, s in zip(analysis.bar_onsets, analysis.bar_beats, seconds)], dtype=np.float64)
+
+
 def bar_controls(analysis: PieceAnalysis, stats: dict) -> list[dict]:
     """Per bar `{"density", "strength", "phrase"}` classes from a piece's raw features."""
     out, at = [], 0
-    for beats, onsets, phrase in zip(analysis.bar_beats, analysis.bar_onsets, analysis.phrase):
+    for beats, rate, phrase in zip(analysis.bar_beats, bar_rates(analysis, stats), analysis.phrase):
         counts = analysis.beat_counts[at:at + beats]
         at += beats
-        out.append({"density": density_class(onsets / beats, stats),
+        out.append({"density": density_class(float(rate), stats),
                     "strength": [strength_class(c, stats) for c in counts], "phrase": bool(phrase)})
     return out
 
@@ -301,7 +352,8 @@ def controls_from_rhythm(rhythm: dict, vocab) -> dict:
         strength = [int(c) for c in beat_classes[in_bar]]
         if i + 1 == len(downbeats):  # the last bar runs past the clip: its missing beats are silent
             strength += [0] * (meter - len(strength))
-        bars.append({"start": round(start, 3), "density": density_class(onsets / n_beats, stats),
+        rate = density_rate(onsets, n_beats, end - start, period, stats)
+        bars.append({"start": round(start, 3), "density": density_class(rate, stats),
                      "strength": strength or [0], "phrase": phrase,
                      "motion": _segment_value(segments, start, "motion")})
     top = max(env_means) or 1.0
@@ -352,7 +404,8 @@ def _segment_value(segments: list[dict], t: float, key: str) -> float:
 
 def calibrate(analyses: list[PieceAnalysis], n_density_bins: int = 6) -> dict:
     """Corpus statistics → the class boundaries stored in the tokenizer JSON (from quantiles, not guesses)."""
-    rates = np.concatenate([np.asarray(a.bar_onsets, float) / np.asarray(a.bar_beats, float) for a in analyses if a.bar_beats])
+    unit = {"density_unit": "tactus", "tactus": dict(TACTUS)}
+    rates = np.concatenate([bar_rates(a, unit) for a in analyses if a.bar_beats])
     nonzero = rates[rates > 0]
     if not len(nonzero):
         raise V2MError("calibration found no notes in the corpus")
@@ -360,7 +413,7 @@ def calibrate(analyses: list[PieceAnalysis], n_density_bins: int = 6) -> dict:
     bounds = sorted(set(round(float(q), 4) for q in quantiles))
     counts = np.concatenate([np.asarray(a.beat_counts) for a in analyses if a.beat_counts])
     strong_min = max(2, int(round(float(np.median(counts[counts > 0])))))
-    stats = {"density_bounds": bounds, "n_density": len(bounds) + 2, "strong_min": strong_min,
+    stats = {**unit, "density_bounds": bounds, "n_density": len(bounds) + 2, "strong_min": strong_min,
              "tempo_bounds_bpm": list(TEMPO_BOUNDS_BPM), "mode_brightness_min": 0.4, "peak_picking": dict(PEAK_PICKING)}
     classes = np.asarray([strength_class(int(c), stats) for c in counts])
     stats["strength_shares"] = [round(float((classes == k).mean()), 4) for k in range(3)]

@@ -34,7 +34,7 @@ MIDI_EXTENSIONS = {".mid", ".midi", ".kar", ".smf"}
 MUSIC21_EXTENSIONS = {".krn", ".mxl", ".xml", ".musicxml", ".mei", ".md", ".capx"}
 ANALYSIS_EXTENSIONS = {".rntxt"}  # roman-numeral analyses: harmony outlines of pieces already in the corpus
 SCORE_EXTENSIONS = MIDI_EXTENSIONS | MUSIC21_EXTENSIONS | ANALYSIS_EXTENSIONS | {".abc"}
-ANALYSE_VERSION = 1  # bump when the per-file analysis changes, so old .work files are redone
+ANALYSE_VERSION = 2  # bump when the per-file analysis changes, so old .work files are redone
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ def _save_work(path: Path, analyses: list, meta: dict) -> None:
 
     tensors = {}
     for key, dtype in (("base_ids", np.int32), ("bar_beats", np.int32), ("bar_onsets", np.int32),
-                       ("beat_counts", np.int32), ("phrase", np.uint8)):
+                       ("beat_counts", np.int32), ("phrase", np.uint8), ("bar_seconds", np.float64)):
         values, offsets = cat(key, dtype)
         tensors[key], tensors[key + "_offsets"] = values, offsets
     atomic_write_bytes(path, save(tensors, metadata={"v2m.work": json.dumps(meta)}))
@@ -268,7 +268,7 @@ def load_work(path: Path) -> tuple[dict, list]:
 
     analyses = [PieceAnalysis(piece("base_ids", i), piece("bar_beats", i), piece("bar_onsets", i), piece("beat_counts", i),
                               [bool(x) for x in piece("phrase", i)], p["tempo_qpm"], p["mode"], p["mean_pitch"], p["notes"],
-                              p["hash"], {"name": p["name"]})
+                              p["hash"], {"name": p["name"]}, piece("bar_seconds", i))
                 for i, p in enumerate(meta["pieces"])]
     return meta, analyses
 
@@ -430,6 +430,7 @@ def _clip_bars(analysis, max_bars: int):
     ids = [t for bar in bars for t in (bar_id, *bar)]
     beats = sum(analysis.bar_beats[:max_bars])
     return replace(analysis, base_ids=ids, bar_beats=analysis.bar_beats[:max_bars], bar_onsets=analysis.bar_onsets[:max_bars],
+                   bar_seconds=analysis.bar_seconds[:max_bars],
                    beat_counts=analysis.beat_counts[:beats], phrase=analysis.phrase[:max_bars])
 
 

@@ -57,9 +57,11 @@ def test_phrase_marks_a_bar_after_a_long_rest():
 def test_calibration_uses_quantiles_of_the_corpus():
     from v2m.stages.controls import PieceAnalysis, calibrate
 
+    # 4/4 at 120 bpm: 2 s bars, a 0.5 s beat that is its own tactus (120 bpm is in 60-180 and nearest 110)
     pieces = [PieceAnalysis([], [4] * 10, list(range(1, 11)), [1, 0, 2, 0] * 10, [True] + [False] * 9, 120.0, "major", 60.0,
-                            55, "h")]
+                            55, "h", bar_seconds=[2.0] * 10)]
     stats = calibrate(pieces, n_density_bins=5)
+    assert stats["density_unit"] == "tactus"
     rates = np.arange(1, 11) / 4
     assert stats["density_bounds"] == [round(float(q), 4) for q in np.quantile(rates, [0.2, 0.4, 0.6, 0.8])]
     assert stats["strong_min"] == 2
@@ -126,3 +128,64 @@ def test_rhythm_without_beats_is_a_clear_error():
 
     with pytest.raises(V2MError, match="fewer than two beats"):
         controls_from_rhythm({**rhythm(), "beats": [0.5], "downbeats": []}, small_vocab())
+
+
+def test_tactus_rule_is_the_beat_trackers():
+    from v2m.stages.controls import TACTUS, tactus_period
+    from v2m.stages.rhythm import RhythmConfig
+    from v2m.stages.tempo import PRIOR_BPM
+
+    assert tuple(TACTUS["bpm_range"]) == tuple(RhythmConfig().tempo_range) and TACTUS["prior_bpm"] == PRIOR_BPM
+    stats = {"tactus": TACTUS}
+    # any octave of a 120 bpm beat folds onto 120 bpm; 76 bpm folds onto 152 (nearer 110 on a log scale)
+    for beat_s in (0.125, 0.25, 0.5, 1.0, 2.0):
+        assert tactus_period(beat_s, stats) == pytest.approx(0.5)
+    assert tactus_period(60 / 76, stats) == pytest.approx(60 / 152)
+    assert tactus_period(60 / 90, stats) == pytest.approx(60 / 90)
+
+
+def test_density_does_not_depend_on_the_notated_beat_level():
+    """The same notes written in 4/4 (quarter beats) and in 2/2 (half-note beats) get the same density classes;
+    on the old per-notated-beat scale they differed by a factor 2."""
+    import symusic
+
+    from v2m.stages.controls import analyse_score, bar_controls, density_rate
+
+    vocab = small_vocab()
+    common, _ = song(notes_per_beat=(1, 2, 4, 1))
+    cut, _ = song(notes_per_beat=(1, 2, 4, 1))
+    cut.time_signatures = [symusic.TimeSignature(0, 2, 2)]
+    a_common, a_cut = analyse_score(common, vocab), analyse_score(cut, vocab)
+    assert a_common.bar_beats == [4] * 4 and a_cut.bar_beats == [2] * 4
+    assert a_common.bar_seconds == a_cut.bar_seconds == [2.0] * 4
+    assert [b["density"] for b in bar_controls(a_common, vocab.stats)] == [b["density"] for b in bar_controls(a_cut, vocab.stats)]
+    # what the old scale did: onsets per notated beat, twice as high in 2/2
+    old = {}
+    assert density_rate(8, 2, 2.0, 1.0, old) == 2 * density_rate(8, 4, 2.0, 0.5, old)
+
+
+def test_density_from_rhythm_does_not_depend_on_the_tracked_beat_level():
+    """Audio tracked at the quarter (120 bpm, 4 beats a bar) or at the half note (60 bpm, 2 beats a bar): same
+    classes, and the same as the music's."""
+    from v2m.stages.controls import analyse_score, bar_controls, controls_from_rhythm
+
+    vocab = small_vocab()
+    quarter = rhythm(onsets_per_beat=(1, 2, 4, 1))
+    half = dict(quarter, beats=quarter["beats"][::2], beat_strength=quarter["beat_strength"][::2], meter=2,
+                tempo={"bpm": 60.0, "confidence": 0.9})
+    by_quarter = [b["density"] for b in controls_from_rhythm(quarter, vocab)["bars"]]
+    by_half = [b["density"] for b in controls_from_rhythm(half, vocab)["bars"]]
+    music = [b["density"] for b in bar_controls(analyse_score(song(notes_per_beat=(1, 2, 4, 1))[0], vocab), vocab.stats)]
+    assert by_quarter == by_half == music
+    assert len(set(music)) == 3  # 1, 2 and 4 onsets a beat are three different classes
+
+
+def test_tokenizer_without_density_unit_keeps_the_per_beat_scale():
+    from v2m.stages.controls import PieceAnalysis, bar_rates, density_rate
+
+    old = {"density_bounds": [1.0], "n_density": 3}
+    assert density_rate(6, 3, 10.0, 0.1, old) == 2.0
+    piece = PieceAnalysis([], [4, 2], [4, 4], [1] * 6, [True, False], 120.0, "major", 60.0, 8, "h")
+    assert bar_rates(piece, old).tolist() == [1.0, 2.0]
+    with pytest.raises(V2MError, match="no bar lengths in seconds"):
+        bar_rates(piece, {"density_unit": "tactus", **old})
