@@ -83,7 +83,8 @@ class Decoder:
             self._step = torch.compile(self.step_module, mode="reduce-overhead" if engine == "reduce-overhead"
                                        else None, dynamic=False)
         self._pos = torch.zeros((), dtype=torch.long, device=self.device)
-        # CPU eager: the lean single-token step (models/lean_step.py), same logits with ~half the operator calls
+        # CPU eager: the lean single-token step (models/lean_step.py): C helpers around the matrix products
+        # where they apply (models/native.py), else the same logits as forward_cached in fewer operator calls
         self._lean = None
         if engine == "eager" and self.device.type == "cpu" and hasattr(self.model, "rope_cos") \
                 and self.cache.k.dtype == self.model.embed.weight.dtype:

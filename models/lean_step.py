@@ -54,9 +54,14 @@ class LeanStep:
 
     Holds references to the model's own parameters and modules (no copies): a model trained or moved in
     place stays in step. Built for the v2m transformer (models/transformer.py) and its quantized variants.
+    `native`: None = the C helpers (NativeStep) where they apply, else these PyTorch ops; False = PyTorch
+    ops only (bit-identical to forward_cached); True = the C helpers or an error.
     """
 
-    def __init__(self, model: nn.Module, cache: KVCache):
+    def __init__(self, model: nn.Module, cache: KVCache, native: bool | None = None):
+        self.native = None if native is False else NativeStep.build(model, cache)
+        if native and self.native is None:
+            raise ValueError("the native decode step does not apply to this model or machine")
         config = model.config
         self.cache, self.n_heads, self.head_dim = cache, config.n_heads, config.head_dim
         self.d_model, self.swiglu, self.d_ff = config.d_model, config.mlp == "swiglu", config.d_ff
@@ -70,6 +75,8 @@ class LeanStep:
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
+        if self.native is not None:
+            return self.native(ids, pos)
         B, H, D, C = ids.shape[0], self.n_heads, self.head_dim, self.d_model
         span = pos + 1
         c, s = self.rope_c[pos], self.rope_s[pos]
@@ -93,3 +100,82 @@ class LeanStep:
                 h = F.gelu(h)
             x.add_(down(h))
         return F.linear(self.final_norm(x), self.embed_weight)[:, -1]
+
+
+def _matrix(module: nn.Module):
+    """x [B, K] → y [B, N]: a cpu-vnni layer's prepacked kernel called directly (the inputs here are already
+    float32 rows), else `_linear`."""
+    if getattr(module, "kernel_name", None) == "cpu-vnni" and module._buffers.get("smooth") is None:
+        if module._state is None:
+            module.set_kernel("cpu-vnni")
+        return module._state  # quant/vnni.Packed: made from the layer's own codes, scales and bias
+    return _linear(module)
+
+
+class NativeStep:
+    """The same step with norms, RoPE, cache writes, attention and SwiGLU in C (models/native.py).
+
+    Per layer: 3 C calls and the 4 matrix-vector products (F.linear, or the quantized layer's kernel)
+    instead of ~30 operator calls. Applies to float32 RMSNorm + SwiGLU transformers on a CPU with AVX-512
+    and a C compiler; `build` returns None otherwise. Float32 round-off differs from forward_cached.
+    """
+
+    @classmethod
+    def build(cls, model: nn.Module, cache: KVCache) -> "NativeStep | None":
+        from .native import step_library
+        from .transformer import RMSNorm
+
+        config = model.config
+        norms = [n for b in model.blocks for n in (b.norm1, b.norm2)]
+        if (config.mlp != "swiglu" or config.head_dim % 2 or model.embed.weight.dtype != torch.float32
+                or model.embed.weight.device.type != "cpu" or cache.k.dtype != torch.float32
+                or any(type(n) is not RMSNorm or n.weight.dtype != torch.float32 for n in norms)):
+            return None
+        lib = step_library()
+        return None if lib is None else cls(model, cache, lib)
+
+    def __init__(self, model: nn.Module, cache: KVCache, lib):
+        from .transformer import RMSNorm
+
+        config = model.config
+        self.lib, self.cache, self.model = lib, cache, model
+        self.n_heads, self.head_dim, self.d_model, self.d_ff = config.n_heads, config.head_dim, config.d_model, config.d_ff
+        self.layers = [(b.norm1, _matrix(b.attn.qkv), _matrix(b.attn.out), b.norm2, _matrix(b.mlp.up),
+                        _matrix(b.mlp.down)) for b in model.blocks]
+        self.final_rms = type(model.norm) is RMSNorm and model.norm.weight.dtype == torch.float32
+        self.final_norm = model.norm
+        self.buffers: dict[int, tuple] = {}  # batch → (normed [B, C], attended [B, C], gated [B, F])
+
+    def _buffers(self, batch: int) -> tuple:
+        if batch not in self.buffers:
+            self.buffers[batch] = (torch.empty(batch, self.d_model), torch.empty(batch, self.d_model),
+                                   torch.empty(batch, self.d_ff))
+        return self.buffers[batch]
+
+    @torch.no_grad()
+    def __call__(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
+        lib, model, cache = self.lib, self.model, self.cache
+        B, H, D, C, F_ = ids.shape[0], self.n_heads, self.head_dim, self.d_model, self.d_ff
+        normed, attended, gated = self._buffers(B)
+        normed_p, attended_p, gated_p = normed.data_ptr(), attended.data_ptr(), gated.data_ptr()
+        half = D // 2
+        cos_p = model.rope_cos.data_ptr() + 4 * pos * half
+        sin_p = model.rope_sin.data_ptr() + 4 * pos * half
+        k_all, v_all, max_len = cache.k, cache.v, cache.max_len
+        x = F.embedding(ids.reshape(B), model.embed.weight)  # [B, C], fresh: the residual stream, updated in C
+        x_p, delta = x.data_ptr(), None
+        for i, (norm1, qkv, out, norm2, up, down) in enumerate(self.layers):
+            lib.v2m_add_rmsnorm(x_p, delta, norm1.weight.data_ptr(), norm1.eps, B, C, normed_p)
+            h = qkv(normed)
+            lib.v2m_rope_attend(h.data_ptr(), B, H, D, pos, cos_p, sin_p, k_all[i].data_ptr(), v_all[i].data_ptr(),
+                                max_len, attended_p)
+            a = out(attended)
+            lib.v2m_add_rmsnorm(x_p, a.data_ptr(), norm2.weight.data_ptr(), norm2.eps, B, C, normed_p)
+            g = up(normed)
+            lib.v2m_swiglu(g.data_ptr(), B, F_, gated_p)
+            d = down(gated)
+            delta = d.data_ptr()
+        if self.final_rms:
+            lib.v2m_add_rmsnorm(x_p, delta, self.final_norm.weight.data_ptr(), self.final_norm.eps, B, C, normed_p)
+            return F.linear(normed, model.embed.weight)
+        return F.linear(self.final_norm(x.add_(d)), model.embed.weight)

@@ -6,9 +6,9 @@ float32 per layer and 1.87× over a whole step's layers (bench/quant_kernels.py)
 a 320 → 960 layer is 4,800 VNNI instructions. This kernel does the per-token quantization and the product
 in one C function over weights prepacked once.
 
-Built with the system C compiler (`cc`, or $CC) into ~/.cache/v2m (or $XDG_CACHE_HOME/v2m), keyed by a
-hash of the source and flags, and loaded with ctypes — the way Inductor builds its CPU kernels. No
-compiler, or a CPU without AVX-512 VNNI: the kernel says so (`unavailable`) and `auto` picks fbgemm.
+Built on first use by models/native.py (the system C compiler, cached in ~/.cache/v2m, loaded with ctypes —
+the way Inductor builds its CPU kernels). No compiler, or a CPU without AVX-512 VNNI: the kernel says so
+(`unavailable`) and `auto` picks fbgemm.
 
 The C function:
 y[m, n] = float(sum_k q[m, k] * W[n, k]) * xs[m] * ws[n] (+ bias[n]), where q = round(x / xs) clamped to
@@ -25,12 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import torch
 
@@ -104,29 +98,12 @@ void v2m_w8a8_gemv(const float *x, int64_t M, int64_t K, const int8_t *wb, const
 """
 
 
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def compiler() -> str | None:
-    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
-
-
 def unavailable() -> str | None:
-    """Why the kernel cannot run here (None = it can): CPU features and a C compiler."""
-    missing = {"avx512f", "avx512bw", "avx512_vnni"} - cpu_flags()
-    if missing:
-        return f"needs a CPU with AVX-512 VNNI (this one lacks {', '.join(sorted(missing))})"
-    if compiler() is None:
-        return "needs a C compiler (cc/gcc/clang, or $CC) to build it on first use"
-    return _build_error()
+    """Why the kernel cannot run here (None = it can): CPU features, a C compiler, a successful build."""
+    from v2m.models.native import needs
+
+    reason = needs({"avx512f", "avx512bw", "avx512_vnni"})
+    return reason or _build_error()
 
 
 @functools.cache
@@ -139,27 +116,12 @@ def _build_error() -> str | None:
     return None
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "v2m"
-
-
 @functools.cache
 def library() -> ctypes.CDLL:
-    """Build (once per source/flags, cached on disk; written atomically) and load the kernel."""
-    cc = compiler()
-    key = hashlib.sha256((SOURCE + " ".join(FLAGS) + str(cc)).encode()).hexdigest()[:16]
-    path = _cache_dir() / f"vnni-{key}.so"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            src, out = Path(tmp) / "vnni.c", Path(tmp) / "vnni.so"
-            src.write_text(SOURCE)
-            run = subprocess.run([cc, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
-            if run.returncode != 0:
-                raise RuntimeError(f"building the VNNI kernel failed: {run.stderr.strip()[:300]}")
-            os.replace(out, path)
-    lib = ctypes.CDLL(str(path))
+    """Build (once per source/flags, cached on disk) and load the kernel (models/native.py's builder)."""
+    from v2m.models.native import build
+
+    lib = build("v2m-vnni", SOURCE, tuple(FLAGS))
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.v2m_w8a8_gemv.argtypes = [p, i64, i64, p, p, p, p, i64, p]
     lib.v2m_w8a8_gemv.restype = None

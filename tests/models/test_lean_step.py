@@ -1,4 +1,5 @@
-"""The lean CPU decode step (models/lean_step.py) computes exactly what forward_cached computes."""
+"""The lean CPU decode step (models/lean_step.py): with PyTorch ops exactly what forward_cached computes;
+with the C helpers (models/native.py) the same up to float32 round-off, and the same greedy tokens."""
 
 import pytest
 import torch
@@ -6,7 +7,13 @@ import torch
 from tests.models.corpus import VOCAB
 from tests.models.helpers import tiny_model
 from v2m.models.cache import Decoder
-from v2m.models.lean_step import LeanStep
+from v2m.models.config import ModelConfig
+from v2m.models.lean_step import LeanStep, NativeStep
+from v2m.models.native import step_library
+from v2m.models.registry import build_model
+from v2m.models.sampling import generate, reference_greedy
+
+needs_native = pytest.mark.skipif(step_library() is None, reason="no AVX-512 CPU or C compiler: the C helpers are off")
 
 
 @pytest.mark.parametrize("norm,mlp,batch", [("rms", "swiglu", 1), ("rms", "swiglu", 3), ("layer", "gelu", 2)])
@@ -17,7 +24,7 @@ def test_lean_step_is_bit_identical_to_forward_cached(norm, mlp, batch):
     with torch.no_grad():
         model.forward_cached(ids[:, :9], reference_cache, 0)
         model.forward_cached(ids[:, :9], lean_cache, 0)
-        step = LeanStep(model, lean_cache)
+        step = LeanStep(model, lean_cache, native=False)
         for pos in range(9, 50):
             expected = model.forward_cached(ids[:, pos:pos + 1], reference_cache, pos)[:, -1]
             assert torch.equal(step(ids[:, pos:pos + 1], pos), expected), pos
@@ -34,7 +41,8 @@ def test_cpu_eager_decoder_steps_through_the_lean_step():
     cache = model.new_cache(2, 32)
     with torch.no_grad():
         model.forward_cached(prompt, cache, 0)
-        assert torch.equal(logits, model.forward_cached(torch.tensor([[4], [7]]), cache, 5)[:, -1])
+        expected = model.forward_cached(torch.tensor([[4], [7]]), cache, 5)[:, -1]
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_quantized_model_steps_through_its_kernels():
@@ -50,7 +58,51 @@ def test_quantized_model_steps_through_its_kernels():
     with torch.no_grad():
         model.forward_cached(ids[:, :4], reference_cache, 0)
         model.forward_cached(ids[:, :4], lean_cache, 0)
-        step = LeanStep(model, lean_cache)
+        step = LeanStep(model, lean_cache, native=False)
+        native = NativeStep.build(model, model.new_cache(1, 32))
+        if native is not None:
+            native.cache.k.copy_(lean_cache.k)
+            native.cache.v.copy_(lean_cache.v)
         for pos in range(4, 20):
             expected = model.forward_cached(ids[:, pos:pos + 1], reference_cache, pos)[:, -1]
             assert torch.equal(step(ids[:, pos:pos + 1], pos), expected)
+            if native is not None:
+                torch.testing.assert_close(native(ids[:, pos:pos + 1], pos), expected, atol=1e-4, rtol=1e-4)
+
+
+def _model(d_model, n_heads, d_ff, seed=0):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(vocab_size=VOCAB, d_model=d_model, n_layers=2, n_heads=n_heads, d_ff=d_ff,
+                                   max_len=160)).eval()
+
+
+# float32 round-off only: the C helpers sum in another order (and use glibc's vectorized expf), so logits
+# of a random model (|logit| ≲ 1) agree with forward_cached to ~1e-6; the bound leaves 10×.
+@needs_native
+@pytest.mark.parametrize("d_model,n_heads,d_ff,batch", [(32, 4, 64, 1), (128, 2, 160, 2), (96, 3, 80, 3)])
+def test_native_step_matches_forward_cached(d_model, n_heads, d_ff, batch):
+    model = _model(d_model, n_heads, d_ff)
+    ids = torch.randint(0, VOCAB, (batch, 150))
+    reference_cache, native_cache = model.new_cache(batch, 160), model.new_cache(batch, 160)
+    with torch.no_grad():
+        model.forward_cached(ids[:, :7], reference_cache, 0)
+        model.forward_cached(ids[:, :7], native_cache, 0)
+        step = LeanStep(model, native_cache, native=True)
+        for pos in range(7, 150):
+            expected = model.forward_cached(ids[:, pos:pos + 1], reference_cache, pos)[:, -1]
+            torch.testing.assert_close(step(ids[:, pos:pos + 1], pos), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(native_cache.k, reference_cache.k, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(native_cache.v, reference_cache.v, atol=1e-6, rtol=1e-5)
+
+
+@needs_native
+def test_native_greedy_tokens_equal_the_reference_path():
+    model = _model(128, 2, 160, seed=5)
+    prompt = torch.randint(0, VOCAB, (2, 9))
+    assert Decoder(model, 2, 160)._lean.native is not None
+    assert torch.equal(generate(model, prompt, 100, temperature=0.0), reference_greedy(model, prompt, 100))
+
+
+def test_native_step_declines_what_it_does_not_implement():
+    assert NativeStep.build(tiny_model(norm="layer"), tiny_model().new_cache(1, 8)) is None
+    assert NativeStep.build(tiny_model(mlp="gelu"), tiny_model().new_cache(1, 8)) is None
