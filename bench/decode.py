@@ -1,6 +1,7 @@
 """Decode speed: KV cache vs none, fraction of the weight-streaming limit, eager vs compiled, CLI start-up.
 
     .venv/bin/python bench/decode.py                       # CPU: default model (or the `small` preset, random weights)
+    .venv/bin/python bench/decode.py --shape d_model=384,n_layers=6,n_heads=6,d_ff=1024   # CPU: another shape, random weights
     python bench/decode.py --device cuda --batches 1,16 --generate   # GPU: eager vs torch.compile vs explicit CUDA graph
 
 GPU rows go through the loop `generate` uses (Decoder.draw/step_draw: host ids in and out, one read-back per
@@ -8,8 +9,12 @@ token) greedy and sampled (temperature 1, top-p 0.95); the explicit graphs run i
 greedy-equal to eager in bf16. `--generate` adds rows timing stages.generate itself on a 20 s clip's
 controls (after a warm-up generation: no process start-up, no compile).
 
-Speed does not depend on the weights' values, so without presets/default.safetensors the `small` preset is
-built with random weights (--vocab ids). Rates are medians of --repeats runs; every row of the table was
+CPU rows: fp32 eager (the lean decode step, models/lean_step.py) against the weight-streaming limit (read
+bandwidth measured in the run ÷ weight bytes), then the same model quantized W8A8 (RTN) per CPU kernel
+(`auto` = what generate picks; cpu-int8 = fbgemm), each as a ratio to fp32 from back-to-back pairs.
+
+Speed does not depend on the weights' values, so without presets/default.safetensors (or with --shape) the
+`small` preset is built with random weights (--vocab ids). Rates are medians of --repeats runs; every row of the table was
 measured in this one run.
 """
 
@@ -146,16 +151,60 @@ def generate_rows(args, model, device, plain) -> list[tuple]:
 
 
 def load(args, device):
+    import dataclasses
+
     from v2m.models.checkpoint import load_model
     from v2m.models.config import load_model_preset
     from v2m.models.registry import build_model
 
     path = Path(args.model) if args.model else ROOT / "presets" / "default.safetensors"
-    if path.is_file():
+    if path.is_file() and not args.shape:
         return load_model(path, device=str(device)).model, str(path.name)
     torch.manual_seed(0)
-    preset = load_model_preset(args.preset)
-    return build_model(preset.model.with_vocab(args.vocab)).to(device).eval(), f"preset {args.preset} (random weights)"
+    config = load_model_preset(args.preset).model.with_vocab(args.vocab)
+    what = f"preset {args.preset}"
+    if args.shape:  # e.g. d_model=384,n_layers=6,n_heads=6,d_ff=1024: a shape no checkpoint has yet
+        changes = {k: int(v) for k, v in (item.split("=") for item in args.shape.split(","))}
+        config = dataclasses.replace(config, **changes)
+        what = f"preset {args.preset} with {args.shape}"
+    return build_model(config).to(device).eval(), f"{what} (random weights)"
+
+
+def int8_rows(args, model, device, fp32_rate, bandwidth, plain) -> list[tuple]:
+    """Batch 1 greedy decode of the W8A8 model (RTN: speed does not depend on the weights' values) through
+    generate's Decoder, per CPU kernel, against the fp32 rate measured in the same run (back-to-back pairs)."""
+    import copy
+
+    from v2m.models.sampling import generate
+    from v2m.quant.linear import set_kernels
+    from v2m.quant.pipeline import QuantizeConfig, quantize_model
+
+    quantized = copy.deepcopy(model)
+    quantize_model(quantized, QuantizeConfig(scheme="w8a8", method="rtn"), None)
+    q_bytes = sum(t.numel() * t.element_size() for t in [*quantized.parameters(), *quantized.buffers()]
+                  if t is not quantized.rope_cos and t is not quantized.rope_sin)
+    short = torch.randint(3, model.config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(1))
+    rows = []
+    for kernel in args.int8_kernels.split(","):
+        try:
+            chosen = set_kernels(quantized, kernel, log_choice=False)
+        except Exception as e:  # noqa: BLE001 — an unavailable kernel is a row saying so
+            rows.append((f"batch 1, 16-token prompt, W8A8 kernel {kernel}", 0.0, None, f"unavailable: {e}"[:160]))
+            continue
+        names = ",".join(sorted(set(chosen.values())))
+        ratios, rates = [], []
+        for i in range(args.repeats):  # back-to-back pairs: both rates see the same load
+            pair = [("f", model), ("q", quantized)][:: 1 if i % 2 == 0 else -1]
+            got = {tag: median_rate(lambda m=m: generate(m, short, args.new, temperature=0.0), args.new, 1, device)
+                   for tag, m in pair}
+            ratios.append(got["q"] / got["f"])
+            rates.append(got["q"])
+        rate = statistics.median(rates)
+        rows.append((f"batch 1, 16-token prompt, W8A8 ({names})", rate, rate / plain,
+                     f"**{statistics.median(ratios):.2f}× fp32** (median of {len(ratios)} back-to-back pairs); "
+                     f"{q_bytes / 1e6:.1f} MB of weights: {rate / (bandwidth / q_bytes):.0%} of its limit "
+                     f"{bandwidth / q_bytes:,.0f} tok/s"))
+    return rows
 
 
 def print_table(args, device, what, params, weight_bytes, bandwidth, rows) -> None:
@@ -192,6 +241,10 @@ def main() -> None:
     parser.add_argument("--engines", help="engine[:bf16],... for the per-batch rows (default: CUDA eager, eager:bf16, "
                         "reduce-overhead, graph:bf16, graph+inductor:bf16; CPU eager, inductor)")
     parser.add_argument("--only-generate", action="store_true", help="only the 'inside v2m generate' rows")
+    parser.add_argument("--shape", help="random-weight model of --preset with these config changes, e.g. "
+                        "d_model=384,n_layers=6,n_heads=6,d_ff=1024 (speed does not depend on weight values)")
+    parser.add_argument("--int8-kernels", default="auto,cpu-int8",
+                        help="CPU W8A8 kernels for the int8 rows ('' for none)")
     args = parser.parse_args()
     device = torch.device(args.device)
     args.engines = args.engines or ("eager,eager:bf16,reduce-overhead,graph:bf16,graph+inductor:bf16"
@@ -251,7 +304,9 @@ def main() -> None:
     short = prompt[:, :16]
     step_rate = median_rate(lambda: generate(model, short, args.new, temperature=0.0), args.new, args.repeats, device)
     rows.append((f"batch 1, 16-token prompt, eager static cache ({next(model.parameters()).dtype})", step_rate,
-                 step_rate / plain, f"{step_rate / limit:.0%} of limit {limit:,.0f} tok/s"))
+                 step_rate / plain, f"**{step_rate / limit:.0%} of limit** {limit:,.0f} tok/s"))
+    if device.type == "cpu" and args.int8_kernels:
+        rows.extend(int8_rows(args, model, device, step_rate, bandwidth, plain))
 
     # 3. per batch size: eager vs torch.compile (reduce-overhead) vs the explicit CUDA graph (models/graph.py),
     # all through the loop generate uses: host ids in, host ids out, one read-back per token (step_draw)

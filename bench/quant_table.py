@@ -62,15 +62,17 @@ def parse_args():
 def decode_seconds(model, batch: int, prefill: int, decode: int, vocab: int, device: str) -> float:
     import torch
 
+    from v2m.models.cache import Decoder
+
     prompt = torch.randint(0, vocab, (batch, prefill), generator=torch.Generator().manual_seed(0)).to(device)
     with torch.inference_mode():
-        cache = model.new_cache(batch, prefill + decode + 1)
-        ids = model.forward_cached(prompt, cache, 0)[:, -1].argmax(-1, keepdim=True)
+        decoder = Decoder(model, batch, prefill + decode + 1)  # eager: on CPU the lean step generate uses
+        ids = decoder.prefill(prompt).argmax(-1, keepdim=True)
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for step in range(decode):
-            ids = model.forward_cached(ids, cache, prefill + step)[:, -1].argmax(-1, keepdim=True)
+            ids = decoder.step(ids, prefill + step).argmax(-1, keepdim=True)
         if device == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0

@@ -98,21 +98,23 @@ def speed(model, split, config: ModelEvalConfig, max_len: int) -> dict:
     """Prefill and greedy decode tokens/s at batch 1 through the static KV cache (the path `generate` uses)."""
     import torch
 
+    from v2m.models.cache import Decoder
+
     prefill = max(1, min(config.prefill_tokens, max_len - config.decode_tokens - 1, len(split.tokens)))
     decode = max(1, min(config.decode_tokens, max_len - prefill - 1))
     prompt = torch.as_tensor(split.tokens[:prefill], device=config.device)[None]
     best_prefill = best_decode = math.inf
     with torch.inference_mode():
         for run in range(config.repeats + 1):  # the first run warms up allocators and kernels; not counted
-            cache = model.new_cache(1, prefill + decode + 1)
+            decoder = Decoder(model, 1, prefill + decode + 1)  # eager, as generate runs on CPU (lean step)
             _sync(config.device)
             t0 = time.perf_counter()
-            logits = model.forward_cached(prompt, cache, 0)[:, -1]
+            logits = decoder.prefill(prompt)
             _sync(config.device)
             t1 = time.perf_counter()
             ids = logits.argmax(-1, keepdim=True)
             for step in range(decode):
-                ids = model.forward_cached(ids, cache, prefill + step)[:, -1].argmax(-1, keepdim=True)
+                ids = decoder.step(ids, prefill + step).argmax(-1, keepdim=True)
             _sync(config.device)
             t2 = time.perf_counter()
             if run > 0:
