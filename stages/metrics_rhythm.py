@@ -198,7 +198,12 @@ def audio_onsets(samples: np.ndarray, sample_rate: int, hop_length: int = 256) -
 
 
 def audio_beats(samples: np.ndarray, sample_rate: int, hop_length: int = 256) -> tuple[float, np.ndarray]:
-    """(tempo BPM, beat times s) of audio by librosa's dynamic-programming beat tracker."""
+    """(tempo BPM, beat times s) of audio by librosa's dynamic-programming beat tracker.
+
+    Its onset envelope uses the same 1024-sample window as `audio_onsets`: with librosa's default 2048 the
+    tracked beats lie later (measured on click tracks exactly on the beat: +19 ms vs +10 ms; on FluidSynth's
+    GM piano +30 ms vs +21 ms), and late beats fall out of the ±70 ms F-measure window sooner.
+    """
     import librosa
 
     y = np.asarray(samples, dtype=np.float32)
@@ -206,7 +211,7 @@ def audio_beats(samples: np.ndarray, sample_rate: int, hop_length: int = 256) ->
         y = librosa.to_mono(y)
     if y.size == 0 or not np.any(y):
         return float("nan"), np.zeros(0)
-    envelope = librosa.onset.onset_strength(y=y, sr=sample_rate, hop_length=hop_length)
+    envelope = librosa.onset.onset_strength(y=y, sr=sample_rate, hop_length=hop_length, n_fft=4 * hop_length)
     tempo, beats = librosa.beat.beat_track(onset_envelope=envelope, sr=sample_rate, hop_length=hop_length, units="time")
     return float(np.atleast_1d(tempo)[0]), np.asarray(beats, dtype=np.float64)
 
