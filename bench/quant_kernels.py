@@ -4,7 +4,7 @@
     python bench/quant_kernels.py --device cuda       # GPU: int8 (_int_mm), FP8 (_scaled_mm), int4 (tinygemm) vs bf16
 
 Shapes are the default model's Linear layers (presets/models/small.toml: d_model 320, d_ff 832,
-SwiGLU): qkv 320→960, out 320→320, up 320→1664, down 832→320. Rows = tokens per call: 1 is a
+SwiGLU): qkv 320→960, out 320→320, up 320→1664, down 832→320 (--d384: the planned 384/1024 model's). Rows = tokens per call: 1 is a
 decode step, 16 a batched decode step, 512 a prefill. Timings are interleaved (every candidate
 once per round, best of all rounds), so a busy machine slows all of them alike. Printed: time per
 call of float and each candidate's speed-up over float (> 1 = faster). CPU candidates that are
@@ -24,6 +24,7 @@ import warnings
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 SHAPES = {"qkv": (320, 960), "out": (320, 320), "up": (320, 1664), "down": (832, 320)}
+SHAPES_384 = {"qkv": (384, 1152), "out": (384, 384), "up": (384, 2048), "down": (1024, 384)}  # the planned d 384 model
 
 
 def best_times(candidates: dict, rounds: int, calls: int) -> dict:
@@ -53,6 +54,7 @@ def cpu_candidates(k: int, n: int, rows: int, with_inductor: bool) -> dict:
     import torch
 
     from v2m.quant.formats import make_scheme, quantize_tensor
+    from v2m.quant.kernels import KERNELS
     from v2m.quant.linear import QuantLinear
 
     torch.manual_seed(0)
@@ -61,7 +63,8 @@ def cpu_candidates(k: int, n: int, rows: int, with_inductor: bool) -> dict:
     float_layer = torch.nn.Linear(k, n, bias=False)
     float_layer.weight.data.copy_(weight)
     out = {"float32": lambda: float_layer(x)}  # through nn.Module, as the quantized layers are
-    for kernel in ("cpu-int8", "int-mm") + (("inductor",) if with_inductor else ()):
+    vnni = () if KERNELS.get("cpu-vnni")().unavailable(torch.device("cpu")) else ("cpu-vnni",)
+    for kernel in vnni + ("cpu-int8", "int-mm") + (("inductor",) if with_inductor else ()):
         layer = QuantLinear.from_qtensor(quantize_tensor(weight, make_scheme("w8a8")), None)
         layer.set_kernel(kernel)
         out[kernel] = (lambda layer: lambda: layer(x))(layer)
@@ -122,6 +125,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: a shared machine gives steadier numbers)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-inductor", action="store_true", help="skip the Inductor candidate (it compiles per shape)")
+    parser.add_argument("--d384", action="store_true", help="the layers of a d_model 384, d_ff 1024 model instead")
     args = parser.parse_args()
 
     import torch
@@ -132,7 +136,7 @@ def main() -> None:
           + (f", GPU {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
     header_done = False
     for rows in (int(r) for r in args.rows.split(",")):
-        for layer, (k, n) in SHAPES.items():
+        for layer, (k, n) in (SHAPES_384 if args.d384 else SHAPES).items():
             cands = cpu_candidates(k, n, rows, not args.no_inductor) if args.device == "cpu" else cuda_candidates(k, n, rows)
             calls = max(3, int(2000 / max(rows, 1))) if args.device == "cpu" else 200
             t = best_times(cands, args.rounds, calls)
