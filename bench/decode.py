@@ -208,8 +208,11 @@ def int8_rows(args, model, device, fp32_rate, bandwidth, plain) -> list[tuple]:
 
 
 def print_table(args, device, what, params, weight_bytes, bandwidth, rows) -> None:
+    from v2m.models.lean_step import DECODE_THREADS
+
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+          f"python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads "
+          f"({DECODE_THREADS} in CPU decode steps, V2M_DECODE_THREADS)"
           + (f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
     print(f"model: {what}: {params / 1e6:.2f} M parameters, {weight_bytes / 1e6:.1f} MB of weights"
           + (f"; read bandwidth {bandwidth / 1e9:.1f} GB/s → weight-streaming limit "

@@ -129,6 +129,10 @@ class Decoder:
         temperature, top_k, top_p = sampling.temperature, sampling.top_k, sampling.top_p
         if self.graph is None:
             masked = logits.float() if banned is None else logits.float().masked_fill(banned, float("-inf"))
+            if self._lean is not None:  # the CPU decode loop: sampling's ~12 small ops on one thread too
+                from .lean_step import with_decode_threads
+
+                return with_decode_threads(sample_next, masked, temperature, top_k, top_p, generator).tolist()
             return sample_next(masked, temperature, top_k, top_p, generator).tolist()
         self.graph.set_sampling(banned, generator)
         if temperature <= 0:

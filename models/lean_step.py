@@ -11,7 +11,8 @@ costs microseconds of dispatch whatever its size, so they add up to as much as t
 - RoPE on q and k together as `x·C + roll(x, D/2)·S` with C = [cos, cos], S = [−sin, sin] rows picked by
   the position (views, no gather) — the same products and sums as `apply_rope`;
 - K/V written into the static cache by `select(pos).copy_`, attention over the first pos + 1 slots only;
-- residual adds, SiLU and the gate product in place on the step's own temporaries.
+- residual adds, SiLU and the gate product in place on the step's own temporaries;
+- one intra-op thread (DECODE_THREADS, below), whatever torch's setting for the rest of the process.
 
 Float32 logits are bit-identical to `forward_cached` (tests/models/test_lean_step.py checks `torch.equal`).
 Prefill (many tokens) still goes through `forward_cached`. The CUDA engines do not use this (they capture
@@ -20,11 +21,31 @@ Prefill (many tokens) still goes through `forward_cached`. The CUDA engines do n
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .cache import KVCache
+
+# Intra-op threads for a decode step. One token's matrix products are tens of microseconds each: split
+# over threads they gain little, and when another process holds a core the second thread's share waits
+# for it (2-core machine at load 8: fp32 step 3.5 → 10.5 ms, W8A8 0.8 → 3.2 ms with 2 threads). Prefill
+# keeps torch's own setting. V2M_DECODE_THREADS overrides (e.g. 2 on an idle multi-core machine).
+DECODE_THREADS = max(1, int(os.environ.get("V2M_DECODE_THREADS", "1") or 1))
+
+
+def with_decode_threads(fn, *args, **kwargs):
+    """fn(*args, **kwargs) with DECODE_THREADS intra-op threads (torch's setting restored after; ~1 µs)."""
+    threads = torch.get_num_threads()
+    if threads == DECODE_THREADS:
+        return fn(*args, **kwargs)
+    torch.set_num_threads(DECODE_THREADS)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _linear(module: nn.Module):
@@ -75,6 +96,9 @@ class LeanStep:
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
+        return with_decode_threads(self._step, ids, pos)
+
+    def _step(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
         if self.native is not None:
             return self.native(ids, pos)
         B, H, D, C = ids.shape[0], self.n_heads, self.head_dim, self.d_model
