@@ -50,9 +50,8 @@ def with_decode_threads(fn, *args, **kwargs):
 
 def _linear(module: nn.Module):
     """A callable x → module(x) without nn.Module.__call__: F.linear for a plain Linear, else its forward."""
-    if type(module) is nn.Linear:
-        weight, bias = module.weight, module.bias
-        return lambda x: F.linear(x, weight, bias)
+    if type(module) is nn.Linear:  # parameters read per call: a model whose weights are reassigned stays in step
+        return lambda x: F.linear(x, module.weight, module.bias)
     return module.forward
 
 
@@ -61,12 +60,11 @@ def _norm(module: nn.Module):
     from .transformer import RMSNorm
 
     if type(module) is RMSNorm and module.weight.dtype == torch.float32:
-        weight, shape, eps = module.weight, (module.weight.shape[0],), module.eps
+        shape, eps = (module.weight.shape[0],), module.eps
         # RMSNorm.forward computes in fp32 and multiplies by the weight after; F.rms_norm does the same
-        return lambda x: F.rms_norm(x, shape, weight, eps) if x.dtype == torch.float32 else module.forward(x)
+        return lambda x: F.rms_norm(x, shape, module.weight, eps) if x.dtype == torch.float32 else module.forward(x)
     if type(module) is nn.LayerNorm:
-        shape, weight, bias, eps = module.normalized_shape, module.weight, module.bias, module.eps
-        return lambda x: F.layer_norm(x, shape, weight, bias, eps)
+        return lambda x: F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
     return module.forward
 
 
@@ -132,7 +130,9 @@ def _matrix(module: nn.Module):
     if getattr(module, "kernel_name", None) == "cpu-vnni" and module._buffers.get("smooth") is None:
         if module._state is None:
             module.set_kernel("cpu-vnni")
-        return module._state  # quant/vnni.Packed: made from the layer's own codes, scales and bias
+        packed = module._state  # quant/vnni.Packed: made from the layer's own codes, scales and bias
+        # set_kernels or a move since replaces the layer's state: then its forward is the truth
+        return lambda x: packed(x) if module._state is packed else module.forward(x)
     return _linear(module)
 
 

@@ -106,3 +106,32 @@ def test_native_greedy_tokens_equal_the_reference_path():
 def test_native_step_declines_what_it_does_not_implement():
     assert NativeStep.build(tiny_model(norm="layer"), tiny_model().new_cache(1, 8)) is None
     assert NativeStep.build(tiny_model(mlp="gelu"), tiny_model().new_cache(1, 8)) is None
+
+
+@needs_native
+def test_changing_a_layers_kernel_after_the_decoder_was_built_is_followed():
+    from v2m.quant.kernels import KERNELS
+    from v2m.quant.linear import set_kernels
+    from v2m.quant.pipeline import QuantizeConfig, quantize_model
+
+    if KERNELS.get("cpu-int8")().unavailable(torch.device("cpu")) or KERNELS.get("cpu-vnni")().unavailable(torch.device("cpu")):
+        pytest.skip("needs both cpu-vnni and cpu-int8 here")
+    model = _model(64, 2, 96, seed=4)
+    quantize_model(model, QuantizeConfig(scheme="w8a8", method="rtn"), None)
+    prompt = torch.tensor([[1, 2, 3]])
+
+    def step_with(kernel):  # prefill under cpu-vnni, then one step under `kernel`
+        set_kernels(model, "cpu-vnni", log_choice=False)
+        cache = model.new_cache(1, 32)
+        with torch.no_grad():
+            model.forward_cached(prompt, cache, 0)
+            set_kernels(model, kernel, log_choice=False)
+            return model.forward_cached(torch.tensor([[5]]), cache, 3)[:, -1]
+
+    vnni, fbgemm = step_with("cpu-vnni"), step_with("cpu-int8")
+    assert (vnni - fbgemm).abs().max() > 1e-4  # the two kernels round activations differently
+    set_kernels(model, "cpu-vnni", log_choice=False)
+    decoder = Decoder(model, 1, 32)
+    decoder.prefill(prompt)
+    set_kernels(model, "cpu-int8", log_choice=False)  # after the decoder (and its native step) was built
+    torch.testing.assert_close(decoder.step([5], 3), fbgemm, atol=1e-5, rtol=1e-5)
