@@ -50,7 +50,7 @@ def command(
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Candidates decoded as one batch; "
                                               "extra ones go to the artifact's `samples`.")] = 1,
     rerank: Annotated[bool, typer.Option("--rerank", help="Keep the candidate with the best rhythm agreement "
-                                          "(beat F-measure vs the video); all scores are recorded.")] = False,
+                                          "(onset F-measure vs the video's beats); all scores are recorded.")] = False,
     prime: Annotated[Optional[Path], typer.Option(help="A MIDI theme that opens the piece and stays in the "
                                                       "model's context throughout.")] = None,
     bars: Annotated[Optional[int], typer.Option(help="Number of bars (default: as many as the video has).")] = None,
@@ -111,7 +111,7 @@ def generate_artifact(found: dict, raw: bytes, name: str, config, *, model, back
     data["arrange"] = record
     if "rerank" in data:
         scores = ", ".join(f"{s:.3f}" for s in data["rerank"]["scores"])
-        log.info(f"rerank by beat F-measure: [{scores}] → kept candidate {data['rerank']['chosen']}")
+        log.info(f"rerank by onset F-measure: [{scores}] → kept candidate {data['rerank']['chosen']}")
     resolved = {**to_dict(config), "rerank": rerank, "backend": loaded_model.backend, "kernel": kernel,
                 "device": device, "model": model_identity(model), "prime": prime.name if prime else None}
     return artifacts.make_artifact("v2m.tokens", data, stage="generate", config=resolved, seed=config.seed,

@@ -14,8 +14,17 @@ Theme Transformer (Shih et al. 2022) conditions every segment on its theme) plus
 re-prefilled in one forward pass. Memory is bounded by the window, never by the video's length.
 
 Register from the picture: the controls' `register` (low/mid/high) limits the pitches that may be sampled (a
-logit mask). Dynamics are not sampled: the vocabulary has no velocity tokens, and each bar's `velocity` control
-is applied to its notes by `decode`.
+logit mask).
+
+Accents from the picture (`beat_bias`, nats): the bar's per-beat strength controls are forced, but the model
+follows them loosely, and notes between the beats blur the beat a listener (or a beat tracker) hears. So the
+`Position` token of each beat's onset gets `beat_bias × strength / 2` added to its logit (strength 0 / 1 / 2 →
++0 / +½ / +1 × beat_bias), renormalised over the bar's positions, nudging notes onto the video's accented beats
+without forbidding anything or adding notes. Off (0) by default: measured gains are small (BENCHMARKS.md, run
+rhythm), and on CUDA the bias is added between the graph's model step and the draw, outside the fused sampling.
+
+Dynamics are not sampled: the vocabulary has no velocity tokens, and each bar's `velocity` control is applied to
+its notes by `decode`.
 
 --num-samples N decodes N sequences as one batch; all take one step per token, so their cache positions stay
 aligned even though each sample reaches its bar lines at different steps.
@@ -45,6 +54,7 @@ class GenerateConfig:
     bars: int | None = None
     window: int = 0
     max_bar_tokens: int = 96  # a bar longer than this (tokens after its controls) is closed by force
+    beat_bias: float = 0.0  # nats on the Position of each accented beat (× strength / 2); 0 = the model as trained
 
     def __post_init__(self):
         if self.temperature <= 0:
@@ -57,6 +67,8 @@ class GenerateConfig:
             raise ValueError("bars must be ≥ 1")
         if self.window < 0:
             raise ValueError("window must be ≥ 0")
+        if not 0 <= self.beat_bias <= 10:
+            raise ValueError("beat_bias must be in [0, 10] nats")
 
 
 # ---------------------------------------------------------------- the model
@@ -195,6 +207,26 @@ def free_mask(vocab, register: str | None):
     return banned
 
 
+def beat_bias_table(controls: dict, vocab, bias: float):
+    """Float [bars, V]: per bar, `bias × strength / 2` on the Position token of each beat's onset (Position_k is
+    k / positions-per-beat beats into the bar; generate forces TimeSig meter/4, so a beat is a quarter note).
+    Every Position inside the bar also gets 1e-6: the nonzero columns are the tokens renormalised together."""
+    import torch
+
+    per_beat = int(vocab.miditok.config.max_num_pos_per_beat)
+    position = {_number(name): token for token, name in enumerate(vocab.token_names()) if name.startswith("Position_")}
+    table = torch.zeros(len(controls["bars"]), vocab.vocab_size)
+    meter = int(controls["meter"])
+    inside = [token for k, token in position.items() if k is not None and k < meter * per_beat]
+    table[:, inside] = 1e-6
+    for i, bar in enumerate(controls["bars"]):
+        for beat, strength in enumerate(bar.get("strength") or []):
+            token = position.get(beat * per_beat)
+            if token is not None:
+                table[i, token] += bias * int(strength) / 2
+    return table
+
+
 def _number(name: str) -> int | None:
     tail = name.rsplit("_", 1)[-1]
     return int(tail) if tail.isdigit() else None
@@ -203,10 +235,11 @@ def _number(name: str) -> int | None:
 # ---------------------------------------------------------------- the decoding loop
 
 def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: int, banned=None,
-                  compile: bool = False) -> list[list[int]]:
+                  compile: bool = False, bar_bias=None) -> list[list[int]]:
     """Decode `config.num_samples` pieces following `plan`; each is BOS..EOS with every bar's opening forced.
 
-    `window` is the KV cache length in tokens; `banned` a bool [V] mask of tokens never sampled. Uses the
+    `window` is the KV cache length in tokens; `banned` a bool [V] mask of tokens never sampled; `bar_bias`
+    an optional float [bars, V] added to the logits of each sample by the bar it is in. Uses the
     models' static-cache Decoder (compiled with CUDA graphs when `compile`). Deterministic for a given seed:
     one torch.Generator drives every draw.
     """
@@ -232,8 +265,28 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
     free_in_bar = [0] * n             # tokens sampled since that bar's forced opening
     finished = [False] * n
     sampling = Sampling(config.temperature, config.top_k, config.top_p)
+    if bar_bias is not None:
+        bar_bias = bar_bias.to(device)
+        last_bar = bar_bias.shape[0] - 1
+        biased_tokens = (bar_bias != 0).any(dim=0)  # the Position tokens a bias can touch
+
+    def biased(logits):
+        """The logits with each sample's bar bias (a sample past its last bar keeps the last bar's), renormalised
+        over the biased tokens so their total probability stays the model's: the bias moves notes onto the beats,
+        it does not add notes (density stays the model's answer to the density control)."""
+        if bar_bias is None:
+            return logits
+        logits = logits.float()
+        bias = bar_bias[torch.tensor([min(b, last_bar) for b in bar_of], device=device)]
+        shifted = logits + bias
+        before = logits[:, biased_tokens].logsumexp(dim=-1, keepdim=True)
+        after = shifted[:, biased_tokens].logsumexp(dim=-1, keepdim=True)
+        shifted[:, biased_tokens] -= after - before
+        return shifted
+
     # draw/step_draw sample on the device and return host ids: on CUDA one graph replay per token (models/graph.py)
-    drawn = decoder.draw(decoder.prefill(torch.tensor([pieces[0]] * n, device=device)), sampling, banned, generator)
+    drawn = decoder.draw(biased(decoder.prefill(torch.tensor([pieces[0]] * n, device=device))), sampling, banned,
+                         generator)
     pos = len(plan.head)
     while True:
         step = []
@@ -262,10 +315,14 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
             break
         if pos >= window:  # slide: pinned head and theme + the most recent half window, re-prefilled at once
             context = [pinned + piece[len(pinned):][-(window // 2):] for piece in pieces]
-            drawn = decoder.draw(decoder.prefill(torch.tensor(context, device=device)), sampling, banned, generator)
+            drawn = decoder.draw(biased(decoder.prefill(torch.tensor(context, device=device))), sampling, banned,
+                                 generator)
             pos = len(context[0])
             continue
-        drawn = decoder.step_draw(step, pos, sampling, banned, generator)
+        if bar_bias is None:
+            drawn = decoder.step_draw(step, pos, sampling, banned, generator)
+        else:  # the bias is added between the model's step and the draw (on CUDA: outside the sampling graph)
+            drawn = decoder.draw(biased(decoder.step(step, pos)), sampling, banned, generator)
         pos += 1
     return [_until_eos(piece, vocab.eos) for piece in pieces]
 
@@ -281,8 +338,8 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     """Controls data (a v2m.controls payload) → a v2m.tokens payload.
 
     `model` is an nn.Module with new_cache/forward_cached (LoadedModel.model). With `rerank`, the
-    `num_samples` candidates are scored by rhythm agreement with the video (beat F-measure of the decoded
-    music against the video's beats, from evaluate) and the best becomes `ids`; all scores are recorded.
+    `num_samples` candidates are scored by rhythm agreement with the video (onset F-measure of the decoded
+    music against the video's beats, evaluate's `onset_f1`) and the best becomes `ids`; all scores are recorded.
     Without it, the first sample is `ids` and the others go to `samples`.
     """
     if vocab.hash != controls.get("tokenizer_hash", vocab.hash):
@@ -295,7 +352,9 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     plan = build_plan(controls, vocab, theme)
     window = config.window or context_window(model)
     banned = free_mask(vocab, controls.get("register"))
-    pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned, compile=compile)
+    bar_bias = beat_bias_table(controls, vocab, config.beat_bias) if config.beat_bias else None
+    pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned, compile=compile,
+                           bar_bias=bar_bias)
 
     data = {"tokenizer_hash": vocab.hash, "ids": pieces[0], "meter": int(controls["meter"]),
             "beat_times": controls["beat_times"], "downbeats": controls["downbeats"], "controls": controls}
@@ -303,7 +362,7 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
         scores = [rhythm_score(piece, vocab, controls) for piece in pieces]
         best = max(range(len(pieces)), key=lambda i: (scores[i], -i))
         data["ids"] = pieces[best]
-        data["rerank"] = {"metric": "beat_f", "scores": [round(s, 4) for s in scores], "chosen": best}
+        data["rerank"] = {"metric": "onset_f1", "scores": [round(s, 4) for s in scores], "chosen": best}
         pieces = [pieces[best]] + [p for i, p in enumerate(pieces) if i != best]
     if len(pieces) > 1:
         data["samples"] = pieces[1:]
@@ -316,8 +375,8 @@ def context_window(model) -> int:
 
 
 def rhythm_score(ids: list[int], vocab, controls: dict) -> float:
-    """Beat F-measure (±70 ms) of the decoded music's onsets against the video's beats, exactly as `evaluate`
-    measures it (onsets merged within 30 ms); 0 for a candidate without notes."""
+    """Onset F-measure (±70 ms) of the decoded music's onsets against the video's beats, exactly as `evaluate`'s
+    `onset_f1` (onsets merged within 30 ms); 0 for a candidate without notes."""
     from v2m.stages.evaluate import music_from_score
     from v2m.stages.metrics_rhythm import beat_f_measure
     from v2m.stages.tokens import decode_ids

@@ -64,7 +64,7 @@ def test_controls_in_with_rerank_to_a_file(tmp_path, capsysbinary, debug_model):
     assert stdout == b""  # the artifact went to the file
     data = artifacts.read_artifact(out, "v2m.tokens")["data"]
     assert len(data["rerank"]["scores"]) == 3 and len(data["samples"]) == 2 and data["arrange"] is None
-    assert "rerank by beat F-measure" in err
+    assert "rerank by onset F-measure" in err
     # no overwrite without --force, and the file is left as it was
     before = out.read_bytes()
     code, _, err = run_cli(capsysbinary, "generate", controls, "--model", debug_model[0], "-o", out)

@@ -257,3 +257,45 @@ def test_controls_from_another_tokenizer_are_refused(debug_model):
     controls["tokenizer_hash"] = "0" * 64
     with pytest.raises(V2MError, match="another tokenizer"):
         run_generate(debug_model, controls)
+
+
+def test_beat_bias_table_marks_each_accented_beats_onset(debug_model):
+    import torch
+
+    from v2m.stages.generate import beat_bias_table
+
+    vocab = debug_model[2]
+    controls = grid_controls(vocab, bars=2)  # strength [2, 0, 1, 0] in every bar
+    table = beat_bias_table(controls, vocab, 2.0)
+    per_beat = vocab.miditok.config.max_num_pos_per_beat
+    assert table.shape == (2, vocab.vocab_size)
+    for bar in table:
+        assert bar[vocab.ids["Position_0"]] == pytest.approx(2.0)
+        assert bar[vocab.ids[f"Position_{2 * per_beat}"]] == pytest.approx(1.0)
+        assert int((bar > 1e-3).sum()) == 2  # beats 2 and 4 are weak (0): no other token is favoured
+        # every position inside the 4-beat bar is marked (≈ 0) as renormalised with them, and nothing else
+        marked = {vocab.token_names()[t] for t in torch.nonzero(bar).flatten().tolist()}
+        assert marked == {f"Position_{k}" for k in range(4 * per_beat)} & set(vocab.token_names())
+
+
+def test_beat_bias_moves_onsets_onto_accented_beats(debug_model):
+    """The untrained model puts its notes anywhere; a strong bias puts far more of them on the strong beats
+    (positions 0 and 2 of strength [2, 0, 1, 0]), and no bias leaves the sampled ids exactly as before."""
+    from v2m.stages.generate import GenerateConfig
+
+    vocab = debug_model[2]
+    controls = grid_controls(vocab, bars=6)
+    strong = {vocab.ids["Position_0"], vocab.ids[f"Position_{2 * vocab.miditok.config.max_num_pos_per_beat}"]}
+
+    def share_on_strong(ids):
+        positions = [t for t in ids if vocab.token_names()[t].startswith("Position_")]
+        return sum(t in strong for t in positions) / max(1, len(positions))
+
+    plain = run_generate(debug_model, controls, seed=3, num_samples=4)
+    assert run_generate(debug_model, controls, seed=3, num_samples=4, beat_bias=0.0)["ids"] == plain["ids"]
+    biased = run_generate(debug_model, controls, seed=3, num_samples=4, beat_bias=6.0)
+    before = np.mean([share_on_strong(p) for p in [plain["ids"], *plain["samples"]]])
+    after = np.mean([share_on_strong(p) for p in [biased["ids"], *biased["samples"]]])
+    assert after > before + 0.2, (before, after)
+    with pytest.raises(ValueError, match="beat_bias"):
+        GenerateConfig(beat_bias=-1.0)
