@@ -224,6 +224,35 @@ def segments(features: FrameFeatures, series: dict, cuts: list[int], rate: float
 
 # ---------------------------------------------------------------- files (the I/O edge, used by the CLI and `run`)
 
+def _in_background(function, *args):
+    """Run `function(*args)` in a thread; returns a callable that waits and gives its result (or raises its error).
+
+    For work that frees the GIL (hashlib on large reads): on two cores it fills the gaps of the
+    decode instead of adding to the end of the run.
+    """
+    import threading
+
+    result: list = []
+
+    def work() -> None:
+        try:
+            result.append((True, function(*args)))
+        except BaseException as e:  # handed to the caller, raised there
+            result.append((False, e))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+
+    def wait():
+        thread.join()
+        ok, value = result[0]
+        if not ok:
+            raise value
+        return value
+
+    return wait
+
+
 def extract_rhythm(path: str, config: RhythmConfig = RhythmConfig(), say=None, warn=None) -> dict:
     """A media file → the complete `v2m.rhythm` artifact (header + payload).
 
@@ -238,6 +267,7 @@ def extract_rhythm(path: str, config: RhythmConfig = RhythmConfig(), say=None, w
 
     config.check()
     info = video_stream.probe(path)
+    source = _in_background(artifacts.source_of, path)  # sha256 of the input, read while ffmpeg decodes
     available = max(0.0, info.duration - config.start) if info.duration else None
     if info.duration and config.start >= info.duration:
         raise V2MError(f"{path}: --start {config.start:g} s is past the end ({info.duration:.2f} s)")
@@ -253,11 +283,11 @@ def extract_rhythm(path: str, config: RhythmConfig = RhythmConfig(), say=None, w
         if say:
             say(f"{path}: {info.width}x{info.height} at {info.fps or 0:.3g} fps, "
                 f"{length or 0:.1f} s → {config.method} analysis at {size[0]}x{size[1]}, {rate:.3g} frames/s")
-        chunks = video_stream.stream_frames(info, size, rate, config.start, config.duration)
-        payload = rhythm_from_frames(chunks, round(rate, 6), info.fps and round(info.fps, 6), config)
+        with video_stream.stream_frames(info, size, rate, config.start, config.duration) as chunks:
+            payload = rhythm_from_frames(chunks, round(rate, 6), info.fps and round(info.fps, 6), config)
         if warn and length and payload["duration"] < length - max(0.5, 0.05 * length):
             warn(f"{path}: decoded only {payload['duration']:.1f} s of {length:.1f} s; the file looks truncated")
     recorded = asdict(replace(config, method=payload["method"]))
     recorded["tempo_range"] = list(config.tempo_range)
     return artifacts.make_artifact("v2m.rhythm", payload, stage="extract-rhythm", config=recorded,
-                                   source=artifacts.source_of(path))
+                                   source=source())

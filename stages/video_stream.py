@@ -95,12 +95,12 @@ def analysis_size(info: MediaInfo, width: int) -> tuple[int, int]:
     return w, h
 
 
-def stream_frames(info: MediaInfo, size: tuple[int, int], rate: float, start: float = 0.0,
-                  duration: float | None = None, chunk: int = 32) -> Iterator[np.ndarray]:
-    """Yield chunks of frames, arrays (n <= chunk, height, width, 3) uint8, decoded at `rate` frames/s.
+PIPE_BYTES = 1 << 20  # the pipe from ffmpeg: Linux's default ceiling for unprivileged processes (64 KiB if not granted)
 
-    A failing ffmpeg becomes a V2MError with its last stderr line; stopping early kills it.
-    """
+
+def decode_args(info: MediaInfo, size: tuple[int, int], rate: float, start: float = 0.0,
+                duration: float | None = None) -> list[str]:
+    """The ffmpeg command that writes the first video stream as raw RGB frames of `size` at `rate` frames/s."""
     w, h = size
     args = [require("ffmpeg"), "-v", "error", "-nostdin", "-skip_loop_filter", "all"]
     if start > 0:
@@ -108,28 +108,82 @@ def stream_frames(info: MediaInfo, size: tuple[int, int], rate: float, start: fl
     args += ["-i", info.path]
     if duration is not None:
         args += ["-t", f"{duration:.3f}"]
-    args += ["-map", "0:v:0", "-an", "-sn", "-vf", f"fps={rate:.6f},scale={w}:{h}:flags=area",
-             "-pix_fmt", "rgb24", "-f", "rawvideo", "-"]
-    frame_bytes = w * h * 3
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL)
+    return args + ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", f"fps={rate:.6f},scale={w}:{h}:flags=area",
+                   "-pix_fmt", "rgb24", "-f", "rawvideo", "-"]
+
+
+class FrameStream:
+    """Chunks of frames from a running ffmpeg: iterate once for arrays (n <= chunk, height, width, 3) uint8.
+
+    ffmpeg starts when the stream is made, not at the first chunk, so what the caller does before
+    reading (imports, setting up the analysis) overlaps its start-up. The pipe is widened to hold
+    a whole chunk and more: with the default 64 KiB (two 128 px frames) ffmpeg stalls each time we
+    analyse a chunk, and decoding and analysis take turns instead of sharing the two cores.
+    A failing ffmpeg becomes a V2MError with its last stderr line; closing early (or leaving the
+    loop) kills it.
+    """
+
+    def __init__(self, info: MediaInfo, size: tuple[int, int], rate: float, start: float = 0.0,
+                 duration: float | None = None, chunk: int = 32):
+        self.path, self.size, self.chunk = info.path, size, chunk
+        self._errors = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(decode_args(info, size, rate, start, duration), stdout=subprocess.PIPE,
+                                      stderr=self._errors, stdin=subprocess.DEVNULL)
+        _widen(self._proc.stdout.fileno(), PIPE_BYTES)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        w, h = self.size
+        frame_bytes = w * h * 3
+        proc = self._proc
         try:
             while True:
-                buffer = proc.stdout.read(frame_bytes * chunk)
+                buffer = proc.stdout.read(frame_bytes * self.chunk)
                 n = len(buffer) // frame_bytes
                 if n:
                     yield np.frombuffer(buffer, np.uint8, n * frame_bytes).reshape(n, h, w, 3)
-                if len(buffer) < frame_bytes * chunk:
+                if len(buffer) < frame_bytes * self.chunk:
                     break
             code = proc.wait()
+            if code != 0:
+                self._errors.seek(0)
+                raise V2MError(f"{self.path}: ffmpeg could not decode the video ({last_line(self._errors.read())})")
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-        if code != 0:
-            errors.seek(0)
-            raise V2MError(f"{info.path}: ffmpeg could not decode the video ({last_line(errors.read())})")
+            self.close()
+
+    def close(self) -> None:
+        """Stop ffmpeg if it still runs and release the pipe; safe to call twice."""
+        proc = self._proc
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        self._errors.close()
+
+    def __enter__(self) -> "FrameStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if hasattr(self, "_proc"):
+            self.close()
+
+
+def _widen(fd: int, size: int) -> None:
+    """Ask for a pipe buffer of `size` bytes; where that is not possible (not Linux, a lower limit) keep the default."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+def stream_frames(info: MediaInfo, size: tuple[int, int], rate: float, start: float = 0.0,
+                  duration: float | None = None, chunk: int = 32) -> FrameStream:
+    """Start decoding: chunks of frames (n <= chunk, height, width, 3) uint8 at `rate` frames/s (see FrameStream)."""
+    return FrameStream(info, size, rate, start, duration, chunk)
 
 
 def read_audio(info: MediaInfo, sample_rate: int, start: float = 0.0, duration: float | None = None) -> np.ndarray:
