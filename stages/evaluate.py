@@ -460,13 +460,14 @@ def evaluate_inputs(inputs: list[Input], tokenizer=None) -> tuple[str, dict, dic
 def group_folder(folder: Path) -> dict[str, list[Path]]:
     """Files of a folder grouped by name up to the first dot (`clip.rhythm.json`, `clip.mid` → `clip`).
 
-    Videos and reports are left out: they are `run`'s products, not evaluate's inputs.
+    Videos, reports and completion markers (NAME.done.json) are left out: they are `run`'s products and
+    bookkeeping, not evaluate's inputs.
     """
     groups: dict[str, list[Path]] = {}
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name.startswith(".") or path.suffix.lower() in VIDEO_SUFFIXES:
             continue
-        if path.name.endswith(".report.json"):
+        if path.name.endswith((".report.json", ".done.json")):
             continue
         key = str(path.parent.relative_to(folder) / path.name.split(".")[0])
         groups.setdefault(key, []).append(path)
