@@ -42,8 +42,6 @@ def test_mode_by_key_finding():
 
 
 def test_phrase_marks_a_bar_after_a_long_rest():
-    import symusic
-
     from v2m.stages.controls import analyse_score
 
     score, _ = song(chords=("C", "F", "G", "C", "F", "C"), notes_per_beat=(2, 2, 2, 2, 2, 2), chord_track=False)
