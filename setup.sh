@@ -17,16 +17,22 @@ missing=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v fluidsynth >/dev/null 2>&1 || missing+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || [ -f /usr/share/soundfonts/FluidR3_GM.sf2 ] || missing+=(fluid-soundfont-gm)
-if [ ${#missing[@]} -gt 0 ]; then
+# optional: a C compiler builds the CPU decode kernels on first use (models/native.py, quant/vnni.py);
+# without one v2m falls back to PyTorch ops (slower) and says so in --debug logs
+optional=()
+command -v cc >/dev/null 2>&1 && [ -f /usr/include/math.h ] || optional+=(gcc libc6-dev)
+if [ ${#missing[@]} -gt 0 ] || [ ${#optional[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    say "installing Debian packages: ${missing[*]}"
+    say "installing Debian packages: ${missing[*]} ${optional[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
+    apt-get install -y -qq "${missing[@]}" "${optional[@]}" >/dev/null
+  elif [ ${#missing[@]} -gt 0 ]; then
     say "missing Debian packages: ${missing[*]}"
-    say "run as root, or: sudo apt-get install -y ${missing[*]}"
+    say "run as root, or: sudo apt-get install -y ${missing[*]} ${optional[*]}"
     exit 1
+  else
+    say "no C compiler: the fast CPU decode kernels stay off (sudo apt-get install -y ${optional[*]} to enable them)"
   fi
 fi
 
