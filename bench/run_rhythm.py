@@ -6,6 +6,8 @@ Same videos, same model, same seed, same run:
 - ours: the video's rhythm → controls (density, accents, phrases, velocity, mode, register) → generate with
   the video's beat grid as the tempo map (what `v2m run` does); "best-of-N" is `v2m run --candidates N`: N
   decoded as one batch, the one whose onsets best match the *extracted* beats kept (`generate --rerank`);
+  "best-of-N heard" (not in `run`): the same N, the one whose rendered mix's tracked beats best match the
+  extracted beats kept;
 - fixed120: the same model at a fixed 120 BPM grid from 0 s with neutral controls (median density, every beat
   weak, one phrase, velocity 80): no video information at all, as Video2Music's fixed-tempo output;
 - random: our controls, but on a random beat grid (intervals drawn around the video's period, ±50 %).
@@ -120,6 +122,24 @@ def heard_scores(score, reference, wav: Path) -> dict:
     metrics["map_beat_f1"] = beat_f_measure(reference.beats, tempo_map[tempo_map <= reference.duration + 0.07]).f1
     wav.unlink(missing_ok=True)
     return metrics
+
+
+def rerank_heard(tokens: dict, vocab, controls: dict, wav: Path) -> dict:
+    """Of the candidates in `tokens` (ids + samples), the one whose rendered mix has the beats that best match
+    the *extracted* beats (controls' beat_times: all `run` knows) by beat F; a possible `run --candidates` rule."""
+    from v2m.stages import decode, evaluate
+    from v2m.stages.metrics_rhythm import beat_f_measure
+
+    candidates = [tokens["ids"], *(tokens.get("samples") or [])]
+    extracted = np.asarray(controls["beat_times"])
+    scores = []
+    for ids in candidates:
+        full, _ = decode.music_score(dict(tokens, ids=ids), vocab)
+        decode.render_wav(full, wav)
+        beats = evaluate.music_from_audio(evaluate.read_audio(wav), evaluate.SAMPLE_RATE).beats
+        scores.append(beat_f_measure(extracted, beats).f1)
+    wav.unlink(missing_ok=True)
+    return dict(tokens, ids=candidates[int(np.argmax(scores))])
 
 
 def corpus_statistics(corpus: Path, vocab, limit: int = 200) -> list[dict]:
@@ -240,12 +260,16 @@ def main(argv: list[str] | None = None) -> int:
             methods = [("ours", ours, config)]
             if model_name == "float" and args.baselines:
                 methods += [(f"ours best-of-{args.candidates}", ours, rerank),
+                            (f"ours best-of-{args.candidates} heard", ours, rerank),
                             ("fixed120", fixed_120(ours, args.duration), config),
                             ("random", random_grid(ours, args.seed + i), config)]
             for method, controls, sampling in methods:
                 # best-of-N reranks on the *extracted* beats (all `run` knows); every row is scored on the truth
-                tokens = generate(loaded.model, vocab, controls, sampling, rerank=sampling.num_samples > 1)
+                heard = method.endswith(" heard")
+                tokens = generate(loaded.model, vocab, controls, sampling, rerank=sampling.num_samples > 1 and not heard)
                 tokens["arrange"] = arrangement
+                if heard:
+                    tokens = rerank_heard(tokens, vocab, controls, args.work / f"{model_name}-{i}-candidate.wav")
                 full, line = music_score(tokens, vocab)  # exactly run's decode: the line and its arrangement
                 for part, score in (("line", line), ("full", full)):
                     metrics = heard_scores(score, reference, args.work / f"{model_name}-{i}-{part}.wav")
@@ -268,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'/'.join(f'{x:.1f}' for x in load_start)}, at end {'/'.join(f'{x:.1f}' for x in load)}; "
           f"wall {time.perf_counter() - started:.0f} s")
     float_rows = rows["float"]
-    order = [f"{m} {p}" for p in ("line", "full") for m in ("ours", f"ours best-of-{args.candidates}", "fixed120", "random")
+    order = [f"{m} {p}" for p in ("line", "full") for m in ("ours", f"ours best-of-{args.candidates}",
+                                                              f"ours best-of-{args.candidates} heard", "fixed120", "random")
              if f"{m} {p}" in float_rows]
     mean_table("Each row rendered with FluidSynth and evaluated; means over videos (heard = librosa's beats in the render)",
                {name: float_rows[name] for name in order}, ratios=len(order) > 2)
