@@ -221,8 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", type=int, default=4, help="also: best of N by onset F vs the extracted beats")
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                         help="fixed120 / random / best-of-N rows for --model (--no-baselines: ours only)")
-    parser.add_argument("--beat-bias", type=float, default=None,
-                        help="generate's beat_bias (nats on accented beats' positions), every row; default: generate's")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
 
@@ -245,9 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     models.update({path.stem: path for path in args.compare})
     videos = make_videos(args.work, args.videos, args.duration, args.first_video)
     rhythms = [cached_rhythm(path) for path, _ in videos]
-    bias = {} if args.beat_bias is None else {"beat_bias": args.beat_bias}
-    config = GenerateConfig(seed=args.seed, **bias)
-    rerank = GenerateConfig(seed=args.seed, num_samples=args.candidates, **bias)
+    config = GenerateConfig(seed=args.seed)
+    rerank = GenerateConfig(seed=args.seed, num_samples=args.candidates)
     arrangement = arrangement_record(args.style, True, args.seed)
     rows: dict[str, dict[str, list[dict]]] = {}
     stats: dict[str, list[dict]] = {}
@@ -286,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load = os.getloadavg()
     print(f"\nrun rhythm agreement vs ground-truth beats: {len(videos)} synthetic videos × {args.duration:g} s, "
-          f"model {model.name}, style {args.style}, seed {args.seed}, kernel {args.kernel}, beat_bias {config.beat_bias:g}")
+          f"model {model.name}, style {args.style}, seed {args.seed}, kernel {args.kernel}")
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; load (1/5/15 min) at start "
           f"{'/'.join(f'{x:.1f}' for x in load_start)}, at end {'/'.join(f'{x:.1f}' for x in load)}; "

@@ -14,17 +14,8 @@ Theme Transformer (Shih et al. 2022) conditions every segment on its theme) plus
 re-prefilled in one forward pass. Memory is bounded by the window, never by the video's length.
 
 Register from the picture: the controls' `register` (low/mid/high) limits the pitches that may be sampled (a
-logit mask).
-
-Accents from the picture (`beat_bias`, nats): the bar's per-beat strength controls are forced, but the model
-follows them loosely, and notes between the beats blur the beat a listener (or a beat tracker) hears. So the
-`Position` token of each beat's onset gets `beat_bias × strength / 2` added to its logit (strength 0 / 1 / 2 →
-+0 / +½ / +1 × beat_bias), renormalised over the bar's positions, nudging notes onto the video's accented beats
-without forbidding anything or adding notes. Off (0) by default: measured gains are small (BENCHMARKS.md, run
-rhythm), and on CUDA the bias is added between the graph's model step and the draw, outside the fused sampling.
-
-Dynamics are not sampled: the vocabulary has no velocity tokens, and each bar's `velocity` control is applied to
-its notes by `decode`.
+logit mask). Dynamics are not sampled: the vocabulary has no velocity tokens, and each bar's `velocity` control
+is applied to its notes by `decode`.
 
 --num-samples N decodes N sequences as one batch; all take one step per token, so their cache positions stay
 aligned even though each sample reaches its bar lines at different steps.
@@ -54,7 +45,6 @@ class GenerateConfig:
     bars: int | None = None
     window: int = 0
     max_bar_tokens: int = 96  # a bar longer than this (tokens after its controls) is closed by force
-    beat_bias: float = 0.0  # nats on the Position of each accented beat (× strength / 2); 0 = the model as trained
 
     def __post_init__(self):
         if self.temperature <= 0:
@@ -67,8 +57,6 @@ class GenerateConfig:
             raise ValueError("bars must be ≥ 1")
         if self.window < 0:
             raise ValueError("window must be ≥ 0")
-        if not 0 <= self.beat_bias <= 10:
-            raise ValueError("beat_bias must be in [0, 10] nats")
 
 
 # ---------------------------------------------------------------- the model
@@ -207,26 +195,6 @@ def free_mask(vocab, register: str | None):
     return banned
 
 
-def beat_bias_table(controls: dict, vocab, bias: float):
-    """Float [bars, V]: per bar, `bias × strength / 2` on the Position token of each beat's onset (Position_k is
-    k / positions-per-beat beats into the bar; generate forces TimeSig meter/4, so a beat is a quarter note).
-    Every Position inside the bar also gets 1e-6: the nonzero columns are the tokens renormalised together."""
-    import torch
-
-    per_beat = int(vocab.miditok.config.max_num_pos_per_beat)
-    position = {_number(name): token for token, name in enumerate(vocab.token_names()) if name.startswith("Position_")}
-    table = torch.zeros(len(controls["bars"]), vocab.vocab_size)
-    meter = int(controls["meter"])
-    inside = [token for k, token in position.items() if k is not None and k < meter * per_beat]
-    table[:, inside] = 1e-6
-    for i, bar in enumerate(controls["bars"]):
-        for beat, strength in enumerate(bar.get("strength") or []):
-            token = position.get(beat * per_beat)
-            if token is not None:
-                table[i, token] += bias * int(strength) / 2
-    return table
-
-
 def _number(name: str) -> int | None:
     tail = name.rsplit("_", 1)[-1]
     return int(tail) if tail.isdigit() else None
@@ -235,11 +203,10 @@ def _number(name: str) -> int | None:
 # ---------------------------------------------------------------- the decoding loop
 
 def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: int, banned=None,
-                  compile: bool = False, bar_bias=None) -> list[list[int]]:
+                  compile: bool = False) -> list[list[int]]:
     """Decode `config.num_samples` pieces following `plan`; each is BOS..EOS with every bar's opening forced.
 
-    `window` is the KV cache length in tokens; `banned` a bool [V] mask of tokens never sampled; `bar_bias`
-    an optional float [bars, V] added to the logits of each sample by the bar it is in. Uses the
+    `window` is the KV cache length in tokens; `banned` a bool [V] mask of tokens never sampled. Uses the
     models' static-cache Decoder (compiled with CUDA graphs when `compile`). Deterministic for a given seed:
     one torch.Generator drives every draw.
     """
@@ -265,28 +232,8 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
     free_in_bar = [0] * n             # tokens sampled since that bar's forced opening
     finished = [False] * n
     sampling = Sampling(config.temperature, config.top_k, config.top_p)
-    if bar_bias is not None:
-        bar_bias = bar_bias.to(device)
-        last_bar = bar_bias.shape[0] - 1
-        biased_tokens = (bar_bias != 0).any(dim=0)  # the Position tokens a bias can touch
-
-    def biased(logits):
-        """The logits with each sample's bar bias (a sample past its last bar keeps the last bar's), renormalised
-        over the biased tokens so their total probability stays the model's: the bias moves notes onto the beats,
-        it does not add notes (density stays the model's answer to the density control)."""
-        if bar_bias is None:
-            return logits
-        logits = logits.float()
-        bias = bar_bias[torch.tensor([min(b, last_bar) for b in bar_of], device=device)]
-        shifted = logits + bias
-        before = logits[:, biased_tokens].logsumexp(dim=-1, keepdim=True)
-        after = shifted[:, biased_tokens].logsumexp(dim=-1, keepdim=True)
-        shifted[:, biased_tokens] -= after - before
-        return shifted
-
     # draw/step_draw sample on the device and return host ids: on CUDA one graph replay per token (models/graph.py)
-    drawn = decoder.draw(biased(decoder.prefill(torch.tensor([pieces[0]] * n, device=device))), sampling, banned,
-                         generator)
+    drawn = decoder.draw(decoder.prefill(torch.tensor([pieces[0]] * n, device=device)), sampling, banned, generator)
     pos = len(plan.head)
     while True:
         step = []
@@ -315,14 +262,10 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
             break
         if pos >= window:  # slide: pinned head and theme + the most recent half window, re-prefilled at once
             context = [pinned + piece[len(pinned):][-(window // 2):] for piece in pieces]
-            drawn = decoder.draw(biased(decoder.prefill(torch.tensor(context, device=device))), sampling, banned,
-                                 generator)
+            drawn = decoder.draw(decoder.prefill(torch.tensor(context, device=device)), sampling, banned, generator)
             pos = len(context[0])
             continue
-        if bar_bias is None:
-            drawn = decoder.step_draw(step, pos, sampling, banned, generator)
-        else:  # the bias is added between the model's step and the draw (on CUDA: outside the sampling graph)
-            drawn = decoder.draw(biased(decoder.step(step, pos)), sampling, banned, generator)
+        drawn = decoder.step_draw(step, pos, sampling, banned, generator)
         pos += 1
     return [_until_eos(piece, vocab.eos) for piece in pieces]
 
@@ -352,9 +295,7 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     plan = build_plan(controls, vocab, theme)
     window = config.window or context_window(model)
     banned = free_mask(vocab, controls.get("register"))
-    bar_bias = beat_bias_table(controls, vocab, config.beat_bias) if config.beat_bias else None
-    pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned, compile=compile,
-                           bar_bias=bar_bias)
+    pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned, compile=compile)
 
     data = {"tokenizer_hash": vocab.hash, "ids": pieces[0], "meter": int(controls["meter"]),
             "beat_times": controls["beat_times"], "downbeats": controls["downbeats"], "controls": controls}
