@@ -8,6 +8,7 @@ downscale to ~128 px wide averages away anyway, and it is a large share of H.264
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -98,11 +99,32 @@ def analysis_size(info: MediaInfo, width: int) -> tuple[int, int]:
 PIPE_BYTES = 1 << 20  # the pipe from ffmpeg: Linux's default ceiling for unprivileged processes (64 KiB if not granted)
 
 
+DECODE_MEMORY = 96 << 20  # bytes of source-resolution frames the extra decoder threads may hold
+
+
+def decode_threads(width: int | None, height: int | None) -> int:
+    """Decoder threads: as many as ~96 MiB of frames in flight allow, at most 16, never fewer than ffmpeg's default.
+
+    ffmpeg's default (cores + 1) leaves a two-core machine idle a quarter of the time: frame-threaded
+    H.264/HEVC stall on their reference frames, and more frames in flight fill the gaps (2 cores,
+    720p, decode alone: 1.69 cores busy with 3 threads, 1.85 with 8, 1.90 with 16). A thread holds
+    about three frames at the source resolution (720p: ~4 MiB), whatever the video's length, so
+    the count shrinks with the resolution: 16 up to 720p, 10 at 1080p, the default at 4K.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    default = min(16, cores + 1)
+    frame_bytes = (width or 1280) * (height or 720) * 3 // 2  # yuv420p
+    return max(default, min(16, DECODE_MEMORY // (3 * frame_bytes)))
+
+
 def decode_args(info: MediaInfo, size: tuple[int, int], rate: float, start: float = 0.0,
                 duration: float | None = None) -> list[str]:
     """The ffmpeg command that writes the first video stream as raw RGB frames of `size` at `rate` frames/s."""
     w, h = size
-    args = [require("ffmpeg"), "-v", "error", "-nostdin", "-skip_loop_filter", "all"]
+    args = [require("ffmpeg"), "-v", "error", "-nostdin", "-threads", str(decode_threads(info.width, info.height)), "-skip_loop_filter", "all"]
     if start > 0:
         args += ["-ss", f"{start:.3f}"]
     args += ["-i", info.path]

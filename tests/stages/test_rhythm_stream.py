@@ -89,3 +89,13 @@ def test_a_decoding_failure_is_one_clear_error(folder):
         for _ in video_stream.stream_frames(info, (64, 36), 30.0):
             pass
     assert "could not decode" in error.value.message and "\n" not in error.value.message
+
+
+def test_decoder_threads_shrink_with_the_resolution():
+    import os
+
+    default = min(16, (os.cpu_count() or 1) + 1)
+    counts = [video_stream.decode_threads(w, h) for w, h in [(320, 180), (1280, 720), (1920, 1080), (3840, 2160)]]
+    assert counts == sorted(counts, reverse=True) and counts[0] == 16
+    assert all(default <= c <= 16 for c in counts)
+    assert counts[-1] == default  # 4K: ffmpeg's own choice, no extra frames in flight
