@@ -67,6 +67,10 @@ def command(
                                                  show_default=False)] = None,
     force: Force = False,
 ) -> None:
+    if input != "-" and os.path.isfile(input):
+        from v2m.media import prefetch_probe
+
+        prefetch_probe(input)  # runs while the analysis libraries below are imported
     from v2m.stages.rhythm import RhythmConfig, extract_rhythm
 
     config = RhythmConfig(method=method, start=start, duration=duration, tempo_range=parse_tempo_range(tempo_range),
