@@ -280,7 +280,7 @@ def main() -> None:
         ids = prompt
         with torch.no_grad():
             for _ in range(n_plain):
-                nxt = model(ids[:, -args.context:])[:, -1].argmax(-1, keepdim=True)
+                nxt = model(ids)[:, -1].argmax(-1, keepdim=True)
                 ids = torch.cat([ids, nxt], 1)
         return ids
 
