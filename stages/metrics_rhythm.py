@@ -175,6 +175,49 @@ def beats_tempo(beats) -> float:
 
 # ---------------------------------------------------------------- audio onsets
 
+_LIBROSA_READY = False
+
+
+def librosa_ready():
+    """librosa, with the numba kernels of its onset picking and beat tracker compiled (or loaded from numba's cache)
+    under a file lock, once per process.
+
+    Why: librosa caches those kernels next to its own files, and two processes doing it at the same time on a fresh
+    install can crash one of them (segmentation fault, reproduced with two concurrent `beat_track` calls; `run --jobs`
+    and parallel tests do exactly that). The lock serialises only that first compile or load (~3 s when it compiles).
+    """
+    global _LIBROSA_READY
+    import librosa
+
+    if _LIBROSA_READY:
+        return librosa
+    import fcntl
+    import os
+    import tempfile
+    from pathlib import Path
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "v2m"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        lock = open(base / "librosa-numba.lock", "a")
+    except OSError:
+        lock = open(Path(tempfile.gettempdir()) / "v2m-librosa-numba.lock", "a")
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            import librosa.beat
+            import librosa.onset
+
+            clicks = np.zeros(22050, dtype=np.float32)
+            clicks[::5512] = 1.0  # a tiny call of each jitted path, so lazily compiled kernels are built here too
+            envelope = librosa.onset.onset_strength(y=clicks, sr=22050, hop_length=256, n_fft=1024)
+            librosa.onset.onset_detect(onset_envelope=envelope, sr=22050, hop_length=256)
+            librosa.beat.beat_track(onset_envelope=envelope, sr=22050, hop_length=256)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _LIBROSA_READY = True
+    return librosa
+
 def audio_onsets(samples: np.ndarray, sample_rate: int, hop_length: int = 256) -> np.ndarray:
     """Onset times (s) detected in mono audio with librosa (spectral flux, peak picking).
 
@@ -184,7 +227,7 @@ def audio_onsets(samples: np.ndarray, sample_rate: int, hop_length: int = 256) -
     window 2048) drift to ~30 ms. We do not backtrack to the preceding energy minimum: on
     decaying tones that lands up to 30 ms early.
     """
-    import librosa
+    librosa = librosa_ready()
 
     y = np.asarray(samples, dtype=np.float32)
     if y.ndim > 1:
@@ -204,7 +247,7 @@ def audio_beats(samples: np.ndarray, sample_rate: int, hop_length: int = 256) ->
     tracked beats lie later (measured on click tracks exactly on the beat: +19 ms vs +10 ms; on FluidSynth's
     GM piano +30 ms vs +21 ms), and late beats fall out of the ±70 ms F-measure window sooner.
     """
-    import librosa
+    librosa = librosa_ready()
 
     y = np.asarray(samples, dtype=np.float32)
     if y.ndim > 1:
