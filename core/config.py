@@ -12,6 +12,13 @@ from typing import Any, TypeVar
 from .errors import V2MError
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+def user_cache_dir() -> Path:
+    """Where v2m keeps per-user caches (built C kernels, lock files): $XDG_CACHE_HOME/v2m or ~/.cache/v2m."""
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "v2m"
 T = TypeVar("T")
 
 

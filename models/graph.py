@@ -104,9 +104,9 @@ class GraphStep:
     def __init__(self, step_module: torch.nn.Module, batch: int, vocab: int, device: torch.device,
                  inductor: bool = True):
         self.batch, self.device = batch, device
-        self.inductor, self.eager_step, self.fallback = inductor, step_module, None
-        cache = getattr(step_module, "cache", None)
-        self.spans = cache_spans(cache.max_len) if cache is not None else []
+        self.inductor, self.fallback = inductor, None
+        cache = step_module.cache  # models/cache.py `_Step`: the model and its static cache
+        self.spans = cache_spans(cache.max_len)
         # one step module per span bucket: the same model over a view of the first `span` cache slots
         self.eager_steps = {span: step_module if span == cache.max_len else type(step_module)(step_module.model,
                             CacheView(cache, span)) for span in self.spans}
@@ -121,9 +121,7 @@ class GraphStep:
             setattr(_dynamo.config, limit, max(getattr(_dynamo.config, limit), 32))
             self.steps = {span: torch.compile(module, dynamic=False) for span, module in self.eager_steps.items()}
             sample_fn = torch.compile(sample_draw, dynamic=False)
-        model_step = self.steps[self.spans[-1]] if self.spans else (torch.compile(step_module, dynamic=False)
-                                                                    if inductor else step_module)
-        self.body = StepBody(model_step, batch, vocab, device, sample_fn=sample_fn)
+        self.body = StepBody(self.steps[self.spans[-1]], batch, vocab, device, sample_fn=sample_fn)
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.host_in = torch.zeros(batch + 1, dtype=torch.long).pin_memory()
         self.host_out = torch.zeros(batch, dtype=torch.long).pin_memory()
@@ -136,7 +134,7 @@ class GraphStep:
 
     def span_for(self, pos: int) -> int:
         """The smallest captured attention span that holds position `pos`."""
-        return next((span for span in self.spans if pos < span), self.spans[-1] if self.spans else 0)
+        return next((span for span in self.spans if pos < span), self.spans[-1])
 
     # ------------------------------------------------------------ inputs and noise
 
@@ -191,8 +189,9 @@ class GraphStep:
 
             self.fallback = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             warn(f"decode graph with Inductor kernels failed ({self.fallback}); capturing the eager step instead")
-            self.inductor, self.body.step, self.body.sample, self.graphs = False, self.eager_step, sample_draw, {}
+            self.inductor, self.body.sample, self.graphs = False, sample_draw, {}
             self.steps = dict(self.eager_steps)
+            self.body.step = self.steps[self.spans[-1]]
             return self._capture(key, fn)
 
     def _capture(self, key: tuple, fn):
@@ -215,7 +214,7 @@ class GraphStep:
         """Feed ids at `pos`, replay → logits [B, V] (a static buffer: overwritten by the next replay)."""
         self.feed(ids, pos)
         span = self.span_for(pos)
-        graph, out = self._graph(("logits", span), lambda: self.body.logits(self.steps.get(span)))
+        graph, out = self._graph(("logits", span), lambda: self.body.logits(self.steps[span]))
         graph.replay()
         return out
 
@@ -232,7 +231,7 @@ class GraphStep:
 
         def run():
             self.body.io.copy_(self.host_in, non_blocking=True)
-            self.body.draw(temperature, top_k, top_p, self.steps.get(span))
+            self.body.draw(temperature, top_k, top_p, self.steps[span])
             self.host_out.copy_(self.body.drawn, non_blocking=True)
 
         graph, _ = self._graph(key, run)

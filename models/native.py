@@ -57,22 +57,19 @@ def needs(features: set[str]) -> str | None:
     return None
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "v2m"
-
-
 @functools.cache
 def build(name: str, source: str, flags: tuple[str, ...], libs: tuple[str, ...] = ()) -> ctypes.CDLL:
     """Compile `source` into a shared library (once: cached on disk by content) and load it.
 
     RuntimeError with the compiler's message if the build fails.
     """
+    from v2m.config import user_cache_dir
+
     cc = compiler()
     if cc is None:
         raise RuntimeError("no C compiler (cc/gcc/clang, or $CC)")
     key = hashlib.sha256("\0".join([source, *flags, *libs, cc]).encode()).hexdigest()[:16]
-    path = _cache_dir() / f"{name}-{key}.so"
+    path = user_cache_dir() / f"{name}-{key}.so"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:

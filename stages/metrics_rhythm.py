@@ -192,11 +192,12 @@ def librosa_ready():
     if _LIBROSA_READY:
         return librosa
     import fcntl
-    import os
     import tempfile
     from pathlib import Path
 
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "v2m"
+    from v2m.config import user_cache_dir
+
+    base = user_cache_dir()
     try:
         base.mkdir(parents=True, exist_ok=True)
         lock = open(base / "librosa-numba.lock", "a")
