@@ -129,8 +129,9 @@ def music_from_audio(samples: np.ndarray, sample_rate: int, name: str = "audio")
     samples = np.asarray(samples, dtype=np.float32)
     if samples.size == 0 or float(np.max(np.abs(samples))) < 1e-4:
         raise V2MError(f"{name}: the music is empty (silent audio)", "evaluate audio that has sound")
-    onsets = mr.audio_onsets(samples, sample_rate)
-    bpm, beats = mr.audio_beats(samples, sample_rate)
+    envelope = mr.onset_envelope(samples, sample_rate)  # once: onsets and beats are both read off it
+    onsets = mr.onsets_from_envelope(envelope, sample_rate)
+    bpm, beats = mr.beats_from_envelope(envelope, sample_rate)
     return Music(kind="audio", onsets=onsets, beats=beats, bpm=bpm, duration=samples.size / sample_rate,
                  beats_source=BEATS_FROM_AUDIO)
 
