@@ -47,10 +47,10 @@ TEMPO_BOUNDS_BPM = (66.0, 90.0, 115.0, 140.0)
 # Krumhansl & Kessler (1982) key profiles, C major / C minor.
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-# librosa.onset.onset_detect's peak-picking defaults, in seconds (delta on the 0..1 envelope)
 # the tactus rule of the density scale: extract-rhythm's tempo search range and its tempo prior
 # (stages/rhythm.py RhythmConfig.tempo_range, stages/tempo.py PRIOR_BPM)
 TACTUS = {"bpm_range": [60.0, 180.0], "prior_bpm": 110.0}
+# librosa.onset.onset_detect's peak-picking defaults, in seconds (delta on the 0..1 envelope)
 PEAK_PICKING = {"pre_max_s": 0.03, "post_max_s": 0.0, "pre_avg_s": 0.10, "post_avg_s": 0.10, "wait_s": 0.03, "delta": 0.07}
 
 
