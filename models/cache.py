@@ -97,6 +97,10 @@ class Decoder:
         """ids [B, T] from position 0 → logits [B, V] of the last position (eager: variable length)."""
         if ids.shape[0] != self.batch:
             raise ValueError(f"decoder built for batch {self.batch}, got {ids.shape[0]}")
+        if self._lean is not None and ids.device.type == "cpu":
+            logits = self._lean.prefill(ids)  # a short prompt through the native one-call step
+            if logits is not None:
+                return logits
         return self.model.forward_cached(ids, self.cache, 0)[:, -1]
 
     @torch.no_grad()

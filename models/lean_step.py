@@ -16,15 +16,18 @@ costs microseconds of dispatch whatever its size, so they add up to as much as t
 
 Float32 logits are bit-identical to `forward_cached` (tests/models/test_lean_step.py checks `torch.equal`).
 Where it applies (float32 RMSNorm + SwiGLU model, AVX-512 CPU, a C compiler) the default is NativeStep
-below instead: the same step with everything but the matrix products in C (models/native.py), equal to
-float32 round-off (same greedy tokens, tested). Measured on the 2-core dev machine at load ≈ 10, default
-model, batch 1: forward_cached 81–85 tok/s fp32 → NativeStep 205–212; W8A8 116–128 → 687–707 (cpu-vnni).
-Prefill (many tokens) still goes through `forward_cached`. The CUDA engines do not use this (they capture
-`forward_cached` in a graph, where dispatch costs nothing per replay).
+below instead, equal to float32 round-off (same greedy tokens, tested): when every matrix is a float32
+Linear or a cpu-vnni W8A8 layer, the whole step is one C call over a plan of the model's buffers
+(OneCallPlan: models/native.py `v2m_forward`, which also runs prompts of up to 64 tokens); otherwise three
+C helpers per layer around the matrix products. Measured on the idle 2-core dev machine, default model,
+batch 1, per step: fp32 MKL products + C helpers 2.1–2.8 ms → one call 1.3–1.6 ms; W8A8 (cpu-vnni)
+0.71–0.75 → 0.40–0.47 ms. Longer prompts go through `forward_cached`. The CUDA engines do not use this
+(they capture `forward_cached` in a graph, where dispatch costs nothing per replay).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import torch
@@ -100,6 +103,12 @@ class LeanStep:
     def __call__(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
         return with_decode_threads(self._step, ids, pos)
 
+    @torch.no_grad()
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """ids [B, T] from position 0 → logits [B, V] by the native one-call step where it applies, else None
+        (the caller runs forward_cached)."""
+        return None if self.native is None else with_decode_threads(self.native.prefill, ids)
+
     def _step(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
         if self.native is not None:
             return self.native(ids, pos)
@@ -143,13 +152,15 @@ def _matrix(module: nn.Module):
 class NativeStep:
     """The same step with norms, RoPE, cache writes, attention and SwiGLU in C (models/native.py).
 
-    Per layer: 3 C calls and the 4 matrix-vector products (F.linear, or the quantized layer's kernel)
-    instead of ~30 operator calls. Applies to float32 RMSNorm + SwiGLU transformers on a CPU with AVX-512
+    Where every matrix is a float32 Linear or a cpu-vnni W8A8 layer (and the library has VNNI for the
+    latter), the whole step — embedding row, layers, logits — is one C call (`v2m_forward`) over a
+    `Plan` of the model's own buffers; otherwise per layer 3 C calls around the 4 matrix products (F.linear,
+    or the quantized layer's kernel). Applies to float32 RMSNorm + SwiGLU transformers on a CPU with AVX-512
     and a C compiler; `build` returns None otherwise. Float32 round-off differs from forward_cached.
     """
 
     @classmethod
-    def build(cls, model: nn.Module, cache: KVCache) -> "NativeStep | None":
+    def build(cls, model: nn.Module, cache: KVCache, one_call: bool = True) -> "NativeStep | None":
         from .native import step_library
         from .transformer import RMSNorm
 
@@ -160,9 +171,9 @@ class NativeStep:
                 or any(type(n) is not RMSNorm or n.weight.dtype != torch.float32 for n in norms)):
             return None
         lib = step_library()
-        return None if lib is None else cls(model, cache, lib)
+        return None if lib is None else cls(model, cache, lib, one_call)
 
-    def __init__(self, model: nn.Module, cache: KVCache, lib):
+    def __init__(self, model: nn.Module, cache: KVCache, lib, one_call: bool = True):
         from .transformer import RMSNorm
 
         config = model.config
@@ -173,6 +184,8 @@ class NativeStep:
         self.final_rms = type(model.norm) is RMSNorm and model.norm.weight.dtype == torch.float32
         self.final_norm = model.norm
         self.buffers: dict[int, tuple] = {}  # batch → (normed [B, C], attended [B, C], gated [B, F])
+        self.one_call = one_call and self.final_rms
+        self.plan: OneCallPlan | None = OneCallPlan.build(model, cache, lib) if self.one_call else None
 
     def _buffers(self, batch: int) -> tuple:
         if batch not in self.buffers:
@@ -180,8 +193,31 @@ class NativeStep:
                                    torch.empty(batch, self.d_ff))
         return self.buffers[batch]
 
+    def _plan(self, storage: bool = False) -> "OneCallPlan | None":
+        """The current plan: rebuilt when the model changed under it (a kernel or a weight), and at a prefill
+        (`storage`) also tried again when there was none (e.g. a layer's kernel became cpu-vnni since)."""
+        plan = self.plan
+        if (plan is not None and not plan.current(storage)) or (plan is None and storage and self.one_call):
+            plan = self.plan = OneCallPlan.build(self.model, self.cache, self.lib)
+        return plan
+
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
+        plan = self._plan()
+        if plan is not None:
+            return plan(ids, pos)
+        return self._per_layer(ids, pos)
+
+    @torch.no_grad()
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """ids [B, T] from position 0 → logits [B, V] through the one-call step, or None where it does not
+        apply (no plan, or a prompt over OneCallPlan.PREFILL_ROWS tokens: then forward_cached)."""
+        plan = self._plan(storage=True) if self.one_call else None
+        if plan is None or ids.numel() > plan.PREFILL_ROWS:
+            return None
+        return plan(ids, 0)
+
+    def _per_layer(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
         lib, model, cache = self.lib, self.model, self.cache
         B, H, D, C, F_ = ids.shape[0], self.n_heads, self.head_dim, self.d_model, self.d_ff
         normed, attended, gated = self._buffers(B)
@@ -207,3 +243,100 @@ class NativeStep:
             lib.v2m_add_rmsnorm(x_p, delta, self.final_norm.weight.data_ptr(), self.final_norm.eps, B, C, normed_p)
             return F.linear(normed, model.embed.weight)
         return F.linear(self.final_norm(x.add_(d)), model.embed.weight)
+
+
+class OneCallPlan:
+    """The whole model as one C call (`v2m_forward`): a `native.Plan` of pointers into the model's own
+    tensors and the cache, plus what it was made from, so the caller can tell when the model changed.
+
+    Per token this replaces ~45 ctypes calls and ~25 tensor allocations with one call: at batch 1 those
+    were most of a W8A8 step's time beyond the products themselves (bench/decode.py). Short prefills
+    (≤ PREFILL_ROWS tokens in all) go through the same call, every matrix read once for all their rows.
+    """
+
+    PREFILL_ROWS = 64  # longer prompts: forward_cached (MKL's GEMM beats these row-tiled products there)
+
+    @classmethod
+    def build(cls, model: nn.Module, cache: KVCache, lib) -> "OneCallPlan | None":
+        from . import native
+
+        keep: list = []    # the storages the plan points into, held so none is freed under it
+        checks: list = []  # (dict, key, object, data_ptr or None): the plan is the model's while all hold
+
+        def pointer(owner, name):
+            slots = owner._parameters if name in owner._parameters else owner._buffers
+            t = slots[name]
+            if t is None:
+                return None
+            if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+                raise _Declined
+            keep.append(t.detach())  # shares the storage: alive even if `t.data` is replaced
+            checks.append((slots, name, t, t.data_ptr()))
+            return t.data_ptr()
+
+        def matrix(module) -> "native.Matrix":
+            if type(module) is nn.Linear:
+                return native.Matrix(native.MATRIX_F32, module.out_features, module.in_features,
+                                     pointer(module, "weight"), None, None, pointer(module, "bias"))
+            if (getattr(module, "kernel_name", None) == "cpu-vnni" and lib.int8
+                    and module._buffers.get("smooth") is None):
+                if module._state is None:
+                    module.set_kernel("cpu-vnni")
+                packed = module._state  # quant/vnni.Packed: prepacked once from the layer's codes
+                keep.append(packed)
+                checks.append((module.__dict__, "_state", packed, None))
+                blocks, comp, scale, bias, n = packed.pointers
+                return native.Matrix(native.MATRIX_W8A8, n, module.in_features, blocks, comp, scale, bias)
+            raise _Declined
+
+        try:
+            layers = (native.Layer * len(model.blocks))()
+            for i, b in enumerate(model.blocks):
+                layers[i] = native.Layer(pointer(b.norm1, "weight"), pointer(b.norm2, "weight"), b.norm1.eps,
+                                         b.norm2.eps, matrix(b.attn.qkv), matrix(b.attn.out), matrix(b.mlp.up),
+                                         matrix(b.mlp.down), cache.k[i].data_ptr(), cache.v[i].data_ptr())
+            c, embed = model.config, pointer(model.embed, "weight")
+            head = native.Matrix(native.MATRIX_F32, c.vocab_size, c.d_model, embed, None, None, None)
+            plan = native.Plan(len(model.blocks), c.n_heads, c.head_dim, c.d_model, c.d_ff, cache.max_len, embed,
+                               pointer(model, "rope_cos"), pointer(model, "rope_sin"), pointer(model.norm, "weight"),
+                               model.norm.eps, head, layers)
+        except _Declined:
+            return None
+        keep += [cache.k, cache.v, layers]
+        return cls(lib, plan, keep, checks, c.vocab_size)
+
+    def __init__(self, lib, plan, keep: list, checks: list, vocab: int):
+        self.fn, self.plan, self.keep, self.checks, self.vocab = lib.v2m_forward, plan, keep, checks, vocab
+        self.plan_p = ctypes.byref(plan)
+        self.scratch: dict[int, torch.Tensor] = {}
+
+    def current(self, storage: bool = False) -> bool:
+        """True while every tensor and kernel state the plan points into is still the model's: the same
+        objects (~2 µs: checked every step), and with `storage` the same memory too (checked per prefill:
+        `param.data = ...` keeps the object but moves the memory)."""
+        for slots, name, was, ptr in self.checks:
+            now = slots.get(name)
+            if now is not was or (storage and ptr is not None and now.data_ptr() != ptr):
+                return False
+        return True
+
+    def __call__(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
+        """ids [B, T] (or [B]) at positions pos..pos+T-1 → logits [B, V] of each row's last token."""
+        from .native import scratch_floats
+
+        ids = ids.reshape(ids.shape[0], -1)
+        if ids.dtype != torch.int64 or not ids.is_contiguous():
+            ids = ids.to(torch.int64).contiguous()
+        batch, rows = ids.shape[0], ids.numel()
+        scratch = self.scratch.get(rows)
+        if scratch is None:
+            scratch = self.scratch[rows] = torch.empty(scratch_floats(self.plan, rows))
+        logits = torch.empty(batch, self.vocab)
+        if self.fn(self.plan_p, ids.data_ptr(), batch, ids.shape[1], pos, scratch.data_ptr(), logits.data_ptr()):
+            raise IndexError(f"decode step: an id outside 0..{self.vocab - 1}, or positions {pos}..{pos + ids.shape[1] - 1}"
+                             " outside the cache")
+        return logits
+
+
+class _Declined(Exception):
+    """A part of the model the one-call step does not implement (then: the per-layer C step)."""

@@ -8,7 +8,14 @@ hundred floats of work. Three C functions do them per layer with no dispatch at 
 - `v2m_add_rmsnorm`: x += delta (the residual), out = x · rsqrt(mean(x²) + eps) · w;
 - `v2m_rope_attend`: RoPE on q and k, K/V written at `pos` into the static cache, softmax(q·Kᵀ/√D)·V over
   slots 0..pos (the same math as Attention.forward_cached, with float32 sums in another order);
-- `v2m_swiglu`: silu(gate) · value.
+- `v2m_swiglu`: silu(gate) · value;
+- `v2m_forward`: the whole model for T new tokens of B sequences in one call — embedding rows, every
+  layer (the helpers above around float32 or W8A8 matrix products: quant/vnni.py's kernel is compiled
+  into this library where the CPU has VNNI), final norm and logits — over a `Plan` of pointers into the
+  model's own tensors (made and checked by models/lean_step.py's OneCallPlan). Why: at batch 1 the ~45
+  ctypes calls and ~25 allocations per token of the per-layer step cost about as much as the W8A8
+  products themselves; the float32 step, MKL's products included, went 2.1–2.8 → 1.3–1.6 ms with its
+  products in the plain 4-row AVX-512 loop here (f32_tile), so float32 takes the same call.
 
 Built like Inductor builds its CPU kernels: the system C compiler (`cc`, or $CC) into ~/.cache/v2m (or
 $XDG_CACHE_HOME/v2m), keyed by a hash of source, flags and compiler, written atomically, loaded with
@@ -84,20 +91,63 @@ def build(name: str, source: str, flags: tuple[str, ...], libs: tuple[str, ...] 
 
 @functools.cache
 def step_library() -> ctypes.CDLL | None:
-    """The decode-step helpers, or None when they cannot be built or run here (then: PyTorch ops)."""
+    """The decode-step helpers and the one-call step, or None when they cannot be built or run here.
+
+    On a CPU with AVX-512 VNNI the library also holds quant/vnni.py's W8A8 product, so `v2m_forward`
+    takes int8 layers too; without VNNI it takes float32 layers only.
+    """
     if needs({"avx512f", "avx512bw", "avx512vl", "fma"}) is not None:
         return None
+    vnni = "avx512_vnni" in cpu_flags()
+    source, flags = SOURCE + STEP_SOURCE, FLAGS
+    if vnni:
+        from v2m.quant.vnni import SOURCE as VNNI_SOURCE
+
+        source, flags = "#define V2M_VNNI 1\n" + VNNI_SOURCE + SOURCE + STEP_SOURCE, [*FLAGS, "-mavx512vnni"]
     try:
-        lib = build("v2m-step", SOURCE, tuple(FLAGS), ("-lm",))
+        lib = build("v2m-step", source, tuple(flags), ("-lm",))
     except (RuntimeError, OSError):
         return None
     p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
     lib.v2m_add_rmsnorm.argtypes = [p, p, p, f32, i64, i64, p]
     lib.v2m_swiglu.argtypes = [p, i64, i64, p]
     lib.v2m_rope_attend.argtypes = [p, i64, i64, i64, i64, p, p, p, p, i64, p]
+    lib.v2m_forward.argtypes = [ctypes.POINTER(Plan), p, i64, i64, i64, p, p]
     for fn in (lib.v2m_add_rmsnorm, lib.v2m_swiglu, lib.v2m_rope_attend):
         fn.restype = None
+    lib.v2m_forward.restype = ctypes.c_int
+    lib.int8 = vnni
     return lib
+
+
+# The one-call step's description of a model (C structs below, STEP_SOURCE; made by models/lean_step.py)
+MATRIX_F32, MATRIX_W8A8 = 0, 1
+
+
+class Matrix(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int64), ("n", ctypes.c_int64), ("k", ctypes.c_int64), ("w", ctypes.c_void_p),
+                ("comp", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("bias", ctypes.c_void_p)]
+
+
+class Layer(ctypes.Structure):
+    _fields_ = [("norm1", ctypes.c_void_p), ("norm2", ctypes.c_void_p), ("eps1", ctypes.c_float),
+                ("eps2", ctypes.c_float), ("qkv", Matrix), ("out", Matrix), ("up", Matrix), ("down", Matrix),
+                ("k", ctypes.c_void_p), ("v", ctypes.c_void_p)]
+
+
+class Plan(ctypes.Structure):
+    _fields_ = [("n_layers", ctypes.c_int64), ("n_heads", ctypes.c_int64), ("head_dim", ctypes.c_int64),
+                ("d_model", ctypes.c_int64), ("d_ff", ctypes.c_int64), ("max_len", ctypes.c_int64),
+                ("embed", ctypes.c_void_p), ("rope_cos", ctypes.c_void_p), ("rope_sin", ctypes.c_void_p),
+                ("final_norm", ctypes.c_void_p), ("final_eps", ctypes.c_float), ("head", Matrix),
+                ("layers", ctypes.POINTER(Layer))]
+
+
+def scratch_floats(plan: Plan, batch: int) -> int:
+    """float32 slots of scratch `v2m_forward` needs for `batch` rows (its layout is in STEP_SOURCE)."""
+    C, F = plan.d_model, plan.d_ff
+    wide = max(3 * C, 2 * F)
+    return batch * (4 * C + wide + F) + batch + (batch * max(C, F) + 64) // 4 + 16
 
 
 SOURCE = r"""#include <immintrin.h>
@@ -178,5 +228,153 @@ void v2m_rope_attend(const float *qkv, int64_t B, int64_t H, int64_t D, int64_t 
             }
         }
     }
+}
+"""
+
+
+STEP_SOURCE = r"""
+typedef struct { int64_t kind, n, k; const void *w; const int32_t *comp; const float *scale, *bias; } v2m_matrix;
+typedef struct {
+    const float *norm1, *norm2;
+    float eps1, eps2;
+    v2m_matrix qkv, out, up, down;
+    float *k, *v;
+} v2m_layer;
+typedef struct {
+    int64_t n_layers, n_heads, head_dim, d_model, d_ff, max_len;
+    const float *embed, *rope_cos, *rope_sin, *final_norm;
+    float final_eps;
+    v2m_matrix head;
+    const v2m_layer *layers;
+} v2m_plan;
+
+/* 4 weight rows × 4 token rows: 16 accumulators, 8 loads per 16 FMAs (y rows at stride N). */
+static void f32_block4x4(const float *x, int64_t K, const float *w, const float *bias, int64_t N, float *y)
+{
+    const __mmask16 tail = (__mmask16)((1u << (K % 16)) - 1);
+    const int64_t body = K - K % 16;
+    __m512 acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            acc[i][j] = _mm512_setzero_ps();
+    for (int64_t k = 0; k <= body; k += 16) {
+        const __mmask16 mask = k < body ? (__mmask16)0xFFFF : tail;
+        if (!mask)
+            break;
+        __m512 wv[4], xv[4];
+        for (int i = 0; i < 4; i++) {
+            wv[i] = _mm512_maskz_loadu_ps(mask, w + i * K + k);
+            xv[i] = _mm512_maskz_loadu_ps(mask, x + i * K + k);
+        }
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                acc[i][j] = _mm512_fmadd_ps(wv[i], xv[j], acc[i][j]);
+    }
+    for (int j = 0; j < 4; j++)
+        for (int i = 0; i < 4; i++)
+            y[j * N + i] = _mm512_reduce_add_ps(acc[i][j]) + (bias ? bias[i] : 0.0f);
+}
+
+/* y [B, N] = x [B, K] · Wᵀ (+ bias) for float32 W [N, K] row-major: 4 weight rows at a time, shared by
+   the B token rows (the 4 rows stay in L1 while the token rows go by; B ≤ 32, a tile of f32_gemm); token
+   rows in fours where there are four. */
+static void f32_tile(const float *x, int64_t B, int64_t K, const float *W, const float *bias, int64_t N, float *y)
+{
+    const __mmask16 tail = (__mmask16)((1u << (K % 16)) - 1);
+    const int64_t body = K - K % 16, B4 = B - B % 4;
+    int64_t n = 0;
+    for (; n + 4 <= N; n += 4) {
+        const float *w0 = W + n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        for (int64_t b = 0; b < B4; b += 4)
+            f32_block4x4(x + b * K, K, w0, bias ? bias + n : 0, N, y + b * N + n);
+        for (int64_t b = B4; b < B; b++) {
+            const float *xb = x + b * K;
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+            for (int64_t k = 0; k < body; k += 16) {
+                const __m512 xv = _mm512_loadu_ps(xb + k);
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), xv, a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), xv, a1);
+                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + k), xv, a2);
+                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + k), xv, a3);
+            }
+            if (tail) {
+                const __m512 xv = _mm512_maskz_loadu_ps(tail, xb + body);
+                a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w0 + body), xv, a0);
+                a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w1 + body), xv, a1);
+                a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w2 + body), xv, a2);
+                a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w3 + body), xv, a3);
+            }
+            float *yb = y + b * N + n;
+            yb[0] = _mm512_reduce_add_ps(a0) + (bias ? bias[n] : 0.0f);
+            yb[1] = _mm512_reduce_add_ps(a1) + (bias ? bias[n + 1] : 0.0f);
+            yb[2] = _mm512_reduce_add_ps(a2) + (bias ? bias[n + 2] : 0.0f);
+            yb[3] = _mm512_reduce_add_ps(a3) + (bias ? bias[n + 3] : 0.0f);
+        }
+    }
+    for (; n < N; n++)
+        for (int64_t b = 0; b < B; b++)
+            y[b * N + n] = dot(x + b * K, W + n * K, K) + (bias ? bias[n] : 0.0f);
+}
+
+static void f32_gemm(const float *x, int64_t R, int64_t K, const float *W, const float *bias, int64_t N, float *y)
+{
+    for (int64_t r = 0; r < R; r += 32)
+        f32_tile(x + r * K, R - r < 32 ? R - r : 32, K, W, bias, N, y + r * N);
+}
+
+static void matmul(const v2m_matrix *m, const float *x, int64_t B, float *y, uint8_t *xu, float *xs)
+{
+#ifdef V2M_VNNI
+    if (m->kind == 1) {
+        w8a8_gemm(x, B, m->k, (const int8_t *)m->w, m->comp, m->scale, m->bias, m->n, y, xu, xs);
+        return;
+    }
+#endif
+    f32_gemm(x, B, m->k, (const float *)m->w, m->bias, m->n, y);
+}
+
+/* The whole model over T new tokens of each of B sequences at positions pos0..pos0+T-1 (a decode step is
+   T = 1; a short prefill is pos0 = 0): ids [B, T] → logits [B, vocab] of each sequence's last token, K/V
+   written into the layers' caches. All B·T rows go through each matrix together (its weights read once).
+   scratch: scratch_floats(plan, B·T) floats (models/native.py). Returns 0, or -1 for an id outside the
+   vocabulary and -2 for positions outside the cache (then nothing is written). */
+int v2m_forward(const v2m_plan *p, const int64_t *ids, int64_t B, int64_t T, int64_t pos0, float *scratch,
+                float *logits)
+{
+    const int64_t R = B * T;
+    for (int64_t r = 0; r < R; r++)
+        if (ids[r] < 0 || ids[r] >= p->head.n)
+            return -1;
+    if (pos0 < 0 || T < 1 || pos0 + T > p->max_len)
+        return -2;
+    const int64_t C = p->d_model, F = p->d_ff, H = p->n_heads, D = p->head_dim, half = D / 2, S = H * p->max_len * D;
+    const int64_t wide = 3 * C > 2 * F ? 3 * C : 2 * F;
+    float *x = scratch, *normed = x + R * C, *h = normed + R * C, *att = h + R * wide, *delta = att + R * C;
+    float *gated = delta + R * C, *xs = gated + R * F;
+    uint8_t *xu = (uint8_t *)(((uintptr_t)(xs + R) + 63) & ~(uintptr_t)63);
+    for (int64_t r = 0; r < R; r++)
+        memcpy(x + r * C, p->embed + ids[r] * C, C * sizeof(float));
+    for (int64_t i = 0; i < p->n_layers; i++) {
+        const v2m_layer *L = p->layers + i;
+        v2m_add_rmsnorm(x, i ? delta : 0, L->norm1, L->eps1, R, C, normed);
+        matmul(&L->qkv, normed, R, h, xu, xs);
+        for (int64_t b = 0; b < B; b++)  /* token by token: each sees the K/V its predecessors wrote */
+            for (int64_t t = 0; t < T; t++) {
+                const int64_t r = b * T + t, pos = pos0 + t;
+                v2m_rope_attend(h + r * 3 * C, 1, H, D, pos, p->rope_cos + pos * half, p->rope_sin + pos * half,
+                                L->k + b * S, L->v + b * S, p->max_len, att + r * C);
+            }
+        matmul(&L->out, att, R, delta, xu, xs);
+        v2m_add_rmsnorm(x, delta, L->norm2, L->eps2, R, C, normed);
+        matmul(&L->up, normed, R, h, xu, xs);
+        v2m_swiglu(h, R, F, gated);
+        matmul(&L->down, gated, R, delta, xu, xs);
+    }
+    for (int64_t b = 0; b < B; b++) {  /* the last token of each sequence only */
+        const int64_t r = b * T + T - 1;
+        v2m_add_rmsnorm(x + r * C, p->n_layers ? delta + r * C : 0, p->final_norm, p->final_eps, 1, C, normed + b * C);
+    }
+    matmul(&p->head, normed, B, logits, xu, xs);
+    return 0;
 }
 """

@@ -18,7 +18,9 @@ y[m, n] = float(sum_k q[m, k] * W[n, k]) * xs[m] * ws[n] (+ bias[n]), where q = 
 Weights are prepacked in blocks of 16 output rows × 4 input columns, [N/16][K/4][16][4] int8: one
 vpdpbusd multiplies 4 activation bytes (broadcast) by the 16 × 4 block and accumulates 16 outputs,
 so no horizontal sums are needed. vpdpbusd multiplies unsigned by signed bytes: activations are stored
-as q + 128 and comp[n] = 128 · sum_k W[n, k] is subtracted afterwards (exact in int32).
+as q + 128 and comp[n] = 128 · sum_k W[n, k] is subtracted afterwards (exact in int32). Several rows (a
+prefill) go through each weight block in tiles of 32: the block is read from memory once per tile. The
+same C (w8a8_gemm) is compiled into models/native.py's one-call decode step.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ BLOCK_N, BLOCK_K = 16, 4  # weight block: 16 output rows × 4 input columns (one
 
 SOURCE = r"""#include <immintrin.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 static float quantize_row(const float *x, int64_t K, uint8_t *xu)
 {
@@ -64,17 +67,19 @@ static float quantize_row(const float *x, int64_t K, uint8_t *xu)
     return scale;
 }
 
-void v2m_w8a8_gemv(const float *x, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp, const float *ws,
-                   const float *bias, int64_t N, float *y)
+/* y[m] = W · dequant(q[m]) for M rows quantized already (xu [M][K] as q + 128, xs [M]). Block rows outer,
+   token rows inner (in tiles of 32 rows, ≤ 53 KB of activations): a 16 × K weight block (5–27 KB) is read
+   from memory once per tile and from L1 for its other rows. */
+static void w8a8_tile(const uint8_t *xu, const float *xs, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp,
+                      const float *ws, const float *bias, int64_t N, float *y)
 {
-    uint8_t xu[K] __attribute__((aligned(64)));
     const int64_t groups = K / 4;
-    for (int64_t m = 0; m < M; m++) {
-        const float xs = quantize_row(x + m * K, K, xu);
-        const uint32_t *x4 = (const uint32_t *)xu;
-        const __m512 vxs = _mm512_set1_ps(xs);
-        for (int64_t nb = 0; nb < N / 16; nb++) {
-            const int8_t *w = wb + nb * 16 * K;
+    for (int64_t nb = 0; nb < N / 16; nb++) {
+        const int8_t *w = wb + nb * 16 * K;
+        const __m512i cb = _mm512_loadu_si512(comp + nb * 16);
+        const __m512 wsb = _mm512_loadu_ps(ws + nb * 16);
+        for (int64_t m = 0; m < M; m++) {
+            const uint32_t *x4 = (const uint32_t *)(xu + m * K);
             __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
             __m512i a2 = _mm512_setzero_si512(), a3 = _mm512_setzero_si512();
             int64_t g = 0;
@@ -87,13 +92,39 @@ void v2m_w8a8_gemv(const float *x, int64_t M, int64_t K, const int8_t *wb, const
             for (; g < groups; g++)
                 a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(x4[g]), _mm512_loadu_si512(w + g * 64));
             __m512i acc = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
-            acc = _mm512_sub_epi32(acc, _mm512_loadu_si512(comp + nb * 16));
-            __m512 r = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), vxs), _mm512_loadu_ps(ws + nb * 16));
+            acc = _mm512_sub_epi32(acc, cb);
+            __m512 r = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(xs[m])), wsb);
             if (bias)
                 r = _mm512_add_ps(r, _mm512_loadu_ps(bias + nb * 16));
             _mm512_storeu_ps(y + m * N + nb * 16, r);
         }
     }
+}
+
+static void w8a8_rows(const uint8_t *xu, const float *xs, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp,
+                      const float *ws, const float *bias, int64_t N, float *y)
+{
+    for (int64_t m = 0; m < M; m += 32)
+        w8a8_tile(xu + m * K, xs + m, M - m < 32 ? M - m : 32, K, wb, comp, ws, bias, N, y + m * N);
+}
+
+/* x [M, K] float32 → y [M, N]: quantize each row (per token), then the product. xu: M·K bytes of scratch. */
+static void w8a8_gemm(const float *x, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp, const float *ws,
+                      const float *bias, int64_t N, float *y, uint8_t *xu, float *xs)
+{
+    for (int64_t m = 0; m < M; m++)
+        xs[m] = quantize_row(x + m * K, K, xu + m * K);
+    w8a8_rows(xu, xs, M, K, wb, comp, ws, bias, N, y);
+}
+
+void v2m_w8a8_gemv(const float *x, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp, const float *ws,
+                   const float *bias, int64_t N, float *y)
+{
+    uint8_t *xu = malloc(M * K + 64);
+    float *xs = malloc(M * sizeof(float));
+    w8a8_gemm(x, M, K, wb, comp, ws, bias, N, y, xu, xs);
+    free(xu);
+    free(xs);
 }
 """
 

@@ -135,3 +135,77 @@ def test_changing_a_layers_kernel_after_the_decoder_was_built_is_followed():
     decoder.prefill(prompt)
     set_kernels(model, "cpu-int8", log_choice=False)  # after the decoder (and its native step) was built
     torch.testing.assert_close(decoder.step([5], 3), fbgemm, atol=1e-5, rtol=1e-5)
+
+
+def _odd_model(vocab=51, seed=6):
+    """Widths off every vector width the C code uses (K % 16 ≠ 0, vocab % 4 ≠ 0): its tails are exercised."""
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(vocab_size=vocab, d_model=40, n_layers=2, n_heads=2, d_ff=52, max_len=96)).eval()
+
+
+@needs_native
+@pytest.mark.parametrize("one_call", [True, False])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_one_call_and_per_layer_steps_match_forward_cached(one_call, batch):
+    model = _odd_model()
+    ids = torch.randint(0, 51, (batch, 60))
+    reference_cache, native_cache = model.new_cache(batch, 96), model.new_cache(batch, 96)
+    step = NativeStep.build(model, native_cache, one_call=one_call)
+    assert (step.plan is not None) == one_call
+    with torch.no_grad():
+        expected = model.forward_cached(ids[:, :11], reference_cache, 0)[:, -1]
+        prefilled = step.prefill(ids[:, :11])
+        if one_call:  # the prompt went through the same C call, all 11 · batch rows at once
+            torch.testing.assert_close(prefilled, expected, atol=1e-5, rtol=1e-5)
+        else:
+            assert prefilled is None
+            model.forward_cached(ids[:, :11], native_cache, 0)
+        for pos in range(11, 60):
+            expected = model.forward_cached(ids[:, pos:pos + 1], reference_cache, pos)[:, -1]
+            torch.testing.assert_close(step(ids[:, pos:pos + 1], pos), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(native_cache.k, reference_cache.k, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(native_cache.v, reference_cache.v, atol=1e-5, rtol=1e-5)
+
+
+@needs_native
+def test_quantized_model_runs_as_one_call_and_long_prompts_fall_back():
+    from v2m.quant.kernels import KERNELS
+    from v2m.quant.linear import set_kernels
+    from v2m.quant.pipeline import QuantizeConfig, quantize_model
+
+    if KERNELS.get("cpu-vnni")().unavailable(torch.device("cpu")):
+        pytest.skip("needs cpu-vnni here")
+    model = _model(64, 2, 96, seed=7)
+    quantize_model(model, QuantizeConfig(scheme="w8a8", method="rtn"), None)
+    set_kernels(model, "cpu-vnni", log_choice=False)
+    decoder = Decoder(model, 1, 160)
+    assert decoder._lean.native.plan is not None
+    prompt = torch.randint(0, VOCAB, (1, 100))  # over PREFILL_ROWS: forward_cached
+    assert decoder._lean.prefill(prompt) is None
+    with torch.no_grad():
+        for length in (9, 100):
+            cache = model.new_cache(1, 160)
+            expected = model.forward_cached(prompt[:, :length], cache, 0)[:, -1]
+            torch.testing.assert_close(decoder.prefill(prompt[:, :length]), expected, atol=1e-4, rtol=1e-4)
+            step = model.forward_cached(torch.tensor([[3]]), cache, length)[:, -1]
+            torch.testing.assert_close(decoder.step([3], length), step, atol=1e-4, rtol=1e-4)
+    assert torch.equal(generate(model, prompt[:, :9], 40, temperature=0.0), reference_greedy(model, prompt[:, :9], 40))
+
+
+@needs_native
+def test_one_call_plan_follows_replaced_weights_and_refuses_bad_ids():
+    model = _odd_model(seed=8)
+    decoder = Decoder(model, 1, 96)
+    prompt = torch.randint(0, 51, (1, 6))
+    first = decoder.prefill(prompt)
+    with torch.no_grad():  # new storage under the same Parameter object: seen at the next prefill
+        model.blocks[0].mlp.up.weight.data = model.blocks[0].mlp.up.weight.data * 2
+        model.embed.weight = torch.nn.Parameter(model.embed.weight * 0.5)  # a new object: seen at the next step
+        again = decoder.prefill(prompt)
+        expected = model.forward_cached(prompt, model.new_cache(1, 96), 0)[:, -1]
+    assert not torch.allclose(first, again)
+    torch.testing.assert_close(again, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(IndexError):
+        decoder.step([51], 6)
+    with pytest.raises(IndexError):
+        decoder._lean.native.plan(torch.tensor([[1]]), 96)
