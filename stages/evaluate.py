@@ -52,7 +52,7 @@ STATISTICS = ("mean", "median", "worst")
 # names a gate may still use from before the beat/onset split: what they are called now
 RENAMED = {"grid_beat_f1": "beat_f1 (the music's beats vs the video's; before, beat_f1 meant onsets: now onset_f1)"}
 BEATS_FROM_TEMPO_MAP = "tempo map"
-BEATS_FROM_AUDIO = "tracked in audio (librosa)"
+BEATS_FROM_AUDIO = "tracked in audio (Ellis DP)"
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def music_from_score(score, kind: str = "midi", requested_controls: dict | None 
 
 
 def music_from_audio(samples: np.ndarray, sample_rate: int, name: str = "audio") -> Music:
-    """Mono audio → Music: librosa onsets and beat tracking."""
+    """Mono audio → Music: onsets and beats (stages/audio_rhythm.py, librosa's algorithms)."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.size == 0 or float(np.max(np.abs(samples))) < 1e-4:
         raise V2MError(f"{name}: the music is empty (silent audio)", "evaluate audio that has sound")

@@ -7,9 +7,9 @@ test_metrics_rhythm.py) and called from `generate --rerank` without any files.
 The "reference" is always the video (its visual beats from `extract-rhythm`); the
 "estimate" is the music, seen two ways, and the names say which:
 
-- `beat_*`: the music's *beats* — its tempo map for MIDI/tokens, or the beats librosa's
-  tracker finds in audio — against the video's beats. This is the MIREX beat F-measure as
-  meant: two beat sequences compared. Rendered audio gives the beat a listener hears;
+- `beat_*`: the music's *beats* — its tempo map for MIDI/tokens, or the beats a dynamic-programming
+  tracker (Ellis 2007, librosa's algorithm) finds in audio — against the video's beats. This is the
+  MIREX beat F-measure as meant: two beat sequences compared. Rendered audio gives the beat a listener hears;
   a tempo map built from the video's own beat grid agrees by construction;
 - `onset_*`, `bcs`, `bhs`, `beat_align*`: the music's note *onsets* (from MIDI/tokens, or
   detected in audio) against the video's beats. Every off-beat note counts against
@@ -175,53 +175,9 @@ def beats_tempo(beats) -> float:
 
 # ---------------------------------------------------------------- audio onsets
 
-_LIBROSA_READY = False
-
-
-def librosa_ready():
-    """librosa, with the numba kernels of its onset picking and beat tracker compiled (or loaded from numba's cache)
-    under a file lock, once per process.
-
-    Why: librosa caches those kernels next to its own files, and two processes doing it at the same time on a fresh
-    install can crash one of them (segmentation fault, reproduced with two concurrent `beat_track` calls; `run --jobs`
-    and parallel tests do exactly that). The lock serialises only that first compile or load (~3 s when it compiles).
-    """
-    global _LIBROSA_READY
-    import librosa
-
-    if _LIBROSA_READY:
-        return librosa
-    import fcntl
-    import tempfile
-    from pathlib import Path
-
-    from v2m.config import user_cache_dir
-
-    base = user_cache_dir()
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        lock = open(base / "librosa-numba.lock", "a")
-    except OSError:
-        lock = open(Path(tempfile.gettempdir()) / "v2m-librosa-numba.lock", "a")
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            import librosa.beat
-            import librosa.onset
-
-            clicks = np.zeros(22050, dtype=np.float32)
-            clicks[::5512] = 1.0  # a tiny call of each jitted path, so lazily compiled kernels are built here too
-            envelope = librosa.onset.onset_strength(y=clicks, sr=22050, hop_length=256, n_fft=1024)
-            librosa.onset.onset_detect(onset_envelope=envelope, sr=22050, hop_length=256)
-            librosa.beat.beat_track(onset_envelope=envelope, sr=22050, hop_length=256)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    _LIBROSA_READY = True
-    return librosa
-
-
 def onset_envelope(samples: np.ndarray, sample_rate: int, hop_length: int = 256) -> np.ndarray | None:
-    """librosa's onset-strength envelope (spectral flux) of audio, mono-mixed; None for silence.
+    """The onset-strength envelope (spectral flux; stages/audio_rhythm.py, librosa's algorithm) of audio,
+    mono-mixed; None for silence.
 
     A hop of 256 samples (11.6 ms at 22.05 kHz) and a 1024-sample window (46 ms) keep detections
     close to the attack: measured, ≤ 15 ms late on tone bursts, a steady ~24 ms late on
@@ -230,29 +186,31 @@ def onset_envelope(samples: np.ndarray, sample_rate: int, hop_length: int = 256)
     beats lie later too (click tracks exactly on the beat: +19 ms vs +10 ms; FluidSynth's GM piano +30 ms
     vs +21 ms), and late beats fall out of the ±70 ms F-measure window sooner.
     """
-    librosa = librosa_ready()
+    from .audio_rhythm import onset_strength
+
     y = np.asarray(samples, dtype=np.float32)
-    if y.ndim > 1:
-        y = librosa.to_mono(y)
+    if y.ndim > 1:  # channels first, as librosa.to_mono
+        y = y.mean(axis=0)
     if y.size == 0 or not np.any(y):
         return None
-    return librosa.onset.onset_strength(y=y, sr=sample_rate, hop_length=hop_length, n_fft=4 * hop_length)
+    return onset_strength(y, sample_rate, hop_length, 4 * hop_length)
 
 
 def onsets_from_envelope(envelope: np.ndarray, sample_rate: int, hop_length: int = 256) -> np.ndarray:
     """Onset times (s) picked on an `onset_envelope` (librosa's peak picking). We do not backtrack to the
     preceding energy minimum: on decaying tones that lands up to 30 ms early."""
-    librosa = librosa_ready()
-    frames = librosa.onset.onset_detect(onset_envelope=envelope, sr=sample_rate, hop_length=hop_length,
-                                        units="frames")
-    return librosa.frames_to_time(frames, sr=sample_rate, hop_length=hop_length)
+    from .audio_rhythm import pick_onsets
+
+    return pick_onsets(envelope, sample_rate, hop_length) * hop_length / sample_rate
 
 
 def beats_from_envelope(envelope: np.ndarray, sample_rate: int, hop_length: int = 256) -> tuple[float, np.ndarray]:
-    """(tempo BPM, beat times s) tracked on an `onset_envelope` by librosa's dynamic-programming beat tracker."""
-    librosa = librosa_ready()
-    tempo, beats = librosa.beat.beat_track(onset_envelope=envelope, sr=sample_rate, hop_length=hop_length, units="time")
-    return float(np.atleast_1d(tempo)[0]), np.asarray(beats, dtype=np.float64)
+    """(tempo BPM, beat times s) tracked on an `onset_envelope` by Ellis's dynamic-programming beat tracker
+    (stages/audio_rhythm.py: librosa.beat.beat_track's algorithm and defaults)."""
+    from .audio_rhythm import track_beats
+
+    tempo, frames = track_beats(envelope, sample_rate, hop_length)
+    return tempo, frames * hop_length / sample_rate
 
 
 def audio_onsets(samples: np.ndarray, sample_rate: int, hop_length: int = 256) -> np.ndarray:

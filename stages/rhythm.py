@@ -87,12 +87,13 @@ def rhythm_from_frames(chunks: Iterable[np.ndarray], rate: float, source_fps: fl
 
 
 def rhythm_from_audio(samples: np.ndarray, sample_rate: int, config: RhythmConfig = RhythmConfig()) -> dict:
-    """The rhythm payload of mono audio: the onset envelope is librosa's onset strength (spectral flux)."""
-    import librosa
+    """The rhythm payload of mono audio: the onset envelope is the spectral flux of stages/audio_rhythm.py
+    (librosa's onset strength)."""
+    from .audio_rhythm import onset_strength, spectral_centroid
 
     hop = 512
     duration = len(samples) / sample_rate
-    strength = librosa.onset.onset_strength(y=samples.astype(np.float32), sr=sample_rate, hop_length=hop)
+    strength = onset_strength(samples, sample_rate, hop, 2048)
     rate = sample_rate / hop
     n = int(round(duration * rate))
     strength = np.pad(strength, (0, max(0, n - len(strength))))[:n]
@@ -103,7 +104,7 @@ def rhythm_from_audio(samples: np.ndarray, sample_rate: int, config: RhythmConfi
     payload["cuts"] = []
     # affect of sound, by analogy: motion = onset activity, brightness = spectral centroid (the timbre
     # "brightness" of psychoacoustics) over 4 kHz, saturation = none (sound has no colour)
-    centroid = librosa.feature.spectral_centroid(y=samples.astype(np.float32), sr=sample_rate, hop_length=hop)[0]
+    centroid = spectral_centroid(samples, sample_rate, hop)
     payload["segments"] = []
     for start, end in _split(0.0, round(duration, 3), config.max_segment):
         lo, hi = int(start * rate), max(int(start * rate) + 1, int(end * rate))

@@ -1,0 +1,213 @@
+"""Onset strength, onset picking and beat tracking of audio, in numpy: librosa's algorithms without its start-up.
+
+Why not librosa itself: importing `librosa.beat` and `librosa.onset` costs ~3.6 s per process on the 2-core dev
+machine (numba compiles or loads their kernels at import; one of them is never cached), which was 80 % of
+`evaluate` on a run folder and a third of `v2m run` on a 30 s clip (bench/run_speed.py). The algorithms are small;
+these are the same computations, checked against librosa 0.11 on synthetic and rendered audio
+(tests/stages/test_audio_rhythm.py: envelopes equal to float32 round-off, the same onset frames and beats):
+
+- `onset_strength`: spectral flux of a log-power mel spectrogram (librosa.onset.onset_strength's defaults: hann
+  STFT centred with zero padding, 128 Slaney mel bands up to sr/2, power_to_db with top_db 80, lag 1, mean over
+  bands, shifted by the centring pad);
+- `pick_onsets`: the peak-picking rule of Böck, Krebs & Schedl, "Evaluating the online capabilities of onset
+  detection methods" (ISMIR 2012), with librosa.onset.onset_detect's windows (30 ms max, 100 ms mean, 30 ms
+  wait, delta 0.07 on the 0..1-normalised envelope);
+- `track_beats`: D. P. W. Ellis, "Beat Tracking by Dynamic Programming" (J. New Music Research, 2007): a global
+  tempo from the mean autocorrelation tempogram (8 s windows) under a log-normal prior around 120 BPM, then the
+  dynamic programme over the envelope smoothed by a Gaussian of the beat period, tightness 100, weak beats
+  trimmed at both ends (librosa.beat.beat_track's defaults).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TOP_DB = 80.0
+N_MELS = 128
+START_BPM, STD_OCTAVES, MAX_BPM, AC_SECONDS, TIGHTNESS = 120.0, 1.0, 320.0, 8.0, 100.0
+
+
+def _hann(n: int) -> np.ndarray:
+    """The periodic Hann window (scipy.signal.get_window('hann', n, fftbins=True))."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+# Slaney's mel scale (the Auditory Toolbox): linear below 1 kHz, logarithmic above
+MEL_STEP_HZ, LOG_HZ, LOG_STEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+LOG_MEL = LOG_HZ / MEL_STEP_HZ
+
+
+def _hz_to_mel(hz: float) -> float:
+    return LOG_MEL + np.log(hz / LOG_HZ) / LOG_STEP if hz >= LOG_HZ else hz / MEL_STEP_HZ
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    return np.where(mel >= LOG_MEL, LOG_HZ * np.exp(LOG_STEP * (mel - LOG_MEL)), MEL_STEP_HZ * mel)
+
+
+def mel_filters(sample_rate: int, n_fft: int, n_mels: int = N_MELS) -> np.ndarray:
+    """[n_mels, 1 + n_fft/2] triangular filters between 0 and sr/2, Slaney-normalised (equal area)."""
+    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    mel_hz = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2.0), n_mels + 2))
+    widths = np.diff(mel_hz)
+    ramps = mel_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
+    weights *= (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]  # in float32, as librosa.filters.mel rounds it
+    return weights
+
+
+def magnitudes(samples: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """|STFT| [1 + n_fft/2, frames] (float32): Hann windows centred on each hop, the signal zero-padded by
+    n_fft/2 at both ends (librosa.stft's defaults; the FFT in float64, rounded to complex64 as librosa does)."""
+    padded = np.pad(np.asarray(samples, dtype=np.float32), n_fft // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
+    return np.abs(np.fft.rfft(frames * _hann(n_fft), axis=-1).astype(np.complex64)).T
+
+
+def onset_strength(samples: np.ndarray, sample_rate: int, hop_length: int, n_fft: int) -> np.ndarray:
+    """Onset-strength envelope [frames] (float32) of mono float samples: one value per hop."""
+    mel = mel_filters(sample_rate, n_fft) @ magnitudes(samples, n_fft, hop_length) ** 2  # [mels, T]
+    db = 10.0 * np.log10(np.maximum(1e-10, mel))
+    db = np.maximum(db, db.max() - TOP_DB)
+    flux = np.maximum(0.0, db[:, 1:] - db[:, :-1]).mean(axis=0)
+    pad = 1 + n_fft // (2 * hop_length)  # lag 1, plus the centring shift
+    return np.pad(flux, (pad, 0))[: db.shape[1]].astype(np.float32)
+
+
+def spectral_centroid(samples: np.ndarray, sample_rate: int, hop_length: int, n_fft: int = 2048) -> np.ndarray:
+    """Hz per frame: the magnitude-weighted mean frequency (librosa.feature.spectral_centroid); 0 in silence."""
+    mags = magnitudes(samples, n_fft, hop_length)
+    total = mags.sum(axis=0)
+    weights = mags / np.where(total < np.finfo(np.float32).tiny, 1.0, total)
+    return (np.fft.rfftfreq(n_fft, 1.0 / sample_rate)[:, None] * weights).sum(axis=0)
+
+
+def pick_onsets(envelope: np.ndarray, sample_rate: int, hop_length: int) -> np.ndarray:
+    """Onset frame indices: peaks of the 0..1-normalised envelope (Böck et al. 2012, librosa's windows)."""
+    x = np.asarray(envelope)
+    x = x - x.min()
+    x = x / (x.max() + np.finfo(x.dtype).tiny)
+    if not x.any() or not np.all(np.isfinite(x)):
+        return np.zeros(0, dtype=np.int64)
+    per = lambda seconds: int(np.ceil(seconds * sample_rate // hop_length))  # noqa: E731
+    pre_max, post_max, pre_avg, post_avg, wait = per(0.03), per(0.0) + 1, per(0.10), per(0.10) + 1, per(0.03)
+    delta, n_x = 0.07, len(x)
+    peaks = []
+    first = x[0] >= x[:min(post_max, n_x)].max() and x[0] >= x[:min(post_avg, n_x)].mean() + delta
+    if first:
+        peaks.append(0)
+    n = wait + 1 if first else 1
+    while n < n_x:
+        if x[n] != x[max(0, n - pre_max):min(n + post_max, n_x)].max() \
+                or x[n] < x[max(0, n - pre_avg):min(n + post_avg, n_x)].mean() + delta:
+            n += 1
+            continue
+        peaks.append(n)
+        n += wait + 1
+    return np.asarray(peaks, dtype=np.int64)
+
+
+def global_tempo(envelope: np.ndarray, sample_rate: int, hop_length: int) -> float:
+    """BPM: the mean autocorrelation tempogram (8 s Hann windows, each normalised to its peak) weighted by a
+    log-normal prior (one octave around 120 BPM), tempi above 320 BPM excluded."""
+    env = np.asarray(envelope)
+    width = int(int(AC_SECONDS * sample_rate) // hop_length)
+    n = env.shape[-1]
+    padded = np.pad(env, width // 2, mode="linear_ramp", end_values=0)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, width)[:n] * _hann(width)  # [n, width]
+    size = _fast_length(2 * width - 1)
+    ac = np.fft.irfft(np.abs(np.fft.rfft(frames, n=size, axis=-1)) ** 2, n=size, axis=-1)[:, :width]
+    peak = np.abs(ac).max(axis=-1, keepdims=True)
+    ac = ac / np.where(peak < np.finfo(ac.dtype).tiny, 1.0, peak)
+    mean = ac.mean(axis=0)
+    with np.errstate(divide="ignore"):
+        bpms = np.concatenate(([np.inf], 60.0 * sample_rate / (hop_length * np.arange(1.0, width))))
+        prior = -0.5 * ((np.log2(bpms) - np.log2(START_BPM)) / STD_OCTAVES) ** 2
+    prior[:int(np.argmax(bpms < MAX_BPM))] = -np.inf
+    return float(bpms[int(np.argmax(np.log1p(1e6 * mean) + prior))])
+
+
+def track_beats(envelope: np.ndarray, sample_rate: int, hop_length: int) -> tuple[float, np.ndarray]:
+    """(tempo BPM, beat frame indices) by Ellis's dynamic programme; (0.0, none) for a silent envelope."""
+    env = np.asarray(envelope, dtype=np.float32)
+    if not env.any():
+        return 0.0, np.zeros(0, dtype=np.int64)
+    bpm = global_tempo(env, sample_rate, hop_length)
+    period = float(np.round(sample_rate / hop_length * 60.0 / bpm))
+    normalised = env / (env.std(ddof=1) + np.finfo(np.float32).tiny)
+    window = np.exp(-0.5 * (np.arange(-period, period + 1) * 32.0 / period) ** 2)
+    local = np.convolve(normalised.astype(np.float64), window, mode="same").astype(np.float32)
+    backlink, cumulative = _dynamic_programme(local, period)
+    beats = np.zeros(len(env), dtype=bool)
+    n = _last_beat(cumulative)
+    while n >= 0:
+        beats[n] = True
+        n = backlink[n]
+    return bpm, np.flatnonzero(_trim(local, beats))
+
+
+def _dynamic_programme(local: np.ndarray, period: float) -> tuple[np.ndarray, np.ndarray]:
+    """cumulative[i] = local[i] + max over predecessors i - 2·period ≤ j ≤ i - period/2 of
+    cumulative[j] − tightness · log²((i − j) / period); backlink[i] = that j (−1 before the first strong onset)."""
+    n = len(local)
+    nearest, farthest = int(np.round(period / 2)), int(2 * period)
+    gaps = np.arange(nearest, farthest + 1)  # i − j, nearest predecessor first (ties go to it, as in the loop)
+    penalty = np.float32(TIGHTNESS) * (np.log(gaps) - np.log(period)) ** 2
+    cumulative = np.zeros(n, dtype=np.float32)
+    backlink = np.full(n, -1, dtype=np.int64)
+    threshold = 0.01 * local.max()
+    started = False
+    for i in range(n):
+        best, where = -np.inf, -1
+        reach = min(len(gaps), i - nearest + 1)  # predecessors j = i − gap ≥ 0
+        if reach > 0:
+            scores = cumulative[i - gaps[:reach]] - penalty[:reach]
+            k = int(np.argmax(scores))
+            best, where = scores[k], i - int(gaps[k])
+        cumulative[i] = local[i] + best if where >= 0 else local[i]
+        if started or local[i] >= threshold:
+            backlink[i], started = where, True
+    return backlink, cumulative
+
+
+def _last_beat(cumulative: np.ndarray) -> int:
+    """The last local maximum of the cumulative score that reaches half the median of all its local maxima."""
+    edge = np.pad(cumulative, 1, mode="edge")
+    peaks = (cumulative > edge[:-2]) & (cumulative >= edge[2:])
+    if not peaks.any():
+        return len(cumulative) - 1
+    threshold = 0.5 * np.median(cumulative[peaks])
+    good = np.flatnonzero(peaks & (cumulative >= threshold))
+    return int(good[-1]) if good.size else len(cumulative) - 1
+
+
+def _trim(local: np.ndarray, beats: np.ndarray) -> np.ndarray:
+    """Drop beats in the weak lead-in and tail: frames whose local score is at most half the RMS of the
+    (Hann-smoothed) local score at the beats."""
+    smooth = np.convolve(local[beats], _hann_symmetric(5))[2: len(local) + 2]
+    threshold = 0.5 * np.sqrt(np.mean(smooth.astype(np.float64) ** 2)) if smooth.size else 0.0
+    out = beats.copy()
+    weak = local <= threshold
+    lead = int(np.argmin(weak)) if not weak.all() else len(local)
+    tail = int(np.argmin(weak[::-1])) if not weak.all() else len(local)
+    out[:lead] = False
+    out[len(local) - tail:] = False
+    return out
+
+
+def _hann_symmetric(n: int) -> np.ndarray:
+    return np.hanning(n)
+
+
+def _fast_length(n: int) -> int:
+    """The smallest 2·3·5-smooth length ≥ n (a fast FFT size; any length ≥ n gives the same autocorrelation)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
