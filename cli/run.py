@@ -130,7 +130,7 @@ class BatchDisplay:
         if self.bar is not None:
             self.bar.advance(self.task)
         if result.status == "done":
-            tail = f" ({sum(result.seconds.values()):.1f} s)"
+            tail = f" ({result.total_seconds():.1f} s)"
         else:
             tail = f": {result.error}" if result.error else " (finished earlier)"
         if result.status == "failed":
@@ -150,7 +150,7 @@ def summarise(results, wall: float) -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("reason", overflow="fold")  # a failure's whole reason, wrapped, never cut
     for r in results:
-        seconds = sum(r.seconds.values()) if r.seconds else None
+        seconds = r.total_seconds()
         ratio = f"{seconds / r.duration:.2f}" if seconds and r.duration else ""
         beat_f = r.metrics.get("beat_f1")
         table.add_row(r.key, r.status, f"{seconds:.1f}" if seconds else "", ratio,

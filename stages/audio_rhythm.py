@@ -197,6 +197,27 @@ def _trim(local: np.ndarray, beats: np.ndarray) -> np.ndarray:
     return out
 
 
+def decimate(samples: np.ndarray, factor: int) -> np.ndarray:
+    """scipy.signal.resample_poly(samples, 1, factor) in numpy (float64 out), without importing scipy.signal
+    (~0.7 s here, for a 44.1 → 22.05 kHz render): the same 20·factor + 1-tap Kaiser-windowed (β 5) sinc
+    low-pass, zero-padded so output samples sit at the filter's centre."""
+    x = np.asarray(samples)
+    if factor == 1:
+        return x.astype(np.float64)
+    half = 10 * factor
+    taps = np.arange(2 * half + 1) - half
+    h = (1.0 / factor) * np.sinc(taps / factor) * np.kaiser(2 * half + 1, 5.0)
+    h /= h.sum()
+    n_out = -(-len(x) // factor)
+    pre_pad = factor - half % factor
+    pre_remove = (half + pre_pad) // factor
+    post_pad = 0
+    while (len(x) - 1 + len(h) + pre_pad + post_pad - 1) // factor + 1 < n_out + pre_remove:
+        post_pad += 1
+    h = np.concatenate((np.zeros(pre_pad), h, np.zeros(post_pad)))
+    return np.convolve(x.astype(np.float64), h)[::factor][pre_remove:pre_remove + n_out]
+
+
 def _hann_symmetric(n: int) -> np.ndarray:
     return np.hanning(n)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -79,7 +80,8 @@ class VideoJob:
 
 @dataclass
 class VideoResult:
-    """What happened to one video: `status` is done, skipped or failed; `seconds` per stage."""
+    """What happened to one video: `status` is done, skipped or failed; `seconds` per stage (mux and evaluate
+    overlap), `wall` the whole video's wall time."""
 
     key: str
     source: str
@@ -88,6 +90,11 @@ class VideoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     duration: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    wall: float | None = None
+
+    def total_seconds(self) -> float | None:
+        """The video's wall time (markers from before `wall` was kept: the sum of its stages)."""
+        return self.wall if self.wall is not None else (sum(self.seconds.values()) if self.seconds else None)
 
 
 # ---------------------------------------------------------------- planning and resume
@@ -154,7 +161,8 @@ def write_marker(job: VideoJob, expected: dict, result: VideoResult, source: dic
         path = job.output(suffix)
         outputs[path.name] = {"bytes": path.stat().st_size, "sha256": artifacts.sha256_file(path)}
     marker = {"version": MARKER_VERSION, "source": source, "fingerprint": expected,
-              "outputs": outputs, "seconds": result.seconds, "duration": result.duration, "metrics": result.metrics}
+              "outputs": outputs, "seconds": result.seconds, "wall_seconds": result.wall, "duration": result.duration,
+              "metrics": result.metrics}
     artifacts.atomic_write_bytes(job.marker, artifacts.dumps(marker))
 
 
@@ -184,26 +192,43 @@ class Engine:
 # ---------------------------------------------------------------- one video
 
 class _Timer:
-    """Times each stage of one video (seconds, wall clock) and reports it as it starts."""
+    """Times each stage of one video (seconds, wall clock; stages may overlap) and reports each as it starts."""
 
     def __init__(self, key: str, status: Status):
         self.key, self.status, self.seconds = key, status, {}
+        self.started = time.perf_counter()
 
-    def __call__(self, stage: str):
-        self.stage = stage
-        self.status(self.key, stage)
-        return self
+    def __call__(self, stage: str) -> "_Stage":
+        self.status(self.key, stage)  # reported now, in the caller's order, whichever thread runs it
+        return _Stage(self.seconds, stage)
+
+    def later(self, stage: str, fn, *args):
+        """Report `stage` now; return a callable running fn(*args) timed as `stage` (for another thread)."""
+        timed = self(stage)
+
+        def run():
+            with timed:
+                return fn(*args)
+        return run
+
+    def wall(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+
+class _Stage:
+    def __init__(self, seconds: dict, stage: str):
+        self.into, self.stage = seconds, stage
 
     def __enter__(self):
         self.started = time.perf_counter()
 
     def __exit__(self, *exc):
-        self.seconds[self.stage] = round(time.perf_counter() - self.started, 3)
+        self.into[self.stage] = round(time.perf_counter() - self.started, 3)
 
 
 def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | None = None) -> VideoResult:
     """Make every output of one video, then its marker. Raises V2MError on a bad input."""
-    from v2m.stages import decode, evaluate
+    from v2m.stages import decode
     from v2m.stages.controls import controls_from_rhythm
     from v2m.stages.generate import GenerateConfig, arrangement_record, generate
     from v2m.stages.rhythm import extract_rhythm
@@ -238,8 +263,23 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         artifacts.atomic_write_bytes(job.output("mid"), decode.midi_bytes(score))
     with timer("render"):
         decode.render_wav(score, job.output("wav"), soundfont=config.soundfont)  # atomic, like every write here
-    with timer("mux"):
-        decode.mux(job.source, job.output("wav"), job.output("mp4"))
+    with ThreadPoolExecutor(max_workers=1) as pool:  # leaving waits for the mux, whatever evaluate does
+        # ffmpeg's AAC encode (~1 s per 30 s of music, one core) runs beside evaluate, which reads only the WAV
+        muxing = pool.submit(timer.later("mux", decode.mux, job.source, job.output("wav"), job.output("mp4")))
+        report = _evaluate(job, rhythm, controls, score, melody, timer)
+        muxing.result()
+        save("report.json", "v2m.report", report, "evaluate")
+    result = VideoResult(job.key, str(job.source), "done", seconds=timer.seconds, duration=float(rhythm["duration"]),
+                         metrics={k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))},
+                         wall=timer.wall())
+    write_marker(job, expected, result, source)
+    return result
+
+
+def _evaluate(job: VideoJob, rhythm: dict, controls: dict, score, melody, timer: _Timer) -> dict:
+    """The run's report: the heard mix and the melody line against the video's beats."""
+    from v2m.stages import evaluate
+
     with timer("evaluate"):
         reference = evaluate.reference_from_rhythm(rhythm)
         # beat_f1 judges the beats heard in the render: the tempo map sits on the video's beats by construction
@@ -247,13 +287,8 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         # the line alone, with how well it kept the requested controls (density, accents) per bar
         melody_music = evaluate.music_from_score(melody, kind="tokens", requested_controls=controls)
         melody_metrics, melody_labels = evaluate.evaluate_pair(reference, melody_music)
-        report = {"mode": "rhythm", "metrics": evaluate.clean(metrics), "labels": labels,
-                  "melody": {"metrics": evaluate.clean(melody_metrics), "labels": melody_labels}, "gates": []}
-        save("report.json", "v2m.report", report, "evaluate")
-    result = VideoResult(job.key, str(job.source), "done", seconds=timer.seconds, duration=float(rhythm["duration"]),
-                         metrics={k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))})
-    write_marker(job, expected, result, source)
-    return result
+        return {"mode": "rhythm", "metrics": evaluate.clean(metrics), "labels": labels,
+                "melody": {"metrics": evaluate.clean(melody_metrics), "labels": melody_labels}, "gates": []}
 
 
 def process(job: VideoJob, engine: Engine, expected: dict, force: bool, status: Status | None = None) -> VideoResult:
@@ -263,7 +298,8 @@ def process(job: VideoJob, engine: Engine, expected: dict, force: bool, status: 
         marker = read_marker(job)
         say(job.key, "skipped")
         return VideoResult(job.key, str(job.source), "skipped", seconds=marker.get("seconds", {}),
-                           duration=marker.get("duration"), metrics=marker.get("metrics", {}))
+                           duration=marker.get("duration"), metrics=marker.get("metrics", {}),
+                           wall=marker.get("wall_seconds"))
     try:
         job.marker.unlink(missing_ok=True)  # a stale marker must never vouch for new, half-written outputs
         clear_partials(job)

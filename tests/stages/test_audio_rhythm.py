@@ -75,15 +75,35 @@ def test_mel_filters_match_librosa(librosa):
         np.testing.assert_allclose(ar.mel_filters(sr, n_fft), librosa.filters.mel(sr=sr, n_fft=n_fft), rtol=1e-6, atol=1e-9)
 
 
-def test_evaluate_does_not_import_librosa():
-    """The point of the module: scoring audio starts in well under a second (librosa's beat and onset modules
-    cost ~3.6 s of numba start-up per process)."""
+def test_scoring_a_render_imports_none_of_the_slow_libraries(tmp_path):
+    """The point of the module: scoring a 44.1 kHz render against a video starts in well under a second
+    (librosa's beat and onset modules cost ~3.6 s of numba start-up per process, scipy.signal ~0.7 s,
+    mir_eval — scipy.stats — ~0.5 s)."""
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np\nfrom v2m.stages import metrics_rhythm as mr\n"
-            "y = np.zeros(22050 * 3, dtype=np.float32); y[::11025] = 1\n"
-            "env = mr.onset_envelope(y, 22050); mr.beats_from_envelope(env, 22050); mr.onsets_from_envelope(env, 22050)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('librosa', 'numba')))")
+    import soundfile
+
+    y = np.zeros(44100 * 3, dtype=np.float32)
+    y[::22050] = 1
+    soundfile.write(tmp_path / "clicks.wav", y, 44100)
+    code = ("import sys, numpy as np\nfrom pathlib import Path\nfrom v2m.stages import evaluate, metrics_rhythm as mr\n"
+            f"samples = evaluate.read_audio(Path({str(tmp_path / 'clicks.wav')!r}))\n"
+            "music = evaluate.music_from_audio(samples, evaluate.SAMPLE_RATE)\n"
+            "mr.rhythm_metrics(np.arange(0.5, 3, 0.5), music.onsets, 3.0, music_beats=music.beats)\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'librosa', 'numba', 'mir_eval'}),"
+            " 'scipy.signal' in sys.modules, 'scipy.stats' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert out.strip() == "[] False False"
+
+
+@pytest.mark.parametrize("length", [7, 1001, 44100 * 2 + 1])
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_decimate_is_scipys_resample_poly(length, factor):
+    from scipy.signal import resample_poly
+
+    x = np.random.default_rng(length).standard_normal(length).astype(np.float32)
+    expected = resample_poly(x, 1, factor)  # scipy computes float32 input in float32; ours in float64
+    got = ar.decimate(x, factor)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=2e-6)

@@ -174,3 +174,21 @@ def test_empty_sides_score_zero():
     assert mr.beat_f_measure(BEATS, []).f1 == 0.0
     assert mr.beat_coverage_hit([], BEATS, DURATION) == (0.0, 0.0)
     assert mr.beat_align_score([], BEATS) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_matching_is_as_large_as_mir_evals_on_dense_events(seed):
+    """Events denser than the window (onsets of fast notes, jittered beats, duplicates): our linear matching finds
+    as many pairs as mir_eval's Hopcroft–Karp, and where each reference has a single candidate the same pairs."""
+    import mir_eval
+
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        ref = np.sort(rng.uniform(0, 5, rng.integers(0, 60)))
+        hit = ref[rng.random(ref.size) < 0.5]
+        est = np.sort(np.concatenate([hit + rng.normal(0, 0.05, hit.size), rng.uniform(0, 5, rng.integers(0, 60)), ref[:3]]))
+        assert len(mr.match_events(ref, est, 0.07)) == len(mir_eval.util.match_events(ref, est, 0.07))
+    beats = np.arange(0.5, 20, 0.4)
+    kept = beats[rng.random(beats.size) < 0.8]
+    near = np.sort(kept + rng.uniform(-0.069, 0.069, kept.size))
+    assert mr.match_events(beats, near, 0.07) == [tuple(map(int, p)) for p in mir_eval.util.match_events(beats, near, 0.07)]

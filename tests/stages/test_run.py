@@ -121,3 +121,22 @@ def test_marker_is_checked_against_outputs(tmp_path):
     job.marker.parent.mkdir()
     job.marker.write_text("{not json")
     assert not run.is_done(job, {})
+
+
+def test_a_failing_evaluate_waits_for_the_mux_and_leaves_no_partial_files(tmp_path, clips, debug_model, monkeypatch):  # noqa: F811
+    """mux runs beside evaluate: when evaluate fails the video fails, the mux still finishes (or cleans up) before
+    the error is reported, and nothing half-written or marked done is left."""
+    from v2m.errors import V2MError
+    from v2m.stages import run
+
+    def broken(*args, **kwargs):
+        raise V2MError("evaluate broke on purpose")
+
+    folder, _ = clips
+    config, jobs, expected = setup_run(debug_model[0], tmp_path / "out", folder, names={"a"})
+    monkeypatch.setattr(run, "_evaluate", broken)
+    result = run.process(jobs[0], run.Engine(config), expected, force=False)
+    assert result.status == "failed" and "evaluate broke on purpose" in result.error
+    assert not (tmp_path / "out" / "a.done.json").exists() and not (tmp_path / "out" / "a.report.json").exists()
+    assert not list((tmp_path / "out").glob(".*part*"))
+    assert (tmp_path / "out" / "a.mp4").stat().st_size > 0  # the mux had started and was waited for
