@@ -3,8 +3,8 @@
 What is measured depends on what you give it (recognised by content):
 
   RHYTHM.json MUSIC: rhythm agreement. beat_f1: the music's beats vs the
-  video's (±70 ms; from the tempo map for MIDI/tokens, tracked by librosa
-  in a WAV; the label music_beats says which); onset_f1: every note onset
+  video's (±70 ms; from the tempo map for MIDI/tokens, tracked in a WAV
+  by a DP beat tracker; the label music_beats says which); onset_f1: every note onset
   vs the video's beats; BCS/BHS, Beat Align Score (onsets), tempo relation,
   cut hits; plus music statistics for MIDI/tokens, and control accuracy
   when controls are given or carried.

@@ -37,9 +37,12 @@ app = typer.Typer(
     name="v2m",
     help="Turn the rhythm of a video into music that fits it.\n\n"
          "Stages read and write files and chain through pipes ('-' is stdin/stdout):\n\n"
-         "  v2m extract-rhythm clip.mp4 | v2m encode-tokens - | v2m generate - | v2m decode - -o clip.mid",
+         "\b\n  v2m extract-rhythm clip.mp4 | v2m encode-tokens - | v2m generate - | v2m decode - -o clip.mid",
     no_args_is_help=True,
     add_completion=False,
+    # plain help text (click's formatter): rich's help panels import rich.markdown and rich.traceback,
+    # 0.12 s of the 0.3 s `v2m --help` budget (issue 10), and our help strings carry no markup
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -63,9 +66,19 @@ def _root(
         os.environ["V2M_QUIET"] = "1"
 
 
+def help_text(doc: str | None) -> str | None:
+    """A command module's docstring as click's help: indented paragraphs (example commands, lists) keep their
+    lines as written (click's `\\b` marker) instead of being re-wrapped at the terminal's width — a wrapped
+    example command would no longer copy-paste."""
+    if not doc:
+        return doc
+    paragraphs = doc.strip("\n").split("\n\n")
+    return "\n\n".join("\b\n" + p if p.startswith("  ") else p for p in paragraphs)
+
+
 for _name, _module in COMMANDS:
     _mod = importlib.import_module(_module)
-    app.command(_name, help=_mod.__doc__, no_args_is_help=getattr(_mod, "NO_ARGS_IS_HELP", True))(_mod.command)
+    app.command(_name, help=help_text(_mod.__doc__), no_args_is_help=getattr(_mod, "NO_ARGS_IS_HELP", True))(_mod.command)
 
 
 def _debug() -> bool:

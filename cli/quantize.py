@@ -12,7 +12,7 @@ mixed (per-layer bits from measured sensitivity under --budget-bits).
 
 The output is a v2m.model safetensors file with packed codes, scales and zero
 points; generate, evaluate and run accept it with --kernel auto | reference |
-cpu-int8 | int-mm | inductor | cuda-int-mm | cuda-fp8 | cuda-int4
+cpu-vnni | cpu-int8 | int-mm | inductor | cuda-int-mm | cuda-fp8 | cuda-int4
 (auto picks per layer by CPU ISA / GPU compute capability and logs it).
 The group size must divide every quantized layer's input width.
 
