@@ -9,8 +9,9 @@ token) greedy and sampled (temperature 1, top-p 0.95); the explicit graphs run i
 greedy-equal to eager in bf16. `--generate` adds rows timing stages.generate itself on a 20 s clip's
 controls (after a warm-up generation: no process start-up, no compile).
 
-CPU rows: fp32 eager (the lean decode step, models/lean_step.py) against the weight-streaming limit (read
-bandwidth measured in the run ÷ weight bytes), then the same model quantized W8A8 (RTN) per CPU kernel
+CPU rows: fp32 eager (the lean decode step, models/lean_step.py: one C call per token where it applies) against
+the weight-streaming limit (read bandwidth measured in the run ÷ weight bytes), the fp32 per-layer step (MKL's
+products between C helpers) for comparison, then the same model quantized W8A8 (RTN) per CPU kernel
 (`auto` = what generate picks; cpu-int8 = fbgemm), each as a ratio to fp32 from back-to-back pairs.
 
 Speed does not depend on the weights' values, so without presets/default.safetensors (or with --shape) the
@@ -170,6 +171,27 @@ def load(args, device):
     return build_model(config).to(device).eval(), f"{what} (random weights)"
 
 
+def per_layer_row(args, model, short, one_call_rate, plain) -> list[tuple]:
+    """The fp32 step as it was before the one-call step: MKL's products between per-layer C helpers (the fp32
+    row above is the fastest fp32 configuration only if this one is slower)."""
+    from v2m.models.cache import Decoder
+    from v2m.models.lean_step import NativeStep
+
+    decoder = Decoder(model, 1, 16 + args.new)
+    if decoder._lean is None or decoder._lean.native is None:
+        return []
+    decoder._lean.native = NativeStep.build(model, decoder.cache, one_call=False)
+
+    def loop():
+        logits = decoder.prefill(short)
+        for i in range(args.new - 1):
+            logits = decoder.step(logits.argmax(-1), 16 + i)
+
+    rate = median_rate(loop, args.new, args.repeats, torch.device("cpu"))
+    return [("batch 1, 16-token prompt, fp32 per layer (MKL products + C helpers)", rate, rate / plain,
+             f"the one-call step above is {one_call_rate / rate:.2f}× this")]
+
+
 def int8_rows(args, model, device, fp32_rate, bandwidth, plain) -> list[tuple]:
     """Batch 1 greedy decode of the W8A8 model (RTN: speed does not depend on the weights' values) through
     generate's Decoder, per CPU kernel, against the fp32 rate measured in the same run (back-to-back pairs)."""
@@ -308,6 +330,8 @@ def main() -> None:
     step_rate = median_rate(lambda: generate(model, short, args.new, temperature=0.0), args.new, args.repeats, device)
     rows.append((f"batch 1, 16-token prompt, eager static cache ({next(model.parameters()).dtype})", step_rate,
                  step_rate / plain, f"**{step_rate / limit:.0%} of limit** {limit:,.0f} tok/s"))
+    if device.type == "cpu":
+        rows.extend(per_layer_row(args, model, short, step_rate, plain))
     if device.type == "cpu" and args.int8_kernels:
         rows.extend(int8_rows(args, model, device, step_rate, bandwidth, plain))
 
