@@ -190,6 +190,61 @@ void v2m_swiglu(const float *h, int64_t B, int64_t F, float *out)
     }
 }
 
+/* yo = softmax(q·Kᵀ · scale) · V over `span` cached rows of width D. n16 = D / 16 when the caller passes it as a
+   constant (the loops unroll and the output row lives in registers), else 0 (plain loops). */
+static inline __attribute__((always_inline)) void attend(const float *q, const float *K, const float *V, int64_t span,
+                                                         int64_t D, float scale, float *p, float *yo, const int n16)
+{
+    int64_t t = 0;
+    if (n16) {  /* four keys at a time: four independent dot products in flight */
+        for (; t + 4 <= span; t += 4) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+            const float *k0 = K + t * D;
+            for (int i = 0; i < n16; i++) {
+                const __m512 qv = _mm512_loadu_ps(q + 16 * i);
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(k0 + 16 * i), qv, a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(k0 + D + 16 * i), qv, a1);
+                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(k0 + 2 * D + 16 * i), qv, a2);
+                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(k0 + 3 * D + 16 * i), qv, a3);
+            }
+            p[t] = _mm512_reduce_add_ps(a0) * scale;
+            p[t + 1] = _mm512_reduce_add_ps(a1) * scale;
+            p[t + 2] = _mm512_reduce_add_ps(a2) * scale;
+            p[t + 3] = _mm512_reduce_add_ps(a3) * scale;
+        }
+    }
+    for (; t < span; t++)
+        p[t] = dot(q, K + t * D, D) * scale;
+    float m = -INFINITY;
+    for (t = 0; t < span; t++)
+        m = p[t] > m ? p[t] : m;
+    float sum = 0.0f;
+    for (t = 0; t < span; t++) {
+        p[t] = expf(p[t] - m);
+        sum += p[t];
+    }
+    const float inv = 1.0f / sum;
+    if (n16) {
+        __m512 acc[n16 ? n16 : 1];
+        for (int i = 0; i < n16; i++)
+            acc[i] = _mm512_setzero_ps();
+        for (t = 0; t < span; t++) {
+            const __m512 a = _mm512_set1_ps(p[t] * inv);
+            for (int i = 0; i < n16; i++)
+                acc[i] = _mm512_fmadd_ps(a, _mm512_loadu_ps(V + t * D + 16 * i), acc[i]);
+        }
+        for (int i = 0; i < n16; i++)
+            _mm512_storeu_ps(yo + 16 * i, acc[i]);
+        return;
+    }
+    memset(yo, 0, D * sizeof(float));
+    for (t = 0; t < span; t++) {
+        const float a = p[t] * inv, *vt = V + t * D;
+        for (int64_t d = 0; d < D; d++)
+            yo[d] += a * vt[d];
+    }
+}
+
 void v2m_rope_attend(const float *qkv, int64_t B, int64_t H, int64_t D, int64_t pos, const float *cs, const float *sn,
                      float *kc, float *vc, int64_t max_len, float *y)
 {
@@ -208,23 +263,12 @@ void v2m_rope_attend(const float *qkv, int64_t B, int64_t H, int64_t D, int64_t 
                 kd[i + half] = ks[i + half] * cs[i] + ks[i] * sn[i];
             }
             memcpy(V + pos * D, vs, D * sizeof(float));
-            float m = -INFINITY;
-            for (int64_t t = 0; t < span; t++) {
-                p[t] = dot(q, K + t * D, D) * scale;
-                m = p[t] > m ? p[t] : m;
-            }
-            float sum = 0.0f;
-            for (int64_t t = 0; t < span; t++) {
-                p[t] = expf(p[t] - m);
-                sum += p[t];
-            }
-            const float inv = 1.0f / sum;
             float *yo = y + b * C + h * D;
-            memset(yo, 0, D * sizeof(float));
-            for (int64_t t = 0; t < span; t++) {
-                const float a = p[t] * inv, *vt = V + t * D;
-                for (int64_t d = 0; d < D; d++)
-                    yo[d] += a * vt[d];
+            switch (D) {  /* head widths of whole vectors: the output row stays in registers (n16 constant) */
+            case 32: attend(q, K, V, span, 32, scale, p, yo, 2); break;
+            case 64: attend(q, K, V, span, 64, scale, p, yo, 4); break;
+            case 128: attend(q, K, V, span, 128, scale, p, yo, 8); break;
+            default: attend(q, K, V, span, D, scale, p, yo, 0);
             }
         }
     }

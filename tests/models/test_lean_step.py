@@ -79,7 +79,7 @@ def _model(d_model, n_heads, d_ff, seed=0):
 # float32 round-off only: the C helpers sum in another order (and use glibc's vectorized expf), so logits
 # of a random model (|logit| ≲ 1) agree with forward_cached to ~1e-6; the bound leaves 10×.
 @needs_native
-@pytest.mark.parametrize("d_model,n_heads,d_ff,batch", [(32, 4, 64, 1), (128, 2, 160, 2), (96, 3, 80, 3)])
+@pytest.mark.parametrize("d_model,n_heads,d_ff,batch", [(32, 4, 64, 1), (128, 2, 160, 2), (96, 3, 80, 3), (256, 2, 96, 1)])
 def test_native_step_matches_forward_cached(d_model, n_heads, d_ff, batch):
     model = _model(d_model, n_heads, d_ff)
     ids = torch.randint(0, VOCAB, (batch, 150))
