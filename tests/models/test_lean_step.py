@@ -87,12 +87,16 @@ def test_native_step_matches_forward_cached(d_model, n_heads, d_ff, batch):
     with torch.no_grad():
         model.forward_cached(ids[:, :7], reference_cache, 0)
         model.forward_cached(ids[:, :7], native_cache, 0)
-        step = LeanStep(model, native_cache, native=True)
-        for pos in range(7, 150):
-            expected = model.forward_cached(ids[:, pos:pos + 1], reference_cache, pos)[:, -1]
-            torch.testing.assert_close(step(ids[:, pos:pos + 1], pos), expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(native_cache.k, reference_cache.k, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(native_cache.v, reference_cache.v, atol=1e-6, rtol=1e-5)
+        steps_match(model, LeanStep(model, native_cache, native=True), ids, 7, reference_cache, native_cache, 1e-6)
+
+
+def steps_match(model, step, ids, start, reference_cache, native_cache, cache_atol):
+    """Decode ids[:, start:] through `step` and forward_cached side by side: logits and caches agree."""
+    for pos in range(start, ids.shape[1]):
+        expected = model.forward_cached(ids[:, pos:pos + 1], reference_cache, pos)[:, -1]
+        torch.testing.assert_close(step(ids[:, pos:pos + 1], pos), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(native_cache.k, reference_cache.k, atol=cache_atol, rtol=1e-5)
+    torch.testing.assert_close(native_cache.v, reference_cache.v, atol=cache_atol, rtol=1e-5)
 
 
 @needs_native
@@ -160,11 +164,7 @@ def test_one_call_and_per_layer_steps_match_forward_cached(one_call, batch):
         else:
             assert prefilled is None
             model.forward_cached(ids[:, :11], native_cache, 0)
-        for pos in range(11, 60):
-            expected = model.forward_cached(ids[:, pos:pos + 1], reference_cache, pos)[:, -1]
-            torch.testing.assert_close(step(ids[:, pos:pos + 1], pos), expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(native_cache.k, reference_cache.k, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(native_cache.v, reference_cache.v, atol=1e-5, rtol=1e-5)
+        steps_match(model, step, ids, 11, reference_cache, native_cache, 1e-5)
 
 
 @needs_native
