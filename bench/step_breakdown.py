@@ -35,13 +35,14 @@ REMOVE = {
 def variant(name: str, patch: tuple[str, str] | None):
     """v2m_forward compiled from the step library's source with `patch` applied (None: as shipped)."""
     from v2m.models import native
+    from v2m.models.c_build import build
     from v2m.quant.vnni import SOURCE as VNNI_SOURCE
 
     source = "#define V2M_VNNI 1\n" + VNNI_SOURCE + native.SOURCE + native.STEP_SOURCE
     if patch is not None:
         assert patch[0] in source, f"the C source changed: update REMOVE[{name!r}]"
         source = source.replace(*patch)
-    lib = native.build("v2m-breakdown", source, tuple([*native.FLAGS, "-mavx512vnni"]), ("-lm",))
+    lib = build("v2m-breakdown", source, tuple([*native.FLAGS, "-mavx512vnni"]), ("-lm",))
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.v2m_forward.argtypes = [ctypes.POINTER(native.Plan), p, i64, i64, i64, p, p]
     lib.v2m_forward.restype = ctypes.c_int

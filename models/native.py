@@ -1,4 +1,4 @@
-"""C helpers for the CPU decode step, and the builder that compiles C kernels on first use.
+"""C helpers for the CPU decode step (built on first use by models/c_build.py).
 
 Why C: after the lean step (models/lean_step.py) the float32 matrix-vector products of a decode step are
 MKL's and near the memory limit, but RMSNorm, RoPE, the K/V cache writes, attention over the cache and the
@@ -17,9 +17,8 @@ hundred floats of work. Three C functions do them per layer with no dispatch at 
   products themselves; the float32 step, MKL's products included, went 2.1–2.8 → 1.3–1.6 ms with its
   products in the plain 4-row AVX-512 loop here (f32_tile), so float32 takes the same call.
 
-Built like Inductor builds its CPU kernels: the system C compiler (`cc`, or $CC) into ~/.cache/v2m (or
-$XDG_CACHE_HOME/v2m), keyed by a hash of source, flags and compiler, written atomically, loaded with
-ctypes. No compiler or no AVX-512: `unavailable()` says why and the lean step keeps its PyTorch ops.
+Built like Inductor builds its CPU kernels (models/c_build.py: the system C compiler, a per-user cache keyed
+by content, ctypes). No compiler or no AVX-512: `step_library()` is None and the lean step keeps its PyTorch ops.
 Compiled with -ffast-math (vectorized expf from glibc's libmvec, reassociated sums): results differ from
 PyTorch's by float32 round-off (tests/models/test_lean_step.py bounds it and checks greedy tokens).
 """
@@ -28,65 +27,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
+
+from .c_build import build, cpu_flags, needs
 
 AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mfma"]
 FLAGS = ["-O3", "-ffast-math", *AVX512, "-shared", "-fPIC"]
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def compiler() -> str | None:
-    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
-
-
-def needs(features: set[str]) -> str | None:
-    """Why C kernels using `features` (cpuinfo flag names) cannot run here, or None."""
-    missing = features - cpu_flags()
-    if missing:
-        return f"needs a CPU with {', '.join(sorted(missing))}"
-    if compiler() is None:
-        return "needs a C compiler (cc/gcc/clang, or $CC) to build it on first use"
-    return None
-
-
-@functools.cache
-def build(name: str, source: str, flags: tuple[str, ...], libs: tuple[str, ...] = ()) -> ctypes.CDLL:
-    """Compile `source` into a shared library (once: cached on disk by content) and load it.
-
-    RuntimeError with the compiler's message if the build fails.
-    """
-    from v2m.config import user_cache_dir
-
-    cc = compiler()
-    if cc is None:
-        raise RuntimeError("no C compiler (cc/gcc/clang, or $CC)")
-    key = hashlib.sha256("\0".join([source, *flags, *libs, cc]).encode()).hexdigest()[:16]
-    path = user_cache_dir() / f"{name}-{key}.so"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            src, out = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.so"
-            src.write_text(source)
-            run = subprocess.run([cc, *flags, str(src), "-o", str(out), *libs], capture_output=True, text=True)
-            if run.returncode != 0:
-                raise RuntimeError(f"building {name} failed: {run.stderr.strip()[:300]}")
-            os.replace(out, path)
-    return ctypes.CDLL(str(path))
 
 
 @functools.cache

@@ -6,7 +6,7 @@ float32 per layer and 1.87× over a whole step's layers (bench/quant_kernels.py)
 a 320 → 960 layer is 4,800 VNNI instructions. This kernel does the per-token quantization and the product
 in one C function over weights prepacked once.
 
-Built on first use by models/native.py (the system C compiler, cached in ~/.cache/v2m, loaded with ctypes —
+Built on first use by models/c_build.py (the system C compiler, cached in ~/.cache/v2m, loaded with ctypes —
 the way Inductor builds its CPU kernels). No compiler, or a CPU without AVX-512 VNNI: the kernel says so
 (`unavailable`) and `auto` picks fbgemm.
 
@@ -131,7 +131,7 @@ void v2m_w8a8_gemv(const float *x, int64_t M, int64_t K, const int8_t *wb, const
 
 def unavailable() -> str | None:
     """Why the kernel cannot run here (None = it can): CPU features, a C compiler, a successful build."""
-    from v2m.models.native import needs
+    from v2m.models.c_build import needs
 
     reason = needs({"avx512f", "avx512bw", "avx512_vnni"})
     return reason or _build_error()
@@ -149,8 +149,8 @@ def _build_error() -> str | None:
 
 @functools.cache
 def library() -> ctypes.CDLL:
-    """Build (once per source/flags, cached on disk) and load the kernel (models/native.py's builder)."""
-    from v2m.models.native import build
+    """Build (once per source/flags, cached on disk) and load the kernel (models/c_build.py)."""
+    from v2m.models.c_build import build
 
     lib = build("v2m-vnni", SOURCE, tuple(FLAGS))
     p, i64 = ctypes.c_void_p, ctypes.c_int64
