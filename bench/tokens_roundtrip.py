@@ -28,7 +28,8 @@ def note_set(score) -> Counter:
 
 def sample_pieces(count: int, min_notes: int = 8):
     """Up to `count` (name, score) pairs spread over the whole music21 corpus (every k-th file, all tunes)."""
-    from v2m.stages.corpus import SkipFile, music21_sources, read_scores
+    from v2m.stages.corpus import music21_sources
+    from v2m.stages.corpus_read import SkipFile, read_scores
 
     _, sources = music21_sources()
     by_kind: dict[str, list] = {}

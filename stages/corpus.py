@@ -6,6 +6,7 @@ Two passes, so an interrupted build resumes where it stopped:
    one piece per `X:` tune; kern/MusicXML through music21, which symusic cannot read), filter, and store
    each piece's MidiTok ids and raw control features (stages/controls.PieceAnalysis) in
    `DIR/.work/<key>.safetensors`. A finished file is never redone; unreadable files are skipped and counted.
+   That pass lives in stages/corpus_analyse (reading one file: stages/corpus_read).
 2. **shard** (fast, in order): de-duplicate pieces by the hash of their quantised notes, split by a hash of
    the piece's name (deterministic: the same piece always lands in the same split, all its chunks with it),
    optionally calibrate the control classes on the train split, interleave controls, cut pieces at bars into
@@ -18,10 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +28,8 @@ import numpy as np
 
 from v2m import log
 from v2m.errors import V2MError
-
-MIDI_EXTENSIONS = {".mid", ".midi", ".kar", ".smf"}
-MUSIC21_EXTENSIONS = {".krn", ".mxl", ".xml", ".musicxml", ".mei", ".md", ".capx"}
-ANALYSIS_EXTENSIONS = {".rntxt"}  # roman-numeral analyses: harmony outlines of pieces already in the corpus
-SCORE_EXTENSIONS = MIDI_EXTENSIONS | MUSIC21_EXTENSIONS | ANALYSIS_EXTENSIONS | {".abc"}
-ANALYSE_VERSION = 2  # bump when the per-file analysis changes, so old .work files are redone
+from v2m.stages.corpus_analyse import analyse_files, check_work_dir, load_work, work_key, worker_vocab
+from v2m.stages.corpus_read import SCORE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -79,198 +74,6 @@ def _is_midi(path: Path) -> bool:
     except OSError:
         return False
 
-
-# ---------------------------------------------------------------- reading one file
-
-@contextmanager
-def silenced_fds():
-    """Send the C-level stdout/stderr to /dev/null: symusic's ABC parser prints warnings there, and stdout
-    must carry nothing but the artifact."""
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)
-
-
-def read_scores(path: Path, limit: int | None = None) -> tuple[list[tuple[str, object]], Counter]:
-    """A source file → ([(piece name, symusic.Score)], skipped-piece reasons). Raises on unreadable files.
-    `limit` reads only the first tunes of a many-tune ABC file."""
-    import symusic
-
-    skipped: Counter = Counter()
-    suffix = path.suffix.lower()
-    data = path.read_bytes()
-    if data[:4] == b"MThd":
-        return [("", symusic.Score.from_midi(data))], skipped
-    if suffix == ".abc":
-        text = data.decode("utf-8", errors="replace")
-        parts = re.split(r"(?m)^(?=X:)", text)
-        header = parts[0] if not parts[0].startswith("X:") else ""
-        tunes = ([p for p in parts if p.startswith("X:")] or [text])[:limit]
-        out = []
-        for number, tune in enumerate(tunes):
-            try:
-                with silenced_fds():
-                    out.append((f"#{number}", symusic.Score.from_abc(header + tune)))
-            except Exception:
-                skipped["unreadable tune"] += 1
-        return out, skipped
-    if suffix == ".krn":
-        from v2m.stages.kern import Unsupported, read_kern
-
-        try:
-            return [("", read_kern(data.decode("utf-8", errors="replace")))], skipped
-        except Unsupported:
-            pass  # spine splits and the like: music21 below
-    if suffix in MUSIC21_EXTENSIONS:
-        return _read_music21(path), skipped
-    if suffix in MIDI_EXTENSIONS:
-        raise SkipFile("not MIDI (no MThd header)")
-    if suffix in ANALYSIS_EXTENSIONS:
-        raise SkipFile("roman-numeral analysis, not a score")
-    raise SkipFile(f"unsupported format {suffix}")
-
-
-class SkipFile(Exception):
-    """A file that is deliberately not read; the message is the reason counted in the stats."""
-
-
-def _read_music21(path: Path) -> list[tuple[str, object]]:
-    import music21
-    import symusic
-    from music21.midi import translate
-
-    # forceSource/storePickle: never read or write music21's pickle cache
-    parsed = music21.converter.parse(str(path), forceSource=True, storePickle=False)
-    scores = list(parsed.scores) if isinstance(parsed, music21.stream.Opus) else [parsed]
-    out = []
-    for number, score in enumerate(scores):
-        midi = translate.streamToMidiFile(score).writestr()
-        out.append((f"#{number}" if len(scores) > 1 else "", symusic.Score.from_midi(midi)))
-    return out
-
-
-# ---------------------------------------------------------------- pass 1: analyse
-
-def work_key(source_id: str) -> str:
-    return hashlib.sha1(source_id.encode()).hexdigest()[:16]
-
-
-def analyse_file(task: tuple[str, str, str, dict, int, int, int]) -> dict:
-    """Worker: read one file, analyse its pieces, store them in the .work folder. Returns a summary."""
-    source_id, path_str, work_dir, spec_json, min_notes, max_notes, timeout = task
-
-    out_path = Path(work_dir) / f"{work_key(source_id)}.safetensors"
-    if out_path.exists():
-        return {"source": source_id, "cached": True}
-    vocab = _worker_vocab(json.dumps(spec_json, sort_keys=True))
-    skipped: Counter = Counter()
-    pieces, analyses = [], []
-    import signal
-
-    def _timeout(signum, frame):
-        raise TimeoutError(f"took more than {timeout} s of CPU time")
-
-    # a CPU-time limit (not wall time), so which files time out does not depend on the machine's load
-    signal.signal(signal.SIGVTALRM, _timeout)
-    signal.setitimer(signal.ITIMER_VIRTUAL, timeout)
-    try:
-        scores, skipped = read_scores(Path(path_str))
-        for name, score in scores:
-            from v2m.stages.controls import analyse_score
-
-            try:
-                analysis = analyse_score(score, vocab)
-            except Exception:
-                skipped["unreadable piece"] += 1
-                continue
-            reason = _filter(analysis, min_notes, max_notes)
-            if reason:
-                skipped[reason] += 1
-                continue
-            analyses.append(analysis)
-            pieces.append({"name": source_id + name, "tempo_qpm": round(analysis.tempo_qpm, 3), "mode": analysis.mode,
-                           "mean_pitch": round(analysis.mean_pitch, 2), "notes": analysis.notes, "hash": analysis.content_hash})
-        error = None
-    except TimeoutError:
-        error = f"timeout ({timeout} s CPU)"
-    except SkipFile as e:
-        error = str(e)
-    except Exception as e:  # unreadable: counted by reason, never a crash
-        error = f"unreadable ({type(e).__name__})"
-    finally:
-        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-    meta = {"source": source_id, "version": ANALYSE_VERSION, "error": error, "pieces": pieces, "skipped": dict(skipped)}
-    _save_work(out_path, analyses, meta)
-    return {"source": source_id, "cached": False, "error": error, "pieces": len(pieces)}
-
-
-_VOCAB_CACHE: dict = {}
-
-
-def _worker_vocab(spec_key: str):
-    from v2m.stages.tokens import new_vocab, spec_from_json
-
-    if spec_key not in _VOCAB_CACHE:
-        # the analysis only needs MidiTok's part; class boundaries are applied in pass 2
-        _VOCAB_CACHE[spec_key] = new_vocab({"n_density": 1, "tempo_bounds_bpm": []}, spec_from_json(json.loads(spec_key)))
-    return _VOCAB_CACHE[spec_key]
-
-
-def _filter(analysis, min_notes: int, max_notes: int) -> str | None:
-    if analysis.notes == 0:
-        return "no notes"
-    if analysis.notes < min_notes:
-        return f"fewer than {min_notes} notes"
-    if analysis.notes > max_notes:
-        return f"more than {max_notes} notes"
-    return None
-
-
-def _save_work(path: Path, analyses: list, meta: dict) -> None:
-    from safetensors.numpy import save
-
-    from v2m.artifacts import atomic_write_bytes
-
-    def cat(key, dtype):
-        arrays = [np.asarray(getattr(a, key), dtype=dtype) for a in analyses]
-        offsets = np.cumsum([0] + [len(x) for x in arrays]).astype(np.int64)
-        return (np.concatenate(arrays) if arrays else np.zeros(0, dtype)), offsets
-
-    tensors = {}
-    for key, dtype in (("base_ids", np.int32), ("bar_beats", np.int32), ("bar_onsets", np.int32),
-                       ("beat_counts", np.int32), ("phrase", np.uint8), ("bar_seconds", np.float64)):
-        values, offsets = cat(key, dtype)
-        tensors[key], tensors[key + "_offsets"] = values, offsets
-    atomic_write_bytes(path, save(tensors, metadata={"v2m.work": json.dumps(meta)}))
-
-
-def load_work(path: Path) -> tuple[dict, list]:
-    """A .work file → (its metadata, [PieceAnalysis])."""
-    from safetensors import safe_open
-
-    from v2m.stages.controls import PieceAnalysis
-
-    with safe_open(str(path), framework="numpy") as f:
-        meta = json.loads(f.metadata()["v2m.work"])
-        arrays = {key: f.get_tensor(key) for key in f.keys()}
-
-    def piece(key, i):
-        off = arrays[key + "_offsets"]
-        return arrays[key][off[i]:off[i + 1]].tolist()
-
-    analyses = [PieceAnalysis(piece("base_ids", i), piece("bar_beats", i), piece("bar_onsets", i), piece("beat_counts", i),
-                              [bool(x) for x in piece("phrase", i)], p["tempo_qpm"], p["mode"], p["mean_pitch"], p["notes"],
-                              p["hash"], {"name": p["name"]}, piece("bar_seconds", i))
-                for i, p in enumerate(meta["pieces"])]
-    return meta, analyses
 
 
 # ---------------------------------------------------------------- pass 2: shard
@@ -337,12 +140,12 @@ def build_corpus(sources: list[tuple[str, Path]], out_dir: Path, *, vocab=None, 
     work_dir = Path(work_dir) if work_dir is not None else out_dir / ".work"
     work_dir.mkdir(parents=True, exist_ok=True)
     spec_json = spec_to_json(spec)
-    _check_work_dir(work_dir, spec_json)
+    check_work_dir(work_dir, spec_json)
     tasks = [(sid, str(path), str(work_dir), spec_json, config.min_notes, config.max_notes, config.file_timeout_s)
              for sid, path in sources]
     # biggest files first so the last worker does not finish alone with a long file
     tasks.sort(key=lambda t: -Path(t[1]).stat().st_size)
-    analysed_now = _run_tasks(tasks, jobs)
+    analysed_now = analyse_files(tasks, jobs)
     stats = {"files": len(sources), "files_analysed_this_run": analysed_now, "files_read": 0, "files_skipped": Counter(), "pieces_found": 0,
              "pieces_skipped": Counter(), "duplicates": 0}
     metas = []
@@ -425,7 +228,7 @@ def _clip_bars(analysis, max_bars: int):
 
     from v2m.stages.controls import split_bars
 
-    bar_id = _worker_vocab(json.dumps(_default_spec_json(), sort_keys=True)).bar_id
+    bar_id = worker_vocab(json.dumps(_default_spec_json(), sort_keys=True)).bar_id
     bars = split_bars(analysis.base_ids, bar_id)[:max_bars]
     ids = [t for bar in bars for t in (bar_id, *bar)]
     beats = sum(analysis.bar_beats[:max_bars])
@@ -439,37 +242,6 @@ def _default_spec_json() -> dict:
 
     return spec_to_json(TokenizerSpec())
 
-
-def _check_work_dir(work_dir: Path, spec_json: dict) -> None:
-    """A .work folder made with another tokenizer spec or analysis version is stale: clear it."""
-    stamp = work_dir / "SPEC.json"
-    want = json.dumps({"spec": spec_json, "version": ANALYSE_VERSION}, sort_keys=True)
-    if stamp.exists() and stamp.read_text() != want:
-        log.warn(f"{work_dir}: made with another tokenizer spec; starting over")
-        for p in work_dir.glob("*.safetensors"):
-            p.unlink()
-    stamp.write_text(want)
-
-
-def _run_tasks(tasks: list, jobs: int) -> int:
-    """Analyse files in `jobs` processes with a progress bar; finished files (in .work) are skipped.
-    Returns how many files were analysed now."""
-    todo = [t for t in tasks if not (Path(t[2]) / f"{work_key(t[0])}.safetensors").exists()]
-    if len(todo) < len(tasks):
-        log.info(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} files already analysed")
-    with log.progress("analysing", total=len(todo), unit="files") as advance:
-        if jobs <= 1 or len(todo) <= 1:
-            for task in todo:
-                analyse_file(task)
-                advance()
-            return len(todo)
-        import multiprocessing
-
-        # spawn: workers start clean (no inherited threads from rich or a half-imported torch)
-        with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=200) as pool:
-            for _ in pool.imap_unordered(analyse_file, todo, chunksize=1):
-                advance()
-    return len(todo)
 
 
 def _calibrate(metas: list, keep: dict[str, str], spec, calibrate_to: Path):

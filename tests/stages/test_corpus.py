@@ -65,7 +65,8 @@ def test_kern_reader_reads_ties_chords_and_meter():
 
 def test_kern_reader_agrees_with_music21_on_a_palestrina_movement():
     pytest.importorskip("music21")
-    from v2m.stages.corpus import _read_music21, music21_sources
+    from v2m.stages.corpus import music21_sources
+    from v2m.stages.corpus_read import _read_music21
     from v2m.stages.kern import read_kern
 
     root, sources = music21_sources()
