@@ -74,6 +74,7 @@ def command(
 ) -> None:
     from v2m.artifacts import check_output, dumps, make_artifact, write_output
     from v2m.stages import evaluate as ev
+    from v2m.stages.evaluate_inputs import evaluate_folder, evaluate_inputs, group_folder, load_input
 
     gates = ev.parse_gates(fail_if)  # before any work: a typo in a gate must not cost a model run
     check_output(output, force)
@@ -99,15 +100,15 @@ def command(
     elif len(inputs) == 1 and Path(inputs[0]).is_dir() and not (Path(inputs[0]) / "index.json").is_file():
         if plot is not None:
             raise V2MError("--plot draws one video and one piece of music, not a folder", "evaluate one NAME to plot it")
-        groups = ev.group_folder(Path(inputs[0]))
+        groups = group_folder(Path(inputs[0]))
         with log.progress("evaluate", total=len(groups), unit="files") as advance:
-            result = ev.evaluate_folder(inputs[0], tokenizer, progress=advance)
+            result = evaluate_folder(inputs[0], tokenizer, progress=advance)
         mode, metrics = "folder", result["metrics"]
         summary, rows, failures = result["summary"], result["rows"], result["failures"]
         sources = [{"name": Path(inputs[0]).name, "files": sum(len(r["files"]) for r in rows)}]
     else:
-        loaded = [ev.load_input(path, tokenizer) for path in inputs]
-        mode, metrics, labels = ev.evaluate_inputs(loaded, tokenizer)
+        loaded = [load_input(path, tokenizer) for path in inputs]
+        mode, metrics, labels = evaluate_inputs(loaded, tokenizer)
         sources = [item.source for item in loaded if item.source]
         if plot is not None:
             _plot(plot, loaded, metrics, mode)

@@ -15,6 +15,7 @@ from symusic import Note, Score, Tempo, TimeSignature, Track
 from v2m.artifacts import dumps, make_artifact
 from v2m.errors import GateFailed, V2MError
 from v2m.stages import evaluate as ev
+from v2m.stages.evaluate_inputs import evaluate_folder, evaluate_inputs, load_input
 
 TPQ = 480
 
@@ -78,7 +79,7 @@ BEATS = np.arange(0.5, 12.0, 0.5)  # 120 BPM over a 12-s clip
 def test_rhythm_and_midi_on_the_beat(tmp_path):
     rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0, cuts=[4.0])
     midi = write_midi(tmp_path / "clip.mid", BEATS)
-    mode, metrics, labels = ev.evaluate_inputs([ev.load_input(rhythm), ev.load_input(midi)])
+    mode, metrics, labels = evaluate_inputs([load_input(rhythm), load_input(midi)])
     assert mode == "rhythm"
     assert metrics["onset_f1"] == pytest.approx(1.0)
     # the MIDI's tempo map (120 BPM from 0 s: one beat more than the video's, at 0 s) → F = 2·23 / (24 + 23)
@@ -91,7 +92,7 @@ def test_rhythm_and_midi_on_the_beat(tmp_path):
 def test_off_beat_midi_scores_zero_but_same_tempo(tmp_path):
     rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0)
     midi = write_midi(tmp_path / "clip.mid", BEATS + 0.25)  # eighth-note off-beats
-    _, metrics, labels = ev.evaluate_inputs([ev.load_input(rhythm), ev.load_input(midi)])
+    _, metrics, labels = evaluate_inputs([load_input(rhythm), load_input(midi)])
     assert metrics["onset_f1"] == 0.0
     assert labels["tempo_relation"] == "same"  # the tempo map is 120 BPM: right tempo, wrong phase
     # and its beats sit on the video's: only the onsets tell that every note is off the beat
@@ -101,7 +102,7 @@ def test_off_beat_midi_scores_zero_but_same_tempo(tmp_path):
 def test_rhythm_and_wav_with_detected_onsets(tmp_path):
     rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0)
     wav = write_clicks(tmp_path / "clip.wav", BEATS, 12.0)
-    _, metrics, labels = ev.evaluate_inputs([ev.load_input(rhythm), ev.load_input(wav)])
+    _, metrics, labels = evaluate_inputs([load_input(rhythm), load_input(wav)])
     assert metrics["onset_f1"] > 0.95
     assert metrics["beat_f1"] > 0.9 and labels["music_beats"] == ev.BEATS_FROM_AUDIO  # the beat tracker finds the clicks
     assert 0 <= metrics["beat_offset_ms"] <= 15  # tracked beats just after the clicks' attacks (+10 ms measured)
@@ -117,7 +118,7 @@ def test_folder_hears_beats_in_the_render(tmp_path):
     write_midi(folder / "a.mid", BEATS)
     write_clicks(folder / "a.wav", BEATS + 0.25, 12.0)
     (folder / "a.done.json").write_text('{"version": 1}')  # run's completion marker: bookkeeping, not scored
-    result = ev.evaluate_folder(folder)
+    result = evaluate_folder(folder)
     assert not result["failures"]
     row = result["rows"][0]
     assert row["labels"]["music_beats"] == ev.BEATS_FROM_AUDIO
@@ -126,7 +127,7 @@ def test_folder_hears_beats_in_the_render(tmp_path):
 
 
 def test_music_alone_gives_statistics(tmp_path):
-    mode, metrics, _ = ev.evaluate_inputs([ev.load_input(write_midi(tmp_path / "a.mid", BEATS))])
+    mode, metrics, _ = evaluate_inputs([load_input(write_midi(tmp_path / "a.mid", BEATS))])
     assert mode == "music"
     # 23 notes cycling C4 E4 G4 C5: pitch classes C ×11, E ×6, G ×6
     prob = np.array([11, 6, 6]) / 23
@@ -140,7 +141,7 @@ def test_controls_carry_the_beat_grid(tmp_path):
     path = tmp_path / "clip.controls.json"
     path.write_bytes(dumps(make_artifact("v2m.controls", controls, stage="encode-tokens")))
     midi = write_midi(tmp_path / "clip.mid", BEATS)
-    mode, metrics, _ = ev.evaluate_inputs([ev.load_input(path), ev.load_input(midi)])
+    mode, metrics, _ = evaluate_inputs([load_input(path), load_input(midi)])
     assert mode == "rhythm" and metrics["onset_f1"] == pytest.approx(1.0)
     assert "density_accuracy" not in metrics  # no bars requested: nothing to compare
 
@@ -178,18 +179,18 @@ def test_mismatched_kinds_are_one_clear_line(tmp_path, case):
         video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
         inputs, expected = [video], "extract-rhythm"
     with pytest.raises(V2MError) as info:
-        ev.evaluate_inputs([ev.load_input(p) for p in inputs])
+        evaluate_inputs([load_input(p) for p in inputs])
     assert expected in info.value.one_line() and "\n" not in info.value.one_line()
 
 
 def test_empty_music_is_refused(tmp_path):
     empty = write_midi(tmp_path / "empty.mid", [])
     with pytest.raises(V2MError, match="empty"):
-        ev.load_input(empty)
+        load_input(empty)
     silent = tmp_path / "silent.wav"
     soundfile.write(str(silent), np.zeros(22050, dtype=np.float32), 22050)
     with pytest.raises(V2MError, match="empty"):
-        ev.load_input(silent)
+        load_input(silent)
 
 
 def make_run_folder(folder, broken=True):
@@ -207,7 +208,7 @@ def make_run_folder(folder, broken=True):
 
 
 def test_folder_rows_summary_and_failures(tmp_path):
-    result = ev.evaluate_folder(make_run_folder(tmp_path / "out"))
+    result = evaluate_folder(make_run_folder(tmp_path / "out"))
     assert [row["name"] for row in result["rows"]] == ["a", "b"]
     assert [f["name"] for f in result["failures"]] == ["c"]
     f1 = [row["metrics"]["onset_f1"] for row in result["rows"]]
@@ -288,7 +289,7 @@ def test_tokens_with_requested_controls(tmp_path):
     tokens.write_bytes(dumps(make_artifact("v2m.tokens", data, stage="generate")))
     rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0)
     tokenizer = vocab.to_json()
-    mode, metrics, _ = ev.evaluate_inputs([ev.load_input(rhythm, tokenizer), ev.load_input(tokens, tokenizer)], tokenizer)
+    mode, metrics, _ = evaluate_inputs([load_input(rhythm, tokenizer), load_input(tokens, tokenizer)], tokenizer)
     assert mode == "rhythm" and metrics["onset_f1"] == pytest.approx(1.0)
     n = len(requested)
     assert metrics["bars_compared"] == n
@@ -296,7 +297,7 @@ def test_tokens_with_requested_controls(tmp_path):
     assert metrics["strength_accuracy"] == 1.0
     # when the controls cannot be measured (here: the default tokenizer is not the one used), the rhythm scores
     # stay and a label says why; a gate on density_accuracy would then fail as "not measured"
-    rhythm_only = ev.evaluate_pair(ev.load_input(rhythm).value, ev.load_input(tokens, tokenizer).value,
+    rhythm_only = ev.evaluate_pair(load_input(rhythm).value, load_input(tokens, tokenizer).value,
                                    tokenizer={"format": "not a tokenizer"})
     assert rhythm_only[0]["onset_f1"] == pytest.approx(1.0) and "density_accuracy" not in rhythm_only[0]
     assert rhythm_only[1]["control_accuracy"].startswith("not measured")
@@ -304,4 +305,4 @@ def test_tokens_with_requested_controls(tmp_path):
     data["tokenizer_hash"] = "0" * 64
     tokens.write_bytes(dumps(make_artifact("v2m.tokens", data, stage="generate")))
     with pytest.raises(V2MError, match="another tokenizer"):
-        ev.load_input(tokens, tokenizer)
+        load_input(tokens, tokenizer)
