@@ -415,8 +415,8 @@ def video_cut_rows(seed: int, chorales: list) -> tuple[list[list], str]:
     import tempfile
 
     from v2m.samples import SampleSpec, write_video
-    from v2m.stages.controls import controls_from_rhythm
     from v2m.stages.rhythm import RhythmConfig, rhythm_from_frames
+    from v2m.stages.video_controls import controls_from_rhythm
     from v2m.stages.video_stream import analysis_size, probe, stream_frames
 
     vocab, note = bench_vocab(chorales)

@@ -108,8 +108,8 @@ def sample_controls(args):
     if shutil.which("ffmpeg") and shutil.which("ffprobe"):
         try:
             from v2m.samples import write_video
-            from v2m.stages.controls import controls_from_rhythm
             from v2m.stages.rhythm import extract_rhythm
+            from v2m.stages.video_controls import controls_from_rhythm
 
             with tempfile.TemporaryDirectory() as tmp:
                 write_video(Path(tmp) / "clip.mp4")

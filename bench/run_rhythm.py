@@ -226,11 +226,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from v2m.stages.controls import controls_from_rhythm
     from v2m.stages.decode import music_score
     from v2m.stages.evaluate import Reference
     from v2m.stages.generate import GenerateConfig, arrangement_record, generate, model_path, open_model
     from v2m.stages.metrics_music import music_statistics
+    from v2m.stages.video_controls import controls_from_rhythm
 
     args.work.mkdir(parents=True, exist_ok=True)
     if args.threads:

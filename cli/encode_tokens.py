@@ -61,7 +61,7 @@ def command(
     elif kind == "json":
         rhythm = artifacts.parse_artifact(data, str(input), "v2m.rhythm")
         vocab = load_tokenizer(tokenizer)
-        from v2m.stages.controls import controls_from_rhythm
+        from v2m.stages.video_controls import controls_from_rhythm
 
         payload = controls_from_rhythm(rhythm["data"], vocab)
         fmt, stage_source = "v2m.controls", artifacts.source_of(input, data)
@@ -78,7 +78,8 @@ def _encode_midi(data: bytes, name: str, vocab) -> dict:
     """MIDI bytes → the v2m.tokens payload (ids + the MIDI's own beat grid in seconds)."""
     import symusic
 
-    from v2m.stages.tokens import beat_grid_seconds, encode_score
+    from v2m.stages.beat_grid import beat_grid_seconds
+    from v2m.stages.tokens import encode_score
 
     if len(data) >= 10 and int.from_bytes(data[8:10], "big") == 2:
         raise V2MError(f"{name}: a type-2 MIDI file (independent sequences) is not supported", "convert it to type 0 or 1")

@@ -101,7 +101,7 @@ def generate_artifact(found: dict, raw: bytes, name: str, config, *, model, back
     loaded_model, vocab = loaded or open_model(model, backend=backend, kernel=kernel, device=device)
     controls = found["data"]
     if found["format"] == "v2m.rhythm":
-        from v2m.stages.controls import controls_from_rhythm
+        from v2m.stages.video_controls import controls_from_rhythm
 
         controls = controls_from_rhythm(controls, vocab)
     prime_ids = prime_ids_from_midi(prime.read_bytes(), vocab, str(prime)) if prime is not None else None

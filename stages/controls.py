@@ -2,7 +2,8 @@
 
 This is the CMT idea (Di et al. 2021, "Video Background Music Generation with Controllable Music
 Transformer"): the model is trained on music alone with controls read off the music itself, and at
-inference the controls come from the video, measured on the same scale. Per bar:
+inference the controls come from the video, measured on the same scale (this module reads them off music
+and holds the class rules; stages/video_controls.py reads them off a rhythm artifact). Per bar:
 
 - `density`: onsets per *tactus* beat of the bar: distinct onset times in the bar / the bar's length in
   seconds × the tactus period. The tactus is the beat level a listener taps (and a beat tracker finds):
@@ -83,7 +84,8 @@ def analyse_score(score, vocab) -> PieceAnalysis:
     """A symusic.Score → its base tokens and raw control features (see module docstring)."""
     from miditok.utils import get_bars_ticks, get_beats_ticks
 
-    from v2m.stages.tokens import base_tokens, prepare_score, ticks_to_seconds
+    from v2m.stages.beat_grid import ticks_to_seconds
+    from v2m.stages.tokens import base_tokens, prepare_score
 
     tempo_qpm = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
     prepared = prepare_score(score, vocab)
@@ -296,108 +298,6 @@ def controls_from_score(score, vocab) -> dict:
         raise V2MError("the MIDI has no notes the tokenizer can keep")
     return {"tempo_bpm": round(analysis.tempo_qpm, 3), "tempo_class": tempo_class(analysis.tempo_qpm, vocab.stats),
             "mode": analysis.mode, "bars": bar_controls(analysis, vocab.stats)}
-
-
-# ---------------------------------------------------------------- from a rhythm artifact
-
-def pick_peaks(envelope: np.ndarray, frame_rate: float, params: dict = PEAK_PICKING) -> np.ndarray:
-    """Frame indices of onset peaks (the peak-picking rule of librosa.util.peak_pick / Böck et al. 2012)."""
-    env = np.asarray(envelope, dtype=np.float64)
-    frames = lambda s: int(round(s * frame_rate))  # noqa: E731
-    pre_max, post_max = max(frames(params["pre_max_s"]), 1), max(frames(params["post_max_s"]), 1)
-    pre_avg, post_avg, wait = max(frames(params["pre_avg_s"]), 1), max(frames(params["post_avg_s"]), 1), frames(params["wait_s"])
-    peaks, last = [], -wait - 1
-    for n in range(len(env)):
-        lo_max, hi_max = max(0, n - pre_max), min(len(env), n + post_max)
-        if env[n] < env[lo_max:hi_max].max() or env[n] <= 0:
-            continue
-        if env[n] < env[max(0, n - pre_avg):min(len(env), n + post_avg)].mean() + params["delta"]:
-            continue
-        if n - last > wait:
-            peaks.append(n)
-            last = n
-    return np.asarray(peaks, dtype=np.int64)
-
-
-def controls_from_rhythm(rhythm: dict, vocab) -> dict:
-    """A v2m.rhythm payload → a v2m.controls payload (see the module docstring for each control)."""
-    stats = vocab.stats
-    beats = np.asarray(rhythm.get("beats") or [], dtype=np.float64)
-    downbeats = [float(t) for t in rhythm.get("downbeats") or []]
-    meter = int(rhythm.get("meter") or 4)
-    duration = float(rhythm.get("duration") or 0.0)
-    if len(beats) < 2 or not downbeats:
-        raise V2MError("the rhythm artifact has fewer than two beats or no downbeats; nothing to put bars on",
-                       "use a longer clip, or pass a tempo hint to extract-rhythm")
-    frame_rate = float(rhythm["frame_rate"])
-    envelope = np.asarray(rhythm.get("envelope") or [], dtype=np.float64)
-    peak_times = pick_peaks(envelope, frame_rate, stats.get("peak_picking", PEAK_PICKING)) / frame_rate
-    period = float(np.median(np.diff(beats)))
-    strengths = np.asarray(rhythm.get("beat_strength") or [], dtype=np.float64)
-    if len(strengths) != len(beats):  # no (or a mismatched) beat_strength: the envelope's peak near each beat
-        strengths = _envelope_at(envelope, frame_rate, beats)
-    beat_classes = _strength_by_shares(strengths, stats["strength_shares"])
-    cuts = np.asarray(rhythm.get("cuts") or [], dtype=np.float64)
-    segments = rhythm.get("segments") or []
-    bars = []
-    env_means = []
-    for i, start in enumerate(downbeats):
-        end = downbeats[i + 1] if i + 1 < len(downbeats) else min(start + meter * period, max(duration, start + period))
-        in_bar = (beats >= start - 1e-6) & (beats < end - 1e-6)
-        n_beats = max(int(in_bar.sum()), 1)
-        onsets = int(((peak_times >= start - 0.5 * 0.05) & (peak_times < end - 0.025)).sum())
-        phrase = i == 0 or bool(((cuts >= start - period / 2) & (cuts < end - period / 2)).any())
-        lo, hi = int(start * frame_rate), max(int(end * frame_rate), int(start * frame_rate) + 1)
-        env_means.append(float(envelope[lo:hi].mean()) if len(envelope[lo:hi]) else 0.0)
-        strength = [int(c) for c in beat_classes[in_bar]]
-        if i + 1 == len(downbeats):  # the last bar runs past the clip: its missing beats are silent
-            strength += [0] * (meter - len(strength))
-        rate = density_rate(onsets, n_beats, end - start, period, stats)
-        bars.append({"start": round(start, 3), "density": density_class(rate, stats),
-                     "strength": strength or [0], "phrase": phrase,
-                     "motion": _segment_value(segments, start, "motion")})
-    top = max(env_means) or 1.0
-    for bar, env_mean in zip(bars, env_means):
-        # loudness follows how much happens on screen: half motion, half onset energy (both 0..1)
-        bar["velocity"] = int(np.clip(round(45 + 70 * (0.5 * bar.pop("motion") + 0.5 * env_mean / top)), 1, 127))
-    brightness = float(np.mean([s.get("brightness", 0.5) for s in segments])) if segments else 0.5
-    tempo = rhythm.get("tempo") or {}
-    bpm = float(tempo.get("bpm") or 60.0 / period)
-    return {"tokenizer_hash": vocab.hash, "meter": meter, "tempo_bpm": round(bpm, 3),
-            "tempo_class": tempo_class(bpm, stats), "mode": "major" if brightness >= stats["mode_brightness_min"] else "minor",
-            "register": "low" if brightness < 1 / 3 else ("high" if brightness > 2 / 3 else "mid"),
-            "duration": round(duration, 3), "beat_times": [round(float(t), 3) for t in beats],
-            "downbeats": [round(t, 3) for t in downbeats], "bars": bars,
-            "rhythm": {"cuts": [round(float(t), 3) for t in cuts], "envelope": list(rhythm.get("envelope") or []),
-                       "frame_rate": frame_rate}}
-
-
-def _envelope_at(envelope: np.ndarray, frame_rate: float, times: np.ndarray, window_s: float = 0.05) -> np.ndarray:
-    """The envelope's maximum within ±`window_s` of each time (0 outside the envelope)."""
-    out = np.zeros(len(times))
-    for i, t in enumerate(times):
-        lo, hi = max(int((t - window_s) * frame_rate), 0), int((t + window_s) * frame_rate) + 1
-        out[i] = envelope[lo:hi].max() if lo < min(hi, len(envelope)) else 0.0
-    return out
-
-
-def _strength_by_shares(strengths: np.ndarray, shares: list[float]) -> np.ndarray:
-    """Rank beats by strength; the weakest share[0] get 0, the strongest share[2] get 2 (histogram matching)."""
-    n = len(strengths)
-    order = np.argsort(strengths, kind="stable")
-    classes = np.ones(n, dtype=np.int64)
-    n_none, n_strong = int(round(shares[0] * n)), int(round(shares[2] * n))
-    classes[order[:n_none]] = 0
-    if n_strong:
-        classes[order[n - n_strong:]] = 2
-    return classes
-
-
-def _segment_value(segments: list[dict], t: float, key: str) -> float:
-    for segment in segments:
-        if segment["start"] - 1e-6 <= t < segment["end"]:
-            return float(segment.get(key, 0.5))
-    return float(segments[-1].get(key, 0.5)) if segments else 0.5
 
 
 # ---------------------------------------------------------------- calibration

@@ -229,9 +229,9 @@ class _Stage:
 def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | None = None) -> VideoResult:
     """Make every output of one video, then its marker. Raises V2MError on a bad input."""
     from v2m.stages import decode
-    from v2m.stages.controls import controls_from_rhythm
     from v2m.stages.generate import GenerateConfig, arrangement_record, generate
     from v2m.stages.rhythm import extract_rhythm
+    from v2m.stages.video_controls import controls_from_rhythm
 
     config = engine.config
     timer = _Timer(job.key, status or (lambda key, what: None))

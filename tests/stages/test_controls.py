@@ -87,7 +87,8 @@ def rhythm(bpm=120.0, bars=4, meter=4, onsets_per_beat=(1, 2, 4, 1), cuts=(), fr
 
 
 def test_controls_from_rhythm_match_controls_from_music_on_the_same_rates():
-    from v2m.stages.controls import analyse_score, bar_controls, controls_from_rhythm
+    from v2m.stages.controls import analyse_score, bar_controls
+    from v2m.stages.video_controls import controls_from_rhythm
 
     vocab = small_vocab()
     controls = controls_from_rhythm(rhythm(onsets_per_beat=(1, 2, 4, 1)), vocab)
@@ -101,7 +102,7 @@ def test_controls_from_rhythm_match_controls_from_music_on_the_same_rates():
 
 
 def test_cuts_become_phrase_marks_and_strength_follows_corpus_shares():
-    from v2m.stages.controls import controls_from_rhythm
+    from v2m.stages.video_controls import controls_from_rhythm
 
     vocab = small_vocab()
     controls = controls_from_rhythm(rhythm(cuts=(4.05,)), vocab)  # bar 2 starts at 4.0 s
@@ -122,7 +123,7 @@ def test_bar_and_global_control_ids():
 
 
 def test_rhythm_without_beats_is_a_clear_error():
-    from v2m.stages.controls import controls_from_rhythm
+    from v2m.stages.video_controls import controls_from_rhythm
 
     with pytest.raises(V2MError, match="fewer than two beats"):
         controls_from_rhythm({**rhythm(), "beats": [0.5], "downbeats": []}, small_vocab())
@@ -165,7 +166,8 @@ def test_density_does_not_depend_on_the_notated_beat_level():
 def test_density_from_rhythm_does_not_depend_on_the_tracked_beat_level():
     """Audio tracked at the quarter (120 bpm, 4 beats a bar) or at the half note (60 bpm, 2 beats a bar): same
     classes, and the same as the music's."""
-    from v2m.stages.controls import analyse_score, bar_controls, controls_from_rhythm
+    from v2m.stages.controls import analyse_score, bar_controls
+    from v2m.stages.video_controls import controls_from_rhythm
 
     vocab = small_vocab()
     quarter = rhythm(onsets_per_beat=(1, 2, 4, 1))

@@ -138,7 +138,7 @@ def test_no_notes_is_a_clear_error():
 def test_midi_beat_grid_in_seconds_follows_tempo_changes():
     import symusic
 
-    from v2m.stages.tokens import beat_grid_seconds
+    from v2m.stages.beat_grid import beat_grid_seconds
 
     score, _ = song()
     score.tempos = [symusic.Tempo(0, 120.0), symusic.Tempo(4 * 480, 60.0)]
