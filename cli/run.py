@@ -54,6 +54,7 @@ def command(
     force: Force = False,
 ) -> None:
     from v2m.stages import run as run_stage
+    from v2m.stages.run_batch import exit_code, run_batch
 
     if jobs < 1 or candidates < 1:
         raise V2MError("--jobs and --candidates must be ≥ 1")
@@ -85,10 +86,10 @@ def command(
     expected = run_stage.fingerprint(config, model_sha256)
     started = time.perf_counter()
     with BatchDisplay(jobs_list) as display:
-        results = run_stage.run_batch(jobs_list, config, expected, jobs=jobs, force=force,
-                                      status=display.status, on_result=display.result)
+        results = run_batch(jobs_list, config, expected, jobs=jobs, force=force,
+                            status=display.status, on_result=display.result)
     summarise(results, time.perf_counter() - started)
-    code = run_stage.exit_code(results)
+    code = exit_code(results)
     if code:
         raise typer.Exit(code)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -84,20 +83,20 @@ def test_one_video_gets_every_output_then_resume_skips_it(tmp_path, clips, debug
 
 
 def test_batch_isolates_a_broken_file(tmp_path, clips, debug_model):  # noqa: F811
-    from v2m.stages import run
+    from v2m.stages import run_batch
 
     folder, _ = clips
     config, jobs, expected = setup_run(debug_model[0], tmp_path / "out", folder)
-    results = run.run_batch(jobs, config, expected, jobs=1)
+    results = run_batch.run_batch(jobs, config, expected, jobs=1)
     by_key = {r.key: r for r in results}
     assert [r.key for r in results] == ["a", "b", "broken"]
     assert by_key["a"].status == by_key["b"].status == "done"
     assert by_key["broken"].status == "failed" and "broken.mp4" in by_key["broken"].error
     assert "\n" not in by_key["broken"].error
-    assert run.exit_code(results) == 1
+    assert run_batch.exit_code(results) == 1
     assert not (tmp_path / "out" / "broken.done.json").exists()
     # a rerun only retries the failure
-    again = run.run_batch(jobs, config, expected, jobs=1)
+    again = run_batch.run_batch(jobs, config, expected, jobs=1)
     assert [r.status for r in again] == ["skipped", "skipped", "failed"]
 
 
