@@ -157,6 +157,8 @@ def read_audio(path: Path) -> np.ndarray:
 def music_from_audio(samples: np.ndarray, sample_rate: int, name: str = "audio") -> Music:
     """Mono audio → Music: onsets and beats (stages/audio_rhythm.py, librosa's algorithms)."""
     samples = np.asarray(samples, dtype=np.float32)
+    if not np.all(np.isfinite(samples)):
+        raise V2MError(f"{name}: the audio has NaN or infinite samples (a corrupt or float file written wrong)")
     if samples.size == 0 or float(np.max(np.abs(samples))) < 1e-4:
         raise V2MError(f"{name}: the music is empty (silent audio)", "evaluate audio that has sound")
     envelope = mr.onset_envelope(samples, sample_rate)  # once: onsets and beats are both read off it

@@ -107,3 +107,25 @@ def test_decimate_is_scipys_resample_poly(length, factor):
     got = ar.decimate(x, factor)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+@pytest.mark.parametrize("length", [1024, 3000, 9000])
+def test_clips_shorter_than_the_beat_window_match_librosa_too(librosa, length):
+    """An envelope shorter than the tracker's Gaussian window (a fraction of a second of audio)."""
+    y = np.zeros(length, dtype=np.float32)
+    y[length // 2] = 0.5
+    envelope = ar.onset_strength(y, SR, 256, 1024)
+    tempo, beats = librosa.beat.beat_track(onset_envelope=envelope, sr=SR, hop_length=256)
+    own_tempo, own_beats = ar.track_beats(envelope, SR, 256)
+    assert own_tempo == pytest.approx(float(np.atleast_1d(tempo)[0]))
+    np.testing.assert_array_equal(own_beats, beats)
+
+
+def test_audio_with_nan_samples_is_one_clear_error():
+    from v2m.errors import V2MError
+    from v2m.stages import evaluate
+
+    y = np.random.default_rng(0).standard_normal(SR).astype(np.float32)
+    y[100] = np.nan
+    with pytest.raises(V2MError, match="NaN or infinite"):
+        evaluate.music_from_audio(y, SR)
