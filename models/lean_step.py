@@ -137,13 +137,21 @@ class LeanStep:
         return F.linear(self.final_norm(x), self.embed_weight)[:, -1]
 
 
+def _vnni_packed(module: nn.Module):
+    """A cpu-vnni W8A8 layer's prepacked state (quant/vnni.Packed: made from the layer's own codes, scales and
+    bias), prepared if it was not yet; None for any other layer, or one that divides its input by a `smooth`."""
+    if getattr(module, "kernel_name", None) != "cpu-vnni" or module._buffers.get("smooth") is not None:
+        return None
+    if module._state is None:
+        module.set_kernel("cpu-vnni")
+    return module._state
+
+
 def _matrix(module: nn.Module):
     """x [B, K] → y [B, N]: a cpu-vnni layer's prepacked kernel called directly (the inputs here are already
     float32 rows), else `_linear`."""
-    if getattr(module, "kernel_name", None) == "cpu-vnni" and module._buffers.get("smooth") is None:
-        if module._state is None:
-            module.set_kernel("cpu-vnni")
-        packed = module._state  # quant/vnni.Packed: made from the layer's own codes, scales and bias
+    packed = _vnni_packed(module)
+    if packed is not None:
         # set_kernels or a move since replaces the layer's state: then its forward is the truth
         return lambda x: packed(x) if module._state is packed else module.forward(x)
     return _linear(module)
@@ -278,11 +286,8 @@ class OneCallPlan:
             if type(module) is nn.Linear:
                 return native.Matrix(native.MATRIX_F32, module.out_features, module.in_features,
                                      pointer(module, "weight"), None, None, pointer(module, "bias"))
-            if (getattr(module, "kernel_name", None) == "cpu-vnni" and lib.int8
-                    and module._buffers.get("smooth") is None):
-                if module._state is None:
-                    module.set_kernel("cpu-vnni")
-                packed = module._state  # quant/vnni.Packed: prepacked once from the layer's codes
+            packed = _vnni_packed(module) if lib.int8 else None
+            if packed is not None:
                 keep.append(packed)
                 checks.append((module.__dict__, "_state", packed, None))
                 blocks, comp, scale, bias, n = packed.pointers
@@ -322,14 +327,14 @@ class OneCallPlan:
 
     def __call__(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
         """ids [B, T] (or [B]) at positions pos..pos+T-1 → logits [B, V] of each row's last token."""
-        from .native import scratch_floats
-
         ids = ids.reshape(ids.shape[0], -1)
         if ids.dtype != torch.int64 or not ids.is_contiguous():
             ids = ids.to(torch.int64).contiguous()
         batch, rows = ids.shape[0], ids.numel()
         scratch = self.scratch.get(rows)
-        if scratch is None:
+        if scratch is None:  # once per row count
+            from .native import scratch_floats
+
             scratch = self.scratch[rows] = torch.empty(scratch_floats(self.plan, rows))
         logits = torch.empty(batch, self.vocab)
         if self.fn(self.plan_p, ids.data_ptr(), batch, ids.shape[1], pos, scratch.data_ptr(), logits.data_ptr()):

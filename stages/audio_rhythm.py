@@ -188,7 +188,7 @@ def _last_beat(cumulative: np.ndarray) -> int:
 def _trim(local: np.ndarray, beats: np.ndarray) -> np.ndarray:
     """Drop beats in the weak lead-in and tail: frames whose local score is at most half the RMS of the
     (Hann-smoothed) local score at the beats."""
-    smooth = np.convolve(local[beats], _hann_symmetric(5))[2: len(local) + 2]
+    smooth = np.convolve(local[beats], np.hanning(5))[2: len(local) + 2]
     threshold = 0.5 * np.sqrt(np.mean(smooth.astype(np.float64) ** 2)) if smooth.size else 0.0
     out = beats.copy()
     weak = local <= threshold
@@ -218,10 +218,6 @@ def decimate(samples: np.ndarray, factor: int) -> np.ndarray:
         post_pad += 1
     h = np.concatenate((np.zeros(pre_pad), h, np.zeros(post_pad)))
     return np.convolve(x.astype(np.float64), h)[::factor][pre_remove:pre_remove + n_out]
-
-
-def _hann_symmetric(n: int) -> np.ndarray:
-    return np.hanning(n)
 
 
 def _fast_length(n: int) -> int:
