@@ -127,19 +127,21 @@ def music_from_score(score, kind: str = "midi", requested_controls: dict | None 
 
 
 def read_audio(path: Path) -> np.ndarray:
-    """Mono float32 samples at SAMPLE_RATE. soundfile reads WAV/FLAC/OGG directly; other codecs go through librosa."""
+    """Mono float32 samples at SAMPLE_RATE. soundfile reads WAV/FLAC/OGG directly; other codecs (mp3, m4a, the
+    audio track of a video) are decoded and resampled by ffmpeg — not librosa.load, whose import compiles numba
+    code (seconds per process, and a crash when two processes fill a fresh numba cache at once)."""
     import soundfile
 
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         samples = samples.mean(axis=1)
-    except Exception:  # not a format libsndfile knows (mp3, m4a): librosa's audioread path
-        import librosa
+    except Exception:  # not a format libsndfile knows
+        from v2m.stages import video_stream
 
-        try:
-            return librosa.load(str(path), sr=SAMPLE_RATE, mono=True)[0]
-        except Exception as e:  # soundfile/audioread errors vary by codec
-            raise V2MError(f"{path}: not readable audio ({type(e).__name__})")
+        info = video_stream.probe(path)
+        if not info.has_audio:
+            raise V2MError(f"{path}: has no audio stream to evaluate")
+        return video_stream.read_audio(info, SAMPLE_RATE)
     if rate != SAMPLE_RATE:
         from math import gcd
 

@@ -109,6 +109,26 @@ def test_rhythm_and_wav_with_detected_onsets(tmp_path):
     assert "scale_consistency" not in metrics  # audio has no symbolic statistics
 
 
+@pytest.mark.parametrize("suffix", [".m4a", ".mp3"])
+def test_compressed_audio_is_decoded_by_ffmpeg(tmp_path, suffix):
+    """Codecs libsndfile can't read go through ffmpeg (no librosa import): the same clicks score as the WAV."""
+    import subprocess
+
+    wav = write_clicks(tmp_path / "clip.wav", BEATS, 12.0)
+    packed = tmp_path / f"clip{suffix}"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), "-b:a", "128k", str(packed)], check=True)
+    samples = ev.read_audio(packed)
+    assert samples.dtype == np.float32 and abs(samples.size / ev.SAMPLE_RATE - 12.0) < 0.1
+    rhythm = write_rhythm(tmp_path / "clip.rhythm.json", BEATS, 12.0)
+    _, metrics, labels = evaluate_inputs([load_input(rhythm), load_input(packed)])
+    assert metrics["beat_f1"] > 0.9 and metrics["onset_f1"] > 0.9 and labels["music_beats"] == ev.BEATS_FROM_AUDIO
+    silent_video = tmp_path / "silent.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x64:duration=1", str(silent_video)],
+                   check=True)
+    with pytest.raises(V2MError, match="no audio stream"):
+        ev.read_audio(silent_video)
+
+
 def test_folder_hears_beats_in_the_render(tmp_path):
     """NAME.mid + NAME.wav in a folder: onsets and statistics from the MIDI, the music's beats tracked in the WAV.
     Here the WAV clicks on the off-beats, so the heard beats miss the video's though the MIDI's notes hit them."""
