@@ -1,9 +1,10 @@
 """Tempo, beats and meter from an onset envelope (video motion or audio): pure numpy, no I/O.
 
 - Tempo: autocorrelation of the envelope scored with a *comb* — energy at multiples of the period
-  minus energy at the half-way lags — so a pulse train is not mistaken for half its tempo (every
-  other beat also correlates) or double it (the half-way lags do not). A broad log-normal prior
-  around 110 BPM breaks near-ties, as tempo estimators since Ellis (2007) do.
+  minus energy at the half- and third-way lags — so a pulse train is not mistaken for a half or a
+  third of its tempo (every other or every third beat also correlates) or double it (the half-way
+  lags do not). A broad log-normal prior around 110 BPM breaks near-ties, as tempo estimators since
+  Ellis (2007) do. A pulse faster than the range is found above it and halved into it.
 - Beats: dynamic-programming beat tracking (Ellis 2007, "Beat Tracking by Dynamic Programming"):
   the best chain of onsets spaced about one period apart, then sub-frame refinement of each beat
   on the envelope peak, and a least-squares fit of the beat grid for the final BPM.
@@ -22,6 +23,7 @@ import numpy as np
 
 PRIOR_BPM = 110.0
 PRIOR_OCTAVES = 1.0  # std of the log2-tempo prior: broad, it only breaks near-ties
+FOLD_MARGIN = 0.9  # a pulse above the range this nearly as clear as the best in-range lag is halved into the range
 
 
 @dataclass(frozen=True)
@@ -46,28 +48,53 @@ def autocorrelation(x: np.ndarray) -> np.ndarray:
 
 
 def estimate_tempo(envelope: np.ndarray, rate: float, bpm_range: tuple[float, float] = (60.0, 180.0)) -> Tempo:
-    """Global tempo of an onset envelope (frames at `rate` Hz) within `bpm_range`."""
+    """Global tempo of an onset envelope (frames at `rate` Hz) within `bpm_range`.
+
+    A pulse faster than the range (a 200 or 240 BPM flicker, or a 120 BPM beat with even eighth notes) is
+    found above the range and *halved* into it: the comb alone would pick the in-range lag that skips the
+    most half-way hits, three pulses (200 -> 66.7, 240 -> 80 BPM), a grouping music rarely uses.
+    """
     r = autocorrelation(_smooth(envelope, 1.0))
     lo, hi = bpm_range
-    bpms = np.exp(np.linspace(math.log(lo), math.log(hi), 400))
-    periods = 60.0 * rate / bpms  # frames
-    lags = np.arange(len(r))
+    top = max(hi, min(4 * hi, 60.0 * rate / 3))  # above the range, down to a 3-frame period
+    bpms = np.exp(np.linspace(math.log(lo), math.log(top), max(400, int(400 * math.log(top / lo) / math.log(hi / lo)))))
+    score = _comb(r, 60.0 * rate / bpms)
+    prior = np.exp(-0.5 * (np.log2(bpms / PRIOR_BPM) / PRIOR_OCTAVES) ** 2)
+    inside = bpms <= hi * (1 + 1e-9)
+    best = int(np.argmax(np.where(inside, score * prior, -np.inf)))
+    peak = np.r_[False, (score[1:-1] >= score[:-2]) & (score[1:-1] >= score[2:]), True]
+    fast_peaks = peak & (bpms > hi * 1.03)  # a comb peak clearly above the range (not the shoulder of one at its edge)
+    if fast_peaks.any():
+        fast = int(np.argmax(np.where(fast_peaks, score * prior, -np.inf)))
+        if score[fast] >= FOLD_MARGIN * score[best]:  # the pulse itself is faster than the range: fold by octaves
+            bpm = float(bpms[fast])
+            while bpm > hi * (1 + 1e-9):
+                bpm /= 2
+            if bpm >= lo:
+                return Tempo(bpm=bpm, confidence=float(np.clip(score[fast], 0.0, 1.0)))
+    return Tempo(bpm=float(bpms[best]), confidence=float(np.clip(score[best], 0.0, 1.0)))
 
+
+def _comb(r: np.ndarray, periods: np.ndarray) -> np.ndarray:
+    """Per candidate period (frames): mean over the first four multiples that fit in half the autocorrelation
+    of (energy at the multiple - the most energy at the half- or third-way lags before it); -1 where none fits.
+
+    Energy half-way means the pulse is twice as fast (the candidate groups it in twos), a third of the way
+    means three times as fast (groups in threes): either way the candidate is a grouping, not the pulse."""
+    lags = np.arange(len(r))
     positive = np.maximum(r, 0.0)  # troughs are not evidence: a half-way lag on a trough would inflate the comb
 
     def at(lag: np.ndarray) -> np.ndarray:
         return np.interp(lag, lags, positive, right=0.0)
 
-    score = np.zeros_like(bpms)
-    weight = np.zeros_like(bpms)
-    for k in range(1, 5):  # comb over the first four multiples that fit in half the envelope
+    score = np.zeros_like(periods)
+    weight = np.zeros_like(periods)
+    for k in range(1, 5):
         ok = k * periods < len(r) / 2
-        score += np.where(ok, at(k * periods) - at((k - 0.5) * periods), 0.0)
+        between = np.maximum(at((k - 0.5) * periods), np.maximum(at((k - 1 / 3) * periods), at((k - 2 / 3) * periods)))
+        score += np.where(ok, at(k * periods) - between, 0.0)
         weight += ok
-    score = np.where(weight > 0, score / np.maximum(weight, 1), -1.0)
-    prior = np.exp(-0.5 * (np.log2(bpms / PRIOR_BPM) / PRIOR_OCTAVES) ** 2)
-    best = int(np.argmax(score * prior))
-    return Tempo(bpm=float(bpms[best]), confidence=float(np.clip(score[best], 0.0, 1.0)))
+    return np.where(weight > 0, score / np.maximum(weight, 1), -1.0)
 
 
 def track_beats(envelope: np.ndarray, rate: float, bpm: float, tightness: float = 100.0) -> np.ndarray:
