@@ -60,7 +60,7 @@ def command(
     start: Annotated[float, typer.Option("--start", help="Start of the analysed part, seconds.")] = 0.0,
     duration: Annotated[Optional[float], typer.Option("--duration", help="Length of the analysed part, seconds "
                                                       "(default: to the end).", show_default=False)] = None,
-    tempo_range: Annotated[str, typer.Option("--tempo-range", help="Tempo search range LOW,HIGH in BPM.")] = "60,180",
+    tempo_range: Annotated[str, typer.Option("--tempo-range", help="Tempo range LOW,HIGH in BPM. Motion pulsing faster than HIGH is halved into the range (a 240 BPM flicker reads as 120), not grouped in threes.")] = "60,180",
     tempo: Annotated[Optional[float], typer.Option("--tempo", help="Tempo in BPM: overrides the estimate.",
                                                    show_default=False)] = None,
     meter: Annotated[Optional[int], typer.Option("--meter", help="Beats per bar (default: estimated).",
