@@ -117,14 +117,21 @@ static void w8a8_gemm(const float *x, int64_t M, int64_t K, const int8_t *wb, co
     w8a8_rows(xu, xs, M, K, wb, comp, ws, bias, N, y);
 }
 
-void v2m_w8a8_gemv(const float *x, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp, const float *ws,
-                   const float *bias, int64_t N, float *y)
+/* Returns 0, or -1 (nothing written) when the activation scratch cannot be allocated. */
+int v2m_w8a8_gemv(const float *x, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp, const float *ws,
+                  const float *bias, int64_t N, float *y)
 {
     uint8_t *xu = malloc(M * K + 64);
-    float *xs = malloc(M * sizeof(float));
+    float *xs = malloc((M > 0 ? M : 1) * sizeof(float));
+    if (!xu || !xs) {
+        free(xu);
+        free(xs);
+        return -1;
+    }
     w8a8_gemm(x, M, K, wb, comp, ws, bias, N, y, xu, xs);
     free(xu);
     free(xs);
+    return 0;
 }
 """
 
@@ -155,7 +162,7 @@ def library() -> ctypes.CDLL:
     lib = build("v2m-vnni", SOURCE, tuple(FLAGS))
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.v2m_w8a8_gemv.argtypes = [p, i64, i64, p, p, p, p, i64, p]
-    lib.v2m_w8a8_gemv.restype = None
+    lib.v2m_w8a8_gemv.restype = ctypes.c_int
     return lib
 
 
@@ -186,5 +193,6 @@ class Packed:
         m, k = x.shape
         y = torch.empty(m, self.n, dtype=torch.float32)
         blocks, comp, scale, bias, n = self.pointers
-        self.fn(x.data_ptr(), m, k, blocks, comp, scale, bias, n, y.data_ptr())
+        if self.fn(x.data_ptr(), m, k, blocks, comp, scale, bias, n, y.data_ptr()):
+            raise MemoryError(f"cpu-vnni: no memory for {m}x{k} activation scratch")
         return y
