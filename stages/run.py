@@ -58,6 +58,19 @@ class RunConfig:
     candidates: int = 1  # > 1: decode this many as one batch, keep the best rhythm agreement (generate --rerank)
     soundfont: str | None = None
 
+    def __post_init__(self):
+        self.sampling()  # bad sampling settings are one line before any video starts, not a failure per video
+
+    def sampling(self):
+        """The generate stage's GenerateConfig (kept flat here: they are the resume marker's recorded settings)."""
+        from v2m.stages.generate import GenerateConfig
+
+        try:
+            return GenerateConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, seed=self.seed,
+                                  num_samples=self.candidates)
+        except ValueError as e:
+            raise V2MError(str(e).replace("num_samples", "candidates"))
+
 
 @dataclass(frozen=True)
 class VideoJob:
@@ -229,7 +242,7 @@ class _Stage:
 def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | None = None) -> VideoResult:
     """Make every output of one video, then its marker. Raises V2MError on a bad input."""
     from v2m.stages import decode
-    from v2m.stages.generate import GenerateConfig, arrangement_record, generate
+    from v2m.stages.generate import arrangement_record, generate
     from v2m.stages.rhythm import extract_rhythm
     from v2m.stages.video_controls import controls_from_rhythm
 
@@ -251,9 +264,7 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         controls = controls_from_rhythm(rhythm, vocab)
         save("controls.json", "v2m.controls", controls, "encode-tokens")
     with timer("generate"):
-        sampling = GenerateConfig(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                                  seed=config.seed, num_samples=config.candidates)
-        tokens = generate(loaded.model, vocab, controls, sampling, rerank=config.candidates > 1,
+        tokens = generate(loaded.model, vocab, controls, config.sampling(), rerank=config.candidates > 1,
                           compile=config.device.startswith("cuda"))
         tokens["arrange"] = arrangement_record(config.style, config.arrange, config.seed)
         save("tokens.json", "v2m.tokens", tokens, "generate")

@@ -56,9 +56,13 @@ def test_killed_batch_resumes_without_redoing_finished_videos(tmp_path, debug_mo
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{tmp}/none.safetensors"], "no such checkpoint"),
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{model}", "--style", "nope"], "available:"),
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{model}", "--arrange", "full"], "expected 'auto' or 'none'"),
+    # sampling settings are checked before any video starts (not an "internal error" per video after its rhythm)
+    (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{model}", "--temperature", "0"], "temperature must be > 0"),
+    (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{model}", "--top-p", "1.5"], "top_p in (0, 1]"),
 ])
 def test_bad_invocations_are_one_line_errors(tmp_path, capsys, argv, message, debug_model):  # noqa: F811
     (tmp_path / "empty").mkdir()
+    (tmp_path / "clip.mp4").write_bytes(b"not read: the settings are refused first")
     code = main([a.format(tmp=tmp_path, model=debug_model[0]) for a in argv])
     captured = capsys.readouterr()
     assert code == 1 and captured.out == ""
