@@ -82,11 +82,9 @@ def command(
 
 
 def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
+    from v2m.models.checkpoint import resolve_device as checked
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return checked(device)
 
 
 def generate_artifact(found: dict, raw: bytes, name: str, config, *, model, backend, kernel, device,

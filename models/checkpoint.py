@@ -145,6 +145,30 @@ def load_tensors(path: str | Path, device: str = "cpu") -> dict:
         raise V2MError(f"{path}: unreadable checkpoint ({e})")
 
 
+def resolve_device(name: str | None) -> str:
+    """A --device value checked against this machine: "auto" is cuda when a GPU is visible, else cpu; "cpu",
+    "cuda" and "cuda:N" are kept when the machine has them; anything else is one clear line (not torch's
+    list of device types, nor an assertion deep in a CPU-only torch)."""
+    import re
+
+    import torch
+
+    device = (name or "auto").strip().lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise V2MError(f"unknown device '{name}'", "use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        build = " (this torch is a CPU-only build)" if torch.version.cuda is None else ""
+        raise V2MError(f"--device {device}: no CUDA GPU is visible here{build}", "use --device cpu or auto")
+    if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+        raise V2MError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)",
+                       "number them from cuda:0")
+    return device
+
+
 def load_model(path: str | Path, device: str = "cpu", kernel: str = "auto", dtype: str | None = None) -> LoadedModel:
     """Load a v2m.model checkpoint → LoadedModel with the model in eval mode on `device`.
 
@@ -153,6 +177,7 @@ def load_model(path: str | Path, device: str = "cpu", kernel: str = "auto", dtyp
     """
     from .registry import BACKENDS
 
+    device = resolve_device(device)
     meta = read_meta(path)
     config = model_config_from_dict(meta["config"])
     if meta.get("quant"):
@@ -162,6 +187,12 @@ def load_model(path: str | Path, device: str = "cpu", kernel: str = "auto", dtyp
             raise V2MError(f"{path}: a quantized model, and this v2m has no quantized-model loader")
         model = load_quantized(path, config, meta, device=device, kernel=kernel)
         return LoadedModel(model=model, config=config, meta=meta, backend=meta["backend"], path=str(path))
+    if kernel != "auto":  # a float model has no quantized layers: still, a misspelt name is an error, not ignored
+        from v2m import log
+        from v2m.quant.kernels import KERNELS
+
+        KERNELS.get(kernel)
+        log.warn(f"{path}: a float model; --kernel {kernel} applies to quantized models only (v2m quantize)")
     tensors = {k: v for k, v in load_tensors(path).items() if not k.startswith(STATE_PREFIXES)}
     model = BACKENDS.get(config.backend)(config)
     target = _dtype(dtype) or next(model.parameters()).dtype

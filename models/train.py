@@ -62,17 +62,16 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def pick_device(name: str, local_rank: int):
+    """The device this rank trains on (checkpoint.resolve_device checks the name; a distributed rank takes
+    its own GPU)."""
     import torch
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise V2MError("--device cuda: no CUDA GPU is visible", "use --device cpu or auto")
-        return torch.device("cuda", local_rank)
-    if name != "cpu":
-        raise V2MError(f"unknown device '{name}'", "use auto, cpu or cuda")
-    return torch.device("cpu")
+    from .checkpoint import resolve_device
+
+    device = resolve_device(name)
+    if device == "cpu":
+        return torch.device("cpu")
+    return torch.device(device) if ":" in device else torch.device("cuda", local_rank)
 
 
 def peak_flops(device) -> float | None:

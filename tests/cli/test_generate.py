@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.stages.test_generate import debug_model, grid_controls  # noqa: F401  (fixture)
 from v2m import artifacts
@@ -85,6 +86,24 @@ def test_wrong_inputs_are_one_line_errors(tmp_path, capsysbinary, debug_model): 
     assert code == 1 and "available:" in err and "pop" in err
     code, _, err = run_cli(capsysbinary, "generate", rhythm, "--model", tmp_path / "missing.safetensors")
     assert code == 1 and "missing.safetensors" in err and len(err.strip().splitlines()) == 1
+    # devices and kernels are checked by name and against this machine: one line, not torch's exception
+    code, _, err = run_cli(capsysbinary, "generate", rhythm, "--model", debug_model[0], "--device", "tpu")
+    assert code == 1 and "unknown device 'tpu'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsysbinary, "generate", rhythm, "--model", debug_model[0], "--kernel", "nope")
+    assert code == 1 and "unknown kernel 'nope'" in err and "cpu-vnni" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line(tmp_path, capsysbinary, debug_model):  # noqa: F811
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: --device cuda is valid here")
+    rhythm = tmp_path / "r.json"
+    artifacts.write_artifact(rhythm_artifact(), rhythm)
+    for device in ("cuda", "cuda:1"):
+        code, out, err = run_cli(capsysbinary, "generate", rhythm, "--model", debug_model[0], "--device", device)
+        assert code == 1 and out == b"" and "no CUDA GPU is visible here" in err and "internal error" not in err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r.tokens.json").exists()
 
 
 def test_decode_replays_the_recorded_arrangement(tmp_path, capsysbinary, debug_model):  # noqa: F811
