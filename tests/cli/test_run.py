@@ -54,6 +54,7 @@ def test_killed_batch_resumes_without_redoing_finished_videos(tmp_path, debug_mo
     (["run", "{tmp}/missing.mp4", "-o", "{tmp}/out", "--model", "{model}"], "no such file or folder"),
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--jobs", "0", "--model", "{model}"], "--jobs and --candidates must be"),
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{tmp}/none.safetensors"], "no such checkpoint"),
+    (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{tmp}/clip.mp4"], "expected a v2m.model checkpoint"),
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{model}", "--style", "nope"], "available:"),
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{model}", "--arrange", "full"], "expected 'auto' or 'none'"),
     # sampling settings are checked before any video starts (not an "internal error" per video after its rhythm)
