@@ -178,6 +178,13 @@ def check_output(dest: str | Path | None, force: bool) -> None:
         raise V2MError(f"{dest}: is a directory, expected a file path")
     if p.exists() and not force:
         raise V2MError(f"{dest}: already exists", "pass --force to overwrite it")
+    place = p.parent if not str(dest).endswith(os.sep) else p
+    while not place.exists() and place != place.parent:  # the folder is made on write: check where it would be
+        place = place.parent
+    if not place.is_dir():
+        raise V2MError(f"{dest}: cannot write it ({place} is not a folder)")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise V2MError(f"{dest}: cannot write it ({place} is not writable)", "pick an output folder you can write to")
 
 
 def _umask_mode() -> int:
@@ -187,11 +194,25 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def unwritable(path: Path, error: OSError) -> V2MError:
+    """One line for an output that cannot be written (read-only or missing place, no space, no permission)."""
+    return V2MError(f"{path}: cannot write it ({error.strerror or type(error).__name__})",
+                    "check the folder exists and is writable, and the disk has space")
+
+
+def _temporary(path: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """mkstemp next to `path` (its folder made first), or the unwritable() line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    except OSError as e:
+        raise unwritable(path, e) from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write via a temporary file in the same folder + os.replace: never a half-written file."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    fd, tmp = _temporary(p, f".{p.name}.", ".part")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -199,6 +220,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, p)
+    except OSError as e:  # e.g. the disk filled up half-way: nothing is left behind
+        Path(tmp).unlink(missing_ok=True)
+        raise unwritable(p, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -215,16 +239,19 @@ class atomic_path:
         self.suffix = suffix if suffix is not None else self.path.suffix
 
     def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{self.suffix}", dir=self.path.parent)
+        fd, tmp = _temporary(self.path, f".{self.path.stem}.", f".part{self.suffix}")
         os.close(fd)
         self.tmp = Path(tmp)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None and self.tmp.exists() and self.tmp.stat().st_size > 0:
-            os.chmod(self.tmp, _umask_mode())
-            os.replace(self.tmp, self.path)
+            try:
+                os.chmod(self.tmp, _umask_mode())
+                os.replace(self.tmp, self.path)
+            except OSError as e:
+                self.tmp.unlink(missing_ok=True)
+                raise unwritable(self.path, e) from None
         else:
             self.tmp.unlink(missing_ok=True)
             if exc_type is None:

@@ -100,6 +100,29 @@ def test_atomic_path_empty_output_is_an_error(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for dest in (blocker / "out.json", blocker / "sub" / "out.json"):  # a file where a folder should be
+        with pytest.raises(V2MError, match="cannot write it"):
+            artifacts.check_output(dest, force=False)
+        with pytest.raises(V2MError, match="cannot write it"):
+            artifacts.write_output(b"data", dest, force=False)
+        with pytest.raises(V2MError, match="cannot write it"):
+            with artifacts.atomic_path(dest):
+                pass
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)  # the disk fills while the bytes go out
+    target = tmp_path / "full" / "out.json"
+    with pytest.raises(V2MError, match="No space left on device"):
+        artifacts.atomic_write_bytes(target, b"x" * 100_000)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path / "full") == []  # no half-written file, no temporary left
+
+
 def test_source_hash_matches_bytes(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")
