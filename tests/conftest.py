@@ -3,7 +3,7 @@
 librosa is the reference our numpy audio code (stages/audio_rhythm.py) is checked against, and librosa compiles
 numba functions with `cache=True` into its own __pycache__. numba does not write those cache files atomically:
 two workers compiling into a fresh cache at once (a fresh CI venv) crash the worker that reads a half-written
-file. So each worker gets a numba cache directory of its own, reused across runs; a directory another test run
+file. So each worker (or a run without -n) gets a numba cache directory of its own, reused across runs; a directory another test run
 is using at the moment is left to it and this worker compiles into a temporary one.
 """
 
@@ -14,13 +14,15 @@ import tempfile
 
 from v2m.config import user_cache_dir
 
+_held = []  # the open lock files: each lock lasts as long as this worker process
+
 
 def _own_numba_cache(worker: str) -> str:
     import fcntl
 
     path = user_cache_dir() / "numba-tests" / worker
     path.mkdir(parents=True, exist_ok=True)
-    lock = open(path.with_suffix(".lock"), "w")  # held (and closed by the OS) for this process's lifetime
+    lock = open(path.with_suffix(".lock"), "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:  # another pytest run's worker of the same name holds it
@@ -28,10 +30,9 @@ def _own_numba_cache(worker: str) -> str:
         spare = tempfile.mkdtemp(prefix=f"v2m-numba-{worker}-")
         atexit.register(shutil.rmtree, spare, True)
         return spare
-    _own_numba_cache.lock = lock  # keep the descriptor (and so the lock) alive
+    _held.append(lock)
     return str(path)
 
 
-_worker = os.environ.get("PYTEST_XDIST_WORKER")
-if _worker and "NUMBA_CACHE_DIR" not in os.environ:
-    os.environ["NUMBA_CACHE_DIR"] = _own_numba_cache(_worker)
+if "NUMBA_CACHE_DIR" not in os.environ:  # a run without -n is one worker too (two such runs can still meet)
+    os.environ["NUMBA_CACHE_DIR"] = _own_numba_cache(os.environ.get("PYTEST_XDIST_WORKER", "main"))
