@@ -3,8 +3,8 @@
 librosa is the reference our numpy audio code (stages/audio_rhythm.py) is checked against, and librosa compiles
 numba functions with `cache=True` into its own __pycache__. numba does not write those cache files atomically:
 two workers compiling into a fresh cache at once (a fresh CI venv) crash the worker that reads a half-written
-file. So each worker (or a run without -n) gets a numba cache directory of its own, reused across runs; a directory another test run
-is using at the moment is left to it and this worker compiles into a temporary one.
+file. So each worker (or a run without -n) gets a numba cache directory of its own, reused across runs; a
+directory another test run is using at the moment is left to it and this worker compiles into a temporary one.
 """
 
 import atexit
