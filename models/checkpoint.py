@@ -153,7 +153,7 @@ def resolve_device(name: str | None) -> str:
 
     import torch
 
-    device = (name or "auto").strip().lower()
+    device = str(name or "auto").strip().lower()  # a torch.device reads as its string
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
