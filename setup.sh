@@ -40,16 +40,27 @@ fi
 "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || { say "Python 3.11 or newer is needed (found $("$PY" --version 2>&1))"; exit 1; }
 [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
 VPY=$VENV/bin/python
+LOG=$VENV/setup-pip.log
+: > "$LOG"
+# pip and the build backend are chatty (deprecation notices, index warnings): their output goes to a log,
+# shown only when a step fails
+pip_quiet() {
+  if ! "$VPY" -m pip install -q "$@" >>"$LOG" 2>&1; then
+    say "pip install $* failed; the end of $LOG:"
+    tail -n 25 "$LOG" >&2
+    exit 1
+  fi
+}
 if ! "$VPY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null; then
   say "installing torch==2.13.0 (CPU build)"
-  "$VPY" -m pip install -q --upgrade pip >/dev/null
-  "$VPY" -m pip install -q torch==2.13.0
+  pip_quiet --upgrade pip
+  pip_quiet torch==2.13.0
 fi
 stamp=$VENV/.v2m-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VPY" -c 'import v2m' 2>/dev/null; then
   say "installing v2m and its dependencies"
-  "$VPY" -m pip install -q -e ".[test]"
+  pip_quiet -e ".[test]"
   echo "$want" > "$stamp"
 fi
 
