@@ -51,8 +51,8 @@ def estimate_tempo(envelope: np.ndarray, rate: float, bpm_range: tuple[float, fl
     """Global tempo of an onset envelope (frames at `rate` Hz) within `bpm_range`.
 
     A pulse faster than the range (a 200 or 240 BPM flicker, or a 120 BPM beat with even eighth notes) is
-    found above the range and *halved* into it: the comb alone would pick the in-range lag that skips the
-    most half-way hits, three pulses (200 -> 66.7, 240 -> 80 BPM), a grouping music rarely uses.
+    found above the range and *halved* into it. Searching the range alone, every in-range lag of such a pulse
+    is a grouping of it; the one that grouped it in threes (200 -> 66.7, 240 -> 80 BPM) used to win.
     """
     r = autocorrelation(_smooth(envelope, 1.0))
     lo, hi = bpm_range
