@@ -3,24 +3,25 @@
 librosa is the reference our numpy audio code (stages/audio_rhythm.py) is checked against, and librosa compiles
 numba functions with `cache=True` into its own __pycache__. numba does not write those cache files atomically:
 two workers compiling into a fresh cache at once (a fresh CI venv) crash the worker that reads a half-written
-file. So each worker (or a run without -n) gets a numba cache directory of its own, reused across runs; a
-directory another test run is using at the moment is left to it and this worker compiles into a temporary one.
+file. So each pytest-xdist worker gets a numba cache directory of its own, reused across runs; a directory
+another test run is using at the moment is left to it and this worker compiles into a temporary one.
 """
 
 import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 from v2m.config import user_cache_dir
 
 _held = []  # the open lock files: each lock lasts as long as this worker process
 
 
-def _own_numba_cache(worker: str) -> str:
+def _own_numba_cache(worker: str, base: str | None) -> str:
     import fcntl
 
-    path = user_cache_dir() / "numba-tests" / worker
+    path = (Path(base) if base else user_cache_dir() / "numba-tests") / worker
     path.mkdir(parents=True, exist_ok=True)
     lock = open(path.with_suffix(".lock"), "w")
     try:
@@ -34,5 +35,8 @@ def _own_numba_cache(worker: str) -> str:
     return str(path)
 
 
-if "NUMBA_CACHE_DIR" not in os.environ:  # a run without -n is one worker too (two such runs can still meet)
-    os.environ["NUMBA_CACHE_DIR"] = _own_numba_cache(os.environ.get("PYTEST_XDIST_WORKER", "main"))
+# Only in a worker: the controlling process must leave NUMBA_CACHE_DIR alone, or every worker it starts inherits
+# the controller's one directory and they share it again. A NUMBA_CACHE_DIR the user set is split per worker too.
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+if _worker:
+    os.environ["NUMBA_CACHE_DIR"] = _own_numba_cache(_worker, os.environ.get("NUMBA_CACHE_DIR"))

@@ -36,6 +36,17 @@ def librosa():
     return librosa
 
 
+def test_each_test_worker_compiles_librosa_into_its_own_numba_cache():
+    """tests/conftest.py: workers sharing one numba cache crash on each other's half-written files (CI saw
+    segfaults in librosa's peak_pick); a run without pytest-xdist has nothing to share it with."""
+    import os
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        pytest.skip("not a pytest-xdist worker")
+    assert worker in os.path.basename(os.environ["NUMBA_CACHE_DIR"])
+
+
 @pytest.mark.parametrize("bpm,jitter,offbeats", CASES)
 @pytest.mark.parametrize("hop,n_fft", [(256, 1024), (512, 2048)])
 def test_the_same_envelope_onsets_and_beats_as_librosa(librosa, bpm, jitter, offbeats, hop, n_fft):
