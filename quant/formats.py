@@ -129,6 +129,14 @@ def tensor_global_scale(weight: torch.Tensor, scheme: Scheme) -> torch.Tensor | 
     return amax / (FP4_MAX * FP8_MAX)
 
 
+def half_up(x: torch.Tensor) -> torch.Tensor:
+    """`x` rounded *up* to a float16 value (as float32): a stored scale rounded down would shrink the grid below
+    the group's range, so its extreme weights would clip by up to (levels x 2^-11) of a step, past half a step."""
+    h = x.half()
+    h = torch.where(h.float() < x, torch.nextafter(h, torch.full_like(h, float("inf"))), h)
+    return h.float()
+
+
 def group_params(w: torch.Tensor, scheme: Scheme, global_scale: torch.Tensor | None = None) -> Params:
     """Scale (and zero) for each group along the LAST dim of `w` (shape [..., g]) → Params of shape [...]."""
     w = w.float()
@@ -137,19 +145,19 @@ def group_params(w: torch.Tensor, scheme: Scheme, global_scale: torch.Tensor | N
         if scheme.symmetric:
             half = 2 ** (scheme.bits - 1)
             amax = w.abs().amax(-1).clamp(min=1e-8)
-            scale = (amax / (half - 1 if half > 1 else 1)).half().float().clamp(min=1e-7)
+            scale = half_up(amax / (half - 1 if half > 1 else 1)).clamp(min=1e-7)
             return Params(scale, torch.full_like(scale, float(half)))
         # GPTQ's asymmetric grid always contains zero, so exact zeros stay exact
         lo = w.amin(-1).clamp(max=0)
         hi = w.amax(-1).clamp(min=0)
-        scale = ((hi - lo) / maxq).clamp(min=1e-8).half().float().clamp(min=1e-7)
+        scale = half_up(((hi - lo) / maxq).clamp(min=1e-8)).clamp(min=1e-7)
         zero = torch.round(-lo / scale).clamp(0, maxq)
         return Params(scale, zero)
     amax = w.abs().amax(-1)
     if scheme.kind == "fp8":
         return Params((amax / FP8_MAX).clamp(min=1e-12))
     if scheme.kind == "fp4":
-        return Params((amax / FP4_MAX).clamp(min=1e-8).half().float().clamp(min=1e-7))
+        return Params(half_up((amax / FP4_MAX).clamp(min=1e-8)).clamp(min=1e-7))
     if scheme.kind == "nvfp4":
         assert global_scale is not None
         block = (amax / FP4_MAX / global_scale).clamp(max=FP8_MAX).to(torch.float8_e4m3fn).float()

@@ -24,12 +24,24 @@ def test_int4_packs_low_nibble_first():
 
 @pytest.mark.parametrize("name,asym", [("w8", False), ("w4", False), ("w4", True), ("w3", True), ("w2", True)])
 def test_int_rtn_error_is_at_most_half_a_step(name, asym):
-    w = torch.randn(16, 128)
+    # many seeded draws: a float16 scale rounded down used to clip a group's extreme weight past half a step
+    # (w4 asymmetric: about one draw in eleven, by up to 0.6 % of a step), so a single random draw was flaky
+    generator = torch.Generator().manual_seed(0)
     scheme = F.make_scheme(name, 32, asym)
-    q = F.quantize_tensor(w, scheme)
-    step = q.float_scale().repeat_interleave(32, dim=1)
-    assert ((q.dequantize() - w).abs() <= step / 2 + 1e-6).all()
-    assert (q.zero is None) == (not asym)
+    for _ in range(60):
+        w = torch.randn(16, 128, generator=generator)
+        q = F.quantize_tensor(w, scheme)
+        step = q.float_scale().repeat_interleave(32, dim=1)
+        assert ((q.dequantize() - w).abs() <= step / 2 + 1e-6).all()
+        assert (q.zero is None) == (not asym)
+
+
+def test_stored_scales_round_up_to_float16():
+    x = torch.tensor([0.3, 0.12345, 1e-3, 0.5])
+    up = F.half_up(x)
+    assert (up >= x).all() and torch.equal(up.half().float(), up)  # representable, never below
+    assert up[3] == 0.5  # exact values stay
+    assert ((up - x) / x).max() < 2 ** -10
 
 
 def test_stored_sizes():
