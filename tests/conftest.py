@@ -30,12 +30,14 @@ def _own_numba_cache(worker: str, base: str | None) -> str:
     import fcntl
 
     path = (Path(base) if base else user_cache_dir() / "numba-tests") / worker
-    path.mkdir(parents=True, exist_ok=True)
-    lock = open(path.with_suffix(".lock"), "w")
+    lock = None
     try:
+        path.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "w")
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # another pytest run's worker of the same name holds it
-        lock.close()
+    except OSError:  # another pytest run's worker of the same name holds it, or the cache folder is not writable
+        if lock is not None:
+            lock.close()
         spare = tempfile.mkdtemp(prefix=f"v2m-numba-{worker}-")
         atexit.register(shutil.rmtree, spare, True)
         return spare
