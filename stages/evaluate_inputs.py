@@ -60,7 +60,9 @@ def load_input(path: str | Path, tokenizer=None) -> Input:
     if kind == "riff" or p.suffix.lower() in AUDIO_SUFFIXES:
         return Input("music", name, music_from_audio(read_audio(p), SAMPLE_RATE, name), source)
     if p.suffix.lower() in VIDEO_SUFFIXES:
-        raise V2MError(f"{name}: a video, not a rhythm or music file", f"extract its rhythm first: v2m extract-rhythm {name}")
+        raise V2MError(f"{name}: a video, not a rhythm or music file",
+                       f"extract its rhythm first: v2m extract-rhythm {name}; or, to score its soundtrack as the music, "
+                       f"pass the audio: ffmpeg -i {name} -vn {p.with_suffix('.m4a').name}")
     raise V2MError(f"{name}: expected music (MIDI, WAV, v2m.tokens) or a v2m.rhythm artifact, found {describe(kind)}")
 
 

@@ -201,6 +201,8 @@ def test_mismatched_kinds_are_one_clear_line(tmp_path, case):
     with pytest.raises(V2MError) as info:
         evaluate_inputs([load_input(p) for p in inputs])
     assert expected in info.value.one_line() and "\n" not in info.value.one_line()
+    if case == "video":  # and how to score its soundtrack instead (ffmpeg's m4a is read: see the test above)
+        assert f"ffmpeg -i {tmp_path / 'clip.mp4'} -vn clip.m4a" in info.value.one_line()
 
 
 def test_empty_music_is_refused(tmp_path):
