@@ -63,11 +63,7 @@ def command(
 
     from v2m.cli.generate import model_identity, resolve_device
 
-    model_sha256 = model_identity(model)["sha256"]  # a missing checkpoint is one line here, not one per video
-    from v2m.models.checkpoint import read_meta
-    from v2m.stages.generate import model_path
-
-    read_meta(model_path(model))  # so is a file that is not a v2m model (its header only: no weights read)
+    model_sha256 = model_identity(model)["sha256"]  # a missing or wrong checkpoint is one line here, not one per video
     if style is not None:
         from v2m.stages.styles import load_style
 

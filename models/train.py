@@ -62,16 +62,13 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def pick_device(name: str, local_rank: int):
-    """The device this rank trains on (checkpoint.resolve_device checks the name; a distributed rank takes
-    its own GPU)."""
+    """The device this rank trains on: `name` is auto, cpu or cuda (train() refuses others), checked against the
+    machine by checkpoint.resolve_device; a distributed rank takes its own GPU."""
     import torch
 
     from .checkpoint import resolve_device
 
-    device = resolve_device(name)
-    if device == "cpu":
-        return torch.device("cpu")
-    return torch.device(device) if ":" in device else torch.device("cuda", local_rank)
+    return torch.device("cpu") if resolve_device(name) == "cpu" else torch.device("cuda", local_rank)
 
 
 def peak_flops(device) -> float | None:
