@@ -17,7 +17,7 @@ missing=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v fluidsynth >/dev/null 2>&1 || missing+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || [ -f /usr/share/soundfonts/FluidR3_GM.sf2 ] || missing+=(fluid-soundfont-gm)
-# optional: a C compiler builds the CPU decode kernels on first use (models/native.py, quant/vnni.py);
+# optional: a C compiler builds the CPU decode kernels on first use (models/engines/native.py, quant/vnni.py);
 # without one v2m falls back to PyTorch ops (slower) and says so in --debug logs
 optional=()
 command -v cc >/dev/null 2>&1 && [ -f /usr/include/math.h ] || optional+=(gcc libc6-dev)

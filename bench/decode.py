@@ -9,7 +9,7 @@ token) greedy and sampled (temperature 1, top-p 0.95); the explicit graphs run i
 greedy-equal to eager in bf16. `--generate` adds rows timing stages.generate itself on a 20 s clip's
 controls (after a warm-up generation: no process start-up, no compile).
 
-CPU rows: fp32 eager (the lean decode step, models/lean_step.py: one C call per token where it applies) against
+CPU rows: fp32 eager (the lean decode step, models/engines/lean.py: one C call per token where it applies) against
 the weight-streaming limit (read bandwidth measured in the run ÷ weight bytes), the fp32 per-layer step (MKL's
 products between C helpers) for comparison, then the same model quantized W8A8 (RTN) per CPU kernel
 (`auto` = what generate picks; cpu-int8 = fbgemm), each as a ratio to fp32 from back-to-back pairs.
@@ -125,22 +125,23 @@ def generate_rows(args, model, device, plain) -> list[tuple]:
     """tokens/s of stages.generate (the default sampling) on a 20 s clip's controls, eager and compile=True."""
     import inspect
 
-    from v2m.models.cache import clear_decoders
+    from v2m.models.engines.decoder import DecoderPool
     from v2m.stages import generate as stage
 
     controls, vocab, how = sample_controls(args)
     fused = "step_draw" in inspect.getsource(stage.sample_pieces)
     rows = []
     for compile in ([False, True] if device.type == "cuda" or args.compile else [False]):
-        clear_decoders()
+        pool = DecoderPool()
         start = time.perf_counter()
-        stage.generate(model, vocab, controls, stage.GenerateConfig(seed=0), compile=compile)  # warm-up
+        stage.generate(model, vocab, controls, stage.GenerateConfig(seed=0), compile=compile, decoders=pool)  # warm-up
         warm = time.perf_counter() - start
         rates, tokens = [], 0
         for seed in range(1, args.repeats + 2):
             sync(device)
             start = time.perf_counter()
-            out = stage.generate(model, vocab, controls, stage.GenerateConfig(seed=seed), compile=compile)
+            out = stage.generate(model, vocab, controls, stage.GenerateConfig(seed=seed), compile=compile,
+                                 decoders=pool)
             sync(device)
             rates.append(len(out["ids"]) / (time.perf_counter() - start))
             tokens += len(out["ids"])
@@ -154,7 +155,7 @@ def generate_rows(args, model, device, plain) -> list[tuple]:
 def load(args, device):
     import dataclasses
 
-    from v2m.models.checkpoint import load_model
+    from v2m.models.loading import load_model
     from v2m.models.config import load_model_preset
     from v2m.models.registry import build_model
 
@@ -174,8 +175,8 @@ def load(args, device):
 def per_layer_row(args, model, short, one_call_rate, plain) -> list[tuple]:
     """The fp32 step as it was before the one-call step: MKL's products between per-layer C helpers (the fp32
     row above is the fastest fp32 configuration only if this one is slower)."""
-    from v2m.models.cache import Decoder
-    from v2m.models.lean_step import NativeStep
+    from v2m.models.engines.decoder import Decoder
+    from v2m.models.engines.native import NativeStep
 
     decoder = Decoder(model, 1, 16 + args.new)
     if decoder._lean is None or decoder._lean.native is None:
@@ -197,7 +198,7 @@ def int8_rows(args, model, device, fp32_rate, bandwidth, plain) -> list[tuple]:
     generate's Decoder, per CPU kernel, against the fp32 rate measured in the same run (back-to-back pairs)."""
     import copy
 
-    from v2m.models.sampling import generate
+    from v2m.models.engines.loop import generate
     from v2m.quant.linear import set_kernels
     from v2m.quant.pipeline import QuantizeConfig, quantize_model
 
@@ -230,7 +231,7 @@ def int8_rows(args, model, device, fp32_rate, bandwidth, plain) -> list[tuple]:
 
 
 def print_table(args, device, what, params, weight_bytes, bandwidth, rows) -> None:
-    from v2m.models.lean_step import DECODE_THREADS
+    from v2m.models.engines.calls import DECODE_THREADS
 
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads "
@@ -277,8 +278,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from v2m.models.cache import Decoder
-    from v2m.models.sampling import Sampling, generate
+    from v2m.models.engines.decoder import Decoder
+    from v2m.models.sampling import Sampling
+    from v2m.models.engines.loop import generate
 
     global SAMPLED
     SAMPLED = Sampling(1.0, 0, 0.95)
@@ -335,7 +337,7 @@ def main() -> None:
     if device.type == "cpu" and args.int8_kernels:
         rows.extend(int8_rows(args, model, device, step_rate, bandwidth, plain))
 
-    # 3. per batch size: eager vs torch.compile (reduce-overhead) vs the explicit CUDA graph (models/graph.py),
+    # 3. per batch size: eager vs torch.compile (reduce-overhead) vs the explicit CUDA graph (models/engines/graph.py),
     # all through the loop generate uses: host ids in, host ids out, one read-back per token (step_draw)
     for batch in [int(b) for b in args.batches.split(",")]:
         prompts = torch.randint(3, V, (batch, 16), device=device, generator=gen)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(args):
-    from v2m.models.checkpoint import load_model
+    from v2m.models.loading import load_model
 
     models = []
     path = Path(args.model or ROOT / "presets" / "default.safetensors")
@@ -90,8 +90,8 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=30, help="rows of the kernel table (0: none)")
     args = parser.parse_args()
 
-    from v2m.models import graph as graph_module
-    from v2m.models.cache import Decoder
+    from v2m.models.engines import graph as graph_module
+    from v2m.models.engines.decoder import Decoder
     from v2m.models.sampling import Sampling
 
     sampling = Sampling(1.0, 0, 0.95)

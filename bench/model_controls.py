@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from v2m.models.checkpoint import load_model
+    from v2m.models.loading import load_model
     from v2m.stages.generate import GenerateConfig, generate
     from v2m.stages.tokens import load_tokenizer
 

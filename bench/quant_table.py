@@ -4,7 +4,7 @@
     python bench/quant_table.py --model model.safetensors --corpus corpus/ --device cuda   # GPU rows (bf16 baseline)
 
 Every row quantizes the same float model (calibration: the corpus' train split), writes the packed
-checkpoint, loads it back through `v2m.models.load_model` (kernel `auto`, logged) and measures, on
+checkpoint, loads it back through `v2m.models.loading.load_model` (kernel `auto`, logged) and measures, on
 the same held-out split (test):
 - size ratio: stored tensor bytes / the float model's parameters stored as bf16;
 - NLL Δ %: relative change of the mean next-token NLL; KL vs float: KL(p_float ‖ p_quant) per token (nats);
@@ -62,7 +62,7 @@ def parse_args():
 def decode_seconds(model, batch: int, prefill: int, decode: int, vocab: int, device: str) -> float:
     import torch
 
-    from v2m.models.cache import Decoder
+    from v2m.models.engines.decoder import Decoder
 
     prompt = torch.randint(0, vocab, (batch, prefill), generator=torch.Generator().manual_seed(0)).to(device)
     with torch.inference_mode():
@@ -98,8 +98,9 @@ def speed_ratio(quant, base, batch, args, vocab) -> float:
 
 def quantize_row(loaded, row: str, args, calib, folder: str):
     """Quantize a copy of the float model per `row`, save, load back → (LoadedModel, stored bytes)."""
-    from v2m.models import load_model
-    from v2m.quant.checkpoint import save_quantized, stored_bytes
+    from v2m.models.loading import load_model
+    from v2m.quant.storage import save_quantized
+    from v2m.checkpoint import stored_bytes
     from v2m.quant.pipeline import QuantizeConfig, quantize_model
 
     scheme, method = row.split("/")
@@ -117,9 +118,9 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    from v2m.models import load_model
+    from v2m.models.loading import load_model
     from v2m.models.data import read_corpus
-    from v2m.quant.calibrate import load_calibration
+    from v2m.stages.quantize import CalibrationSource, calibration_windows
     from v2m.quant.linear import quant_linears
     from v2m.stages.metrics_model import ModelEvalConfig, nll_and_kl
 
@@ -129,8 +130,8 @@ def main() -> None:
     loaded = load_model(args.model, device="cpu")
     corpus = read_corpus(args.corpus)
     split = corpus.load(args.split)
-    calib = load_calibration(args.corpus, loaded.meta["tokenizer_hash"], args.calib_samples,
-                             min(args.calib_length, loaded.config.max_len))
+    calib = calibration_windows(CalibrationSource(args.corpus, samples=args.calib_samples, length=args.calib_length),
+                                loaded.meta["tokenizer_hash"], loaded.config.max_len, seed=0)
     eval_config = ModelEvalConfig(max_tokens=args.max_tokens, device=args.device)
     float_params = sum(t.numel() for t in loaded.model.state_dict().values() if t.is_floating_point())
     base = copy.deepcopy(loaded.model).to(args.device)

@@ -144,8 +144,10 @@ def pipeline(layout: Path, inputs: Path, out: Path) -> None:
 
 
 def strip_volatile(obj):
-    if isinstance(obj, dict) and obj.get("name") == "index.json" and "sha256" in obj:
-        return {"name": "index.json"}  # a corpus index records its build's wall time: its hash is volatile
+    if isinstance(obj, dict) and str(obj.get("name")).endswith(("index.json", ".safetensors")) and "sha256" in obj:
+        # a corpus index records its build's wall time, and older checkpoints' headers came in hash-map order:
+        # their hashes are volatile (the files themselves are compared on their own)
+        return {"name": obj["name"]}
     if isinstance(obj, dict):
         return {k: strip_volatile(v) for k, v in obj.items() if not any(tag in k for tag in VOLATILE)}
     if isinstance(obj, list):
@@ -170,7 +172,12 @@ def fingerprints(out: Path) -> dict[str, tuple[str, str]]:
         elif rel.endswith(".safetensors"):
             # the header's metadata table is a hash map in the safetensors writer: compare it sorted
             size = int.from_bytes(data[:8], "little")
-            header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True).encode()
+            table = json.loads(data[8:8 + size])
+            meta = table.get("__metadata__", {})
+            for key, value in meta.items():  # JSON entries (train_state's clock, say) without their timings
+                if value[:1] == "{":
+                    meta[key] = strip_volatile(json.loads(value))
+            header = json.dumps(table, sort_keys=True).encode()
             payload = hashlib.sha256(header + data[8 + size:]).hexdigest()
         result[rel] = (whole, payload)
     return result

@@ -1,4 +1,4 @@
-"""Where a CPU decode step's time goes: the one-call C step (models/native.py) against the per-layer step, and the
+"""Where a CPU decode step's time goes: the one-call C step (models/engines/native.py) against the per-layer step, and the
 one-call step with one part removed at a time (its int8/fp32 products, attention, the logits).
 
     .venv/bin/python bench/step_breakdown.py [--model presets/default.safetensors] [--rounds 15]
@@ -34,8 +34,8 @@ REMOVE = {
 
 def variant(name: str, patch: tuple[str, str] | None):
     """v2m_forward compiled from the step library's source with `patch` applied (None: as shipped)."""
-    from v2m.models import native
-    from v2m.models.c_build import build
+    from v2m.models.engines import native
+    from v2m.c_build import build
     from v2m.quant.vnni import SOURCE as VNNI_SOURCE
 
     source = "#define V2M_VNNI 1\n" + VNNI_SOURCE + native.SOURCE + native.STEP_SOURCE
@@ -57,13 +57,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=128)
     args = parser.parse_args()
 
-    from v2m.models.checkpoint import load_model
-    from v2m.models.lean_step import NativeStep
-    from v2m.models.native import step_library
+    from v2m.models.loading import load_model
+    from v2m.models.engines.native import NativeStep, step_library
+    from v2m.quant import vnni
     from v2m.quant.linear import set_kernels
     from v2m.quant.pipeline import QuantizeConfig, quantize_model
 
-    if step_library() is None or not step_library().int8:
+    if step_library() is None or vnni.unavailable() is not None:
         raise SystemExit("needs a CPU with AVX-512 VNNI and a C compiler")
     torch.set_num_threads(1)
     model = load_model(args.model, device="cpu").model

@@ -130,8 +130,9 @@ def command(
 
 
 def _model_mode(model, corpus, split, reference, max_tokens, context, speed, device, kernel):
+    import v2m.quant  # noqa: F401 — registers the loader of quantized checkpoints
     from v2m.artifacts import source_of
-    from v2m.models import load_model
+    from v2m.models.loading import load_model
     from v2m.models.data import read_corpus
     from v2m.stages.metrics_model import ModelEvalConfig, check_tokenizers, model_metrics
 

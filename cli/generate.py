@@ -82,7 +82,7 @@ def command(
 
 
 def resolve_device(device: str) -> str:
-    from v2m.models.checkpoint import resolve_device as checked
+    from v2m.models.loading import resolve_device as checked
 
     return checked(device)
 
@@ -119,7 +119,7 @@ def generate_artifact(found: dict, raw: bytes, name: str, config, *, model, back
 def model_identity(model: str | None) -> dict:
     """The checkpoint by name and content hash, so the artifact says exactly which weights made it. A missing
     file or one that is not a v2m model is one line here (its header is read before the whole file is hashed)."""
-    from v2m.models.checkpoint import read_meta
+    from v2m.checkpoint import read_meta
     from v2m.stages.generate import model_path
 
     path = model_path(model)

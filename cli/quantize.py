@@ -31,7 +31,6 @@ Examples:
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,7 +38,6 @@ import typer
 
 from v2m import log
 from v2m.cli.common import Force
-from v2m.errors import V2MError
 
 
 def command(
@@ -65,51 +63,12 @@ def command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the rotation and the calibration windows.")] = 0,
     force: Force = False,
 ) -> None:
-    from v2m.artifacts import check_output
-
-    check_output(output, force)
-    if output == "-":
-        raise V2MError("a quantized checkpoint must go to a file", "pass -o FILE.safetensors")
-    if not 0.0 <= alpha <= 1.0:
-        raise V2MError(f"--alpha must be within 0..1, got {alpha}")
-    if damp <= 0 or block < 1:
-        raise V2MError("--damp must be > 0 and --block ≥ 1")
-
-    from v2m.models.checkpoint import read_meta
-
-    meta = read_meta(model)
-    if meta.get("quant"):
-        q = meta["quant"]
-        raise V2MError(f"{model} is already quantized ({q.get('scheme')}, {q.get('method')})",
-                       "quantize the float model it was made from")
-
-    from v2m.quant.formats import make_scheme
-    from v2m.quant.pipeline import QuantizeConfig, parse_method
+    from v2m.stages.quantize import CalibrationSource, QuantizeConfig, quantize_checkpoint
 
     config = QuantizeConfig(scheme=scheme, method=method, group=group, asym=asym, alpha=alpha, damp=damp,
                             act_order=act_order, block=block, budget_bits=budget_bits, seed=seed)
-    parse_method(method, make_scheme(scheme, group, asym), calib is not None)  # fail before loading anything heavy
-
-    import torch
-
-    from v2m.models import load_model
-    from v2m.quant.calibrate import load_calibration
-    from v2m.quant.checkpoint import save_quantized, stored_bytes
-    from v2m.quant.pipeline import quantize_model
-
-    started = time.perf_counter()
-    torch.manual_seed(seed)
-    loaded = load_model(model, device="cpu")
-    calibration = None
-    if calib is not None:
-        calibration = load_calibration(calib, meta["tokenizer_hash"], calib_samples,
-                                       min(calib_length, loaded.config.max_len), calib_split, seed)
-        log.info(f"calibration: {calib_samples} × {calibration.ids.shape[1]} tokens from {calib} ({calib_split}), "
-                 f"sha256 {calibration.sha256[:12]}")
-    before = sum(2 * t.numel() for t in loaded.model.state_dict().values() if t.is_floating_point())  # as bf16
-    quant = quantize_model(loaded.model, config, calibration)
-    save_quantized(output, loaded.model, loaded, quant, force=force)
-    after = stored_bytes(output)
-    log.info(f"{Path(output).name}: {scheme} {quant['method']}, {len(quant['layers'])} layers, "
-             f"{after / 1e6:.2f} MB ({after / before:.3f}× the bf16 model) in {time.perf_counter() - started:.1f} s")
-
+    source = CalibrationSource(calib, calib_split, calib_samples, calib_length) if calib is not None else None
+    result = quantize_checkpoint(model, output, config, source, force=force)
+    log.info(f"{Path(output).name}: {scheme} {result.method}, {result.layers} layers, "
+             f"{result.bytes_after / 1e6:.2f} MB ({result.bytes_after / result.bytes_before:.3f}× the bf16 model) "
+             f"in {result.seconds:.1f} s")

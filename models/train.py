@@ -26,7 +26,7 @@ from pathlib import Path
 
 from v2m.errors import V2MError
 
-from .checkpoint import STATE_PREFIXES
+from v2m.checkpoint import STATE_PREFIXES
 from .config import TrainConfig, load_model_preset, model_config_from_dict
 from .data import eval_starts, gather_windows, read_corpus, window_starts
 from .train_state import State, model_card, optimizer_state_tensors, restore_optimizer, rng_tensors, say, side_paths
@@ -66,7 +66,7 @@ def pick_device(name: str, local_rank: int):
     machine by checkpoint.resolve_device; a distributed rank takes its own GPU."""
     import torch
 
-    from .checkpoint import resolve_device
+    from v2m.models.loading import resolve_device
 
     return torch.device("cpu") if resolve_device(name) == "cpu" else torch.device("cuda", local_rank)
 
@@ -104,7 +104,8 @@ def train(opts: RunOptions) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from .checkpoint import load_tensors, read_meta, save_model
+    from v2m.checkpoint import load_tensors, read_meta
+    from v2m.models.loading import save_model
     from .registry import build_model
 
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -10,7 +10,7 @@ so conditioning needs nothing special here.
 Two forward paths share every layer:
 - `model(ids)`: plain causal forward over [B, T] (training, NLL, calibration; the reference).
 - `model.forward_cached(ids, cache, pos)`: writes K/V for positions pos..pos+T-1 into a static
-  cache (models/cache.py) in place and attends by position mask, with no tensor growing per token.
+  cache (models/kv_cache.py) in place and attends by position mask, with no tensor growing per token.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cache import KVCache
+from .kv_cache import KVCache
 from .config import ModelConfig
 from .registry import BACKENDS
 

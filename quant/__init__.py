@@ -1,12 +1,18 @@
 """Post-training quantization: number formats, methods (RTN, GPTQ, SmoothQuant, Hadamard rotation,
 mixed precision), packed checkpoints and the kernels that run them.
 
-Importing this package does not import torch; the entry points below resolve on first use
-(`v2m.models.load_model` calls `load_quantized` for checkpoints with `quant` metadata).
+quant works on generic modules — it swaps nn.Linear layers for QuantLinear, the way torchao does — and
+depends on core only. Importing this package does not import torch; it registers `load_quantized` as the
+loader of checkpoints with `quant` metadata (v2m.checkpoint.LOADERS), which `v2m.models.load_model` consults,
+and resolves the entry points below on first use.
 """
 
-_LAZY = {"load_quantized": "checkpoint", "save_quantized": "checkpoint", "quantize_model": "pipeline",
-         "QuantizeConfig": "pipeline", "load_calibration": "calibrate", "set_kernels": "linear", "QuantLinear": "linear"}
+from v2m.checkpoint import LOADERS
+
+LOADERS.register_lazy("quant", "v2m.quant.storage:load_quantized")
+
+_LAZY = {"load_quantized": "storage", "save_quantized": "storage", "quantize_model": "pipeline",
+         "QuantizeConfig": "pipeline", "set_kernels": "linear", "QuantLinear": "linear"}
 
 
 def __getattr__(name: str):
@@ -17,9 +23,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def kernel_names() -> list[str]:
-    """Names `--kernel` accepts (without importing torch)."""
-    return ["auto", "reference", "cpu-int8", "int-mm", "inductor", "cuda-int-mm", "cuda-fp8", "cuda-int4"]
-
-
-__all__ = [*_LAZY, "kernel_names"]
+__all__ = list(_LAZY)

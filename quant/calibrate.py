@@ -1,7 +1,8 @@
 """Calibration data and the activation statistics the methods need.
 
-Calibration windows come from a token corpus split (the `train` split by default, so that the
-held-out split evaluation uses stays unseen), cut at fixed, seeded positions. Their hash — the
+Calibration windows are cut at fixed, seeded positions from a token stream the caller hands over (the quantize
+stage reads it from a corpus split: `train` by default, so that the held-out split evaluation uses stays
+unseen). Their hash — the
 sha256 of the exact int64 token windows — is recorded in the quantized checkpoint, so two
 checkpoints calibrated on the same data say so.
 
@@ -41,26 +42,19 @@ def windows_hash(ids: torch.Tensor) -> str:
     return hashlib.sha256(ids.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()
 
 
-def load_calibration(corpus_path: str, model_tokenizer_hash: str, samples: int = 32, length: int = 256,
-                     split: str = "train", seed: int = 0) -> Calibration:
-    """`samples` windows of `length` tokens from a corpus split, checked against the model's tokenizer."""
-    from v2m.models.data import read_corpus
-
-    corpus = read_corpus(corpus_path)
-    if corpus.tokenizer_hash != model_tokenizer_hash:
-        raise V2MError(f"calibration corpus {corpus_path} comes from another tokenizer "
-                       f"(corpus {corpus.tokenizer_hash[:12] or 'none'}, model {model_tokenizer_hash[:12] or 'none'})",
-                       "calibrate on a corpus encoded with the model's tokenizer")
-    data = corpus.load(split)
+def sample_windows(tokens: np.ndarray, samples: int = 32, length: int = 256, seed: int = 0, *,
+                   corpus: str = "", split: str = "") -> Calibration:
+    """`samples` windows of `length` tokens cut from a token stream at seeded positions (`corpus` and `split`
+    only say where the tokens came from: reading a corpus is the quantize stage's job)."""
     if samples < 1:
         raise V2MError(f"--calib-samples must be ≥ 1, got {samples}")
-    length = min(length, len(data.tokens))
+    length = min(length, len(tokens))
     if length < 2:
-        raise V2MError(f"{corpus_path}: the '{split}' split is too small to calibrate on ({len(data.tokens)} tokens)")
+        raise V2MError(f"{corpus}: the '{split}' split is too small to calibrate on ({len(tokens)} tokens)")
     rng = np.random.default_rng(seed)
-    starts = np.sort(rng.integers(0, len(data.tokens) - length + 1, size=samples))
-    ids = torch.as_tensor(np.stack([data.tokens[s:s + length] for s in starts]), dtype=torch.long)
-    return Calibration(ids, str(corpus_path), split, windows_hash(ids), seed)
+    starts = np.sort(rng.integers(0, len(tokens) - length + 1, size=samples))
+    ids = torch.as_tensor(np.stack([tokens[s:s + length] for s in starts]), dtype=torch.long)
+    return Calibration(ids, str(corpus), split, windows_hash(ids), seed)
 
 
 def batches(ids: torch.Tensor, batch: int = 8):

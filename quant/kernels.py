@@ -353,10 +353,6 @@ def resolve(name: str, scheme: Scheme, shape: tuple[int, int], device: torch.dev
     return name
 
 
-def kernel_names() -> list[str]:
-    return ["auto", *KERNELS.names()]
-
-
 def describe_choice(chosen: dict[str, str], device: torch.device) -> str:
     """One log line: which kernel runs how many layers, and the capability it was chosen by."""
     counts: dict[str, int] = {}

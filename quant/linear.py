@@ -65,6 +65,19 @@ class QuantLinear(nn.Module):
         self.kernel_name = name
         self._state = self._kernel.prepare(self)
 
+    def native_matrix(self):
+        """This layer as a fused C decode step can call it (a v2m.c_build.NativeMatrix), or None.
+
+        Only the cpu-vnni kernel has a C product such a step can take (it calls it through the matrix's
+        function pointer: core/csrc/v2m_matrix.h); a layer that divides its input by `smooth` first does not
+        fit a plain product. The same object comes back while the layer's kernel state lasts, so a step can
+        tell by identity when the layer changed."""
+        if self.kernel_name != "cpu-vnni" or self._buffers["smooth"] is not None:
+            return None
+        if self._state is None:
+            self.set_kernel("cpu-vnni")
+        return self._state.matrix
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel = self._kernel
         if kernel is None:  # never prepared, or moved since: prepare the chosen kernel (again)

@@ -78,10 +78,15 @@ def model_path(path: str | Path | None) -> Path:
 
 def open_model(path: str | Path | None, backend: str | None = None, kernel: str = "auto", device: str = "cpu"):
     """Load a checkpoint (None = the default preset) and its vocabulary: returns (LoadedModel, Vocab)."""
-    from v2m.models import load_model
+    import v2m.quant  # noqa: F401 — registers the loader of quantized checkpoints
+    from v2m.models.loading import load_model
     from v2m.stages.tokens import load_tokenizer
 
     path = model_path(path)
+    if kernel != "auto":  # a misspelt name is an error even for a float model, which runs no kernel
+        from v2m.quant.kernels import KERNELS
+
+        KERNELS.get(kernel)
     loaded = load_model(path, device=device, kernel=kernel)
     if backend is not None and loaded.backend != backend:
         raise V2MError(f"{path}: a '{loaded.backend}' checkpoint, but --backend {backend} was asked for",
@@ -203,7 +208,7 @@ def _number(name: str) -> int | None:
 # ---------------------------------------------------------------- the decoding loop
 
 def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: int, banned=None,
-                  compile: bool = False) -> list[list[int]]:
+                  compile: bool = False, decoders=None) -> list[list[int]]:
     """Decode `config.num_samples` pieces following `plan`; each is BOS..EOS with every bar's opening forced.
 
     `window` is the KV cache length in tokens; `banned` a bool [V] mask of tokens never sampled. Uses the
@@ -212,7 +217,7 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
     """
     import torch
 
-    from v2m.models.cache import decoder_for
+    from v2m.models.engines.decoder import decoder_for
     from v2m.models.sampling import Sampling
 
     n, n_bars = config.num_samples, len(plan.bars)
@@ -221,7 +226,7 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
         raise V2MError(f"the prime theme is too long for the model's context "
                        f"({len(pinned)} pinned tokens, window {window})",
                        "pass a shorter --prime (a few bars)")
-    decoder = decoder_for(model, n, window, compile)
+    decoder = decoder_for(model, n, window, compile, pool=decoders)
     device = decoder.device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     banned = (banned if banned is not None else torch.zeros(model.config.vocab_size, dtype=torch.bool)).to(device)
@@ -232,7 +237,7 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
     free_in_bar = [0] * n             # tokens sampled since that bar's forced opening
     finished = [False] * n
     sampling = Sampling(config.temperature, config.top_k, config.top_p)
-    # draw/step_draw sample on the device and return host ids: on CUDA one graph replay per token (models/graph.py)
+    # draw/step_draw sample on the device and return host ids: on CUDA one graph replay per token (models/engines/graph.py)
     drawn = decoder.draw(decoder.prefill(torch.tensor([pieces[0]] * n, device=device)), sampling, banned, generator)
     pos = len(plan.head)
     while True:
@@ -277,7 +282,7 @@ def _until_eos(piece: list[int], eos: int) -> list[int]:
 # ---------------------------------------------------------------- the stage
 
 def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids: list[int] | None = None,
-             rerank: bool = False, compile: bool = False) -> dict:
+             rerank: bool = False, compile: bool = False, decoders=None) -> dict:
     """Controls data (a v2m.controls payload) → a v2m.tokens payload.
 
     `model` is an nn.Module with new_cache/forward_cached (LoadedModel.model). With `rerank`, the
@@ -295,7 +300,8 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     plan = build_plan(controls, vocab, theme)
     window = config.window or context_window(model)
     banned = free_mask(vocab, controls.get("register"))
-    pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned, compile=compile)
+    pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned, compile=compile,
+                           decoders=decoders)
 
     data = {"tokenizer_hash": vocab.hash, "ids": pieces[0], "meter": int(controls["meter"]),
             "beat_times": controls["beat_times"], "downbeats": controls["downbeats"], "controls": controls}

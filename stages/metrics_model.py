@@ -1,6 +1,6 @@
 """Model quality and speed on a token corpus split: NLL/perplexity, KL against a reference, size, tokens/s.
 
-Works on in-memory objects: a loaded model (`v2m.models.load_model`), a corpus split
+Works on in-memory objects: a loaded model (`v2m.models.loading.load_model`), a corpus split
 (`v2m.models.data`) and optionally a reference model, usually the float model a quantized one
 was made from. KL is KL(p_ref ‖ p_model) of the next-token distributions, averaged over the
 same positions the NLL is measured on (the direction llama.cpp's KL-divergence tool uses:
@@ -98,7 +98,7 @@ def speed(model, split, config: ModelEvalConfig, max_len: int) -> dict:
     """Prefill and greedy decode tokens/s at batch 1 through the static KV cache (the path `generate` uses)."""
     import torch
 
-    from v2m.models.cache import Decoder
+    from v2m.models.engines.decoder import Decoder
 
     prefill = max(1, min(config.prefill_tokens, max_len - config.decode_tokens - 1, len(split.tokens)))
     decode = max(1, min(config.decode_tokens, max_len - prefill - 1))
@@ -131,7 +131,7 @@ def count_params(model) -> int:
 
 def model_metrics(loaded, split, config: ModelEvalConfig, size_bytes: int, reference=None,
                   reference_size_bytes: int | None = None, measure_speed: bool = True) -> dict:
-    """All model metrics as {name: float}. `loaded`/`reference` are v2m.models.LoadedModel."""
+    """All model metrics as {name: float}. `loaded`/`reference` are v2m.models.loading.LoadedModel."""
     ref_model = reference.model if reference is not None else None
     metrics = nll_and_kl(loaded.model, split, config, loaded.config.max_len, ref_model)
     params = count_params(loaded.model)

@@ -4,7 +4,7 @@ import pytest
 
 from tests.models.corpus import make_corpus
 from v2m.cli.main import main
-from v2m.models.checkpoint import load_model
+from v2m.models.loading import load_model
 
 
 @pytest.fixture(autouse=True)

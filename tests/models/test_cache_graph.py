@@ -10,9 +10,10 @@ import torch
 
 from tests.models.corpus import VOCAB
 from tests.models.helpers import tiny_model
-from v2m.models.cache import Decoder
-from v2m.models.graph import CacheView, StepBody, cache_spans
-from v2m.models.sampling import Sampling, filter_scores, gumbel_argmax, reference_greedy, sample_next
+from v2m.models.engines.decoder import Decoder
+from v2m.models.engines.graph import CacheView, StepBody, cache_spans
+from v2m.models.sampling import Sampling, filter_scores, gumbel_argmax, sample_next
+from v2m.models.engines.loop import reference_greedy
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (none here)")
 

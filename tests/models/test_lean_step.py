@@ -1,17 +1,18 @@
-"""The lean CPU decode step (models/lean_step.py): with PyTorch ops exactly what forward_cached computes;
-with the C helpers (models/native.py) the same up to float32 round-off, and the same greedy tokens."""
+"""The lean CPU decode step (models/engines/lean.py): with PyTorch ops exactly what forward_cached computes;
+with the C helpers (models/engines/native.py) the same up to float32 round-off, and the same greedy tokens."""
 
 import pytest
 import torch
 
 from tests.models.corpus import VOCAB
 from tests.models.helpers import tiny_model
-from v2m.models.cache import Decoder
+from v2m.models.engines.decoder import Decoder
 from v2m.models.config import ModelConfig
-from v2m.models.lean_step import LeanStep, NativeStep
-from v2m.models.native import step_library
+from v2m.models.engines.lean import LeanStep
+from v2m.models.engines.native import NativeStep
+from v2m.models.engines.native import step_library
 from v2m.models.registry import build_model
-from v2m.models.sampling import generate, reference_greedy
+from v2m.models.engines.loop import generate, reference_greedy
 
 needs_native = pytest.mark.skipif(step_library() is None, reason="no AVX-512 CPU or C compiler: the C helpers are off")
 

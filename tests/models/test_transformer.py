@@ -6,10 +6,10 @@ import torch
 from tests.models.corpus import VOCAB
 from tests.models.helpers import tiny_model
 from v2m.errors import V2MError
-from v2m.models.cache import Decoder, decoder_for
+from v2m.models.engines.decoder import Decoder, DecoderPool
 from v2m.models.config import ModelConfig, load_model_preset
 from v2m.models.registry import BACKENDS, build_model
-from v2m.models.sampling import generate, reference_greedy
+from v2m.models.engines.loop import generate, reference_greedy
 
 
 def test_forward_shapes_and_causality():
@@ -64,12 +64,13 @@ def test_cache_is_preallocated_and_written_in_place():
 def test_greedy_fast_path_equals_reference_token_for_token():
     model = tiny_model(seed=3)
     prompt = torch.randint(0, VOCAB, (2, 7))
-    fast = generate(model, prompt, 60, temperature=0.0)
+    pool = DecoderPool()
+    fast = generate(model, prompt, 60, temperature=0.0, decoders=pool)
     assert torch.equal(fast, reference_greedy(model, prompt, 60))
-    # a second generation reuses the same decoder (and its stale cache) and is still exact
-    assert decoder_for(model, 2, model.config.max_len) is decoder_for(model, 2, model.config.max_len)
+    # a second generation reuses the pool's decoder (and its stale cache) and is still exact
+    assert pool.get(model, 2, model.config.max_len) is pool.get(model, 2, model.config.max_len)
     prompt2 = torch.randint(0, VOCAB, (2, 3))
-    assert torch.equal(generate(model, prompt2, 40, temperature=0.0), reference_greedy(model, prompt2, 40))
+    assert torch.equal(generate(model, prompt2, 40, temperature=0.0, decoders=pool), reference_greedy(model, prompt2, 40))
 
 
 def test_generate_stops_at_eos_and_respects_max_len():

@@ -7,9 +7,9 @@ import torch
 from safetensors import safe_open
 
 from tests.quant.helpers import saved_tiny_model
-from v2m.models import load_model
-from v2m.quant.calibrate import load_calibration
-from v2m.quant.checkpoint import save_quantized
+from v2m.models.loading import load_model
+from v2m.stages.quantize import CalibrationSource, calibration_windows
+from v2m.quant.storage import save_quantized
 from v2m.quant.pipeline import QuantizeConfig, quantize_model
 
 
@@ -23,7 +23,8 @@ def float_model(tmp_path_factory):
 def test_round_trip_same_logits(float_model, tmp_path, scheme, method, group, asym):
     path, corpus = float_model
     loaded = load_model(path)
-    calib = load_calibration(str(corpus), loaded.meta["tokenizer_hash"], samples=4, length=64)
+    calib = calibration_windows(CalibrationSource(str(corpus), samples=4, length=64), loaded.meta["tokenizer_hash"],
+                                loaded.config.max_len, seed=0)
     quant = quantize_model(loaded.model, QuantizeConfig(scheme, method, group=group, asym=asym), calib)
     out = tmp_path / "q.safetensors"
     save_quantized(out, loaded.model, loaded, quant)

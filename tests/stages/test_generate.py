@@ -59,7 +59,7 @@ def write_debug_model(path: Path, max_len: int = 128, seed: int = 0) -> Path:
     """
     import torch
 
-    from v2m.models.checkpoint import save_model
+    from v2m.models.loading import save_model
     from v2m.models.config import ModelConfig
     from v2m.models.registry import build_model
 
@@ -114,8 +114,9 @@ def run_generate(debug_model, controls, **settings):
     _, loaded, vocab = debug_model
     rerank = settings.pop("rerank", False)
     prime_ids = settings.pop("prime_ids", None)
+    decoders = settings.pop("decoders", None)
     config = GenerateConfig(**{"max_bar_tokens": 24, **settings})
-    return generate(loaded.model, vocab, controls, config, rerank=rerank, prime_ids=prime_ids)
+    return generate(loaded.model, vocab, controls, config, rerank=rerank, prime_ids=prime_ids, decoders=decoders)
 
 
 # ---------------------------------------------------------------- tests
@@ -149,15 +150,16 @@ def test_same_seed_same_ids_other_seed_differs(debug_model):
 
 
 def test_sliding_window_generates_past_the_context_with_a_fixed_cache(debug_model):
-    from v2m.models.cache import decoder_for
+    from v2m.models.engines.decoder import DecoderPool
 
     _, loaded, vocab = debug_model
     controls = grid_controls(vocab, bars=24)
-    data = run_generate(debug_model, controls, seed=2, window=48)
+    pool = DecoderPool()
+    data = run_generate(debug_model, controls, seed=2, window=48, decoders=pool)
     assert len(data["ids"]) > 3 * 48  # several windows' worth
     assert len(split_at_bars(data["ids"], vocab)) == 24
-    # memory is bounded by the window: the cache is the one preallocated for 48 positions
-    assert decoder_for(loaded.model, 1, 48).cache.k.shape[3] == 48
+    # memory is bounded by the window: the one cache the generation used was preallocated for 48 positions
+    assert pool.get(loaded.model, 1, 48).cache.k.shape[3] == 48
 
 
 def test_num_samples_are_a_batch_of_complete_pieces(debug_model):

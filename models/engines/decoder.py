@@ -1,8 +1,9 @@
-"""Static KV cache and the fast single-token decode step.
+"""The Decoder: prefill a prompt, then decode one token at a time into a static KV cache, on the fastest
+engine for the device (the four forms of the step: engines/README.md).
 
-Why static: a cache grown by concatenation allocates and copies every token, and its changing
-shapes defeat graph capture. Here K/V live in buffers preallocated to `max_len` and written in
-place (index_copy_), and attention is masked by position (models/transformer.py).
+Why a static cache (models/kv_cache.py): a cache grown by concatenation allocates and copies every token,
+and its changing shapes defeat graph capture. Here K/V live in buffers preallocated to `max_len` and written
+in place (index_copy_), and attention is masked by position (models/transformer.py).
 
 Why buffers of a module: under `torch.compile(mode="reduce-overhead")` (CUDA graphs) tensors that
 are *inputs* of the compiled function and get mutated make the capture be skipped ("mutated
@@ -10,30 +11,26 @@ inputs"); buffers of the compiled module are static and may be written. So `Deco
 model and its cache as submodules and compiles its own `forward(ids, pos)` — the same Python code
 as the eager path, only wrapped. Measured on an H100 (issue 10): 185 → 3,683 tokens/s at batch 1.
 
-On CUDA the default fast engine goes one step further (models/graph.py): an explicit CUDA graph of the
+On CUDA the default fast engine goes one step further (engines/graph.py): an explicit CUDA graph of the
 step *and* its sampling, replayed with one small copy in and one out per token. Callers that sample
-(stages/generate.py) use `step_draw`, which returns host ids directly; `step` still returns logits.
+(the generate stage) use `step_draw`, which returns host ids directly; `step` still returns logits.
 """
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
+
 import torch
 import torch.nn as nn
 
+from v2m import log
 
-class KVCache(nn.Module):
-    """Keys and values of every layer: k, v [layers, batch, heads, max_len, head_dim], written in place."""
-
-    def __init__(self, n_layers: int, batch: int, n_heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
-        super().__init__()
-        shape = (n_layers, batch, n_heads, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.batch, self.max_len = batch, max_len
-
-    def nbytes(self) -> int:
-        return 2 * self.k.numel() * self.k.element_size()
+from ..kv_cache import KVCache
+from ..sampling import filter_scores, gumbel_argmax, sample_next
+from .calls import with_decode_threads
+from .graph import GraphStep
+from .lean import LeanStep
 
 
 class _Step(nn.Module):
@@ -53,12 +50,12 @@ class Decoder:
     `compile` picks the step's engine:
     - False: eager (the CPU default: measured fastest there, and the reference).
     - True: the fastest on the device — on CUDA an explicit CUDA graph of the whole step including sampling
-      (models/graph.py) with Inductor-fused kernels, weights and cache in `dtype` (default bf16); elsewhere
+      (engines/graph.py) with Inductor-fused kernels, weights and cache in `dtype` (default bf16); elsewhere
       Inductor's default mode.
     - "graph": the explicit CUDA graph over the eager step (no Inductor); "reduce-overhead": torch.compile's
       own CUDA graphs (the previous fast path, kept for the benchmark).
-    Warm-up (compile, capture) happens on first use; reuse one Decoder per (model, batch, max_len) in a
-    process — `decoder_for` keeps them — so later generations only replay.
+    Warm-up (compile, capture) happens on first use; reuse one Decoder per (model, batch, max_len) — a
+    DecoderPool keeps them for whoever opened the model — so later generations only replay.
     """
 
     def __init__(self, model: nn.Module, batch: int, max_len: int | None = None, compile: bool | str = False,
@@ -75,22 +72,29 @@ class Decoder:
         self.compiled, self.engine = engine != "eager", engine
         self._step, self.graph = None, None
         if engine in ("graph", "graph+inductor"):
-            from .graph import GraphStep
-
             self.graph = GraphStep(self.step_module, batch, self.model.config.vocab_size, self.device,
                                    inductor=engine == "graph+inductor")
         elif engine != "eager":
             self._step = torch.compile(self.step_module, mode="reduce-overhead" if engine == "reduce-overhead"
                                        else None, dynamic=False)
         self._pos = torch.zeros((), dtype=torch.long, device=self.device)
-        # CPU eager: the lean single-token step (models/lean_step.py): C helpers around the matrix products
-        # where they apply (models/native.py), else the same logits as forward_cached in fewer operator calls
+        # CPU eager: the lean single-token step (engines/lean.py): the C step where it applies
+        # (engines/native.py), else the same logits as forward_cached in fewer operator calls
         self._lean = None
         if engine == "eager" and self.device.type == "cpu" and hasattr(self.model, "rope_cos") \
                 and self.cache.k.dtype == self.model.embed.weight.dtype:
-            from .lean_step import LeanStep
-
             self._lean = LeanStep(self.model, self.cache)
+        log.debug(f"decode: engine {self.describe()} (batch {batch}, {self.max_len} cache slots on {self.device})")
+
+    def describe(self) -> str:
+        """The form of the step that runs (engines/README.md): c-one-call, c-per-layer, lean, eager, graph,
+        graph+inductor, inductor or reduce-overhead — recorded in artifacts, since their round-off differs."""
+        if self._lean is None:
+            return self.engine
+        native = self._lean.native
+        if native is None:
+            return "lean"
+        return "c-one-call" if native.plan is not None else "c-per-layer"
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:
@@ -128,14 +132,10 @@ class Decoder:
         sample_next (torch.multinomial); the graph engine uses the Gumbel-max draw of its graph, from its
         noise buffer, so the draws after a prefill and after a step come from one stream per seed.
         """
-        from .sampling import filter_scores, gumbel_argmax, sample_next
-
         temperature, top_k, top_p = sampling.temperature, sampling.top_k, sampling.top_p
         if self.graph is None:
             masked = logits.float() if banned is None else logits.float().masked_fill(banned, float("-inf"))
             if self._lean is not None:  # the CPU decode loop: sampling's ~12 small ops on one thread too
-                from .lean_step import with_decode_threads
-
                 return with_decode_threads(sample_next, masked, temperature, top_k, top_p, generator).tolist()
             return sample_next(masked, temperature, top_k, top_p, generator).tolist()
         self.graph.set_sampling(banned, generator)
@@ -161,10 +161,8 @@ class Decoder:
             try:
                 return self.graph.draw(ids, pos, sampling.temperature, sampling.top_k, sampling.top_p)
             except RuntimeError as e:  # sampling would not capture: keep the graph for the model step only
-                from v2m.log import warn
-
                 self.graph.fallback = f"sampling outside the graph ({type(e).__name__}: {str(e)[:80]})"
-                warn(f"decode: {self.graph.fallback}")
+                log.warn(f"decode: {self.graph.fallback}")
         return self.draw(self.graph.logits(ids, pos), sampling, banned, generator)
 
 
@@ -185,33 +183,41 @@ def _cast(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
     weight = next(model.parameters(), None)
     if dtype is None or weight is None or weight.dtype == dtype or not weight.is_floating_point():
         return model
-    import copy
-
     return copy.deepcopy(model).to(dtype)
 
 
-_DECODERS: dict[tuple, Decoder] = {}
-MAX_DECODERS = 4  # each holds a cache (e.g. small preset, batch 16, 1,024 tokens: 250 MB fp32) and its model
+class DecoderPool:
+    """Decoders kept for reuse, so compilation and graph capture happen once per (model, batch, cache length):
+    a cache owned by whoever opened the model (a generate session, a `run` worker), not by this module.
+
+    Stale cache contents need no clearing: prefill rewrites positions 0..T-1 and the position mask hides
+    every slot past the current one. Beyond `limit` decoders the least recently used one is dropped, with
+    its cache (e.g. small preset, batch 16, 1,024 tokens: 250 MB fp32) and its reference to the model.
+    """
+
+    def __init__(self, limit: int = 4):
+        self.limit = limit
+        self._decoders: OrderedDict[tuple, Decoder] = OrderedDict()
+
+    def get(self, model: nn.Module, batch: int, max_len: int | None = None, compile: bool | str = False,
+            dtype: torch.dtype | None = None) -> Decoder:
+        key = (id(model), batch, max_len, compile, dtype)
+        decoder = self._decoders.pop(key, None)
+        if decoder is None or decoder.source is not model:
+            decoder = Decoder(model, batch, max_len, compile, dtype)
+        self._decoders[key] = decoder  # (re)inserted last: the first key is the least recently used
+        while len(self._decoders) > self.limit:
+            self._decoders.popitem(last=False)
+        return decoder
+
+    def clear(self) -> None:
+        """Drop every Decoder (frees their caches; the next generation compiles again)."""
+        self._decoders.clear()
 
 
 def decoder_for(model: nn.Module, batch: int, max_len: int | None = None, compile: bool | str = False,
-                dtype: torch.dtype | None = None) -> Decoder:
-    """A Decoder reused across calls in this process, so compilation and graph capture happen once.
-
-    Stale cache contents need no clearing: prefill rewrites positions 0..T-1 and the position mask
-    hides every slot past the current one. The least recently used decoder is dropped beyond
-    MAX_DECODERS (with its cache and its reference to the model).
-    """
-    key = (id(model), batch, max_len, compile, dtype)
-    decoder = _DECODERS.pop(key, None)
-    if decoder is None or decoder.source is not model:
-        decoder = Decoder(model, batch, max_len, compile, dtype)
-    _DECODERS[key] = decoder  # (re)inserted last: dicts keep insertion order, the first key is the oldest
-    while len(_DECODERS) > MAX_DECODERS:
-        _DECODERS.pop(next(iter(_DECODERS)))
-    return decoder
-
-
-def clear_decoders() -> None:
-    """Drop every cached Decoder (frees their caches; the next generation compiles again)."""
-    _DECODERS.clear()
+                dtype: torch.dtype | None = None, pool: DecoderPool | None = None) -> Decoder:
+    """The pool's Decoder for these settings, or a new one when there is no pool."""
+    if pool is None:
+        return Decoder(model, batch, max_len, compile, dtype)
+    return pool.get(model, batch, max_len, compile, dtype)

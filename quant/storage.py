@@ -6,9 +6,11 @@ asymmetric only), `<name>.global_scale` (nvfp4), `<name>.bias`, `<name>.smooth` 
 that could not be folded). Float weights that stay unquantized (embedding, norms) are stored as
 bfloat16, so size ratios are against a bf16 model; they are cast back to float32 on load.
 
-`models.load_model` hands a checkpoint with `quant` metadata to `load_quantized`, which rebuilds the
-float skeleton from the config, swaps in QuantLinear layers of the recorded schemes, loads the
-tensors (no unpickling), moves to the device and picks kernels.
+The file is core's v2m.model container (v2m.checkpoint); this package registers `load_quantized` there
+as the loader for metadata key `quant` (quant/__init__.py), so `v2m.models.load_model` hands it the float
+model it built from the config (the skeleton) with the checkpoint's tensors: the loader swaps in QuantLinear
+layers of the recorded schemes, loads the tensors, moves to the device and picks kernels. Neither package
+imports the other.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from v2m.checkpoint import model_metadata, save_checkpoint
+from v2m.config import to_dict
 from v2m.errors import V2MError
 
 from .formats import Scheme
@@ -27,49 +31,47 @@ STORED_FLOAT = torch.bfloat16
 
 
 def save_quantized(path: str | Path, model: nn.Module, loaded, quant: dict, force: bool = False) -> None:
-    """Write the quantized `model` (made from `loaded`, a LoadedModel) with its `quant` metadata."""
-    from v2m.models.checkpoint import save_model
+    """Write the quantized `model` (made from `loaded`, the float model's LoadedModel) with its `quant` metadata.
 
+    Quantized layers are stored as their packed buffers; float tensors outside them (embedding, norms) as
+    STORED_FLOAT."""
     quantized = set(quant_linears(model))
-    extra = {}
+    tensors = {}
     for name, t in model.state_dict().items():
-        owner = name.rpartition(".")[0]
-        if owner not in quantized and t.is_floating_point():
-            extra[name] = t.detach().to(STORED_FLOAT)
-    training = dict(loaded.meta.get("training") or {})
+        t = t.detach()
+        if name.rpartition(".")[0] not in quantized and t.is_floating_point():
+            t = t.to(STORED_FLOAT)
+        tensors[name] = t.to("cpu").contiguous()
+    meta = loaded.meta
+    training = dict(meta.get("training") or {})
     training["quantized_from"] = Path(loaded.path).name if loaded.path else None
-    save_model(path, model, loaded.config, loaded.meta["tokenizer"], loaded.meta["tokenizer_hash"], training,
-               quant=quant, force=force, extra_tensors=extra)
+    save_checkpoint(path, tensors, model_metadata(loaded.backend, to_dict(loaded.config), meta["tokenizer"],
+                                                  meta["tokenizer_hash"], training, quant=quant), force)
 
 
-def build_skeleton(config, quant: dict) -> tuple[nn.Module, int]:
-    """A float model of `config` with the module layout the quantized checkpoint was saved from,
-    and the parameter count of the plain float model."""
-    from v2m.models.registry import build_model
-
-    model = build_model(config)
-    count = sum(p.numel() for p in model.parameters())
+def prepare_skeleton(model: nn.Module, quant: dict) -> nn.Module:
+    """The float `model` rearranged into the module layout the quantized checkpoint was saved from."""
     if quant.get("rotate"):
         from .rotate import prepare_rotated_skeleton
 
         prepare_rotated_skeleton(model)
-    return model, count
+    return model
 
 
-def load_quantized(path: str | Path, config, meta: dict, device: str = "cpu", kernel: str = "auto") -> nn.Module:
-    """The quantized model stored at `path` (checked metadata `meta`), in eval mode on `device`, kernels set."""
-    from v2m.models.checkpoint import STATE_PREFIXES, load_tensors
-
+def load_quantized(model: nn.Module, tensors: dict, meta: dict, *, path: str, device: str = "cpu",
+                   kernel: str = "auto") -> nn.Module:
+    """The quantized model in `tensors` (checked metadata `meta`), built on the float skeleton `model` of its
+    config, in eval mode on `device`, kernels set (the `quant` loader of v2m.checkpoint.LOADERS)."""
     quant = meta["quant"]
     if quant.get("version") != 1 or "layers" not in quant:
         raise V2MError(f"{path}: quantized checkpoint format {quant.get('version')!r} is not supported", "re-quantize with this v2m")
-    tensors = {k: v for k, v in load_tensors(path).items() if not k.startswith(STATE_PREFIXES)}
-    model, logical_params = build_skeleton(config, quant)
+    logical_params = sum(p.numel() for p in model.parameters())
+    model = prepare_skeleton(model, quant)
     for name, scheme_json in quant["layers"].items():
         try:
             linear = model.get_submodule(name)
         except AttributeError:
-            raise V2MError(f"{path}: quantized layer {name} does not exist in a {config.backend} model of this config")
+            raise V2MError(f"{path}: quantized layer {name} does not exist in a {meta['backend']} model of this config")
         layer = QuantLinear(linear.in_features, linear.out_features, Scheme.from_json(scheme_json),
                             bias=f"{name}.bias" in tensors, smooth=f"{name}.smooth" in tensors)
         replace_module(model, name, layer)
@@ -85,12 +87,3 @@ def load_quantized(path: str | Path, config, meta: dict, device: str = "cpu", ke
     model.num_params = lambda: logical_params
     set_kernels(model, kernel)
     return model
-
-
-def stored_bytes(path: str | Path) -> int:
-    """Bytes of tensor data in a checkpoint (the file minus its JSON header)."""
-    import struct
-
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-    return Path(path).stat().st_size - 8 - header_len

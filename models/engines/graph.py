@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import torch
 
-from .sampling import filter_scores, gumbel_argmax
+from v2m import log
+
+from ..sampling import filter_scores, gumbel_argmax
 
 NOISE_ROWS = 256  # tokens of noise drawn per refill (B × V × 4 bytes each)
 
@@ -105,7 +107,7 @@ class GraphStep:
                  inductor: bool = True):
         self.batch, self.device = batch, device
         self.inductor, self.fallback = inductor, None
-        cache = step_module.cache  # models/cache.py `_Step`: the model and its static cache
+        cache = step_module.cache  # engines/decoder.py `_Step`: the model and its static cache
         self.spans = cache_spans(cache.max_len)
         # one step module per span bucket: the same model over a view of the first `span` cache slots
         self.eager_steps = {span: step_module if span == cache.max_len else type(step_module)(step_module.model,
@@ -185,10 +187,8 @@ class GraphStep:
         except Exception as e:  # noqa: BLE001 — Inductor failing to compile or capture: the eager kernels still can
             if not self.inductor:
                 raise
-            from v2m.log import warn
-
             self.fallback = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            warn(f"decode graph with Inductor kernels failed ({self.fallback}); capturing the eager step instead")
+            log.warn(f"decode graph with Inductor kernels failed ({self.fallback}); capturing the eager step instead")
             self.inductor, self.body.sample, self.graphs = False, sample_draw, {}
             self.steps = dict(self.eager_steps)
             self.body.step = self.steps[self.spans[-1]]

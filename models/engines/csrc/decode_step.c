@@ -1,104 +1,24 @@
-"""C helpers for the CPU decode step (built on first use by models/c_build.py).
+/* The CPU decode step in C: the transformer's layers over a static KV cache, with no operator dispatch.
+   Built on first use by core/c_build.py; the ctypes side (structs, the plan of pointers) is
+   models/engines/native.py, and which decode form runs when is in models/engines/README.md.
 
-Why C: after the lean step (models/lean_step.py) the float32 matrix-vector products of a decode step are
-MKL's and near the memory limit, but RMSNorm, RoPE, the K/V cache writes, attention over the cache and the
-SwiGLU gate are still ~15 PyTorch operator calls per layer, each a few microseconds of dispatch for a few
-hundred floats of work. Three C functions do them per layer with no dispatch at all:
+   - v2m_add_rmsnorm: x += delta (the residual), out = x · rsqrt(mean(x²) + eps) · w;
+   - v2m_rope_attend: RoPE on q and k, K/V written at `pos` into the static cache, softmax(q·Kᵀ/√D)·V over
+     slots 0..pos (Attention.forward_cached's math, float32 sums in another order);
+   - v2m_swiglu: silu(gate) · value;
+   - v2m_forward: the whole model for T new tokens of B sequences in one call — embedding rows, every layer,
+     final norm, logits — over a v2m_plan of pointers into the model's own tensors. Float32 matrices go
+     through f32_gemm here; a quantized matrix through its kernel's v2m_gemm_fn (core/csrc/v2m_matrix.h),
+     e.g. quant's W8A8 VNNI product, so this file needs no quantization code.
 
-- `v2m_add_rmsnorm`: x += delta (the residual), out = x · rsqrt(mean(x²) + eps) · w;
-- `v2m_rope_attend`: RoPE on q and k, K/V written at `pos` into the static cache, softmax(q·Kᵀ/√D)·V over
-  slots 0..pos (the same math as Attention.forward_cached, with float32 sums in another order);
-- `v2m_swiglu`: silu(gate) · value;
-- `v2m_forward`: the whole model for T new tokens of B sequences in one call — embedding rows, every
-  layer (the helpers above around float32 or W8A8 matrix products: quant/vnni.py's kernel is compiled
-  into this library where the CPU has VNNI), final norm and logits — over a `Plan` of pointers into the
-  model's own tensors (made and checked by models/lean_step.py's OneCallPlan). Why: at batch 1 the ~45
-  ctypes calls and ~25 allocations per token of the per-layer step cost about as much as the W8A8
-  products themselves; the float32 step, MKL's products included, went 2.1–2.8 → 1.3–1.6 ms with its
-  products in the plain 4-row AVX-512 loop here (f32_tile), so float32 takes the same call.
-
-Built like Inductor builds its CPU kernels (models/c_build.py: the system C compiler, a per-user cache keyed
-by content, ctypes). No compiler or no AVX-512: `step_library()` is None and the lean step keeps its PyTorch ops.
-Compiled with -ffast-math (vectorized expf from glibc's libmvec, reassociated sums): results differ from
-PyTorch's by float32 round-off (tests/models/test_lean_step.py bounds it and checks greedy tokens).
-"""
-
-from __future__ import annotations
-
-import ctypes
-import functools
-
-from .c_build import build, cpu_flags, needs
-
-AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mfma"]
-FLAGS = ["-O3", "-ffast-math", *AVX512, "-shared", "-fPIC"]
-
-
-@functools.cache
-def step_library() -> ctypes.CDLL | None:
-    """The decode-step helpers and the one-call step, or None when they cannot be built or run here.
-
-    On a CPU with AVX-512 VNNI the library also holds quant/vnni.py's W8A8 product, so `v2m_forward`
-    takes int8 layers too; without VNNI it takes float32 layers only.
-    """
-    if needs({"avx512f", "avx512bw", "avx512vl", "fma"}) is not None:
-        return None
-    vnni = "avx512_vnni" in cpu_flags()
-    source, flags = SOURCE + STEP_SOURCE, FLAGS
-    if vnni:
-        from v2m.quant.vnni import SOURCE as VNNI_SOURCE
-
-        source, flags = "#define V2M_VNNI 1\n" + VNNI_SOURCE + SOURCE + STEP_SOURCE, [*FLAGS, "-mavx512vnni"]
-    try:
-        lib = build("v2m-step", source, tuple(flags), ("-lm",))
-    except (RuntimeError, OSError):
-        return None
-    p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-    lib.v2m_add_rmsnorm.argtypes = [p, p, p, f32, i64, i64, p]
-    lib.v2m_swiglu.argtypes = [p, i64, i64, p]
-    lib.v2m_rope_attend.argtypes = [p, i64, i64, i64, i64, p, p, p, p, i64, p]
-    lib.v2m_forward.argtypes = [ctypes.POINTER(Plan), p, i64, i64, i64, p, p]
-    for fn in (lib.v2m_add_rmsnorm, lib.v2m_swiglu, lib.v2m_rope_attend):
-        fn.restype = None
-    lib.v2m_forward.restype = ctypes.c_int
-    lib.int8 = vnni
-    return lib
-
-
-# The one-call step's description of a model (C structs below, STEP_SOURCE; made by models/lean_step.py)
-MATRIX_F32, MATRIX_W8A8 = 0, 1
-
-
-class Matrix(ctypes.Structure):
-    _fields_ = [("kind", ctypes.c_int64), ("n", ctypes.c_int64), ("k", ctypes.c_int64), ("w", ctypes.c_void_p),
-                ("comp", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("bias", ctypes.c_void_p)]
-
-
-class Layer(ctypes.Structure):
-    _fields_ = [("norm1", ctypes.c_void_p), ("norm2", ctypes.c_void_p), ("eps1", ctypes.c_float),
-                ("eps2", ctypes.c_float), ("qkv", Matrix), ("out", Matrix), ("up", Matrix), ("down", Matrix),
-                ("k", ctypes.c_void_p), ("v", ctypes.c_void_p)]
-
-
-class Plan(ctypes.Structure):
-    _fields_ = [("n_layers", ctypes.c_int64), ("n_heads", ctypes.c_int64), ("head_dim", ctypes.c_int64),
-                ("d_model", ctypes.c_int64), ("d_ff", ctypes.c_int64), ("max_len", ctypes.c_int64),
-                ("embed", ctypes.c_void_p), ("rope_cos", ctypes.c_void_p), ("rope_sin", ctypes.c_void_p),
-                ("final_norm", ctypes.c_void_p), ("final_eps", ctypes.c_float), ("head", Matrix),
-                ("layers", ctypes.POINTER(Layer))]
-
-
-def scratch_floats(plan: Plan, batch: int) -> int:
-    """float32 slots of scratch `v2m_forward` needs for `batch` rows (its layout is in STEP_SOURCE)."""
-    C, F = plan.d_model, plan.d_ff
-    wide = max(3 * C, 2 * F)
-    return batch * (4 * C + wide + F) + batch + (batch * max(C, F) + 64) // 4 + 16
-
-
-SOURCE = r"""#include <immintrin.h>
+   Compiled with -ffast-math (vectorized expf from glibc's libmvec, reassociated sums): results differ from
+   PyTorch's by float32 round-off (tests/models/test_lean_step.py bounds it and checks greedy tokens). */
+#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "v2m_matrix.h"
 
 static inline float dot(const float *a, const float *b, int64_t n)
 {
@@ -218,11 +138,16 @@ void v2m_rope_attend(const float *qkv, int64_t B, int64_t H, int64_t D, int64_t 
         }
     }
 }
-"""
 
-
-STEP_SOURCE = r"""
-typedef struct { int64_t kind, n, k; const void *w; const int32_t *comp; const float *scale, *bias; } v2m_matrix;
+/* A matrix of the plan: float32 weights [n, k] row-major (gemm NULL), or a kernel's packed layout and its
+   product (gemm set; comp and scale are the kernel's own buffers). */
+typedef struct {
+    int64_t n, k;
+    const void *w;
+    const int32_t *comp;
+    const float *scale, *bias;
+    v2m_gemm_fn gemm;
+} v2m_matrix;
 typedef struct {
     const float *norm1, *norm2;
     float eps1, eps2;
@@ -313,19 +238,17 @@ static void f32_gemm(const float *x, int64_t R, int64_t K, const float *W, const
 
 static void matmul(const v2m_matrix *m, const float *x, int64_t B, float *y, uint8_t *xu, float *xs)
 {
-#ifdef V2M_VNNI
-    if (m->kind == 1) {
-        w8a8_gemm(x, B, m->k, (const int8_t *)m->w, m->comp, m->scale, m->bias, m->n, y, xu, xs);
+    if (m->gemm) {
+        m->gemm(x, B, m->k, m->w, m->comp, m->scale, m->bias, m->n, y, xu, xs);
         return;
     }
-#endif
     f32_gemm(x, B, m->k, (const float *)m->w, m->bias, m->n, y);
 }
 
 /* The whole model over T new tokens of each of B sequences at positions pos0..pos0+T-1 (a decode step is
    T = 1; a short prefill is pos0 = 0): ids [B, T] → logits [B, vocab] of each sequence's last token, K/V
    written into the layers' caches. All B·T rows go through each matrix together (its weights read once).
-   scratch: scratch_floats(plan, B·T) floats (models/native.py). Returns 0, or -1 for an id outside the
+   scratch: scratch_floats(plan, B·T) floats (models/engines/native.py). Returns 0, or -1 for an id outside the
    vocabulary and -2 for positions outside the cache (then nothing is written). */
 int v2m_forward(const v2m_plan *p, const int64_t *ids, int64_t B, int64_t T, int64_t pos0, float *scratch,
                 float *logits)
@@ -366,4 +289,10 @@ int v2m_forward(const v2m_plan *p, const int64_t *ids, int64_t B, int64_t T, int
     matmul(&p->head, normed, B, logits, xu, xs);
     return 0;
 }
-"""
+
+/* One matrix over B rows: the per-layer step calls a kernel's product through it (xu: B·K + 64 bytes, xs: B
+   floats of scratch). */
+void v2m_matrix_product(const v2m_matrix *m, const float *x, int64_t B, float *y, uint8_t *xu, float *xs)
+{
+    matmul(m, x, B, y, xu, xs);
+}
