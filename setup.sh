@@ -67,7 +67,7 @@ fi
 case "${1:-}" in
   demo)
     # the sample clip is made, not shipped: 20 s of synthetic motion at 100 BPM with three hard cuts
-    "$VPY" -m v2m.samples samples/clip.mp4 --if-missing
+    "$VENV/bin/v2m" sample samples/clip.mp4 --if-missing
     # a rerun resumes: finished outputs in out/ are kept (add --force to redo them)
     exec "$VENV/bin/v2m" run samples/clip.mp4 -o out/ "${@:2}"
     ;;

@@ -11,10 +11,10 @@ Prints, measured side by side in one run on this machine:
    plus Krumhansl–Schmuckler key accuracy against the analyses' opening key;
 3. per style on drifting synthetic beat grids with scene cuts off the grid and still bars: bass notes in
    the bar's chord on strong beats, crash within 50 ms of each cut, and rhythm agreement (beat F, BHS,
-   Beat Align from stages/metrics_rhythm.py) of the arranged piece vs the melody alone vs a fixed
+   Beat Align from stages/evaluate/beat_metrics.py) of the arranged piece vs the melody alone vs a fixed
    120 BPM quarter-note pulse (the Video2Music-style baseline);
 4. the same cut check on a video rendered frame by frame (a textured object bouncing on a beat, hard cuts
-   between scenes) run through the real extract-rhythm code (stages/rhythm.py) and, when a tokenizer
+   between scenes) run through the real extract-rhythm code (stages/rhythm/extract.py) and, when a tokenizer
    is installed, encode-tokens' controls_from_rhythm.
 """
 
@@ -32,10 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.stages.test_arrange import grid_controls, melody_on_grid  # noqa: E402  (constructed inputs, shared with tests)
-from v2m.stages.arrange import arrange_detailed  # noqa: E402
-from v2m.stages.harmony import (QUALITIES, Key, beat_bounds, estimate_chords, find_key,  # noqa: E402
-                                segment_bounds)
-from v2m.stages.styles import style_names  # noqa: E402
+from v2m.stages.arrange.arranger import arrange_detailed
+from v2m.stages.arrange.harmony import QUALITIES, Key, beat_bounds, estimate_chords, find_key, segment_bounds
+from v2m.stages.arrange.styles import style_names
 
 VARIANTS = {"full": {}, "no prior": {"prior_weight": 0.0}, "no smoothing": {"change_penalty": 0.0, "off_downbeat_penalty": 0.0}}
 def table(title: str, header: list[str], rows: list[list]) -> None:
@@ -250,7 +249,7 @@ def make_cases(pieces: int, seed: int) -> list[tuple[dict, object, list]]:
 
 
 def arranged_metrics(cases: list, seed: int) -> list[list]:
-    from v2m.stages.metrics_rhythm import rhythm_metrics
+    from v2m.stages.evaluate.beat_metrics import rhythm_metrics
 
     rows = []
     for name in style_names():
@@ -296,9 +295,9 @@ RHYTHM_KEYS = ("onset_f1", "onset_precision", "onset_recall", "bhs", "beat_align
 
 
 def statistics_rows(cases: list, chorales: list, seed: int) -> list[list]:
-    """Music statistics (stages/metrics_music.py) of the melody alone and arranged, against the range
+    """Music statistics (stages/evaluate/music_metrics.py) of the melody alone and arranged, against the range
     of the chorales (the corpus the model learns from)."""
-    from v2m.stages.metrics_music import music_statistics
+    from v2m.stages.evaluate.music_metrics import music_statistics
 
     keys = ("pitch_class_entropy", "scale_consistency", "groove_consistency", "empty_bar_rate", "polyphony")
     corpus = [music_statistics(score) for score in chorales]
@@ -335,7 +334,7 @@ def render(score, folder: Path, name: str) -> tuple[np.ndarray, int]:
 
     import soundfile
 
-    from v2m.stages.decode import flatten_tempo
+    from v2m.stages.decode.render import flatten_tempo
 
     midi, wav = folder / f"{name}.mid", folder / f"{name}.wav"
     # as decode renders: the tempo map baked into note times (FluidSynth drifts at every tempo change)
@@ -349,7 +348,7 @@ def render(score, folder: Path, name: str) -> tuple[np.ndarray, int]:
 def audio_rows(cases: list, seed: int) -> list[list]:
     import tempfile
 
-    from v2m.stages.metrics_rhythm import audio_beats, audio_onsets, beat_f_measure, rhythm_metrics
+    from v2m.stages.evaluate.beat_metrics import audio_beats, audio_onsets, beat_f_measure, rhythm_metrics
 
     results: dict[str, list[list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -400,8 +399,8 @@ def bench_vocab(chorales: list):
     """The installed tokenizer, or one calibrated here on the chorales (what `encode-tokens --calibrate`
     does, on a tiny corpus) when presets/tokenizer.json is not there yet."""
     from v2m.errors import V2MError
-    from v2m.stages.controls import TEMPO_BOUNDS_BPM, analyse_score, calibrate
-    from v2m.stages.tokens import load_tokenizer, new_vocab
+    from v2m.stages.tokens.controls import TEMPO_BOUNDS_BPM, analyse_score, calibrate
+    from v2m.stages.tokens.vocab import load_tokenizer, new_vocab
 
     try:
         return load_tokenizer(), "installed tokenizer"
@@ -415,9 +414,9 @@ def video_cut_rows(seed: int, chorales: list) -> tuple[list[list], str]:
     import tempfile
 
     from v2m.samples import SampleSpec, write_video
-    from v2m.stages.rhythm import RhythmConfig, rhythm_from_frames
-    from v2m.stages.video_controls import controls_from_rhythm
-    from v2m.stages.video_stream import analysis_size, probe, stream_frames
+    from v2m.stages.rhythm.extract import RhythmConfig, rhythm_from_frames
+    from v2m.stages.tokens.video_controls import controls_from_rhythm
+    from v2m.stages.rhythm.stream import analysis_size, probe, stream_frames
 
     vocab, note = bench_vocab(chorales)
     specs = [SampleSpec(bpm=bpm, duration=24.0, width=320, height=180, seed=seed + i, motion=motion, cuts=4, audio=False)

@@ -101,15 +101,15 @@ def sample_controls(args):
     import shutil
     import tempfile
 
-    from v2m.stages.generate import open_model
+    from v2m.stages.generate.session import open_model
 
-    vocab = open_model(args.model)[1]
+    vocab = open_model(args.model).vocab
     why = "no ffmpeg here"
     if shutil.which("ffmpeg") and shutil.which("ffprobe"):
         try:
             from v2m.samples import write_video
-            from v2m.stages.rhythm import extract_rhythm
-            from v2m.stages.video_controls import controls_from_rhythm
+            from v2m.stages.rhythm.extract import extract_rhythm
+            from v2m.stages.tokens.video_controls import controls_from_rhythm
 
             with tempfile.TemporaryDirectory() as tmp:
                 write_video(Path(tmp) / "clip.mp4")
@@ -126,7 +126,7 @@ def generate_rows(args, model, device, plain) -> list[tuple]:
     import inspect
 
     from v2m.models.engines.decoder import DecoderPool
-    from v2m.stages import generate as stage
+    from v2m.stages.generate import sampler as stage
 
     controls, vocab, how = sample_controls(args)
     fused = "step_draw" in inspect.getsource(stage.sample_pieces)

@@ -40,7 +40,8 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tokens_roundtrip import sample_pieces
 
-    from v2m.stages.tokens import encode_score, load_tokenizer
+    from v2m.stages.tokens.convert import encode_score
+    from v2m.stages.tokens.vocab import load_tokenizer
 
     vocab = load_tokenizer(args.tokenizer)
     plain = miditok.REMI(vocab.spec.miditok_config())

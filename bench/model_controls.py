@@ -3,9 +3,9 @@
 
     .venv/bin/python bench/model_controls.py MODEL.safetensors [--bars 24] [--samples 4] [--seed 0]
 
-Generation is the real `generate` stage (stages/generate.py: controls forced after every Bar, the rest
+Generation is the real `generate` stage (stages/generate/sampler.py: controls forced after every Bar, the rest
 sampled). Each generated piece is decoded to a score and re-analysed with the training-side control
-code (stages/controls.py: analyse_score + bar_controls), so "measured" is on exactly the scale the
+code (stages/tokens/controls.py: analyse_score + bar_controls), so "measured" is on exactly the scale the
 model was trained on. A bar the re-analysis does not find counts as a miss. Strength is held neutral
 (1 on every beat) so only density varies. Target (issue 6): ±1 class in ≥ 80 % of bars.
 """
@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import torch
+from v2m.stages.tokens.convert import decode_ids
 
 
 def requested_densities(bars: int, n_density: int) -> list[int]:
@@ -29,7 +30,7 @@ def requested_densities(bars: int, n_density: int) -> list[int]:
 
 
 def make_controls(vocab, densities: list[int], meter: int, bpm: float) -> dict:
-    from v2m.stages.controls import tempo_class
+    from v2m.stages.tokens.controls import tempo_class
 
     beat = 60.0 / bpm
     n_beats = len(densities) * meter
@@ -43,9 +44,9 @@ def make_controls(vocab, densities: list[int], meter: int, bpm: float) -> dict:
 
 
 def measured_densities(ids: list[int], vocab) -> list[int]:
-    from v2m.stages.controls import analyse_score, bar_controls
+    from v2m.stages.tokens.controls import analyse_score, bar_controls
 
-    score = vocab.decode_ids(ids)
+    score = decode_ids(ids, vocab)
     analysis = analyse_score(score, vocab)
     return [bar["density"] for bar in bar_controls(analysis, vocab.stats)]
 
@@ -64,8 +65,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from v2m.models.loading import load_model
-    from v2m.stages.generate import GenerateConfig, generate
-    from v2m.stages.tokens import load_tokenizer
+    from v2m.stages.generate.sampler import GenerateConfig, generate
+    from v2m.stages.tokens.vocab import load_tokenizer
 
     started = time.perf_counter()
     loaded = load_model(args.model, device=args.device)

@@ -122,7 +122,7 @@ def main() -> None:
     from v2m.models.data import read_corpus
     from v2m.stages.quantize import CalibrationSource, calibration_windows
     from v2m.quant.linear import quant_linears
-    from v2m.stages.metrics_model import ModelEvalConfig, nll_and_kl
+    from v2m.stages.evaluate.model_metrics import ModelEvalConfig, nll_and_kl
 
     torch.set_num_threads(args.threads)
     rows = args.rows.split(",") if args.rows else (CPU_ROWS if args.device == "cpu" else GPU_ROWS)

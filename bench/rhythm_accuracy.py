@@ -35,8 +35,8 @@ import mir_eval
 import numpy as np
 
 from v2m.samples import MOTIONS, SampleSpec, write_video
-from v2m.stages.rhythm import RhythmConfig, rhythm_from_frames
-from v2m.stages.video_stream import analysis_size, probe, stream_frames
+from v2m.stages.rhythm.extract import RhythmConfig, rhythm_from_frames
+from v2m.stages.rhythm.stream import analysis_size, probe, stream_frames
 
 
 def sweep_specs(count: int, seed: int = 0, fast: bool = False) -> list[SampleSpec]:

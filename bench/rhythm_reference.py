@@ -46,8 +46,8 @@ def score_rows(work: Path, name: str, video_bpm: float, seed: int) -> dict[str, 
     from symusic import Score
 
     from v2m.samples import SampleSpec, write_video
-    from v2m.stages import evaluate as ev
-    from v2m.stages.rhythm import RhythmConfig, extract_rhythm, rhythm_from_audio
+    from v2m.stages.evaluate import report as ev
+    from v2m.stages.rhythm.extract import RhythmConfig, extract_rhythm, rhythm_from_audio
 
     stem = name.replace("/", "_")
     midi, wav, video = work / f"{stem}.mid", work / f"{stem}.wav", work / f"{stem}.mp4"

@@ -73,7 +73,7 @@ def make_videos(work: Path, count: int, duration: float, first: int = 0) -> list
 
 def cached_rhythm(path: Path) -> dict:
     """extract-rhythm's payload for `path`, cached beside it (keyed by the video's bytes)."""
-    from v2m.stages.rhythm import extract_rhythm
+    from v2m.stages.rhythm.extract import extract_rhythm
 
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     cache = path.with_suffix(f".rhythm.{digest}.json")
@@ -109,8 +109,9 @@ def random_grid(controls: dict, seed: int) -> dict:
 
 def heard_scores(score, reference, wav: Path) -> dict:
     """Render `score` as `run` does, then evaluate it as `evaluate` does a score with its render beside it."""
-    from v2m.stages import decode, evaluate
-    from v2m.stages.metrics_rhythm import beat_f_measure
+    from v2m.stages.decode import render as decode
+    from v2m.stages.evaluate import report as evaluate
+    from v2m.stages.evaluate.beat_metrics import beat_f_measure
 
     decode.render_wav(score, wav)
     music = evaluate.music_from_render(score, wav)
@@ -127,8 +128,9 @@ def heard_scores(score, reference, wav: Path) -> dict:
 def rerank_heard(tokens: dict, vocab, controls: dict, wav: Path) -> dict:
     """Of the candidates in `tokens` (ids + samples), the one whose rendered mix has the beats that best match
     the *extracted* beats (controls' beat_times: all `run` knows) by beat F; a possible `run --candidates` rule."""
-    from v2m.stages import decode, evaluate
-    from v2m.stages.metrics_rhythm import beat_f_measure
+    from v2m.stages.decode import render as decode
+    from v2m.stages.evaluate import report as evaluate
+    from v2m.stages.evaluate.beat_metrics import beat_f_measure
 
     candidates = [tokens["ids"], *(tokens.get("samples") or [])]
     extracted = np.asarray(controls["beat_times"])
@@ -146,8 +148,8 @@ def corpus_statistics(corpus: Path, vocab, limit: int = 200) -> list[dict]:
     """Music statistics of the corpus's test-split pieces (decoded from tokens, like the generated music)."""
     from safetensors.numpy import load_file
 
-    from v2m.stages.metrics_music import music_statistics
-    from v2m.stages.tokens import decode_ids
+    from v2m.stages.evaluate.music_metrics import music_statistics
+    from v2m.stages.tokens.convert import decode_ids
 
     index = json.loads((corpus / "index.json").read_text())["data"]
     rows = []
@@ -226,11 +228,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from v2m.stages.decode import music_score
-    from v2m.stages.evaluate import Reference
-    from v2m.stages.generate import GenerateConfig, arrangement_record, generate, model_path, open_model
-    from v2m.stages.metrics_music import music_statistics
-    from v2m.stages.video_controls import controls_from_rhythm
+    from v2m.stages.decode.render import music_score
+    from v2m.stages.evaluate.report import Reference
+    from v2m.stages.generate.sampler import GenerateConfig, arrangement_record, generate
+    from v2m.stages.generate.session import model_path, open_model
+    from v2m.stages.evaluate.music_metrics import music_statistics
+    from v2m.stages.tokens.video_controls import controls_from_rhythm
 
     args.work.mkdir(parents=True, exist_ok=True)
     if args.threads:
@@ -250,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     stats: dict[str, list[dict]] = {}
     vocab = None
     for model_name, path in models.items():
-        loaded, vocab = open_model(path, kernel=args.kernel)
+        session = open_model(path, kernel=args.kernel)
+        loaded, vocab = session.loaded, session.vocab
         for i, ((video, truth), rhythm) in enumerate(zip(videos, rhythms)):
             reference = Reference(beats=np.asarray(truth["beats"]), duration=args.duration, bpm=float(truth["bpm"]))
             ours = controls_from_rhythm(rhythm, vocab)

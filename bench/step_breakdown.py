@@ -15,6 +15,7 @@ import copy
 import ctypes
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 REMOVE = {
-    "without the W8A8 products": ("        w8a8_gemm(x, B, m->k, (const int8_t *)m->w, m->comp, m->scale, m->bias, m->n, y, xu, xs);\n"
+    "without the W8A8 products": ("        m->gemm(x, B, m->k, m->w, m->comp, m->scale, m->bias, m->n, y, xu, xs);\n"
                                   "        return;", "        memset(y, 0, B * m->n * sizeof(float));\n        return;"),
     "without the fp32 products": ("    f32_gemm(x, B, m->k, (const float *)m->w, m->bias, m->n, y);",
                                   "    memset(y, 0, B * m->n * sizeof(float));"),
@@ -32,17 +33,19 @@ REMOVE = {
 }
 
 
-def variant(name: str, patch: tuple[str, str] | None):
-    """v2m_forward compiled from the step library's source with `patch` applied (None: as shipped)."""
-    from v2m.models.engines import native
+def variant(name: str, patch: tuple[str, str] | None, folder: Path):
+    """v2m_forward compiled from the step library's C (models/engines/csrc/decode_step.c) with `patch` applied
+    (None: as shipped)."""
     from v2m.c_build import build
-    from v2m.quant.vnni import SOURCE as VNNI_SOURCE
+    from v2m.models.engines import native
 
-    source = "#define V2M_VNNI 1\n" + VNNI_SOURCE + native.SOURCE + native.STEP_SOURCE
+    source = native.SOURCES[0].read_text()
     if patch is not None:
         assert patch[0] in source, f"the C source changed: update REMOVE[{name!r}]"
         source = source.replace(*patch)
-    lib = build("v2m-breakdown", source, tuple([*native.FLAGS, "-mavx512vnni"]), ("-lm",))
+    path = folder / f"breakdown-{len(list(folder.iterdir()))}.c"
+    path.write_text(source)
+    lib = build("v2m-breakdown", (path,), tuple(native.FLAGS), ("-lm",))
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.v2m_forward.argtypes = [ctypes.POINTER(native.Plan), p, i64, i64, i64, p, p]
     lib.v2m_forward.restype = ctypes.c_int
@@ -72,6 +75,7 @@ def main() -> None:
     set_kernels(quantized, "cpu-vnni", log_choice=False)
     span = args.start + args.steps
     runs = {}  # name → (callable one step at pos)
+    sources = Path(tempfile.mkdtemp(prefix="v2m-breakdown-"))
     for label, m in (("fp32", model), ("W8A8", quantized)):
         per_layer = NativeStep.build(m, m.new_cache(1, span), one_call=False)
         runs[f"{label}: per layer (products between C helpers)"] = per_layer
@@ -80,7 +84,7 @@ def main() -> None:
         removable = [k for k in REMOVE if ("W8A8" in k) == (label == "W8A8") or "products" not in k]
         for name in removable:
             cut = NativeStep.build(m, m.new_cache(1, span)).plan
-            cut.fn = variant(name, REMOVE[name])
+            cut.fn = variant(name, REMOVE[name], sources)
             runs[f"{label}: one call {name}"] = cut
     ids = torch.tensor([[5]])
     times: dict[str, list[float]] = {k: [] for k in runs}

@@ -28,8 +28,8 @@ def note_set(score) -> Counter:
 
 def sample_pieces(count: int, min_notes: int = 8):
     """Up to `count` (name, score) pairs spread over the whole music21 corpus (every k-th file, all tunes)."""
-    from v2m.stages.corpus import music21_sources
-    from v2m.stages.corpus_read import SkipFile, read_scores
+    from v2m.stages.tokens.corpus import music21_sources
+    from v2m.stages.tokens.corpus_read import SkipFile, read_scores
 
     _, sources = music21_sources()
     by_kind: dict[str, list] = {}
@@ -58,7 +58,8 @@ def sample_pieces(count: int, min_notes: int = 8):
 
 
 def roundtrip(pieces, vocab):
-    from v2m.stages.tokens import decode_ids, encode_score, merge_tracks, prepare_score
+    from v2m.stages.tokens.convert import decode_ids, encode_score
+    from v2m.stages.tokens.vocab import merge_tracks, prepare_score
 
     totals = Counter()
     worst = []
@@ -86,7 +87,7 @@ def bpe(pieces, vocab, vocab_size: int):
     """Train MidiTok BPE on 80 % of the pieces; on the other 20 %: tokens per piece and round trip."""
     import miditok
 
-    from v2m.stages.tokens import merge_tracks
+    from v2m.stages.tokens.vocab import merge_tracks
 
     split = int(len(pieces) * 0.8)
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,7 +124,7 @@ def main() -> int:
     parser.add_argument("--bpe", type=int, default=1000, help="BPE vocabulary size (0: skip the BPE comparison)")
     parser.add_argument("--tokenizer", default=None)
     args = parser.parse_args()
-    from v2m.stages.tokens import load_tokenizer
+    from v2m.stages.tokens.vocab import load_tokenizer
 
     vocab = load_tokenizer(args.tokenizer)
     started = time.perf_counter()

@@ -13,11 +13,7 @@ from v2m.errors import V2MError
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="Output file ('-' = stdout).")]
 
-VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"}
-AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"}
-
-
-def run_batch(items: Iterable[Path], work: Callable[[Path], None], what: str = "file") -> int:
+def for_each_file(items: Iterable[Path], work: Callable[[Path], None], what: str = "file") -> int:
     """Run `work` on each item; one failure never stops the others.
 
     Returns the exit code: 0 if all succeeded, 1 if any failed (each failure named in the summary).
@@ -38,8 +34,3 @@ def run_batch(items: Iterable[Path], work: Callable[[Path], None], what: str = "
     for item, message in failures:
         log.console().print(f"  failed: {item}: {message}", style="red", markup=False)
     return 1 if failures else 0
-
-
-def files_in(folder: Path, extensions: set[str]) -> list[Path]:
-    """Files in `folder` (recursively) whose suffix is in `extensions`, sorted for determinism."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions)

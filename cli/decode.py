@@ -18,14 +18,12 @@ Examples:
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from v2m import artifacts, log
-from v2m.errors import V2MError
+from v2m import log
 
 
 def command(
@@ -46,41 +44,9 @@ def command(
                                          "generate recorded (if any); 'none': the generated line alone.")] = "recorded",
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output.")] = False,
 ) -> None:
-    from v2m.stages import decode
+    from v2m.stages.decode.render import decode_file
 
-    to_stdout = output == "-"
-    target = "midi" if to_stdout else decode.target_of(output)
-    if target == "video" and video is None:
-        raise V2MError(f"{output}: a video output needs --video SRC", "pass the video to put the music under")
-    if video is not None and target != "video":
-        raise V2MError("--video is only used for .mp4/.mov/.mkv output")
-    artifacts.check_output(output, force)
-    if target in ("audio", "video"):  # fail on missing tools before any work
-        from v2m import media
-
-        media.require("fluidsynth")
-        media.find_soundfont(soundfont)
-        if target == "video":
-            media.require("ffmpeg")
-            decode.video_info(video)
-    tokens = artifacts.read_artifact(input, "v2m.tokens")
-    from v2m.stages.tokens import load_tokenizer
-
-    vocab = load_tokenizer(tokenizer)
-    if arrange not in ("recorded", "none"):
-        raise V2MError(f"--arrange {arrange!r}: expected 'recorded' or 'none'")
-    arranged = arrange == "recorded" and bool(tokens["data"].get("arrange"))
-    score, _ = decode.music_score(tokens["data"], vocab, sample=sample, program=program, arrange=arranged)
-    # an arranged score carries the style's instruments; --program then only sets the melody's (in tokens_to_score)
-    program = None if arranged else program
-    notes = score.note_num()
-    if target == "midi":
-        artifacts.write_output(decode.midi_bytes(score), output, force, binary=True)
-    elif target == "audio":
-        decode.render_wav(score, output, soundfont=soundfont, sample_rate=sample_rate, program=program)
-    else:
-        with tempfile.TemporaryDirectory(prefix="v2m-decode-") as tmp:
-            wav = decode.render_wav(score, Path(tmp) / "music.wav", soundfont=soundfont, sample_rate=sample_rate,
-                                    program=program)
-            decode.mux(video, wav, output, keep_audio=keep_audio)
+    notes = decode_file(input, output, video=video, keep_audio=keep_audio, soundfont=soundfont,
+                        sample_rate=sample_rate, program=program, sample=sample, tokenizer=tokenizer, arrange=arrange,
+                        force=force)
     log.info(f"decoded {notes} notes → {output}")

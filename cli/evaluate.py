@@ -38,14 +38,12 @@ Examples:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from v2m import log
 from v2m.cli.common import Force, Output
-from v2m.errors import V2MError
 
 
 def command(
@@ -72,98 +70,18 @@ def command(
                                                                     "e.g. \"beat_f1<0.8,nll_delta>0.01\"; in folders "
                                                                     "METRIC.worst / .median (default .mean).")] = None,
 ) -> None:
-    from v2m.artifacts import check_output, dumps, make_artifact, write_output
-    from v2m.stages import evaluate as ev
-    from v2m.stages.evaluate_inputs import evaluate_folder, evaluate_inputs, group_folder, load_input
+    from v2m.artifacts import check_output, dumps, write_output
+    from v2m.stages.evaluate.modes import check_outcome, evaluate_request
 
-    gates = ev.parse_gates(fail_if)  # before any work: a typo in a gate must not cost a model run
     check_output(output, force)
     if plot is not None:
         check_output(plot, force)
-    inputs = list(inputs or [])
-    config = {"split": split, "max_tokens": max_tokens, "context": context, "speed": speed, "device": device,
-              "fail_if": fail_if}
-    summary, rows, failures, labels, sources = None, None, [], {}, []
-
-    if model is not None:
-        if inputs:
-            raise V2MError(f"model mode takes no other inputs (got {', '.join(inputs)})",
-                           "evaluate the model and the music in two runs")
-        if corpus is None:
-            raise V2MError("--model needs --corpus: the token corpus to score it on", "e.g. --corpus corpus/ --split test")
-        mode, metrics, sources = "model", *_model_mode(model, corpus, split, reference, max_tokens, context, speed,
-                                                       device, kernel)
-    elif corpus is not None or reference is not None:
-        raise V2MError("--corpus and --reference measure a model", "add --model M.safetensors")
-    elif not inputs:
-        raise V2MError("nothing to evaluate", "see v2m evaluate --help")
-    elif len(inputs) == 1 and Path(inputs[0]).is_dir() and not (Path(inputs[0]) / "index.json").is_file():
-        if plot is not None:
-            raise V2MError("--plot draws one video and one piece of music, not a folder", "evaluate one NAME to plot it")
-        groups = group_folder(Path(inputs[0]))
-        with log.progress("evaluate", total=len(groups), unit="files") as advance:
-            result = evaluate_folder(inputs[0], tokenizer, progress=advance)
-        mode, metrics = "folder", result["metrics"]
-        summary, rows, failures = result["summary"], result["rows"], result["failures"]
-        sources = [{"name": Path(inputs[0]).name, "files": sum(len(r["files"]) for r in rows)}]
-    else:
-        loaded = [load_input(path, tokenizer) for path in inputs]
-        mode, metrics, labels = evaluate_inputs(loaded, tokenizer)
-        sources = [item.source for item in loaded if item.source]
-        if plot is not None:
-            _plot(plot, loaded, metrics, mode)
-
-    results = ev.apply_gates(gates, metrics, summary)
-    data = {"mode": mode, "metrics": ev.clean(metrics), "labels": labels, "gates": results}
-    if rows is not None:
-        data.update({"rows": rows, "summary": {k: ev.clean(v) for k, v in summary.items()}, "failures": failures})
-    payload = data if as_json else make_artifact("v2m.report", data, stage="evaluate", config=config, source=sources)
-    write_output(dumps(payload), output, force)
-    _table(data)
-    if failures:  # exit 1 outranks a failed gate (3): an item that could not be scored is the bigger problem
-        names = "; ".join(f"{f['name']}: {f['error']}" for f in failures)
-        gates_failed = [g["gate"] for g in results if g["failed"]]
-        also = f"; gate(s) failed too: {', '.join(gates_failed)}" if gates_failed else ""
-        raise V2MError(f"{len(failures)} of {len(failures) + len(rows)} items failed ({names}){also}",
-                       "the report has the others")
-    ev.raise_if_failed(results)
-
-
-def _model_mode(model, corpus, split, reference, max_tokens, context, speed, device, kernel):
-    import v2m.quant  # noqa: F401 — registers the loader of quantized checkpoints
-    from v2m.artifacts import source_of
-    from v2m.models.loading import load_model
-    from v2m.models.data import read_corpus
-    from v2m.stages.metrics_model import ModelEvalConfig, check_tokenizers, model_metrics
-
-    data = read_corpus(corpus)
-    loaded = load_model(model, device=device, kernel=kernel)
-    check_tokenizers(loaded.meta, data, "model")
-    ref = None
-    if reference is not None:
-        ref = load_model(reference, device=device)
-        check_tokenizers(ref.meta, data, "reference model")
-    log.info(f"scoring {model} on {corpus} ({split})" + (f" against {reference}" if reference else ""))
-    config = ModelEvalConfig(context=context, max_tokens=max_tokens, device=device)
-    metrics = model_metrics(loaded, data.load(split), config, Path(model).stat().st_size, reference=ref,
-                            reference_size_bytes=Path(reference).stat().st_size if reference else None,
-                            measure_speed=speed)
-    sources = [source_of(model, path=model), source_of(Path(corpus) / "index.json", path=Path(corpus) / "index.json")]
-    if reference:
-        sources.append(source_of(reference, path=reference))
-    return metrics, sources
-
-
-def _plot(path, loaded, metrics, mode) -> None:
-    from v2m.stages.evaluate import reference_from_controls
-    from v2m.stages.plot import plot_rhythm
-
-    if mode != "rhythm":
-        raise V2MError("--plot needs a video's rhythm next to the music", "pass RHYTHM.json MUSIC --plot out.png")
-    by_kind = {item.kind: item for item in loaded}
-    reference = by_kind["rhythm"].value if "rhythm" in by_kind else reference_from_controls(by_kind["controls"].value)
-    plot_rhythm(path, reference, by_kind["music"].value, metrics, title=Path(by_kind["music"].path).name)
-    log.info(f"plot written to {path}")
+    report = evaluate_request(list(inputs or []), model=model, corpus=corpus, split=split, reference=reference,
+                              max_tokens=max_tokens, context=context, speed=speed, device=device, kernel=kernel,
+                              tokenizer=tokenizer, plot=plot, fail_if=fail_if)
+    write_output(dumps(report.data if as_json else report.artifact()), output, force)
+    _table(report.data)
+    check_outcome(report)
 
 
 def _fmt(value) -> str:
@@ -177,6 +95,8 @@ def _table(data: dict) -> None:
     if log.quiet():
         return
     from rich.table import Table
+
+    from v2m.stages.evaluate.report import METRICS
 
     console = log.console()
     if data.get("rows") is not None:
@@ -196,8 +116,6 @@ def _table(data: dict) -> None:
         table.add_column("metric")
         for stat in ("mean", "median", "worst"):
             table.add_column(stat, justify="right")
-        from v2m.stages.evaluate import METRICS
-
         order = {name: i for i, name in enumerate(METRICS)}
         for name in sorted(data["summary"]["mean"], key=lambda n: (order.get(n, len(order)), n)):
             table.add_row(name, *[_fmt(data["summary"][s].get(name)) for s in ("mean", "median", "worst")])
@@ -205,8 +123,6 @@ def _table(data: dict) -> None:
         table = Table(title=f"evaluate ({data['mode']})", title_justify="left")
         table.add_column("metric")
         table.add_column("value", justify="right")
-        from v2m.stages.evaluate import METRICS
-
         order = {name: i for i, name in enumerate(METRICS)}  # grouped: rhythm, controls, music, model
         for name in sorted(data["metrics"], key=lambda n: (order.get(n, len(order)), n)):
             table.add_row(name, _fmt(data["metrics"][name]))

@@ -39,7 +39,8 @@ from typing import Annotated, Optional
 import typer
 
 from v2m import artifacts, log
-from v2m.cli.common import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, Force, files_in, run_batch
+from v2m.cli.common import Force, for_each_file
+from v2m.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, media_files
 from v2m.errors import V2MError
 
 
@@ -71,7 +72,7 @@ def command(
         from v2m.media import prefetch_probe
 
         prefetch_probe(input)  # runs while the analysis libraries below are imported
-    from v2m.stages.rhythm import RhythmConfig, extract_rhythm
+    from v2m.stages.rhythm.extract import RhythmConfig, extract_rhythm
 
     config = RhythmConfig(method=method, start=start, duration=duration, tempo_range=parse_tempo_range(tempo_range),
                           tempo=tempo, meter=meter)
@@ -80,7 +81,7 @@ def command(
     if input != "-" and source.is_dir():
         if not output or not (output.endswith(("/", os.sep)) or Path(output).is_dir()):
             raise V2MError(f"{input}: is a folder, so the output must be a folder too", "pass -o DIR/")
-        items = files_in(source, VIDEO_EXTENSIONS | AUDIO_EXTENSIONS)
+        items = media_files(source, VIDEO_SUFFIXES | AUDIO_SUFFIXES)
         if not items:
             raise V2MError(f"{input}: no video or audio files in it")
         out_dir = Path(output)
@@ -91,7 +92,7 @@ def command(
             artifacts.write_artifact(extract_rhythm(str(item), config, say=log.info, warn=log.warn), dest, force=force)
             log.info(f"{item} → {dest}")
 
-        code = run_batch(items, work, what="file")
+        code = for_each_file(items, work, what="file")
         if code:
             raise typer.Exit(code)
         return

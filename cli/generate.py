@@ -28,9 +28,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from v2m import artifacts, log
+from v2m import artifacts
 from v2m.cli.common import Force
-from v2m.errors import V2MError
 
 
 def command(
@@ -60,68 +59,11 @@ def command(
                                               "generated line alone.")] = "auto",
     force: Force = False,
 ) -> None:
-    from v2m.stages.generate import GenerateConfig
+    from v2m.stages.generate.artifact import generate_file, sampling_config
 
     artifacts.check_output(output, force)
-    try:
-        config = GenerateConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                                num_samples=num_samples, bars=bars)
-    except ValueError as e:
-        raise V2MError(str(e))
-    if arrange not in ("auto", "none"):
-        raise V2MError(f"--arrange {arrange!r}: expected 'auto' or 'none'")
-    if rerank and num_samples < 2:
-        raise V2MError("--rerank needs several candidates", "pass --num-samples N with N ≥ 2")
-    if prime is not None and not prime.is_file():
-        raise V2MError(f"{prime}: no such file")
-    raw = artifacts.read_bytes(controls)
-    found = artifacts.parse_artifact(raw, controls, ("v2m.controls", "v2m.rhythm"))
-    data = generate_artifact(found, raw, controls, config, model=model, backend=backend, kernel=kernel,
-                             device=device, rerank=rerank, prime=prime, style=style, arrange=arrange == "auto")
+    config = sampling_config(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples,
+                             bars=bars)
+    data = generate_file(controls, config, model=model, backend=backend, kernel=kernel, device=device, rerank=rerank,
+                         prime=prime, style=style, arrange=arrange)
     artifacts.write_artifact(data, output, force)
-
-
-def resolve_device(device: str) -> str:
-    from v2m.models.loading import resolve_device as checked
-
-    return checked(device)
-
-
-def generate_artifact(found: dict, raw: bytes, name: str, config, *, model, backend, kernel, device,
-                      rerank: bool, prime: Path | None, style: str | None = None, arrange: bool = True,
-                      loaded=None) -> dict:
-    """The v2m.tokens artifact for a controls or rhythm artifact (`loaded`: an already opened (model, vocab))."""
-    from v2m.config import to_dict
-    from v2m.stages.generate import arrangement_record, generate, open_model, prime_ids_from_midi
-
-    record = arrangement_record(style, arrange, config.seed)  # an unknown style fails before the model loads
-    device = resolve_device(device)
-    loaded_model, vocab = loaded or open_model(model, backend=backend, kernel=kernel, device=device)
-    controls = found["data"]
-    if found["format"] == "v2m.rhythm":
-        from v2m.stages.video_controls import controls_from_rhythm
-
-        controls = controls_from_rhythm(controls, vocab)
-    prime_ids = prime_ids_from_midi(prime.read_bytes(), vocab, str(prime)) if prime is not None else None
-    log.info(f"generating {config.bars or len(controls['bars'])} bars × {config.num_samples} sample(s) on {device}")
-    data = generate(loaded_model.model, vocab, controls, config, prime_ids=prime_ids, rerank=rerank,
-                    compile=device.startswith("cuda"))
-    data["arrange"] = record
-    if "rerank" in data:
-        scores = ", ".join(f"{s:.3f}" for s in data["rerank"]["scores"])
-        log.info(f"rerank by onset F-measure: [{scores}] → kept candidate {data['rerank']['chosen']}")
-    resolved = {**to_dict(config), "rerank": rerank, "backend": loaded_model.backend, "kernel": kernel,
-                "device": device, "model": model_identity(model), "prime": prime.name if prime else None}
-    return artifacts.make_artifact("v2m.tokens", data, stage="generate", config=resolved, seed=config.seed,
-                                   source=artifacts.source_of(name, data=raw))
-
-
-def model_identity(model: str | None) -> dict:
-    """The checkpoint by name and content hash, so the artifact says exactly which weights made it. A missing
-    file or one that is not a v2m model is one line here (its header is read before the whole file is hashed)."""
-    from v2m.checkpoint import read_meta
-    from v2m.stages.generate import model_path
-
-    path = model_path(model)
-    read_meta(path)
-    return {"name": path.name, "sha256": artifacts.sha256_file(path)}

@@ -31,6 +31,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("quantize", "v2m.cli.quantize"),
     ("generate", "v2m.cli.generate"),
     ("run", "v2m.cli.run"),
+    ("sample", "v2m.cli.sample"),
 ]
 
 app = typer.Typer(

@@ -29,8 +29,7 @@ from typing import Annotated, Optional
 import typer
 
 from v2m import log
-from v2m.cli.common import VIDEO_EXTENSIONS, Force, files_in
-from v2m.errors import V2MError
+from v2m.cli.common import Force
 
 
 def command(
@@ -53,37 +52,11 @@ def command(
                                             "batch and keep the one whose beats best match the video's.")] = 1,
     force: Force = False,
 ) -> None:
-    from v2m.stages import run as run_stage
-    from v2m.stages.run_batch import exit_code, run_batch
+    from v2m.stages.run.batch import exit_code, prepare, run_batch, run_config
 
-    if jobs < 1 or candidates < 1:
-        raise V2MError("--jobs and --candidates must be ≥ 1")
-    if arrange not in ("auto", "none"):
-        raise V2MError(f"--arrange {arrange!r}: expected 'auto' or 'none'")
-
-    from v2m.cli.generate import model_identity, resolve_device
-
-    model_sha256 = model_identity(model)["sha256"]  # a missing or wrong checkpoint is one line here, not one per video
-    if style is not None:
-        from v2m.stages.styles import load_style
-
-        load_style(style)  # an unknown style is one line now, not one failure per video
-    if input.is_dir():
-        videos, root = files_in(input, VIDEO_EXTENSIONS), input
-        if not videos:
-            raise V2MError(f"{input}: no video files found", f"videos end in {', '.join(sorted(VIDEO_EXTENSIONS))}")
-    elif input.is_file():
-        videos, root = [input], None
-    else:
-        raise V2MError(f"{input}: no such file or folder")
-    if output.exists() and not output.is_dir():
-        raise V2MError(f"{output}: exists and is not a folder", "pass -o a folder path")
-
-    config = run_stage.RunConfig(model=model, kernel=kernel, device=resolve_device(device), style=style,
-                                 arrange=arrange == "auto", seed=seed, temperature=temperature, top_p=top_p,
-                                 candidates=candidates)
-    jobs_list = run_stage.plan(videos, root, output)
-    expected = run_stage.fingerprint(config, model_sha256)
+    config = run_config(jobs=jobs, arrange=arrange, device=device, model=model, kernel=kernel, style=style, seed=seed,
+                        temperature=temperature, top_p=top_p, candidates=candidates)
+    jobs_list, expected = prepare(input, output, config)
     started = time.perf_counter()
     with BatchDisplay(jobs_list) as display:
         results = run_batch(jobs_list, config, expected, jobs=jobs, force=force,

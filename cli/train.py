@@ -12,7 +12,7 @@ Examples:
 
   v2m train corpus/ -o model.safetensors --resume model.ckpt.safetensors
 
-  torchrun --nproc_per_node 2 -m v2m.models.train corpus/ -o model.safetensors   # several GPUs (DDP)
+  torchrun --nproc_per_node 2 -m v2m train corpus/ -o model.safetensors   # several GPUs (DDP)
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def command(
     compile: Annotated[Optional[str], typer.Option(help="torch.compile the training step: auto (on CUDA), on, off.")] = None,
     force: Force = False,
 ) -> None:
-    from v2m.models.train import RunOptions, train
+    from v2m.stages.train import train_model
 
     overrides = {"steps": steps, "batch": batch, "context": context, "lr": lr, "seed": seed,
                  "eval_every": eval_every, "ckpt_every": ckpt_every, "compile": compile}
-    train(RunOptions(corpus, output, preset, overrides, resume, init, checkpoint, device, max_minutes, save_dtype, force))
+    train_model(corpus, output, preset=preset, overrides=overrides, resume=resume, init=init, checkpoint=checkpoint,
+                device=device, max_minutes=max_minutes, save_dtype=save_dtype, force=force)

@@ -9,6 +9,10 @@ from pathlib import Path
 
 from .errors import V2MError
 
+# what v2m reads as media, by file name (inputs are still checked by content: ffprobe decides)
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"}
+
 # tool → Debian package that provides it
 PACKAGES = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "fluidsynth": "fluidsynth"}
 
@@ -85,6 +89,11 @@ def ffprobe(path: str | Path) -> dict:
         # failed or odd: run it again in the foreground, which words the error
     proc = run_tool(_probe_args(path), what=str(path), timeout=60)
     return json.loads(proc.stdout or b"{}")
+
+
+def media_files(folder: Path, suffixes: set[str]) -> list[Path]:
+    """Files in `folder` (recursively) whose suffix is in `suffixes`, sorted for determinism."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
 def find_soundfont(explicit: str | Path | None = None) -> Path:

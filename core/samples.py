@@ -16,18 +16,16 @@ A slow distractor square drifts across every scene (motion with no beat), Gaussi
 added on request, and hard scene cuts (new palette, new texture, new layout) happen at random frame
 boundaries, independent of the beat grid.
 
-    python -m v2m.samples samples/clip.mp4 --if-missing          # ~20 s, 640x360, ~100 BPM, a few cuts
-    python -m v2m.samples big.mp4 --bpm 150 --duration 300 --width 1280 --height 720 --motion pan --noise 12
-    python -m v2m.samples clicks.wav --bpm 90 --duration 10       # audio with onsets on the beats
+    v2m sample samples/clip.mp4 --if-missing          # ~20 s, 640x360, ~100 BPM, a few cuts
+    v2m sample big.mp4 --bpm 150 --duration 300 --width 1280 --height 720 --motion pan --noise 12
+    v2m sample clicks.wav --bpm 90 --duration 10       # audio with onsets on the beats
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,10 +34,9 @@ import numpy as np
 
 from .artifacts import atomic_path, atomic_write_bytes
 from .errors import V2MError
-from .media import last_line, require
+from .media import AUDIO_SUFFIXES, last_line, require
 
 MOTIONS = ("bounce", "flash", "pan", "mixed")
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".ogg", ".aac", ".opus"}
 
 
 @dataclass(frozen=True)
@@ -276,51 +273,15 @@ def write_onset_audio(path: str | Path, bpm: float = 100.0, duration: float = 10
             "meter": meter, "cuts": [], "duration": n / sample_rate}
 
 
-# ---------------------------------------------------------------- command line
+# ---------------------------------------------------------------- a sample file with its truth
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m v2m.samples", description=__doc__.split("\n\n")[0],
-                                     epilog="Writes OUT and OUT.truth.json (beats, downbeats, cuts, bpm).")
-    parser.add_argument("out", help="output file: .mp4 (video) or .wav/.flac/.m4a/... (audio with onsets)")
-    defaults = SampleSpec()
-    parser.add_argument("--bpm", type=float, default=defaults.bpm)
-    parser.add_argument("--duration", type=float, default=defaults.duration, help="seconds")
-    parser.add_argument("--width", type=int, default=defaults.width)
-    parser.add_argument("--height", type=int, default=defaults.height)
-    parser.add_argument("--fps", type=float, default=defaults.fps)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--motion", choices=MOTIONS, default=defaults.motion)
-    parser.add_argument("--noise", type=float, default=defaults.noise, help="std of pixel noise (0..255 scale)")
-    parser.add_argument("--cuts", type=int, default=None, help="number of hard cuts (default: one per ~6 s)")
-    parser.add_argument("--meter", type=int, default=defaults.meter)
-    parser.add_argument("--no-audio", action="store_true", help="no audio stream")
-    parser.add_argument("--if-missing", action="store_true", help="do nothing if OUT exists")
-    parser.add_argument("--force", action="store_true", help="overwrite OUT")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    if out.exists():
-        if args.if_missing:
-            print(f"{out}: exists, kept", file=sys.stderr)
-            return 0
-        if not args.force:
-            print(f"error: {out}: already exists. pass --force to overwrite it", file=sys.stderr)
-            return 1
-    try:
-        if out.suffix.lower() in AUDIO_SUFFIXES:
-            truth = write_onset_audio(out, args.bpm, args.duration, args.seed, args.meter)
-        else:
-            spec = SampleSpec(bpm=args.bpm, duration=args.duration, width=args.width, height=args.height, fps=args.fps,
-                              seed=args.seed, motion=args.motion, noise=args.noise, cuts=args.cuts, meter=args.meter,
-                              audio=not args.no_audio)
-            truth = write_video(out, spec)
-        atomic_write_bytes(out.with_name(out.name + ".truth.json"), (json.dumps(truth, indent=1) + "\n").encode())
-    except V2MError as e:
-        print(f"error: {e.one_line()}", file=sys.stderr)
-        return 1
-    print(f"{out}: {truth['duration']:.1f} s at {truth['bpm']:g} BPM, {len(truth['beats'])} beats, "
-          f"{len(truth['cuts'])} cuts", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def write_sample(out: str | Path, spec: SampleSpec = SampleSpec()) -> dict:
+    """A video (or, for an audio suffix, audio with onsets) at `out` and its ground truth beside it as
+    OUT.truth.json (beats, downbeats, cuts, bpm); returns the truth. `v2m sample` is this on the command line."""
+    out = Path(out)
+    if out.suffix.lower() in AUDIO_SUFFIXES:
+        truth = write_onset_audio(out, spec.bpm, spec.duration, spec.seed, spec.meter)
+    else:
+        truth = write_video(out, spec)
+    atomic_write_bytes(out.with_name(out.name + ".truth.json"), (json.dumps(truth, indent=1) + "\n").encode())
+    return truth

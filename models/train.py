@@ -1,7 +1,7 @@
 """Training: corpus → v2m.model checkpoint, on CPU, one GPU, or several through torchrun + DDP.
 
-    python -m v2m.models.train CORPUS -o model.safetensors --preset small --device cuda --max-minutes 7
-    torchrun --nproc_per_node 2 -m v2m.models.train CORPUS -o model.safetensors     # DDP (nccl, or gloo on CPU)
+    v2m train CORPUS -o model.safetensors --preset small --device cuda --max-minutes 7
+    torchrun --nproc_per_node 2 -m v2m train CORPUS -o model.safetensors     # DDP (nccl, or gloo on CPU)
 
 AdamW (Loshchilov & Hutter 2019) with linear warm-up and cosine decay, gradient clipping, bf16
 autocast on GPU, validation NLL every `eval_every` steps, atomic resumable checkpoints. Runs with
@@ -14,12 +14,10 @@ global batch is split evenly across ranks.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,39 +355,3 @@ def train(opts: RunOptions) -> dict:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m v2m.models.train`: the same options as `v2m train`, without typer."""
-    parser = argparse.ArgumentParser(prog="python -m v2m.models.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("corpus")
-    parser.add_argument("-o", "--output", required=True)
-    parser.add_argument("--preset", default="small")
-    for name, kind in (("steps", int), ("batch", int), ("context", int), ("lr", float), ("seed", int),
-                       ("eval_every", int), ("ckpt_every", int)):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
-    parser.add_argument("--compile", choices=["auto", "on", "off"], default=None)
-    parser.add_argument("--resume")
-    parser.add_argument("--init")
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-minutes", type=float)
-    parser.add_argument("--save-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("-f", "--force", action="store_true")
-    args = parser.parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("steps", "batch", "context", "lr", "seed", "eval_every", "ckpt_every", "compile")}
-    opts = RunOptions(args.corpus, args.output, args.preset, overrides, args.resume, args.init, args.checkpoint,
-                      args.device, args.max_minutes, args.save_dtype, args.force)
-    try:
-        train(opts)
-    except V2MError as e:
-        print(f"v2m: error: {e.one_line()}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("v2m: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@ numpy generators got whatever state the tests before them in their worker left, 
 with pytest-xdist's scheduling, and a bound that held for most draws failed now and then (CI). A property that
 must hold for every draw is tested over many seeded draws in its own test.
 
-librosa is the reference our numpy audio code (stages/audio_rhythm.py) is checked against, and librosa compiles
+librosa is the reference our numpy audio code (stages/rhythm/audio.py) is checked against, and librosa compiles
 numba functions with `cache=True` into its own __pycache__. numba does not write those cache files atomically:
 two workers compiling into a fresh cache at once (a fresh CI venv) crash the worker that reads a half-written
 file. So each pytest-xdist worker gets a numba cache directory of its own, reused across runs; a directory

@@ -18,7 +18,7 @@ from tests.stages.test_run import small_video
 def test_shell_pipeline_video_to_midi_on_the_videos_downbeats(tmp_path, debug_model):  # noqa: F811
     import symusic
 
-    from v2m.stages import metrics_rhythm as mr
+    from v2m.stages.evaluate import beat_metrics as mr
 
     small_video(tmp_path / "clip.mp4", duration=5.0, bpm=120.0)
     tokenizer = tmp_path / "tokenizer.json"

@@ -198,6 +198,7 @@ class DecoderPool:
     def __init__(self, limit: int = 4):
         self.limit = limit
         self._decoders: OrderedDict[tuple, Decoder] = OrderedDict()
+        self.last: Decoder | None = None  # the one handed out last (what a caller reports it ran on)
 
     def get(self, model: nn.Module, batch: int, max_len: int | None = None, compile: bool | str = False,
             dtype: torch.dtype | None = None) -> Decoder:
@@ -208,11 +209,13 @@ class DecoderPool:
         self._decoders[key] = decoder  # (re)inserted last: the first key is the least recently used
         while len(self._decoders) > self.limit:
             self._decoders.popitem(last=False)
+        self.last = decoder
         return decoder
 
     def clear(self) -> None:
         """Drop every Decoder (frees their caches; the next generation compiles again)."""
         self._decoders.clear()
+        self.last = None
 
 
 def decoder_for(model: nn.Module, batch: int, max_len: int | None = None, compile: bool | str = False,

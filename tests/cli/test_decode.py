@@ -10,6 +10,7 @@ from tests.stages.test_decode import make_video, video_packets_md5
 from tests.stages.test_tokens import small_vocab
 from v2m import artifacts
 from v2m.cli.main import main
+from v2m.stages.tokens.convert import encode_score
 
 
 @pytest.fixture()
@@ -19,7 +20,7 @@ def setup(tmp_path):
     tokenizer = tmp_path / "tokenizer.json"
     tokenizer.write_text(json.dumps(vocab.to_json()))
     beat_times = [0.25 + 0.5 * i + (0.05 if i % 2 else 0.0) for i in range(17)]
-    data = {"tokenizer_hash": vocab.hash, "ids": vocab.encode_score(song()[0]), "meter": 4,
+    data = {"tokenizer_hash": vocab.hash, "ids": encode_score(song()[0], vocab), "meter": 4,
             "beat_times": beat_times, "downbeats": beat_times[::4]}
     path = tmp_path / "song.tokens.json"
     artifacts.write_artifact(artifacts.make_artifact("v2m.tokens", data, stage="test"), path)

@@ -71,7 +71,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path):
 
     killed = tmp_path / "killed" / "m.safetensors"
     ckpt = killed.with_name("m.ckpt.safetensors")
-    args = [sys.executable, "-m", "v2m.models.train", str(corpus), "-o", str(killed), "--preset", "debug",
+    args = [sys.executable, "-m", "v2m", "train", str(corpus), "-o", str(killed), "--preset", "debug",
             "--steps", "200", "--ckpt-every", "5", "--eval-every", "100", "--device", "cpu"]
     proc = subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
@@ -94,7 +94,7 @@ def test_ddp_gloo_two_processes_matches_one_process(tmp_path):
     train(RunOptions(str(corpus), str(single), "debug", {"steps": 8, "eval_every": 0, "ckpt_every": 0}))
     ddp = tmp_path / "ddp" / "m.safetensors"
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            "-m", "v2m.models.train", str(corpus), "-o", str(ddp), "--preset", "debug", "--steps", "8",
+            "-m", "v2m", "train", str(corpus), "-o", str(ddp), "--preset", "debug", "--steps", "8",
             "--eval-every", "0", "--ckpt-every", "0", "--device", "cpu"]
     run = subprocess.run(args, env=env(), capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]

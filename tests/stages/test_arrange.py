@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import symusic
 
-from v2m.stages.arrange import arrange, arrange_detailed, arrangement_settings
-from v2m.stages.harmony import QUALITIES
-from v2m.stages.styles import Style, load_style, style_names
+from v2m.stages.arrange.arranger import arrange, arrange_detailed, arrangement_settings
+from v2m.stages.arrange.harmony import QUALITIES
+from v2m.stages.arrange.styles import Style, load_style, style_names
 
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 # I  IV  V  vi in C, as (root pitch class, intervals) — the known chords of the melody below

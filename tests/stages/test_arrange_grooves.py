@@ -1,11 +1,11 @@
-"""Drum grooves (stages/grooves.py) on hand-made beat grids: levels, backbeats, fills and crashes."""
+"""Drum grooves (stages/arrange/grooves.py) on hand-made beat grids: levels, backbeats, fills and crashes."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from v2m.stages import grooves
-from v2m.stages.grooves import CRASH, FAMILIES, KICK, bar_pattern, drum_events, level_of
+from v2m.stages.arrange import grooves
+from v2m.stages.arrange.grooves import CRASH, FAMILIES, KICK, bar_pattern, drum_events, level_of
 
 
 def bars_on(beats: list[float], meter: int, level: int, strength: int = 1) -> list[dict]:

@@ -1,11 +1,11 @@
-"""stages/audio_rhythm.py computes what librosa computes (onset strength, onset picking, Ellis's beat tracker,
+"""stages/rhythm/audio.py computes what librosa computes (onset strength, onset picking, Ellis's beat tracker,
 spectral centroid) without importing it: checked here against librosa itself on synthetic audio with known
 beats — clicks and sweeps at several tempi, with swing, jitter and noise, at two hop/window settings."""
 
 import numpy as np
 import pytest
 
-from v2m.stages import audio_rhythm as ar
+from v2m.stages.rhythm import audio as ar
 
 SR = 22050
 
@@ -98,7 +98,7 @@ def test_scoring_a_render_imports_none_of_the_slow_libraries(tmp_path):
     y = np.zeros(44100 * 3, dtype=np.float32)
     y[::22050] = 1
     soundfile.write(tmp_path / "clicks.wav", y, 44100)
-    code = ("import sys, numpy as np\nfrom pathlib import Path\nfrom v2m.stages import evaluate, metrics_rhythm as mr\n"
+    code = ("import sys, numpy as np\nfrom pathlib import Path\nfrom v2m.stages.evaluate import report as evaluate, beat_metrics as mr\n"
             f"samples = evaluate.read_audio(Path({str(tmp_path / 'clicks.wav')!r}))\n"
             "music = evaluate.music_from_audio(samples, evaluate.SAMPLE_RATE)\n"
             "mr.rhythm_metrics(np.arange(0.5, 3, 0.5), music.onsets, 3.0, music_beats=music.beats)\n"
@@ -134,7 +134,7 @@ def test_clips_shorter_than_the_beat_window_match_librosa_too(librosa, length):
 
 def test_audio_with_nan_samples_is_one_clear_error():
     from v2m.errors import V2MError
-    from v2m.stages import evaluate
+    from v2m.stages.evaluate import report as evaluate
 
     y = np.random.default_rng(0).standard_normal(SR).astype(np.float32)
     y[100] = np.nan

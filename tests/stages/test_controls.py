@@ -9,7 +9,7 @@ from v2m.errors import V2MError
 
 
 def test_analysis_counts_onsets_beats_and_simultaneous_notes():
-    from v2m.stages.controls import analyse_score
+    from v2m.stages.tokens.controls import analyse_score
 
     score, truth = song(notes_per_beat=(1, 2, 4, 1))
     analysis = analyse_score(score, small_vocab())
@@ -21,7 +21,7 @@ def test_analysis_counts_onsets_beats_and_simultaneous_notes():
 
 
 def test_density_class_follows_onset_rate():
-    from v2m.stages.controls import bar_controls, analyse_score, density_class
+    from v2m.stages.tokens.controls import bar_controls, analyse_score, density_class
 
     vocab = small_vocab()
     stats = vocab.stats
@@ -35,14 +35,14 @@ def test_density_class_follows_onset_rate():
 
 
 def test_mode_by_key_finding():
-    from v2m.stages.controls import analyse_score
+    from v2m.stages.tokens.controls import analyse_score
 
     assert analyse_score(minor_song()[0], small_vocab()).mode == "minor"
     assert analyse_score(song()[0], small_vocab()).mode == "major"
 
 
 def test_phrase_marks_a_bar_after_a_long_rest():
-    from v2m.stages.controls import analyse_score
+    from v2m.stages.tokens.controls import analyse_score
 
     score, _ = song(chords=("C", "F", "G", "C", "F", "C"), notes_per_beat=(2, 2, 2, 2, 2, 2), chord_track=False)
     melody = score.tracks[0]
@@ -53,7 +53,7 @@ def test_phrase_marks_a_bar_after_a_long_rest():
 
 
 def test_calibration_uses_quantiles_of_the_corpus():
-    from v2m.stages.controls import PieceAnalysis, calibrate
+    from v2m.stages.tokens.controls import PieceAnalysis, calibrate
 
     # 4/4 at 120 bpm: 2 s bars, a 0.5 s beat that is its own tactus (120 bpm is in 60-180 and nearest 110)
     pieces = [PieceAnalysis([], [4] * 10, list(range(1, 11)), [1, 0, 2, 0] * 10, [True] + [False] * 9, 120.0, "major", 60.0,
@@ -87,8 +87,8 @@ def rhythm(bpm=120.0, bars=4, meter=4, onsets_per_beat=(1, 2, 4, 1), cuts=(), fr
 
 
 def test_controls_from_rhythm_match_controls_from_music_on_the_same_rates():
-    from v2m.stages.controls import analyse_score, bar_controls
-    from v2m.stages.video_controls import controls_from_rhythm
+    from v2m.stages.tokens.controls import analyse_score, bar_controls
+    from v2m.stages.tokens.video_controls import controls_from_rhythm
 
     vocab = small_vocab()
     controls = controls_from_rhythm(rhythm(onsets_per_beat=(1, 2, 4, 1)), vocab)
@@ -102,7 +102,7 @@ def test_controls_from_rhythm_match_controls_from_music_on_the_same_rates():
 
 
 def test_cuts_become_phrase_marks_and_strength_follows_corpus_shares():
-    from v2m.stages.video_controls import controls_from_rhythm
+    from v2m.stages.tokens.video_controls import controls_from_rhythm
 
     vocab = small_vocab()
     controls = controls_from_rhythm(rhythm(cuts=(4.05,)), vocab)  # bar 2 starts at 4.0 s
@@ -113,7 +113,7 @@ def test_cuts_become_phrase_marks_and_strength_follows_corpus_shares():
 
 
 def test_bar_and_global_control_ids():
-    from v2m.stages.controls import bar_control_ids, global_control_ids
+    from v2m.stages.tokens.controls import bar_control_ids, global_control_ids
 
     vocab = small_vocab()
     ids = bar_control_ids({"density": 2, "strength": [2, 0, 1], "phrase": True}, None, vocab)
@@ -123,16 +123,16 @@ def test_bar_and_global_control_ids():
 
 
 def test_rhythm_without_beats_is_a_clear_error():
-    from v2m.stages.video_controls import controls_from_rhythm
+    from v2m.stages.tokens.video_controls import controls_from_rhythm
 
     with pytest.raises(V2MError, match="fewer than two beats"):
         controls_from_rhythm({**rhythm(), "beats": [0.5], "downbeats": []}, small_vocab())
 
 
 def test_tactus_rule_is_the_beat_trackers():
-    from v2m.stages.controls import TACTUS, tactus_period
-    from v2m.stages.rhythm import RhythmConfig
-    from v2m.stages.tempo import PRIOR_BPM
+    from v2m.stages.tokens.controls import TACTUS, tactus_period
+    from v2m.stages.rhythm.extract import RhythmConfig
+    from v2m.stages.rhythm.tempo import PRIOR_BPM
 
     assert tuple(TACTUS["bpm_range"]) == tuple(RhythmConfig().tempo_range) and TACTUS["prior_bpm"] == PRIOR_BPM
     stats = {"tactus": TACTUS}
@@ -148,7 +148,7 @@ def test_density_does_not_depend_on_the_notated_beat_level():
     on the old per-notated-beat scale they differed by a factor 2."""
     import symusic
 
-    from v2m.stages.controls import analyse_score, bar_controls, density_rate
+    from v2m.stages.tokens.controls import analyse_score, bar_controls, density_rate
 
     vocab = small_vocab()
     common, _ = song(notes_per_beat=(1, 2, 4, 1))
@@ -166,8 +166,8 @@ def test_density_does_not_depend_on_the_notated_beat_level():
 def test_density_from_rhythm_does_not_depend_on_the_tracked_beat_level():
     """Audio tracked at the quarter (120 bpm, 4 beats a bar) or at the half note (60 bpm, 2 beats a bar): same
     classes, and the same as the music's."""
-    from v2m.stages.controls import analyse_score, bar_controls
-    from v2m.stages.video_controls import controls_from_rhythm
+    from v2m.stages.tokens.controls import analyse_score, bar_controls
+    from v2m.stages.tokens.video_controls import controls_from_rhythm
 
     vocab = small_vocab()
     quarter = rhythm(onsets_per_beat=(1, 2, 4, 1))
@@ -181,7 +181,7 @@ def test_density_from_rhythm_does_not_depend_on_the_tracked_beat_level():
 
 
 def test_tokenizer_without_density_unit_keeps_the_per_beat_scale():
-    from v2m.stages.controls import PieceAnalysis, bar_rates, density_rate
+    from v2m.stages.tokens.controls import PieceAnalysis, bar_rates, density_rate
 
     old = {"density_bounds": [1.0], "n_density": 3}
     assert density_rate(6, 3, 10.0, 0.1, old) == 2.0

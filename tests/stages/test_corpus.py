@@ -54,7 +54,7 @@ def make_folder(root: Path) -> Path:
 
 
 def test_kern_reader_reads_ties_chords_and_meter():
-    from v2m.stages.kern import read_kern
+    from v2m.stages.tokens.humdrum import read_kern
 
     score = read_kern(KERN)
     notes = sorted((n.time, n.duration, n.pitch) for t in score.tracks for n in t.notes)
@@ -65,9 +65,9 @@ def test_kern_reader_reads_ties_chords_and_meter():
 
 def test_kern_reader_agrees_with_music21_on_a_palestrina_movement():
     pytest.importorskip("music21")
-    from v2m.stages.corpus import music21_sources
-    from v2m.stages.corpus_read import _read_music21
-    from v2m.stages.kern import read_kern
+    from v2m.stages.tokens.corpus import music21_sources
+    from v2m.stages.tokens.corpus_read import _read_music21
+    from v2m.stages.tokens.humdrum import read_kern
 
     root, sources = music21_sources()
     path = next(p for sid, p in sources if sid.startswith("palestrina/Agnus_0"))
@@ -80,7 +80,7 @@ def test_kern_reader_agrees_with_music21_on_a_palestrina_movement():
 
 
 def test_build_counts_skips_dedups_splits_and_resumes(tmp_path):
-    from v2m.stages.corpus import CorpusConfig, build_corpus, folder_sources, read_corpus, split_of
+    from v2m.stages.tokens.corpus import CorpusConfig, build_corpus, folder_sources, read_corpus, split_of
 
     vocab = small_vocab()
     folder = make_folder(tmp_path)
@@ -121,7 +121,7 @@ def test_build_counts_skips_dedups_splits_and_resumes(tmp_path):
 
 
 def test_long_pieces_are_cut_at_bars(tmp_path):
-    from v2m.stages.corpus import CorpusConfig, build_corpus, folder_sources, read_corpus
+    from v2m.stages.tokens.corpus import CorpusConfig, build_corpus, folder_sources, read_corpus
 
     vocab = small_vocab()
     folder = tmp_path / "long"
@@ -137,7 +137,7 @@ def test_long_pieces_are_cut_at_bars(tmp_path):
 
 
 def test_parallel_build_matches_serial(tmp_path):
-    from v2m.stages.corpus import build_corpus, folder_sources
+    from v2m.stages.tokens.corpus import build_corpus, folder_sources
 
     vocab = small_vocab()
     sources = folder_sources(make_folder(tmp_path))

@@ -10,6 +10,7 @@ import pytest
 from tests.music import song
 from tests.stages.test_tokens import small_vocab
 from v2m.errors import V2MError
+from v2m.stages.tokens.convert import decode_ids, encode_score
 
 
 def make_video(folder: Path, name: str = "clip.mp4", seconds: float = 2.0, audio: bool = True) -> Path:
@@ -35,7 +36,7 @@ def uneven_grid(beats: int, seed: int = 1) -> list[float]:
 
 
 def test_unknown_extension_is_refused():
-    from v2m.stages.decode import target_of
+    from v2m.stages.decode.render import target_of
 
     assert (target_of("a.MID"), target_of("b.flac"), target_of("c.mkv")) == ("midi", "audio", "video")
     with pytest.raises(V2MError, match="cannot decode to '.ogg'"):
@@ -48,12 +49,12 @@ def test_rendered_notes_land_on_an_uneven_beat_grid(tmp_path):
     import librosa
     import soundfile
 
-    from v2m.stages.decode import render_wav
+    from v2m.stages.decode.render import render_wav
 
     vocab = small_vocab()
     score, truth = song(notes_per_beat=(1, 1, 1, 1))
     grid = uneven_grid(truth.bars * truth.meter + 1)
-    music = vocab.decode_ids(vocab.encode_score(score), beat_times=grid, downbeats=grid[::truth.meter])
+    music = decode_ids(encode_score(score, vocab), vocab, beat_times=grid, downbeats=grid[::truth.meter])
     wav = render_wav(music, tmp_path / "grid.wav", sample_rate=22050)
     audio, rate = soundfile.read(str(wav), dtype="float32")
     assert rate == 22050 and audio.ndim == 2
@@ -68,7 +69,7 @@ def test_rendered_notes_land_on_an_uneven_beat_grid(tmp_path):
 def test_flac_and_program_change(tmp_path):
     import soundfile
 
-    from v2m.stages.decode import render_wav
+    from v2m.stages.decode.render import render_wav
 
     score, _ = song(chords=("C",), notes_per_beat=(1,), chord_track=False)
     piano = soundfile.read(str(render_wav(score, tmp_path / "a.flac", sample_rate=16000)))[0]
@@ -79,7 +80,7 @@ def test_flac_and_program_change(tmp_path):
 
 
 def test_missing_fluidsynth_and_soundfont_write_nothing(tmp_path, monkeypatch):
-    from v2m.stages.decode import render_wav
+    from v2m.stages.decode.render import render_wav
 
     score, _ = song(chords=("C",), notes_per_beat=(1,))
     with pytest.raises(V2MError, match="soundfont .*no such file"):
@@ -92,7 +93,7 @@ def test_missing_fluidsynth_and_soundfont_write_nothing(tmp_path, monkeypatch):
 
 def test_mux_copies_the_video_stream_and_fits_the_audio(tmp_path):
     from v2m import media
-    from v2m.stages.decode import mux, render_wav
+    from v2m.stages.decode.render import mux, render_wav
 
     video = make_video(tmp_path, seconds=2.0)
     long_music, _ = song(chords=("C", "F"), notes_per_beat=(2, 2), qpm=100)  # 4.8 s: trimmed to 2 s
@@ -109,7 +110,7 @@ def test_mux_copies_the_video_stream_and_fits_the_audio(tmp_path):
 
 
 def test_mux_onto_a_file_without_video_is_refused(tmp_path):
-    from v2m.stages.decode import mux, render_wav
+    from v2m.stages.decode.render import mux, render_wav
 
     wav = render_wav(song(chords=("C",), notes_per_beat=(1,))[0], tmp_path / "m.wav", sample_rate=16000)
     with pytest.raises(V2MError, match="has no video stream"):
@@ -120,7 +121,7 @@ def test_mux_onto_a_file_without_video_is_refused(tmp_path):
 
 def test_short_music_is_padded_to_the_video(tmp_path):
     from v2m import media
-    from v2m.stages.decode import mux, render_wav
+    from v2m.stages.decode.render import mux, render_wav
 
     video = make_video(tmp_path, seconds=3.0, audio=False)
     wav = render_wav(song(chords=("C",), notes_per_beat=(1,), qpm=240)[0], tmp_path / "short.wav", sample_rate=22050)

@@ -14,8 +14,9 @@ from symusic import Note, Score, Tempo, TimeSignature, Track
 
 from v2m.artifacts import dumps, make_artifact
 from v2m.errors import GateFailed, V2MError
-from v2m.stages import evaluate as ev
-from v2m.stages.evaluate_inputs import evaluate_folder, evaluate_inputs, load_input
+from v2m.stages.evaluate import gates as gates_module
+from v2m.stages.evaluate import report as ev
+from v2m.stages.evaluate.inputs import evaluate_folder, evaluate_inputs, load_input
 
 TPQ = 480
 
@@ -242,33 +243,33 @@ def test_folder_rows_summary_and_failures(tmp_path):
 
 
 def test_gates_parse_apply_and_fail():
-    gates = ev.parse_gates("beat_f1<0.8, bhs.worst<=0.5,nll_delta>0.01")
+    gates = gates_module.parse_gates("beat_f1<0.8, bhs.worst<=0.5,nll_delta>0.01")
     assert [(g.metric, g.statistic, g.op, g.threshold) for g in gates] == [
         ("beat_f1", None, "<", 0.8), ("bhs", "worst", "<=", 0.5), ("nll_delta", None, ">", 0.01)]
-    results = ev.apply_gates(gates[:1], {"beat_f1": 0.9})
+    results = gates_module.apply_gates(gates[:1], {"beat_f1": 0.9})
     assert not results[0]["failed"]
-    ev.raise_if_failed(results)
-    results = ev.apply_gates(gates[:1], {"beat_f1": 0.7})
+    gates_module.raise_if_failed(results)
+    results = gates_module.apply_gates(gates[:1], {"beat_f1": 0.7})
     with pytest.raises(GateFailed, match="beat_f1<0.8") as info:
-        ev.raise_if_failed(results)
+        gates_module.raise_if_failed(results)
     assert info.value.exit_code == 3
     # not measured or NaN: the gate fails rather than passing blind
-    assert ev.apply_gates(gates[:1], {})[0]["failed"]
-    assert ev.apply_gates(gates[:1], {"beat_f1": float("nan")})[0]["failed"]
+    assert gates_module.apply_gates(gates[:1], {})[0]["failed"]
+    assert gates_module.apply_gates(gates[:1], {"beat_f1": float("nan")})[0]["failed"]
 
 
 def test_unknown_gate_metric_lists_known_names():
     with pytest.raises(V2MError) as info:
-        ev.parse_gates("beat_f2<0.8")
+        gates_module.parse_gates("beat_f2<0.8")
     line = info.value.one_line()
     assert "unknown metric 'beat_f2'" in line and "beat_f1" in line and "onset_f1" in line and "nll_delta" in line
     # a name from before the beat/onset split says what it is called now
     with pytest.raises(V2MError, match="'grid_beat_f1' was renamed.*now beat_f1"):
-        ev.parse_gates("grid_beat_f1<0.8")
+        gates_module.parse_gates("grid_beat_f1<0.8")
 
 
 def test_plot_writes_a_png(tmp_path):
-    from v2m.stages.plot import plot_rhythm
+    from v2m.stages.evaluate.plot import plot_rhythm
 
     reference = ev.reference_from_rhythm(rhythm_artifact(BEATS, 12.0, cuts=[4.0])["data"])
     music = ev.music_from_score(make_score(BEATS + 0.02))
@@ -286,8 +287,8 @@ def test_report_metrics_are_json_clean():
 
 def tiny_vocab():
     """A real v2m Vocab (MidiTok REMI + controls) with hand-set class boundaries, so no shipped tokenizer is needed."""
-    from v2m.stages.controls import PEAK_PICKING, TEMPO_BOUNDS_BPM
-    from v2m.stages.tokens import new_vocab
+    from v2m.stages.tokens.controls import PEAK_PICKING, TEMPO_BOUNDS_BPM
+    from v2m.stages.tokens.vocab import new_vocab
 
     stats = {"density_bounds": [0.5, 1.0, 1.5, 2.5], "n_density": 6, "strong_min": 2,
              "tempo_bounds_bpm": list(TEMPO_BOUNDS_BPM), "mode_brightness_min": 0.4, "peak_picking": dict(PEAK_PICKING),
@@ -297,8 +298,8 @@ def tiny_vocab():
 
 def test_tokens_with_requested_controls(tmp_path):
     """Tokens decode onto their beat grid; controls requested = the music's own → accuracy 1; one bar off by one → (n-1)/n."""
-    from v2m.stages.controls import controls_from_score
-    from v2m.stages.tokens import encode_score
+    from v2m.stages.tokens.controls import controls_from_score
+    from v2m.stages.tokens.convert import encode_score
 
     vocab = tiny_vocab()
     score = make_score(BEATS)

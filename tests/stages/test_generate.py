@@ -42,8 +42,8 @@ def melody_score(seed: int, bars: int = 8, mode: str = "major", tpq: int = 480):
 @functools.lru_cache(maxsize=1)
 def constructed_vocab():
     """A Vocab calibrated on constructed melodies (the shipped presets/tokenizer.json is calibrated on music21)."""
-    from v2m.stages.controls import analyse_score, calibrate
-    from v2m.stages.tokens import new_vocab
+    from v2m.stages.tokens.controls import analyse_score, calibrate
+    from v2m.stages.tokens.vocab import new_vocab
 
     provisional = new_vocab({"n_density": 2, "tempo_bounds_bpm": [90.0], "density_bounds": [1.0], "strong_min": 2,
                              "strength_shares": [0.3, 0.4, 0.3], "mode_brightness_min": 0.4})
@@ -89,12 +89,13 @@ def debug_model(tmp_path_factory):
     decode step is ~10× slower when two threads contend with other processes."""
     import torch
 
-    from v2m.stages.generate import open_model
+    from v2m.stages.generate.session import open_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     path = write_debug_model(tmp_path_factory.mktemp("model") / "debug.safetensors")
-    yield (path, *open_model(path))
+    session = open_model(path)
+    yield (path, session.loaded, session.vocab)
     torch.set_num_threads(threads)
 
 
@@ -109,7 +110,7 @@ def split_at_bars(ids, vocab):
 
 
 def run_generate(debug_model, controls, **settings):
-    from v2m.stages.generate import GenerateConfig, generate
+    from v2m.stages.generate.sampler import GenerateConfig, generate
 
     _, loaded, vocab = debug_model
     rerank = settings.pop("rerank", False)
@@ -122,7 +123,7 @@ def run_generate(debug_model, controls, **settings):
 # ---------------------------------------------------------------- tests
 
 def test_every_bar_opens_with_the_videos_controls(debug_model):
-    from v2m.stages.controls import bar_control_ids, global_control_ids
+    from v2m.stages.tokens.controls import bar_control_ids, global_control_ids
 
     _, _, vocab = debug_model
     controls = grid_controls(vocab, bars=6, cuts=(7.5,))
@@ -173,7 +174,7 @@ def test_num_samples_are_a_batch_of_complete_pieces(debug_model):
 
 @pytest.mark.parametrize("register", ["low", "high"])
 def test_register_limits_sampled_pitches(debug_model, register):
-    from v2m.stages.generate import REGISTER_PITCHES
+    from v2m.stages.generate.plan import REGISTER_PITCHES
 
     vocab = debug_model[2]
     data = run_generate(debug_model, grid_controls(vocab, bars=6, register=register), seed=4, max_bar_tokens=48)
@@ -195,8 +196,8 @@ def test_bars_option_continues_the_grid(debug_model):
 
 
 def test_decoded_music_follows_the_videos_beat_grid(debug_model):
-    from v2m.stages import metrics_rhythm as mr
-    from v2m.stages.tokens import decode_ids
+    from v2m.stages.evaluate import beat_metrics as mr
+    from v2m.stages.tokens.convert import decode_ids
 
     vocab = debug_model[2]
     # a drifting grid: beats 0.55 s apart, then 0.65 s, as a video's tempo wanders
@@ -214,8 +215,9 @@ def test_decoded_music_follows_the_videos_beat_grid(debug_model):
 
 
 def test_prime_theme_opens_the_piece(debug_model):
-    from v2m.stages.controls import bar_control_ids
-    from v2m.stages.generate import prime_ids_from_midi, theme_bars
+    from v2m.stages.tokens.controls import bar_control_ids
+    from v2m.stages.generate.sampler import prime_ids_from_midi
+    from v2m.stages.generate.plan import theme_bars
 
     vocab = debug_model[2]
     theme = melody_score(11, bars=2)
@@ -234,14 +236,14 @@ def test_prime_theme_opens_the_piece(debug_model):
 
 def test_prime_must_be_midi(debug_model):
     from v2m.errors import V2MError
-    from v2m.stages.generate import prime_ids_from_midi
+    from v2m.stages.generate.sampler import prime_ids_from_midi
 
     with pytest.raises(V2MError, match="expects a MIDI file"):
         prime_ids_from_midi(b'{"format": "v2m.tokens"}', debug_model[2], "theme.json")
 
 
 def test_rerank_keeps_the_best_rhythm_agreement(debug_model):
-    from v2m.stages.generate import rhythm_score
+    from v2m.stages.generate.sampler import rhythm_score
 
     vocab = debug_model[2]
     controls = grid_controls(vocab, bars=4)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import symusic
 
-from v2m.stages.harmony import (QUALITIES, Chord, Key, beat_bounds, estimate_chords, find_key, notes_array,
-                                segment_bounds)
+from v2m.stages.arrange.harmony import QUALITIES, Chord, Key, beat_bounds, estimate_chords, find_key, notes_array, segment_bounds
 
 MAJOR_CADENCE = [(0, "maj"), (5, "maj"), (7, "maj"), (0, "maj")]
 MINOR_CADENCE = [(0, "min"), (5, "min"), (7, "maj"), (0, "min")]
@@ -108,7 +107,7 @@ def test_chord_labels_and_tones():
 
 
 def test_a_leading_tone_diminished_chord_is_played_as_the_dominant_seventh():
-    from v2m.stages.harmony import dominant_for_leading_tone
+    from v2m.stages.arrange.harmony import dominant_for_leading_tone
 
     played = dominant_for_leading_tone(Chord(0.0, 2.0, 11, "dim"), Key(0, "major"))
     assert played.label == "G:7" and set(played.pitch_classes) == {7, 11, 2, 5}

@@ -16,7 +16,7 @@ from v2m.models.loading import load_model, save_model
 from v2m.models.config import ModelConfig
 from v2m.models.data import read_corpus
 from v2m.models.registry import build_model
-from v2m.stages.metrics_model import ModelEvalConfig, check_tokenizers, model_metrics, nll_and_kl
+from v2m.stages.evaluate.model_metrics import ModelEvalConfig, check_tokenizers, model_metrics, nll_and_kl
 
 VOCAB = 40
 TOKENIZER = {"format": "test", "note": "stand-in tokenizer object, identified by its hash"}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from symusic import Note, Score, TimeSignature, Track
 
-from v2m.stages import metrics_music as mm
+from v2m.stages.evaluate import music_metrics as mm
 
 STEPS = 12
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from v2m.stages import metrics_rhythm as mr
+from v2m.stages.evaluate import beat_metrics as mr
 
 PERIOD = 0.5  # s, 120 BPM
 DURATION = 30.0  # s

@@ -5,7 +5,8 @@ import json
 import numpy as np
 
 from v2m.media import ffprobe
-from v2m.samples import SampleSpec, ground_truth, main, render_frames
+from v2m.cli.main import main as v2m_main
+from v2m.samples import SampleSpec, ground_truth, render_frames
 
 
 def test_ground_truth_is_a_beat_grid_with_spaced_cuts():
@@ -33,9 +34,13 @@ def test_frames_stream_one_at_a_time_and_cuts_change_the_scene():
     assert jump > 5 * max(steady, 1.0)  # the cut frame differs far more than motion does
 
 
+def sample(args: list[str]) -> int:
+    return v2m_main(["sample", *args])
+
+
 def test_command_line_writes_video_and_truth_and_respects_if_missing(tmp_path, capsys):
     out = tmp_path / "clip.mp4"
-    assert main([str(out), "--duration", "1", "--width", "64", "--height", "36", "--bpm", "150"]) == 0
+    assert sample([str(out), "--duration", "1", "--width", "64", "--height", "36", "--bpm", "150"]) == 0
     truth = json.loads((tmp_path / "clip.mp4.truth.json").read_text())
     assert truth["bpm"] == 150.0
     info = ffprobe(out)
@@ -44,13 +49,13 @@ def test_command_line_writes_video_and_truth_and_respects_if_missing(tmp_path, c
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
     assert (video["width"], video["height"], int(video["nb_frames"])) == (64, 36, 30)
     before = out.read_bytes()
-    assert main([str(out), "--if-missing"]) == 0 and out.read_bytes() == before
-    assert main([str(out), "--duration", "1"]) == 1 and "already exists" in capsys.readouterr().err
+    assert sample([str(out), "--if-missing"]) == 0 and out.read_bytes() == before
+    assert sample([str(out), "--duration", "1"]) == 1 and "already exists" in capsys.readouterr().err
 
 
 def test_audio_with_onsets(tmp_path):
     out = tmp_path / "clicks.wav"
-    assert main([str(out), "--bpm", "120", "--duration", "3"]) == 0
+    assert sample([str(out), "--bpm", "120", "--duration", "3"]) == 0
     truth = json.loads((tmp_path / "clicks.wav.truth.json").read_text())
     info = ffprobe(out)
     assert [s["codec_type"] for s in info["streams"]] == ["audio"]

@@ -1,4 +1,4 @@
-"""The low-resolution frame stream extract-rhythm reads (stages/video_stream.py): the decoder shortcuts
+"""The low-resolution frame stream extract-rhythm reads (stages/rhythm/stream.py): the decoder shortcuts
 are safe on every codec we meet (H.264, HEVC, VP9, MPEG-4 part 2), change the 128 px frames by
 almost nothing, ffmpeg starts before the first chunk is asked for, and stopping early ends it."""
 
@@ -9,7 +9,7 @@ import pytest
 
 from tests import media
 from v2m.errors import V2MError
-from v2m.stages import video_stream
+from v2m.stages.rhythm import stream as video_stream
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from v2m.config import from_dict
 from v2m.errors import V2MError
-from v2m.stages.styles import GM_PROGRAMS, Style, gm_program, load_style, resolved_settings, style_names
+from v2m.stages.arrange.styles import GM_PROGRAMS, Style, gm_program, load_style, resolved_settings, style_names
 
 BUNDLED = ["ambient", "chiptune", "cinematic", "folk", "pop"]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.music import midi_bytes, minor_song, song
+from v2m.stages.tokens.convert import decode_ids, encode_score
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "tokens"
 PIECES = ("song_major", "song_minor", "palestrina_agnus")
@@ -22,8 +23,8 @@ def source_midi(name: str) -> bytes:
         return midi_bytes(song(notes_per_beat=(1, 2, 3, 4))[0])
     if name == "song_minor":
         return midi_bytes(minor_song(qpm=72)[0])
-    from v2m.stages.corpus import music21_sources
-    from v2m.stages.kern import read_kern
+    from v2m.stages.tokens.corpus import music21_sources
+    from v2m.stages.tokens.humdrum import read_kern
 
     _, sources = music21_sources()
     path = next(p for sid, p in sources if sid == "palestrina/Agnus_01.krn")
@@ -38,14 +39,14 @@ def notes(score) -> list[list[int]]:
 def make() -> None:
     import symusic
 
-    from v2m.stages.tokens import load_tokenizer
+    from v2m.stages.tokens.vocab import load_tokenizer
 
     vocab = load_tokenizer()
     GOLDEN.mkdir(parents=True, exist_ok=True)
     for name in PIECES:
         data = source_midi(name)
-        ids = vocab.encode_score(symusic.Score.from_midi(data))
-        decoded = vocab.decode_ids(ids)
+        ids = encode_score(symusic.Score.from_midi(data), vocab)
+        decoded = decode_ids(ids, vocab)
         (GOLDEN / f"{name}.mid").write_bytes(data)
         record = {"tokenizer_hash": vocab.hash, "ids": ids, "tpq": decoded.ticks_per_quarter, "notes": notes(decoded)}
         (GOLDEN / f"{name}.json").write_text(json.dumps(record, separators=(",", ":")) + "\n")
@@ -56,7 +57,7 @@ def make() -> None:
 def test_golden_piece(name):
     import symusic
 
-    from v2m.stages.tokens import load_tokenizer
+    from v2m.stages.tokens.vocab import load_tokenizer
 
     vocab = load_tokenizer()
     record = json.loads((GOLDEN / f"{name}.json").read_text())
@@ -64,12 +65,12 @@ def test_golden_piece(name):
         pytest.fail("presets/tokenizer.json changed since the goldens were made: re-make them with "
                     "`.venv/bin/python -m tests.stages.test_tokens_golden` if the change was on purpose")
     score = symusic.Score.from_midi((GOLDEN / f"{name}.mid").read_bytes())
-    ids = vocab.encode_score(score)
+    ids = encode_score(score, vocab)
     assert ids == record["ids"]
-    decoded = vocab.decode_ids(ids)
+    decoded = decode_ids(ids, vocab)
     assert decoded.ticks_per_quarter == record["tpq"] and notes(decoded) == record["notes"]
     # every note the tokenizer's input keeps comes back (merging voices drops exact unison doublings only)
-    from v2m.stages.tokens import prepare_score
+    from v2m.stages.tokens.vocab import prepare_score
 
     prepared = prepare_score(score, vocab)
     assert len(record["notes"]) == prepared.note_num() >= score.note_num() - 1

@@ -1,9 +1,9 @@
 """Controls from a video's rhythm: what generate asks the model for, bar by bar.
 
 A v2m.rhythm artifact (beats, downbeats, cuts, an onset-strength envelope, per-shot motion and brightness)
-becomes a v2m.controls payload on the scale stages/controls.py reads off music, so the controls the model
+becomes a v2m.controls payload on the scale stages/tokens/controls.py reads off music, so the controls the model
 was trained on mean the same thing here: onset peaks per tactus beat for density, beat strengths ranked
-to the corpus' class shares, scene cuts for phrases, brightness for mode (stages/controls.py's docstring
+to the corpus' class shares, scene cuts for phrases, brightness for mode (stages/tokens/controls.py's docstring
 gives each rule and why). Per-bar velocity, from motion and onset energy, has no music-side counterpart.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from v2m.errors import V2MError
-from v2m.stages.controls import PEAK_PICKING, density_class, density_rate, tempo_class
+from v2m.stages.tokens.controls import PEAK_PICKING, density_class, density_rate, tempo_class
 
 
 def pick_peaks(envelope: np.ndarray, frame_rate: float, params: dict = PEAK_PICKING) -> np.ndarray:
@@ -35,7 +35,7 @@ def pick_peaks(envelope: np.ndarray, frame_rate: float, params: dict = PEAK_PICK
 
 
 def controls_from_rhythm(rhythm: dict, vocab) -> dict:
-    """A v2m.rhythm payload → a v2m.controls payload (see stages/controls.py's docstring for each control)."""
+    """A v2m.rhythm payload → a v2m.controls payload (see stages/tokens/controls.py's docstring for each control)."""
     stats = vocab.stats
     beats = np.asarray(rhythm.get("beats") or [], dtype=np.float64)
     downbeats = [float(t) for t in rhythm.get("downbeats") or []]

@@ -16,7 +16,7 @@ Why this configuration (measured in bench/tokens_roundtrip.py, figures in BENCHM
 - **BPE off** in the shipped vocabulary: controls must stay separate tokens right after `Bar`, and the
   measured compression (BENCHMARKS.md) is modest for this resolution.
 
-Control tokens (stages/controls.py computes them) are appended after MidiTok's vocabulary, so MidiTok's
+Control tokens (stages/tokens/controls.py computes them) are appended after MidiTok's vocabulary, so MidiTok's
 ids are unchanged and PAD/BOS/EOS are 0/1/2. The tokenizer JSON (presets/tokenizer.json) holds the
 config, the base vocabulary (checked on load, so a MidiTok upgrade cannot silently shift ids) and the
 corpus statistics that calibrate the control classes; `Vocab.hash` is the sha256 of its canonical JSON.
@@ -170,13 +170,6 @@ class Vocab:
     def mode_id(self, mode: str) -> int:
         return self.ids["Mode_minor" if mode == "minor" else "Mode_major"]
 
-    # ------------------------------------------------------------ conversions
-    def encode_score(self, score) -> list[int]:
-        return encode_score(score, self)
-
-    def decode_ids(self, ids, beat_times=None, downbeats=None, **kwargs):
-        return decode_ids(ids, self, beat_times=beat_times, downbeats=downbeats, **kwargs)
-
 
 # ---------------------------------------------------------------- loading
 
@@ -260,19 +253,6 @@ def base_tokens(prepared, vocab: Vocab) -> list[int]:
     return list(seq.ids)
 
 
-# ---------------------------------------------------------------- encode / decode
-
-def encode_score(score, vocab: Vocab) -> list[int]:
-    """symusic.Score → ids: BOS, global controls, then each bar as `Bar`, its controls, its REMI tokens; EOS."""
-    from v2m.stages import controls as ctl
-
-    analysis = ctl.analyse_score(score, vocab)
-    if not analysis.base_ids:
-        raise V2MError("the MIDI has no notes the tokenizer can keep (none in pitch range "
-                       f"{vocab.spec.pitch_range[0]}..{vocab.spec.pitch_range[1] - 1})")
-    return ctl.assemble(analysis, vocab)
-
-
 def strip_controls(ids, vocab: Vocab) -> list[int]:
     """MidiTok ids only: control tokens and PAD/BOS/EOS removed, cut at the first EOS."""
     out: list[int] = []
@@ -289,66 +269,7 @@ def strip_controls(ids, vocab: Vocab) -> list[int]:
     return out
 
 
-def decode_ids(ids, vocab: Vocab, beat_times=None, downbeats=None, *, velocities=None, tempo_bpm: float | None = None,
-               program: int = 0):
-    """ids → symusic.Score (ticks). Controls are stripped.
-
-    With `beat_times` (seconds) the tempo map makes bar i start at `downbeats[i]` and the music's beats land on
-    the grid (see stages/beat_grid.py: apply_beat_grid); otherwise a fixed tempo: `tempo_bpm`, else the
-    TempoClass token's centre, else 120. `velocities` (1..127 per bar) sets each bar's note velocity; default 90.
-    """
-    import symusic
-
-    from v2m.stages.beat_grid import apply_beat_grid
-
-    base = strip_controls(ids, vocab)
-    if base:
-        score = vocab.miditok.decode([base])
-    else:
-        score = symusic.Score(vocab.miditok.time_division)
-        score.tracks = [symusic.Track("music", program, False)]
-    for track in score.tracks:
-        track.program = program
-    _set_velocities(score, velocities)
-    if beat_times is not None and len(beat_times) >= 2:
-        apply_beat_grid(score, list(map(float, beat_times)), None if downbeats is None else list(map(float, downbeats)))
-    else:
-        bpm = tempo_bpm or _tempo_from_ids(ids, vocab) or DEFAULT_TEMPO_BPM
-        score.tempos = [symusic.Tempo(0, float(bpm))]
-    return score
-
-
-def _tempo_from_ids(ids, vocab: Vocab) -> float | None:
-    names = vocab.names
-    for token in list(ids)[:8]:
-        name = names[int(token)] if 0 <= int(token) < len(names) else ""
-        if name.startswith("TempoClass_"):
-            return tempo_class_centre(int(name.split("_")[1]), vocab.stats)
-    return None
-
-
 def tempo_class_centre(cls: int, stats: dict) -> float:
     """A representative tempo (bpm) for a tempo class: the midpoint of its bounds."""
     bounds = [40.0] + list(stats["tempo_bounds_bpm"]) + [200.0]
     return round((bounds[cls] + bounds[cls + 1]) / 2, 1)
-
-
-def _set_velocities(score, velocities) -> None:
-    import numpy as np
-    from miditok.utils import get_bars_ticks
-
-    if not score.tracks:
-        return
-    bars = np.asarray(get_bars_ticks(score, only_notes_onsets=False), dtype=np.int64) if velocities else None
-    for track in score.tracks:
-        arr = track.notes.numpy()
-        if not len(arr["time"]):
-            continue
-        if velocities:
-            index = np.clip(np.searchsorted(bars, arr["time"], side="right") - 1, 0, len(velocities) - 1)
-            arr["velocity"] = np.clip(np.asarray(velocities, dtype=np.int64)[index], 1, 127).astype(arr["velocity"].dtype)
-        else:
-            arr["velocity"][:] = 90
-        import symusic
-
-        track.notes = symusic.Note.from_numpy(arr["time"], arr["duration"], arr["pitch"], arr["velocity"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from v2m.config import from_dict, load_preset, preset_names, to_dict
 
-from .grooves import FAMILIES
+from v2m.stages.arrange.grooves import FAMILIES
 
 # General MIDI level 1 program names, in program order (0..127).
 GM_PROGRAMS = (
@@ -142,7 +142,7 @@ class Bass:
 
 @dataclass(frozen=True)
 class Drums:
-    """Drum pattern family (stages/grooves.py) and the levels it may use (0 silent .. 3 full)."""
+    """Drum pattern family (stages/arrange/grooves.py) and the levels it may use (0 silent .. 3 full)."""
     family: str = "pop"
     min_level: int = 0
     max_level: int = 3

@@ -61,7 +61,7 @@ def read_scores(path: Path, limit: int | None = None) -> tuple[list[tuple[str, o
                 skipped["unreadable tune"] += 1
         return out, skipped
     if suffix == ".krn":
-        from v2m.stages.kern import Unsupported, read_kern
+        from v2m.stages.tokens.humdrum import Unsupported, read_kern
 
         try:
             return [("", read_kern(data.decode("utf-8", errors="replace")))], skipped

@@ -3,13 +3,13 @@
 This is the CMT idea (Di et al. 2021, "Video Background Music Generation with Controllable Music
 Transformer"): the model is trained on music alone with controls read off the music itself, and at
 inference the controls come from the video, measured on the same scale (this module reads them off music
-and holds the class rules; stages/video_controls.py reads them off a rhythm artifact). Per bar:
+and holds the class rules; stages/tokens/video_controls.py reads them off a rhythm artifact). Per bar:
 
 - `density`: onsets per *tactus* beat of the bar: distinct onset times in the bar / the bar's length in
   seconds × the tactus period. The tactus is the beat level a listener taps (and a beat tracker finds):
   the beat period doubled or halved until its tempo lies in `tactus.bpm_range` (60-180 bpm, the range
   extract-rhythm searches), picking the level nearest `tactus.prior_bpm` (110 bpm, the tracker's
-  tempo prior, stages/tempo.py). The same rule is applied on both sides, so the scale does not depend on
+  tempo prior, stages/rhythm/tempo.py). The same rule is applied on both sides, so the scale does not depend on
   which metrical level was notated or tracked: a chorale in 4/2 half notes, the same chorale in 4/4
   quarters, and its audio tracked at the quarter (or at the half) all give the same rate. From music:
   note onsets after quantisation, the notated beat (time-signature denominator) under the MIDI's tempo
@@ -49,7 +49,7 @@ TEMPO_BOUNDS_BPM = (66.0, 90.0, 115.0, 140.0)
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 # the tactus rule of the density scale: extract-rhythm's tempo search range and its tempo prior
-# (stages/rhythm.py RhythmConfig.tempo_range, stages/tempo.py PRIOR_BPM)
+# (stages/rhythm/extract.py RhythmConfig.tempo_range, stages/rhythm/tempo.py PRIOR_BPM)
 TACTUS = {"bpm_range": [60.0, 180.0], "prior_bpm": 110.0}
 # librosa.onset.onset_detect's peak-picking defaults, in seconds (delta on the 0..1 envelope)
 PEAK_PICKING = {"pre_max_s": 0.03, "post_max_s": 0.0, "pre_avg_s": 0.10, "post_avg_s": 0.10, "wait_s": 0.03, "delta": 0.07}
@@ -84,8 +84,8 @@ def analyse_score(score, vocab) -> PieceAnalysis:
     """A symusic.Score → its base tokens and raw control features (see module docstring)."""
     from miditok.utils import get_bars_ticks, get_beats_ticks
 
-    from v2m.stages.beat_grid import ticks_to_seconds
-    from v2m.stages.tokens import base_tokens, prepare_score
+    from v2m.stages.tokens.beat_grid import ticks_to_seconds
+    from v2m.stages.tokens.vocab import base_tokens, prepare_score
 
     tempo_qpm = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
     prepared = prepare_score(score, vocab)

@@ -11,13 +11,18 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import soundfile
+import symusic
 
 from v2m import artifacts, media
 from v2m.errors import V2MError
+from v2m.stages.arrange.arranger import arrange as arrange_score
+from v2m.stages.tokens.convert import decode_ids
+from v2m.stages.tokens.vocab import check_hash, load_tokenizer
 
-MIDI_SUFFIXES = {".mid", ".midi"}
-AUDIO_SUFFIXES = {".wav", ".flac"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv"}
+MIDI_TARGETS = {".mid", ".midi"}
+AUDIO_TARGETS = {".wav", ".flac"}
+VIDEO_TARGETS = {".mp4", ".mov", ".mkv"}
 TARGET_RMS_DBFS = -20.0  # loudness target (RMS of the whole render; EBU R128 would need K-weighting)
 PEAK_CEILING_DBFS = -1.0  # never louder than this peak, whatever the RMS target asks
 RENDER_BLOCK = 1 << 16  # audio frames per block when levelling a render (~1.5 s at 44.1 kHz)
@@ -27,20 +32,18 @@ AUDIO_CODEC = {".mp4": "aac", ".mov": "aac", ".mkv": "aac"}
 def target_of(path: str | Path) -> str:
     """'midi' | 'audio' | 'video' from the output's extension; an unknown one is a clear error."""
     suffix = Path(path).suffix.lower()
-    if suffix in MIDI_SUFFIXES:
+    if suffix in MIDI_TARGETS:
         return "midi"
-    if suffix in AUDIO_SUFFIXES:
+    if suffix in AUDIO_TARGETS:
         return "audio"
-    if suffix in VIDEO_SUFFIXES:
+    if suffix in VIDEO_TARGETS:
         return "video"
-    known = ", ".join(sorted(MIDI_SUFFIXES | AUDIO_SUFFIXES | VIDEO_SUFFIXES))
+    known = ", ".join(sorted(MIDI_TARGETS | AUDIO_TARGETS | VIDEO_TARGETS))
     raise V2MError(f"{path}: cannot decode to '{suffix or 'no extension'}'", f"use one of: {known}")
 
 
 def tokens_to_score(data: dict, vocab, *, sample: int = 0, program: int = 0):
     """A v2m.tokens payload → symusic.Score with the tempo map from its beat grid (or its controls')."""
-    from v2m.stages.tokens import check_hash, decode_ids
-
     check_hash(data.get("tokenizer_hash"), vocab, "the tokens artifact")
     ids = data["ids"] if sample == 0 else (data.get("samples") or [])[sample - 1:sample]
     if sample and not ids:
@@ -62,8 +65,6 @@ def music_score(data: dict, vocab, *, sample: int = 0, program: int = 0, arrange
     record = data.get("arrange")
     if not arrange or not record:
         return melody, melody
-    from v2m.stages.arrange import arrange as arrange_score
-
     return arrange_score(melody, data.get("controls") or {}, record["settings"], seed=record["seed"]), melody
 
 
@@ -78,10 +79,8 @@ def render_wav(score, path: str | Path, *, soundfont: str | Path | None = None, 
                program: int | None = None, normalise: bool = True) -> Path:
     """Render `score` with FluidSynth to `path` (.wav or .flac by extension), RMS-normalised to -20 dBFS
     with a -1 dBFS peak ceiling. `program` (GM 0..127) replaces every pitched track's instrument."""
-    import soundfile
-
     path = Path(path)
-    if path.suffix.lower() not in AUDIO_SUFFIXES:
+    if path.suffix.lower() not in AUDIO_TARGETS:
         raise V2MError(f"{path}: audio output must be .wav or .flac")
     fluidsynth = media.require("fluidsynth")
     font = media.find_soundfont(soundfont)
@@ -123,8 +122,6 @@ def flatten_tempo(score, ticks_per_second: int = 1000):
     tempo change per beat drifted 70 ms in 16 beats (tests/stages/test_decode.py measures this). With the
     tempo map baked into the note times there are no tempo changes left to drift on.
     """
-    import symusic
-
     seconds = score.to("second")
     flat = symusic.Score(ticks_per_second)
     flat.tempos = [symusic.Tempo(0, 60.0)]
@@ -178,8 +175,8 @@ def mux(video: str | Path, audio: str | Path, out: str | Path, *, keep_audio: fl
     own sound under it at that gain."""
     out = Path(out)
     suffix = out.suffix.lower()
-    if suffix not in VIDEO_SUFFIXES:
-        raise V2MError(f"{out}: muxed output must be one of {', '.join(sorted(VIDEO_SUFFIXES))}")
+    if suffix not in VIDEO_TARGETS:
+        raise V2MError(f"{out}: muxed output must be one of {', '.join(sorted(VIDEO_TARGETS))}")
     if not 0.0 <= keep_audio <= 1.0:
         raise V2MError(f"--keep-audio {keep_audio} is out of range", "use a gain between 0 and 1, e.g. 0.2")
     info = video_info(video)
@@ -198,3 +195,41 @@ def mux(video: str | Path, audio: str | Path, out: str | Path, *, keep_audio: fl
                         "-c:a", AUDIO_CODEC[suffix], "-b:a", "192k", "-t", f"{duration:.6f}", str(tmp)],
                        what=f"muxing {out}", timeout=1800)
     return out
+
+
+def decode_file(input: str, output: str, *, video: Path | None = None, keep_audio: float = 0.0,
+                soundfont: Path | None = None, sample_rate: int = 44100, program: int = 0, sample: int = 0,
+                tokenizer: Path | None = None, arrange: str = "recorded", force: bool = False) -> int:
+    """`v2m decode`: the tokens artifact at `input` ("-": stdin) → `output`, whose suffix picks MIDI, audio or a
+    video with the music under it ("-": MIDI on stdout). Missing tools fail before any work. Returns the notes."""
+    to_stdout = output == "-"
+    target = "midi" if to_stdout else target_of(output)
+    if target == "video" and video is None:
+        raise V2MError(f"{output}: a video output needs --video SRC", "pass the video to put the music under")
+    if video is not None and target != "video":
+        raise V2MError("--video is only used for .mp4/.mov/.mkv output")
+    if arrange not in ("recorded", "none"):
+        raise V2MError(f"--arrange {arrange!r}: expected 'recorded' or 'none'")
+    artifacts.check_output(output, force)
+    if target in ("audio", "video"):
+        media.require("fluidsynth")
+        media.find_soundfont(soundfont)
+        if target == "video":
+            media.require("ffmpeg")
+            video_info(video)
+    tokens = artifacts.read_artifact(input, "v2m.tokens")
+    vocab = load_tokenizer(tokenizer)
+    arranged = arrange == "recorded" and bool(tokens["data"].get("arrange"))
+    score, _ = music_score(tokens["data"], vocab, sample=sample, program=program, arrange=arranged)
+    # an arranged score carries the style's instruments; --program then only sets the melody's (in tokens_to_score)
+    program = None if arranged else program
+    if target == "midi":
+        artifacts.write_output(midi_bytes(score), output, force, binary=True)
+    elif target == "audio":
+        render_wav(score, output, soundfont=soundfont, sample_rate=sample_rate, program=program)
+    else:
+        with tempfile.TemporaryDirectory(prefix="v2m-decode-") as tmp:
+            wav = render_wav(score, Path(tmp) / "music.wav", soundfont=soundfont, sample_rate=sample_rate,
+                             program=program)
+            mux(video, wav, output, keep_audio=keep_audio)
+    return score.note_num()

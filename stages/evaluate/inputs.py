@@ -1,6 +1,6 @@
 """What evaluate is given: files recognised by content, folders grouped by name.
 
-The file edge of stages/evaluate.py, shared by the CLI and folder mode: `load_input` sniffs one path (or stdin)
+The file edge of stages/evaluate/report.py, shared by the CLI and folder mode: `load_input` sniffs one path (or stdin)
 and turns it into an `Input` (a rhythm `Reference`, controls, `Music`, or a model/corpus/report/folder to refuse
 with a hint); `evaluate_inputs` scores one piece from such inputs; `evaluate_folder` groups `v2m run`'s output
 by NAME, scores each group and summarises the rows. The scoring itself is evaluate.py's.
@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from v2m.errors import V2MError
+from v2m.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
 
-from .evaluate import (SAMPLE_RATE, Music, clean, evaluate_pair, music_from_audio, music_from_score, music_statistics,
-                       read_audio, reference_from_controls, reference_from_rhythm, summarize, with_heard_beats)
+from v2m.stages.evaluate.report import SAMPLE_RATE, Music, clean, evaluate_pair, music_from_audio, music_from_score, music_statistics, read_audio, reference_from_controls, reference_from_rhythm, summarize, with_heard_beats
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"}
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"}
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,8 @@ def read_midi(data: bytes, name: str):
 
 def music_from_tokens(data: dict, tokenizer=None, name: str = "tokens") -> Music:
     """A v2m.tokens payload → Music, decoded on its own beat grid with the tokenizer it was made with."""
-    from v2m.stages.tokens import check_hash, decode_ids, load_tokenizer
+    from v2m.stages.tokens.vocab import check_hash, load_tokenizer
+    from v2m.stages.tokens.convert import decode_ids
 
     vocab = load_tokenizer(tokenizer)
     check_hash(data.get("tokenizer_hash"), vocab, name)

@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 
 from v2m.errors import V2MError
 
-from . import tempo as tempo_mod
-from .motion import FrameAnalyzer, FrameFeatures
+from v2m.stages.rhythm import tempo as tempo_mod
+from v2m.stages.rhythm.motion import FrameAnalyzer, FrameFeatures
 
 METHODS = ("flow", "diff")
 MOTION_SCALE = 0.1  # frame widths per second that map to motion 0.63 (1 - 1/e)
@@ -87,9 +87,9 @@ def rhythm_from_frames(chunks: Iterable[np.ndarray], rate: float, source_fps: fl
 
 
 def rhythm_from_audio(samples: np.ndarray, sample_rate: int, config: RhythmConfig = RhythmConfig()) -> dict:
-    """The rhythm payload of mono audio: the onset envelope is the spectral flux of stages/audio_rhythm.py
+    """The rhythm payload of mono audio: the onset envelope is the spectral flux of stages/rhythm/audio.py
     (librosa's onset strength)."""
-    from .audio_rhythm import onset_strength, spectral_centroid
+    from v2m.stages.rhythm.audio import onset_strength, spectral_centroid
 
     hop = 512
     duration = len(samples) / sample_rate
@@ -272,7 +272,7 @@ def extract_rhythm(path: str, config: RhythmConfig = RhythmConfig(), say=None, w
 
     from v2m import artifacts
 
-    from . import video_stream
+    from v2m.stages.rhythm import stream as video_stream
 
     config.check()
     # sha256 of the input, read on the spare core while ffprobe and ffmpeg start (an error surfaces below first)

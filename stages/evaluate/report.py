@@ -1,4 +1,4 @@
-"""evaluate: rhythm agreement, music statistics and folder summaries; gates for CI.
+"""evaluate: rhythm agreement, music statistics and folder summaries (gates for CI: evaluate/gates.py).
 
 What is measured depends on what is given (the CLI sniffs files by content):
 
@@ -8,29 +8,28 @@ What is measured depends on what is given (the CLI sniffs files by content):
 - music alone (MIDI or tokens) → mode "music": music statistics;
 - a folder (e.g. `v2m run`'s output: NAME.rhythm.json, NAME.mid, NAME.wav, ...) → mode
   "folder": one row per NAME and a summary (mean, median, worst);
-- a model + corpus → mode "model" (stages/metrics_model.py; loading is the CLI's).
+- a model + corpus → mode "model" (evaluate/model_metrics.py).
 
 The functions here work on in-memory objects (`Music`, rhythm payload dicts); the file edge
-(inputs sniffed by content, folders grouped by name) is stages/evaluate_inputs.py, shared by the CLI
+(inputs sniffed by content, folders grouped by name) is evaluate/inputs.py, shared by the CLI
 and folder mode. `read_audio` stays here: `music_from_render` (used by `run`) reads its render with it.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from v2m.errors import GateFailed, V2MError
+from v2m.errors import V2MError
 
-from . import metrics_rhythm as mr
+from v2m.stages.evaluate import beat_metrics as mr
 
 # name → direction: +1 higher is better, -1 lower is better, 0 neither (a description, not a grade).
 METRICS: dict[str, int] = {
-    # rhythm (stages/metrics_rhythm.py): beat_* = the music's beats vs the video's (label music_beats says from
+    # rhythm (stages/evaluate/beat_metrics.py): beat_* = the music's beats vs the video's (label music_beats says from
     # where: tempo map or tracked in audio); onset_*, bcs, bhs, beat_align* = the music's note onsets vs the video's beats
     "beat_f1": 1, "beat_precision": 1, "beat_recall": 1, "beat_offset_ms": 0,
     "onset_f1": 1, "onset_precision": 1, "onset_recall": 1, "onset_offset_ms": 0,
@@ -39,10 +38,10 @@ METRICS: dict[str, int] = {
     "tempo_ratio": 0, "tempo_same": 1, "tempo_related": 1,
     # control accuracy
     "density_accuracy": 1, "density_within1": 1, "strength_accuracy": 1, "bars_compared": 0,
-    # music statistics (stages/metrics_music.py)
+    # music statistics (stages/evaluate/music_metrics.py)
     "pitch_class_entropy": 0, "scale_consistency": 1, "groove_consistency": 1, "empty_bar_rate": -1,
     "polyphony": 0, "pitch_range": 0, "notes": 0, "note_density": 0, "notes_per_beat": 0,
-    # model (stages/metrics_model.py)
+    # model (stages/evaluate/model_metrics.py)
     "nll": -1, "ppl": -1, "ref_nll": 0, "kl": -1, "nll_delta": -1, "nll_delta_abs": -1, "tokens_evaluated": 0,
     "context": 0, "params": 0, "size_mb": -1, "bits_per_param": -1, "size_ratio": -1, "prefill_tok_s": 1,
     "decode_tok_s": 1, "prefill_speedup": 1, "decode_speedup": 1,
@@ -136,7 +135,7 @@ def read_audio(path: Path) -> np.ndarray:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         samples = samples.mean(axis=1)
     except Exception:  # not a format libsndfile knows
-        from v2m.stages import video_stream
+        from v2m.stages.rhythm import stream as video_stream
 
         info = video_stream.probe(path)
         if not info.has_audio:
@@ -147,7 +146,7 @@ def read_audio(path: Path) -> np.ndarray:
 
         g = gcd(int(rate), SAMPLE_RATE)
         if SAMPLE_RATE // g == 1:  # 44.1 kHz renders: the same filter without importing scipy.signal
-            from v2m.stages.audio_rhythm import decimate
+            from v2m.stages.rhythm.audio import decimate
 
             return decimate(samples, int(rate) // g).astype(np.float32)
         from scipy.signal import resample_poly
@@ -157,7 +156,7 @@ def read_audio(path: Path) -> np.ndarray:
 
 
 def music_from_audio(samples: np.ndarray, sample_rate: int, name: str = "audio") -> Music:
-    """Mono audio → Music: onsets and beats (stages/audio_rhythm.py, librosa's algorithms)."""
+    """Mono audio → Music: onsets and beats (stages/rhythm/audio.py, librosa's algorithms)."""
     samples = np.asarray(samples, dtype=np.float32)
     if not np.all(np.isfinite(samples)):
         raise V2MError(f"{name}: the audio has NaN or infinite samples (a corrupt or float file written wrong)")
@@ -213,10 +212,10 @@ def control_accuracy(requested_bars: list[dict], measured_bars: list[dict]) -> d
 
 
 def measured_controls(score, tokenizer=None) -> list[dict]:
-    """Per-bar controls measured from the music with the encoder's own code (stages/controls.py), so
+    """Per-bar controls measured from the music with the encoder's own code (stages/tokens/controls.py), so
     requested and measured classes share one scale. `tokenizer`: a tokenizer JSON path/object (None = default)."""
-    from v2m.stages.controls import controls_from_score
-    from v2m.stages.tokens import load_tokenizer
+    from v2m.stages.tokens.controls import controls_from_score
+    from v2m.stages.tokens.vocab import load_tokenizer
 
     return list(controls_from_score(score, load_tokenizer(tokenizer))["bars"])
 
@@ -256,72 +255,12 @@ def evaluate_pair(reference: Reference, music: Music, controls: dict | None = No
 
 
 def music_statistics(music: Music) -> dict:
-    from .metrics_music import music_statistics as stats
+    from v2m.stages.evaluate.music_metrics import music_statistics as stats
 
     if music.score is None:
         raise V2MError("music statistics need symbolic music (MIDI or tokens), not audio",
                        "pass the .mid (or the tokens), or add the video's rhythm to score the audio's rhythm")
     return stats(music.score)
-
-
-# ---------------------------------------------------------------- gates
-
-@dataclass(frozen=True)
-class Gate:
-    """`metric OP threshold`: the gate FAILS when the comparison is true (`beat_f1<0.8` fails below 0.8)."""
-
-    text: str
-    metric: str
-    statistic: str | None  # folder mode: mean (default), median or worst
-    op: str
-    threshold: float
-
-
-_GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.(mean|median|worst))?\s*(<=|>=|<|>)\s*([-+0-9.eE]+|nan|inf)\s*$")
-
-
-def parse_gates(spec: str | None) -> list[Gate]:
-    """Parse `--fail-if "beat_f1<0.8,nll_delta>0.01"`; unknown metric names are one line listing the known ones."""
-    gates = []
-    for part in filter(str.strip, (spec or "").split(",")):
-        match = _GATE.match(part)
-        if not match:
-            raise V2MError(f"--fail-if: cannot read '{part.strip()}'",
-                           "write gates as METRIC<VALUE or METRIC>VALUE (also <=, >=), comma-separated, e.g. beat_f1<0.8")
-        name, statistic, op, value = match.groups()
-        if name in RENAMED:
-            raise V2MError(f"--fail-if: '{name}' was renamed", f"it is now {RENAMED[name]}")
-        if name not in METRICS:
-            raise V2MError(f"--fail-if: unknown metric '{name}'", f"known metrics: {', '.join(sorted(METRICS))}")
-        gates.append(Gate(part.strip(), name, statistic, op, float(value)))
-    return gates
-
-
-def apply_gates(gates: list[Gate], metrics: dict, summary: dict | None = None) -> list[dict]:
-    """Each gate's value and verdict. A metric that was not measured, or is NaN, fails its gate (CI must not pass blind)."""
-    results = []
-    for gate in gates:
-        if summary is not None:
-            value = summary.get(gate.statistic or "mean", {}).get(gate.metric)
-        else:
-            if gate.statistic:
-                raise V2MError(f"--fail-if: '{gate.text}' uses .{gate.statistic}, which only folders have")
-            value = metrics.get(gate.metric)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            failed, why = True, "not measured" if value is None else "NaN"
-        else:
-            failed = {"<": value < gate.threshold, "<=": value <= gate.threshold,
-                      ">": value > gate.threshold, ">=": value >= gate.threshold}[gate.op]
-            why = f"{gate.metric}{'.' + gate.statistic if gate.statistic else ''} = {value:.4g}"
-        results.append({"gate": gate.text, "value": value, "failed": bool(failed), "detail": why})
-    return results
-
-
-def raise_if_failed(gate_results: list[dict]) -> None:
-    failed = [g for g in gate_results if g["failed"]]
-    if failed:
-        names = "; ".join(f"{g['gate']} ({g['detail']})" for g in failed)
-        raise GateFailed(f"gate failed: {names}", f"{len(failed)} of {len(gate_results)} gates failed")
 
 
 # ---------------------------------------------------------------- summaries

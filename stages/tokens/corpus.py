@@ -28,8 +28,8 @@ import numpy as np
 
 from v2m import log
 from v2m.errors import V2MError
-from v2m.stages.corpus_analyse import analyse_files, check_work_dir, load_work, work_key, worker_vocab
-from v2m.stages.corpus_read import SCORE_EXTENSIONS
+from v2m.stages.tokens.corpus_analyse import analyse_files, check_work_dir, load_work, work_key, worker_vocab
+from v2m.stages.tokens.corpus_read import SCORE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def build_corpus(sources: list[tuple[str, Path]], out_dir: Path, *, vocab=None, 
     is made). Interrupted builds resume: finished files in out_dir/.work are not redone.
     """
     from v2m import artifacts
-    from v2m.stages.tokens import TokenizerSpec, spec_to_json
+    from v2m.stages.tokens.vocab import TokenizerSpec, spec_to_json
 
     started = time.perf_counter()
     spec = vocab.spec if vocab is not None else TokenizerSpec()
@@ -180,7 +180,7 @@ def build_corpus(sources: list[tuple[str, Path]], out_dir: Path, *, vocab=None, 
     writers = {s: ShardWriter(out_dir, s, config.shard_tokens, dtype) for s in ("train", "val", "test")}
     kept_pieces = Counter()
     bars_dropped = 0
-    from v2m.stages.controls import assemble_chunks
+    from v2m.stages.tokens.controls import assemble_chunks
 
     for path, meta in metas:
         if meta["error"] or not any(p["name"] in keep for p in meta["pieces"]):
@@ -226,7 +226,7 @@ def _clip_bars(analysis, max_bars: int):
         return analysis
     from dataclasses import replace
 
-    from v2m.stages.controls import split_bars
+    from v2m.stages.tokens.controls import split_bars
 
     bar_id = worker_vocab(json.dumps(_default_spec_json(), sort_keys=True)).bar_id
     bars = split_bars(analysis.base_ids, bar_id)[:max_bars]
@@ -238,7 +238,7 @@ def _clip_bars(analysis, max_bars: int):
 
 
 def _default_spec_json() -> dict:
-    from v2m.stages.tokens import TokenizerSpec, spec_to_json
+    from v2m.stages.tokens.vocab import TokenizerSpec, spec_to_json
 
     return spec_to_json(TokenizerSpec())
 
@@ -247,8 +247,8 @@ def _default_spec_json() -> dict:
 def _calibrate(metas: list, keep: dict[str, str], spec, calibrate_to: Path):
     """Control-class boundaries from the train split's pieces; writes the tokenizer JSON to `calibrate_to`."""
     from v2m import artifacts
-    from v2m.stages.controls import calibrate
-    from v2m.stages.tokens import new_vocab
+    from v2m.stages.tokens.controls import calibrate
+    from v2m.stages.tokens.vocab import new_vocab
 
     train = []
     for path, meta in metas:

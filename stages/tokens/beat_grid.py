@@ -8,7 +8,7 @@ them gives the original timing back. Both read the score in ticks and speak seco
 
 from __future__ import annotations
 
-from v2m.stages.tokens import DEFAULT_TEMPO_BPM, Vocab
+from v2m.stages.tokens.vocab import DEFAULT_TEMPO_BPM, Vocab
 
 
 # ---------------------------------------------------------------- tempo map from a beat grid

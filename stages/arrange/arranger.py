@@ -7,11 +7,11 @@ the accompaniment lands on the video's beats however the tempo drifts. From the 
   `motion_drive` mixes it with a fixed `base_intensity`; median of 3 bars within a phrase, so one-bar
   blips do not flip the pattern) → pattern level 0 (silent) .. 3 (full);
 - per-beat strength (0/1/2) → where the bass re-attacks, the comping hits, the drum accents;
-- `rhythm.cuts` → a drum fill into and a crash on each cut (stages/grooves.py);
+- `rhythm.cuts` → a drum fill into and a crash on each cut (stages/arrange/grooves.py);
 - dynamics: velocities follow the motion (bars' motion and the smoothed video envelope), with a fade
   over the last `fade_seconds`.
 
-Chords come from the generated notes (stages/harmony.py: Krumhansl–Schmuckler key, template
+Chords come from the generated notes (stages/arrange/harmony.py: Krumhansl–Schmuckler key, template
 matching with a diatonic prior, Viterbi smoothing), one per bar or half-bar. The input Score may
 be tick- or second-based; the result has the same time unit, tpq and tempo map. All pitched notes
 of the input become the melody track; drum tracks in the input are not kept (the style's kit plays).
@@ -26,9 +26,9 @@ import numpy as np
 
 from v2m.errors import V2MError
 
-from . import grooves
-from .harmony import Chord, Key, dominant_for_leading_tone, estimate_chords, find_key, notes_array, segment_bounds
-from .styles import Style, load_style, resolved_settings
+from v2m.stages.arrange import grooves
+from v2m.stages.arrange.harmony import Chord, Key, dominant_for_leading_tone, estimate_chords, find_key, notes_array, segment_bounds
+from v2m.stages.arrange.styles import Style, load_style, resolved_settings
 
 ROLES = ("melody", "harmony", "bass", "drums")
 FADE_FLOOR = 0.2  # velocity factor reached at the very end of the fade

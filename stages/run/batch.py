@@ -1,5 +1,5 @@
 """A batch of videos for `run`, in this process or in N worker processes; each video goes through
-stages/run.py's `process` (resume, error isolation) with one model load per process.
+stages/run/pipeline.py's `process` (resume, error isolation) with one model load per process.
 
 Workers are spawned (never forked: the parent may hold OpenMP threads), each builds its Engine once in the pool's
 initializer and reports each video's progress through a queue; the CPU threads are split between them. A worker
@@ -9,11 +9,49 @@ gets SIGKILL when the batch process dies, so `kill -9` of the batch leaves no or
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Callable
 
-from .run import Engine, RunConfig, Status, VideoJob, VideoResult, process
+from v2m.errors import V2MError
+from v2m.media import VIDEO_SUFFIXES, media_files
+from v2m.models.loading import resolve_device
+from v2m.stages.arrange.styles import load_style
+from v2m.stages.generate.session import model_identity
+from v2m.stages.run.pipeline import (Engine, RunConfig, Status, VideoJob, VideoResult, fingerprint, plan,
+                                     process)
 
-_WORKER: dict = {}  # the worker process's Engine and status queue, set once by the pool initializer
+# The one piece of module state: a worker process's Engine and status queue, set once by the pool's initializer
+# (per process by design: a spawned worker has no other way to keep its model between videos).
+_WORKER: dict = {}
+
+
+def run_config(*, jobs: int = 1, arrange: str = "auto", device: str = "auto", **settings) -> RunConfig:
+    """A RunConfig from command-line values, checked: --jobs/--candidates ≥ 1, --arrange auto|none, the device."""
+    if jobs < 1 or settings.get("candidates", 1) < 1:
+        raise V2MError("--jobs and --candidates must be ≥ 1")
+    if arrange not in ("auto", "none"):
+        raise V2MError(f"--arrange {arrange!r}: expected 'auto' or 'none'")
+    return RunConfig(arrange=arrange == "auto", device=resolve_device(device), **settings)
+
+
+def prepare(source: Path, output: Path, config: RunConfig) -> tuple[list[VideoJob], dict]:
+    """The videos of `source` (a file, or a folder searched recursively) as jobs writing under `output`, and the
+    settings a finished video is checked against. What would fail every video fails here, once: a missing or
+    wrong model, an unknown style, no videos, an output that is not a folder."""
+    model_sha256 = model_identity(config.model)["sha256"]
+    if config.style is not None:
+        load_style(config.style)
+    if source.is_dir():
+        videos, root = media_files(source, VIDEO_SUFFIXES), source
+        if not videos:
+            raise V2MError(f"{source}: no video files found", f"videos end in {', '.join(sorted(VIDEO_SUFFIXES))}")
+    elif source.is_file():
+        videos, root = [source], None
+    else:
+        raise V2MError(f"{source}: no such file or folder")
+    if output.exists() and not output.is_dir():
+        raise V2MError(f"{output}: exists and is not a folder", "pass -o a folder path")
+    return plan(videos, root, output), fingerprint(config, model_sha256)
 
 
 def _die_with_parent() -> None:
@@ -29,7 +67,7 @@ def _die_with_parent() -> None:
 
 def _worker_init(config: RunConfig, queue, threads: int) -> None:
     _die_with_parent()
-    import torch
+    import torch  # the spawned worker's own thread budget (torch is loaded by then: the stages import it)
 
     torch.set_num_threads(threads)
     _WORKER["engine"] = Engine(config)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from v2m import log
-from v2m.stages.corpus_read import SkipFile, read_scores
+from v2m.stages.tokens.corpus_read import SkipFile, read_scores
 
 ANALYSE_VERSION = 2  # bump when the per-file analysis changes, so old .work files are redone
 
@@ -47,7 +47,7 @@ def analyse_file(task: tuple[str, str, str, dict, int, int, int]) -> dict:
     try:
         scores, skipped = read_scores(Path(path_str))
         for name, score in scores:
-            from v2m.stages.controls import analyse_score
+            from v2m.stages.tokens.controls import analyse_score
 
             try:
                 analysis = analyse_score(score, vocab)
@@ -80,7 +80,7 @@ _VOCAB_CACHE: dict = {}
 
 def worker_vocab(spec_key: str):
     """The MidiTok-only tokenizer for a spec (as sorted JSON), built once per process."""
-    from v2m.stages.tokens import new_vocab, spec_from_json
+    from v2m.stages.tokens.vocab import new_vocab, spec_from_json
 
     if spec_key not in _VOCAB_CACHE:
         # the analysis only needs MidiTok's part; class boundaries are applied in pass 2
@@ -120,7 +120,7 @@ def load_work(path: Path) -> tuple[dict, list]:
     """A .work file → (its metadata, [PieceAnalysis])."""
     from safetensors import safe_open
 
-    from v2m.stages.controls import PieceAnalysis
+    from v2m.stages.tokens.controls import PieceAnalysis
 
     with safe_open(str(path), framework="numpy") as f:
         meta = json.loads(f.metadata()["v2m.work"])

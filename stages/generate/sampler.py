@@ -24,13 +24,21 @@ aligned even though each sample reaches its bar lines at different steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
+import symusic
+import torch
+
+from v2m.artifacts import sniff
 from v2m.errors import V2MError
+from v2m.models.engines.decoder import DecoderPool, decoder_for
+from v2m.models.sampling import Sampling
+from v2m.stages.arrange.arranger import arrangement_settings
+from v2m.stages.evaluate.beat_metrics import beat_f_measure
+from v2m.stages.evaluate.report import music_from_score
+from v2m.stages.generate.plan import Plan, build_plan, extend_grid, free_mask, theme_bars
+from v2m.stages.tokens.convert import decode_ids, encode_score
 
 DEFAULT_STYLE = "pop"  # the arranger's style when none is given
-# MIDI pitch ranges a register allows (inclusive); wide enough for a melody and its accompaniment
-REGISTER_PITCHES = {"low": (28, 72), "mid": (40, 84), "high": (52, 96)}
 
 
 @dataclass(frozen=True)
@@ -59,167 +67,16 @@ class GenerateConfig:
             raise ValueError("window must be ≥ 0")
 
 
-# ---------------------------------------------------------------- the model
-
-def model_path(path: str | Path | None) -> Path:
-    """The checkpoint to load: `path`, or presets/default.safetensors for None; one clear line if it is missing."""
-    from v2m.config import presets_dir
-
-    if path is None:
-        default = presets_dir() / "default.safetensors"
-        if not default.is_file():
-            raise V2MError("no model given and presets/default.safetensors does not exist",
-                           "pass --model CHECKPOINT.safetensors (make one with: v2m train CORPUS -o model.safetensors)")
-        return default
-    if not Path(path).is_file():
-        raise V2MError(f"{path}: no such checkpoint")
-    return Path(path)
-
-
-def open_model(path: str | Path | None, backend: str | None = None, kernel: str = "auto", device: str = "cpu"):
-    """Load a checkpoint (None = the default preset) and its vocabulary: returns (LoadedModel, Vocab)."""
-    import v2m.quant  # noqa: F401 — registers the loader of quantized checkpoints
-    from v2m.models.loading import load_model
-    from v2m.stages.tokens import load_tokenizer
-
-    path = model_path(path)
-    if kernel != "auto":  # a misspelt name is an error even for a float model, which runs no kernel
-        from v2m.quant.kernels import KERNELS
-
-        KERNELS.get(kernel)
-    loaded = load_model(path, device=device, kernel=kernel)
-    if backend is not None and loaded.backend != backend:
-        raise V2MError(f"{path}: a '{loaded.backend}' checkpoint, but --backend {backend} was asked for",
-                       f"pass --backend {loaded.backend} or another checkpoint")
-    return loaded, load_tokenizer(loaded.meta["tokenizer"])
-
-
-# ---------------------------------------------------------------- what is forced
-
-@dataclass(frozen=True)
-class Plan:
-    """The forced parts of a piece: `head` (BOS + global controls), then per bar its opening tokens
-    (`Bar` + the bar's controls, and for --prime bars the theme's notes too). The head and the
-    first `theme_bars` bars stay pinned in every sliding window."""
-
-    head: tuple[int, ...]
-    bars: tuple[tuple[int, ...], ...]
-    theme_bars: int = 0
-
-
-def extend_grid(controls: dict, bars: int) -> dict:
-    """Controls with exactly `bars` bars: truncated, or extended by repeating the bar controls cyclically on
-    a beat grid continued at the median beat interval (seconds). Beat times end at the last bar's end."""
-    have = controls["bars"]
-    if not have:
-        raise V2MError("the controls have no bars (the video is shorter than one bar)",
-                       "use a longer clip, or pass --bars N to generate N bars anyway")
-    meter = int(controls["meter"])
-    beat_times = list(controls["beat_times"])
-    downbeats = list(controls["downbeats"])
-    if len(beat_times) >= 2:
-        import statistics
-
-        step = statistics.median(b - a for a, b in zip(beat_times, beat_times[1:]))
-    else:
-        step = 60.0 / float(controls["tempo_bpm"])
-    # the grid must reach one bar past the last downbeat so the last bar has an end
-    while len(downbeats) < bars + 1:
-        last = downbeats[-1]
-        following = [t for t in beat_times if t > last + 1e-6]
-        if len(following) < meter:
-            last_beat = beat_times[-1]
-            beat_times.extend([round(last_beat + step * k, 3) for k in range(1, meter + 1)])
-            continue
-        downbeats.append(following[meter - 1])
-    end = downbeats[bars]
-    out = dict(controls)
-    out["bars"] = [dict(have[i % len(have)], start=downbeats[i]) for i in range(bars)]
-    out["downbeats"] = downbeats[:bars]
-    out["beat_times"] = [t for t in beat_times if t <= end + 1e-6]
-    out["duration"] = max(float(controls.get("duration", 0.0)), end)
-    return out
-
-
-def build_plan(controls: dict, vocab, theme: list[list[int]] | None = None) -> Plan:
-    """Forced tokens for every bar of `controls`; `theme` (a prime's bars, each its note tokens without
-    `Bar` or controls) opens the piece: bar i < len(theme) is forced whole, under the video's controls."""
-    from v2m.stages import controls as ctl
-
-    head = (vocab.bos, *ctl.global_control_ids(controls, vocab))
-    meter = time_signature_ids(vocab).get(int(controls["meter"]))
-    bars = []
-    for i, bar in enumerate(controls["bars"]):
-        # the video's meter is forced too: a bar of the music always has as many beats as the video's bar
-        opening = (vocab.bar_id, *ctl.bar_control_ids(bar, controls, vocab), *([meter] if meter is not None else []))
-        if theme and i < len(theme):
-            opening = opening + tuple(theme[i])
-        bars.append(opening)
-    return Plan(head=head, bars=tuple(bars), theme_bars=min(len(theme or ()), len(bars)))
-
-
-def time_signature_ids(vocab) -> dict[int, int]:
-    """Beats per bar → the id of the TimeSig token of that many quarter-note beats (MidiTok REMI's `TimeSig_4/4`)."""
-    ids = {}
-    for token, name in enumerate(vocab.token_names()):
-        if name.startswith("TimeSig_") and name.endswith("/4"):
-            ids[int(name[len("TimeSig_"):-2])] = token
-    return ids
-
-
-def theme_bars(prime_ids: list[int], vocab) -> list[list[int]]:
-    """A prime's bars as lists of note tokens: split at `Bar`; controls, time signatures and specials dropped."""
-    special = {vocab.bos, vocab.eos, vocab.pad, *time_signature_ids(vocab).values()}
-    bars: list[list[int]] = []
-    for token in prime_ids:
-        if token == vocab.bar_id:
-            bars.append([])
-        elif bars and token not in special and not vocab.is_control(token):
-            bars[-1].append(token)
-    return bars if any(bars) else []  # empty bars inside a theme are rests, kept
-
-
-# ---------------------------------------------------------------- logit masks
-
-def free_mask(vocab, register: str | None):
-    """Bool [V], True where a token may NOT be sampled between bar lines: specials other than EOS, every
-    control token (controls come only from the video), time signatures (the video's meter is forced after
-    each `Bar`), drum pitches (the line is pitched; `arrange` adds the drums), pitches outside the register."""
-    import torch
-
-    names = vocab.token_names()
-    banned = torch.zeros(len(names), dtype=torch.bool)
-    banned[[vocab.bos, vocab.pad]] = True
-    low, high = REGISTER_PITCHES.get(register or "", (0, 127))
-    for token, name in enumerate(names):
-        if vocab.is_control(token) or name.startswith(("TimeSig_", "PitchDrum_")):
-            banned[token] = True
-        elif name.startswith("Pitch_"):
-            pitch = _number(name)
-            banned[token] = pitch is not None and not low <= pitch <= high
-    return banned
-
-
-def _number(name: str) -> int | None:
-    tail = name.rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else None
-
-
 # ---------------------------------------------------------------- the decoding loop
 
 def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: int, banned=None,
-                  compile: bool = False, decoders=None) -> list[list[int]]:
+                  compile: bool = False, decoders: DecoderPool | None = None) -> list[list[int]]:
     """Decode `config.num_samples` pieces following `plan`; each is BOS..EOS with every bar's opening forced.
 
     `window` is the KV cache length in tokens; `banned` a bool [V] mask of tokens never sampled. Uses the
     models' static-cache Decoder (compiled with CUDA graphs when `compile`). Deterministic for a given seed:
     one torch.Generator drives every draw.
     """
-    import torch
-
-    from v2m.models.engines.decoder import decoder_for
-    from v2m.models.sampling import Sampling
-
     n, n_bars = config.num_samples, len(plan.bars)
     pinned = list(plan.head) + [t for bar in plan.bars[:plan.theme_bars] for t in bar]
     if len(pinned) > window // 2:
@@ -282,7 +139,7 @@ def _until_eos(piece: list[int], eos: int) -> list[int]:
 # ---------------------------------------------------------------- the stage
 
 def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids: list[int] | None = None,
-             rerank: bool = False, compile: bool = False, decoders=None) -> dict:
+             rerank: bool = False, compile: bool = False, decoders: DecoderPool | None = None) -> dict:
     """Controls data (a v2m.controls payload) → a v2m.tokens payload.
 
     `model` is an nn.Module with new_cache/forward_cached (LoadedModel.model). With `rerank`, the
@@ -324,10 +181,6 @@ def context_window(model) -> int:
 def rhythm_score(ids: list[int], vocab, controls: dict) -> float:
     """Onset F-measure (±70 ms) of the decoded music's onsets against the video's beats, exactly as `evaluate`'s
     `onset_f1` (onsets merged within 30 ms); 0 for a candidate without notes."""
-    from v2m.stages.evaluate import music_from_score
-    from v2m.stages.metrics_rhythm import beat_f_measure
-    from v2m.stages.tokens import decode_ids
-
     score = decode_ids(ids, vocab, beat_times=controls["beat_times"], downbeats=controls["downbeats"])
     try:
         onsets = music_from_score(score).onsets
@@ -338,14 +191,9 @@ def rhythm_score(ids: list[int], vocab, controls: dict) -> float:
 
 def prime_ids_from_midi(data: bytes, vocab, name: str) -> list[int]:
     """A --prime MIDI file's token ids (controls computed from the music, as in training)."""
-    from v2m.artifacts import sniff
-    from v2m.stages.tokens import encode_score
-
     if sniff(data[:64]) != "midi":
         raise V2MError(f"{name}: --prime expects a MIDI file",
                        "pass a .mid file (v2m decode TOKENS -o theme.mid makes one)")
-    import symusic
-
     try:
         score = symusic.Score.from_midi(data)
     except Exception as e:  # symusic raises plain RuntimeErrors on corrupt files
@@ -355,9 +203,7 @@ def prime_ids_from_midi(data: bytes, vocab, name: str) -> list[int]:
 
 def arrangement_record(style: str | None, arrange: bool, seed: int) -> dict | None:
     """What a tokens artifact records for `decode`/`run` about the arrangement: the style's name, resolved
-    settings and seed (stages/arrange.py), or None for the generated line alone (--arrange none)."""
+    settings and seed (arrange/arranger.py), or None for the generated line alone (--arrange none)."""
     if not arrange:
         return None
-    from v2m.stages.arrange import arrangement_settings
-
     return arrangement_settings(style or DEFAULT_STYLE, seed=seed)

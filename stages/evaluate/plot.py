@@ -14,8 +14,8 @@ import numpy as np
 
 from v2m.artifacts import atomic_path
 
-from .evaluate import Music, Reference
-from .metrics_rhythm import F_WINDOW
+from v2m.stages.evaluate.report import Music, Reference
+from v2m.stages.evaluate.beat_metrics import F_WINDOW
 
 
 def plot_rhythm(path: str | Path, reference: Reference, music: Music, metrics: dict | None = None,

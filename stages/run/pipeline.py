@@ -14,7 +14,7 @@ and passed to every stage and every video the process handles. With --jobs N eac
 Engine in the pool's initializer and keeps it for all the videos it is given; the main process loads no model.
 
 Failures are isolated per video: one bad file is recorded with its one-line reason and the others go on.
-A batch of videos, in this process or in worker processes, is stages/run_batch.py.
+A batch of videos, in this process or in worker processes, is stages/run/batch.py.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ from typing import Callable
 from v2m import artifacts
 from v2m.config import to_dict
 from v2m.errors import V2MError
+from v2m.stages.decode import render as decode
+from v2m.stages.evaluate import report as evaluate
+from v2m.stages.generate.sampler import GenerateConfig, arrangement_record, generate
+from v2m.stages.generate.session import Session, open_model
+from v2m.stages.rhythm.extract import extract_rhythm
+from v2m.stages.tokens.video_controls import controls_from_rhythm
 
 MARKER_VERSION = 1
 OUTPUTS = ("rhythm.json", "controls.json", "tokens.json", "mid", "wav", "mp4", "report.json")
@@ -63,8 +69,6 @@ class RunConfig:
 
     def sampling(self):
         """The generate stage's GenerateConfig (kept flat here: they are the resume marker's recorded settings)."""
-        from v2m.stages.generate import GenerateConfig
-
         try:
             return GenerateConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, seed=self.seed,
                                   num_samples=self.candidates)
@@ -186,20 +190,22 @@ def read_marker(job: VideoJob) -> dict:
 # ---------------------------------------------------------------- one process's shared resources
 
 class Engine:
-    """The model and its vocabulary, loaded once per process (on first use) and reused across stages and videos."""
+    """The model session (model, vocabulary, decoders), opened once per process on first use and reused across
+    stages and videos; `recorded` is the config artifacts record, with the kernels that actually run."""
 
     def __init__(self, config: RunConfig):
         self.config = config
-        self._loaded = None
+        self._session: Session | None = None
 
     @property
-    def loaded(self):
-        if self._loaded is None:
-            from v2m.stages.generate import open_model
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = open_model(self.config.model, backend=self.config.backend, kernel=self.config.kernel,
+                                       device=self.config.device)
+        return self._session
 
-            self._loaded = open_model(self.config.model, backend=self.config.backend,
-                                      kernel=self.config.kernel, device=self.config.device)
-        return self._loaded
+    def recorded(self) -> dict:
+        return {**to_dict(self.config), "kernel": self.session.kernels()}
 
 
 # ---------------------------------------------------------------- one video
@@ -241,33 +247,30 @@ class _Stage:
 
 def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | None = None) -> VideoResult:
     """Make every output of one video, then its marker. Raises V2MError on a bad input."""
-    from v2m.stages import decode
-    from v2m.stages.generate import arrangement_record, generate
-    from v2m.stages.rhythm import extract_rhythm
-    from v2m.stages.video_controls import controls_from_rhythm
-
     config = engine.config
     timer = _Timer(job.key, status or (lambda key, what: None))
     source = artifacts.source_of(job.source)
-    created = dict(config=to_dict(config), seed=config.seed, source=source)
+    session = engine.session
+    recorded = engine.recorded()
 
-    def save(suffix: str, fmt: str, data: dict, stage: str) -> None:
-        artifact = artifacts.make_artifact(fmt, data, stage=stage, **created)
+    def save(suffix: str, fmt: str, data: dict, stage: str, **more) -> None:
+        artifact = artifacts.make_artifact(fmt, data, stage=stage, config={**recorded, **more}, seed=config.seed,
+                                           source=source)
         artifacts.write_artifact(artifact, job.output(suffix), force=True)  # atomic: temp file + rename
 
     with timer("rhythm"):
         rhythm_artifact = extract_rhythm(str(job.source))
         rhythm = rhythm_artifact["data"]
         artifacts.write_artifact(rhythm_artifact, job.output("rhythm.json"), force=True)
-    loaded, vocab = engine.loaded
+    loaded, vocab = session.loaded, session.vocab
     with timer("controls"):
         controls = controls_from_rhythm(rhythm, vocab)
         save("controls.json", "v2m.controls", controls, "encode-tokens")
     with timer("generate"):
         tokens = generate(loaded.model, vocab, controls, config.sampling(), rerank=config.candidates > 1,
-                          compile=config.device.startswith("cuda"))
+                          compile=config.device.startswith("cuda"), decoders=session.decoders)
         tokens["arrange"] = arrangement_record(config.style, config.arrange, config.seed)
-        save("tokens.json", "v2m.tokens", tokens, "generate")
+        save("tokens.json", "v2m.tokens", tokens, "generate", engine=session.engine())
     with timer("decode"):
         # the recorded settings, not the style's name: exactly what the tokens artifact says, custom styles included
         score, melody = decode.music_score(tokens, vocab)
@@ -289,8 +292,6 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
 
 def _evaluate(job: VideoJob, rhythm: dict, controls: dict, score, melody, timer: _Timer) -> dict:
     """The run's report: the heard mix and the melody line against the video's beats."""
-    from v2m.stages import evaluate
-
     with timer("evaluate"):
         reference = evaluate.reference_from_rhythm(rhythm)
         # beat_f1 judges the beats heard in the render: the tempo map sits on the video's beats by construction

@@ -196,7 +196,7 @@ def beats_tempo(beats) -> float:
 # ---------------------------------------------------------------- audio onsets
 
 def onset_envelope(samples: np.ndarray, sample_rate: int, hop_length: int = 256) -> np.ndarray | None:
-    """The onset-strength envelope (spectral flux; stages/audio_rhythm.py, librosa's algorithm) of audio,
+    """The onset-strength envelope (spectral flux; stages/rhythm/audio.py, librosa's algorithm) of audio,
     mono-mixed; None for silence.
 
     A hop of 256 samples (11.6 ms at 22.05 kHz) and a 1024-sample window (46 ms) keep detections
@@ -206,7 +206,7 @@ def onset_envelope(samples: np.ndarray, sample_rate: int, hop_length: int = 256)
     beats lie later too (click tracks exactly on the beat: +19 ms vs +10 ms; FluidSynth's GM piano +30 ms
     vs +21 ms), and late beats fall out of the ±70 ms F-measure window sooner.
     """
-    from .audio_rhythm import onset_strength
+    from v2m.stages.rhythm.audio import onset_strength
 
     y = np.asarray(samples, dtype=np.float32)
     if y.ndim > 1:  # channels first, as librosa.to_mono
@@ -219,15 +219,15 @@ def onset_envelope(samples: np.ndarray, sample_rate: int, hop_length: int = 256)
 def onsets_from_envelope(envelope: np.ndarray, sample_rate: int, hop_length: int = 256) -> np.ndarray:
     """Onset times (s) picked on an `onset_envelope` (librosa's peak picking). We do not backtrack to the
     preceding energy minimum: on decaying tones that lands up to 30 ms early."""
-    from .audio_rhythm import pick_onsets
+    from v2m.stages.rhythm.audio import pick_onsets
 
     return pick_onsets(envelope, sample_rate, hop_length) * hop_length / sample_rate
 
 
 def beats_from_envelope(envelope: np.ndarray, sample_rate: int, hop_length: int = 256) -> tuple[float, np.ndarray]:
     """(tempo BPM, beat times s) tracked on an `onset_envelope` by Ellis's dynamic-programming beat tracker
-    (stages/audio_rhythm.py: librosa.beat.beat_track's algorithm and defaults)."""
-    from .audio_rhythm import track_beats
+    (stages/rhythm/audio.py: librosa.beat.beat_track's algorithm and defaults)."""
+    from v2m.stages.rhythm.audio import track_beats
 
     tempo, frames = track_beats(envelope, sample_rate, hop_length)
     return tempo, frames * hop_length / sample_rate
