@@ -415,8 +415,8 @@ def video_cut_rows(seed: int, chorales: list) -> tuple[list[list], str]:
 
     from v2m.samples import SampleSpec, write_video
     from v2m.stages.rhythm.extract import RhythmConfig, rhythm_from_frames
-    from v2m.stages.tokens.video_controls import controls_from_rhythm
     from v2m.stages.rhythm.stream import analysis_size, probe, stream_frames
+    from v2m.stages.tokens.video_controls import controls_from_rhythm
 
     vocab, note = bench_vocab(chorales)
     specs = [SampleSpec(bpm=bpm, duration=24.0, width=320, height=180, seed=seed + i, motion=motion, cuts=4, audio=False)

@@ -41,12 +41,12 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tokens_roundtrip import sample_pieces
 
-    from v2m.stages.tokens.beat_grid import beat_grid_seconds
-    from v2m.stages.tokens.controls import analyse_score, bar_controls
     from v2m.stages.decode.render import render_wav
     from v2m.stages.rhythm.extract import rhythm_from_audio
-    from v2m.stages.tokens.vocab import load_tokenizer, merge_tracks
+    from v2m.stages.tokens.beat_grid import beat_grid_seconds
+    from v2m.stages.tokens.controls import analyse_score, bar_controls
     from v2m.stages.tokens.video_controls import controls_from_rhythm
+    from v2m.stages.tokens.vocab import load_tokenizer, merge_tracks
 
     vocab = load_tokenizer(args.tokenizer)
     n = vocab.stats["n_density"]

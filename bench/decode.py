@@ -155,8 +155,8 @@ def generate_rows(args, model, device, plain) -> list[tuple]:
 def load(args, device):
     import dataclasses
 
-    from v2m.models.loading import load_model
     from v2m.models.config import load_model_preset
+    from v2m.models.loading import load_model
     from v2m.models.registry import build_model
 
     path = Path(args.model) if args.model else ROOT / "presets" / "default.safetensors"
@@ -279,8 +279,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from v2m.models.engines.decoder import Decoder
-    from v2m.models.sampling import Sampling
     from v2m.models.engines.loop import generate
+    from v2m.models.sampling import Sampling
 
     global SAMPLED
     SAMPLED = Sampling(1.0, 0, 0.95)

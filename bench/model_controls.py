@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import torch
+
 from v2m.stages.tokens.convert import decode_ids
 
 

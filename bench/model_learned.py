@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from v2m.models.baselines import bigram_nll, model_nll, swap_controls, unigram_nll
-from v2m.models.loading import load_model
 from v2m.models.data import read_corpus
+from v2m.models.loading import load_model
 
 
 def control_kinds(tokenizer: dict, vocab_size: int) -> tuple[np.ndarray, list[str]]:

@@ -98,10 +98,10 @@ def speed_ratio(quant, base, batch, args, vocab) -> float:
 
 def quantize_row(loaded, row: str, args, calib, folder: str):
     """Quantize a copy of the float model per `row`, save, load back → (LoadedModel, stored bytes)."""
-    from v2m.models.loading import load_model
-    from v2m.quant.storage import save_quantized
     from v2m.checkpoint import stored_bytes
+    from v2m.models.loading import load_model
     from v2m.quant.pipeline import QuantizeConfig, quantize_model
+    from v2m.quant.storage import save_quantized
 
     scheme, method = row.split("/")
     group = args.group if scheme in ("w4", "w3", "w2") else None
@@ -118,11 +118,11 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    from v2m.models.loading import load_model
     from v2m.models.data import read_corpus
-    from v2m.stages.quantize import CalibrationSource, calibration_windows
+    from v2m.models.loading import load_model
     from v2m.quant.linear import quant_linears
     from v2m.stages.evaluate.model_metrics import ModelEvalConfig, nll_and_kl
+    from v2m.stages.quantize import CalibrationSource, calibration_windows
 
     torch.set_num_threads(args.threads)
     rows = args.rows.split(",") if args.rows else (CPU_ROWS if args.device == "cpu" else GPU_ROWS)
@@ -181,8 +181,8 @@ def main() -> None:
                 if speed_loaded is not None:
                     sq = copy.deepcopy(speed_loaded)
                     sq.model = copy.deepcopy(speed_loaded.model)
-                    from v2m.quant.pipeline import QuantizeConfig, quantize_model
                     from v2m.quant.linear import set_kernels
+                    from v2m.quant.pipeline import QuantizeConfig, quantize_model
 
                     scheme, method = row.split("/")
                     widths = (speed_loaded.config.d_model, speed_loaded.config.d_ff)

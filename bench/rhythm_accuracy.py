@@ -23,8 +23,8 @@ the two every-other-beat grids, meter 2), so "tempo≤4%" counts duple readings 
 from __future__ import annotations
 
 import argparse
-import platform
 import os
+import platform
 import statistics
 import sys
 import tempfile

@@ -35,7 +35,7 @@ def make_clip(path: Path, duration: float, width: int, height: int, seed: int = 
 def stage_table(args) -> None:
     import torch
 
-    from v2m.stages.run import pipeline as run
+    from v2m.stages.run import video as run
 
     clip = args.work / "clip30_720p.mp4"
     make_clip(clip, 30.0, 1280, 720)

@@ -60,8 +60,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=128)
     args = parser.parse_args()
 
-    from v2m.models.loading import load_model
     from v2m.models.engines.native import NativeStep, step_library
+    from v2m.models.loading import load_model
     from v2m.quant import vnni
     from v2m.quant.linear import set_kernels
     from v2m.quant.pipeline import QuantizeConfig, quantize_model

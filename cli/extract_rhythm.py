@@ -40,8 +40,8 @@ import typer
 
 from v2m import artifacts, log
 from v2m.cli.common import Force, for_each_file
-from v2m.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, media_files
 from v2m.errors import V2MError
+from v2m.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, media_files
 
 
 def parse_tempo_range(text: str) -> tuple[float, float]:

@@ -22,11 +22,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from v2m.artifacts import atomic_write_bytes, check_output
+from v2m.checkpoint import STATE_PREFIXES, load_tensors, read_meta
 from v2m.errors import V2MError
+from v2m.models.loading import resolve_device, save_model
 
-from v2m.checkpoint import STATE_PREFIXES
 from .config import TrainConfig, load_model_preset, model_config_from_dict
 from .data import eval_starts, gather_windows, read_corpus, window_starts
+from .registry import build_model
 from .train_state import State, model_card, optimizer_state_tensors, restore_optimizer, rng_tensors, say, side_paths
 
 # peak dense bf16 tensor FLOP/s by device name, for model FLOPs utilisation (MFU)
@@ -64,8 +67,6 @@ def pick_device(name: str, local_rank: int):
     machine by checkpoint.resolve_device; a distributed rank takes its own GPU."""
     import torch
 
-    from v2m.models.loading import resolve_device
-
     return torch.device("cpu") if resolve_device(name) == "cpu" else torch.device("cuda", local_rank)
 
 
@@ -102,15 +103,9 @@ def train(opts: RunOptions) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from v2m.checkpoint import load_tensors, read_meta
-    from v2m.models.loading import save_model
-    from .registry import build_model
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     paths = side_paths(opts.output, opts.checkpoint)
-    from v2m.artifacts import check_output
-
     check_output(opts.output, opts.force)
     if opts.save_dtype not in ("float32", "bfloat16", "float16"):
         raise V2MError(f"unknown --save-dtype '{opts.save_dtype}'", "use float32, bfloat16 or float16")
@@ -341,8 +336,6 @@ def train(opts: RunOptions) -> dict:
         result = {**summary(), "test_nll": test_nll}
         save_model(opts.output, model, model_cfg, corpus.tokenizer, corpus.tokenizer_hash, result, force=True,
                    dtype=opts.save_dtype)
-        from v2m.artifacts import atomic_write_bytes
-
         atomic_write_bytes(paths["log"], (json.dumps({"summary": result, "config": dataclasses.asdict(cfg),
                                                       "model": dataclasses.asdict(model_cfg), "history": state.history},
                                                      indent=1) + "\n").encode())

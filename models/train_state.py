@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from v2m import log
+
 from .config import TrainConfig
 
 
@@ -19,8 +21,6 @@ def say(message: str) -> None:
     if int(os.environ.get("RANK", "0")) != 0 or os.environ.get("V2M_QUIET", "") not in ("", "0"):
         return
     try:
-        from v2m import log
-
         log.info(message)
     except ImportError:
         print(message, file=sys.stderr, flush=True)

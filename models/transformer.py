@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kv_cache import KVCache
 from .config import ModelConfig
+from .kv_cache import KVCache
 from .registry import BACKENDS
 
 

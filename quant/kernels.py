@@ -24,7 +24,9 @@ from v2m import log
 from v2m.errors import V2MError
 from v2m.registry import Registry
 
-from .formats import FP8_MAX, Scheme
+from . import vnni
+from .formats import FP8_MAX, Scheme, unpack
+from .vnni import BLOCK_K, BLOCK_N, Packed
 
 KERNELS = Registry("kernel")
 
@@ -188,21 +190,15 @@ class CpuVnni(Kernel):
                    "first use with the system C compiler (quant/vnni.py; CPU, W8A8; equals int-mm exactly)")
 
     def unavailable(self, device):
-        from . import vnni
-
         return "is a CPU kernel" if device.type != "cpu" else vnni.unavailable()
 
     def unsupported(self, scheme, shape):
-        from .vnni import BLOCK_K, BLOCK_N
-
         n, k = shape
         if n % BLOCK_N or k % BLOCK_K:
             return f"needs out % {BLOCK_N} == 0 and in % {BLOCK_K} == 0, not {shape}"
         return _needs_w8a8(scheme)
 
     def prepare(self, layer):
-        from .vnni import Packed
-
         weight, scale = _int8_weight(layer)
         return Packed(weight, scale, layer.bias)
 
@@ -304,8 +300,6 @@ class CudaInt4(Kernel):
         return None if n % 8 == 0 and k % 32 == 0 else f"needs out % 8 == 0 and in % 32 == 0, not {shape}"
 
     def prepare(self, layer):
-        from .formats import unpack
-
         k = layer.in_features
         codes = unpack(layer.packed, 4, k).to(torch.int32)
         inner_k_tiles = next(t for t in (8, 4, 2) if k % (16 * t) == 0)

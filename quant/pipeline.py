@@ -23,6 +23,9 @@ from .calibrate import Calibration, collect
 from .formats import SCHEMES, Scheme, check_fits, make_scheme, quantize_tensor
 from .gptq import GPTQConfig, gptq_quantize
 from .linear import QuantLinear, quant_linears, replace_module
+from .mixed import mixed_precision
+from .rotate import rotate_model
+from .smoothquant import smooth_model
 
 METHODS = ("rtn", "gptq", "smoothquant", "rotate", "mixed")  # as listed in errors
 FORMAT_VERSION = 1
@@ -82,15 +85,11 @@ def quantize_model(model: nn.Module, config: QuantizeConfig, calib: Calibration 
     record: dict = {}
 
     if "rotate" in methods:
-        from .rotate import rotate_model
-
         record["rotate"] = note = rotate_model(model, config.seed)
         log.info(f"rotated the residual stream ({note['residual']}, d={note['dim']}), norms fused")
 
     smooth: dict[str, torch.Tensor] = {}
     if "smoothquant" in methods:
-        from .smoothquant import smooth_model
-
         stats = collect(model, layers, ids, absmax=True)
         smooth = smooth_model(model, stats, list(layers), config.alpha)
         record["smoothquant"] = {"alpha": config.alpha, "unfolded_layers": sorted(smooth)}
@@ -98,8 +97,6 @@ def quantize_model(model: nn.Module, config: QuantizeConfig, calib: Calibration 
 
     schemes = {name: scheme for name in layers}
     if "mixed" in methods:
-        from .mixed import mixed_precision
-
         group = config.group if config.group is not None else SCHEMES["w4"][2]
         for name, layer in layers.items():
             check_fits(make_scheme("w4", group, config.asym), layer.in_features, name)

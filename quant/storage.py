@@ -26,6 +26,7 @@ from v2m.errors import V2MError
 
 from .formats import Scheme
 from .linear import QuantLinear, quant_linears, replace_module, set_kernels
+from .rotate import prepare_rotated_skeleton
 
 STORED_FLOAT = torch.bfloat16
 
@@ -52,8 +53,6 @@ def save_quantized(path: str | Path, model: nn.Module, loaded, quant: dict, forc
 def prepare_skeleton(model: nn.Module, quant: dict) -> nn.Module:
     """The float `model` rearranged into the module layout the quantized checkpoint was saved from."""
     if quant.get("rotate"):
-        from .rotate import prepare_rotated_skeleton
-
         prepare_rotated_skeleton(model)
     return model
 

@@ -25,9 +25,16 @@ from typing import Any, Callable
 import numpy as np
 
 from v2m.errors import V2MError
-
 from v2m.stages.arrange import grooves
-from v2m.stages.arrange.harmony import Chord, Key, dominant_for_leading_tone, estimate_chords, find_key, notes_array, segment_bounds
+from v2m.stages.arrange.harmony import (
+    Chord,
+    Key,
+    dominant_for_leading_tone,
+    estimate_chords,
+    find_key,
+    notes_array,
+    segment_bounds,
+)
 from v2m.stages.arrange.styles import Style, load_style, resolved_settings
 
 ROLES = ("melody", "harmony", "bass", "drums")

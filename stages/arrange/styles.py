@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from v2m.config import from_dict, load_preset, preset_names, to_dict
-
 from v2m.stages.arrange.grooves import FAMILIES
 
 # General MIDI level 1 program names, in program order (0..127).

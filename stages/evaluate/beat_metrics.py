@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from v2m.stages.rhythm.audio import onset_strength, pick_onsets, track_beats
+
 F_WINDOW = 0.070  # s, MIREX beat F-measure tolerance (mir_eval's default)
 BIN_SECONDS = 1.0  # s, D2M-GAN's bin for BCS/BHS
 BA_SIGMA = 0.05  # s, AIST++/FACT: σ = 3 frames at 60 fps
@@ -206,8 +208,6 @@ def onset_envelope(samples: np.ndarray, sample_rate: int, hop_length: int = 256)
     beats lie later too (click tracks exactly on the beat: +19 ms vs +10 ms; FluidSynth's GM piano +30 ms
     vs +21 ms), and late beats fall out of the ±70 ms F-measure window sooner.
     """
-    from v2m.stages.rhythm.audio import onset_strength
-
     y = np.asarray(samples, dtype=np.float32)
     if y.ndim > 1:  # channels first, as librosa.to_mono
         y = y.mean(axis=0)
@@ -219,16 +219,12 @@ def onset_envelope(samples: np.ndarray, sample_rate: int, hop_length: int = 256)
 def onsets_from_envelope(envelope: np.ndarray, sample_rate: int, hop_length: int = 256) -> np.ndarray:
     """Onset times (s) picked on an `onset_envelope` (librosa's peak picking). We do not backtrack to the
     preceding energy minimum: on decaying tones that lands up to 30 ms early."""
-    from v2m.stages.rhythm.audio import pick_onsets
-
     return pick_onsets(envelope, sample_rate, hop_length) * hop_length / sample_rate
 
 
 def beats_from_envelope(envelope: np.ndarray, sample_rate: int, hop_length: int = 256) -> tuple[float, np.ndarray]:
     """(tempo BPM, beat times s) tracked on an `onset_envelope` by Ellis's dynamic-programming beat tracker
     (stages/rhythm/audio.py: librosa.beat.beat_track's algorithm and defaults)."""
-    from v2m.stages.rhythm.audio import track_beats
-
     tempo, frames = track_beats(envelope, sample_rate, hop_length)
     return tempo, frames * hop_length / sample_rate
 

@@ -11,11 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from v2m.artifacts import STDIO, describe, parse_artifact, read_bytes, sniff, sniff_path, source_of
 from v2m.errors import V2MError
 from v2m.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
-
-from v2m.stages.evaluate.report import SAMPLE_RATE, Music, clean, evaluate_pair, music_from_audio, music_from_score, music_statistics, read_audio, reference_from_controls, reference_from_rhythm, summarize, with_heard_beats
-
+from v2m.stages.evaluate.report import (
+    SAMPLE_RATE,
+    Music,
+    clean,
+    evaluate_pair,
+    music_from_audio,
+    music_from_score,
+    music_statistics,
+    read_audio,
+    reference_from_controls,
+    reference_from_rhythm,
+    summarize,
+    with_heard_beats,
+)
+from v2m.stages.tokens.convert import decode_ids
+from v2m.stages.tokens.vocab import check_hash, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -33,8 +47,6 @@ def load_input(path: str | Path, tokenizer=None) -> Input:
 
     "-" reads stdin, so `v2m extract-rhythm clip.mp4 | v2m evaluate - clip.mid` works (artifacts or MIDI).
     """
-    from v2m.artifacts import STDIO, describe, read_bytes, sniff, sniff_path, source_of
-
     p, name = Path(path), str(path)
     if name == STDIO:
         data = read_bytes(STDIO)
@@ -66,8 +78,6 @@ def load_input(path: str | Path, tokenizer=None) -> Input:
 
 def _from_bytes(kind: str, data: bytes, name: str, source: dict, tokenizer) -> Input:
     """An artifact (JSON) or a MIDI file held in memory → Input."""
-    from v2m.artifacts import parse_artifact
-
     if kind == "midi":
         return Input("music", name, music_from_score(read_midi(data, name), "midi", name=name), source)
     obj = parse_artifact(data, name, ("v2m.rhythm", "v2m.controls", "v2m.tokens", "v2m.report", "v2m.corpus"))
@@ -92,9 +102,6 @@ def read_midi(data: bytes, name: str):
 
 def music_from_tokens(data: dict, tokenizer=None, name: str = "tokens") -> Music:
     """A v2m.tokens payload → Music, decoded on its own beat grid with the tokenizer it was made with."""
-    from v2m.stages.tokens.vocab import check_hash, load_tokenizer
-    from v2m.stages.tokens.convert import decode_ids
-
     vocab = load_tokenizer(tokenizer)
     check_hash(data.get("tokenizer_hash"), vocab, name)
     ids = data.get("ids") or []

@@ -14,8 +14,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from v2m.errors import V2MError
+from v2m.models.data import eval_starts, gather_windows
+from v2m.models.engines.decoder import Decoder
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,6 @@ def eval_context(max_len: int, requested: int) -> int:
 
 def _windows(split, context: int, max_tokens: int) -> np.ndarray:
     """Non-overlapping windows of context+1 tokens from the split's start (the windows training validates on)."""
-    from v2m.models.data import eval_starts
-
     if len(split.tokens) < 2:
         raise V2MError(f"the '{split.name}' split is empty", "evaluate on a split that has tokens (--split)")
     context = min(context, len(split.tokens) - 1)
@@ -59,11 +61,6 @@ def nll_and_kl(model, split, config: ModelEvalConfig, max_len: int, reference=No
 
     `max_len` is the model's longest context (tokens); windows are `config.context` long, capped by it.
     """
-    import torch
-    import torch.nn.functional as F
-
-    from v2m.models.data import gather_windows
-
     starts, context = _windows(split, eval_context(max_len, config.context), config.max_tokens)
     tokens = torch.as_tensor(split.tokens, device=config.device)
     total_nll = total_ref = total_kl = 0.0
@@ -89,17 +86,11 @@ def nll_and_kl(model, split, config: ModelEvalConfig, max_len: int, reference=No
 
 def _sync(device: str) -> None:
     if str(device).startswith("cuda"):
-        import torch
-
         torch.cuda.synchronize()
 
 
 def speed(model, split, config: ModelEvalConfig, max_len: int) -> dict:
     """Prefill and greedy decode tokens/s at batch 1 through the static KV cache (the path `generate` uses)."""
-    import torch
-
-    from v2m.models.engines.decoder import Decoder
-
     prefill = max(1, min(config.prefill_tokens, max_len - config.decode_tokens - 1, len(split.tokens)))
     decode = max(1, min(config.decode_tokens, max_len - prefill - 1))
     prompt = torch.as_tensor(split.tokens[:prefill], device=config.device)[None]

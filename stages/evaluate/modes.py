@@ -12,16 +12,11 @@ from pathlib import Path
 from typing import Callable
 
 from v2m import artifacts, log
-from v2m.checkpoint import read_meta
 from v2m.errors import V2MError
-from v2m.models.data import read_corpus
 from v2m.stages.evaluate.gates import apply_gates, parse_gates, raise_if_failed
 from v2m.stages.evaluate.inputs import Input, evaluate_folder, evaluate_inputs, group_folder, load_input
-from v2m.stages.evaluate.model_metrics import ModelEvalConfig, check_tokenizers, model_metrics
 from v2m.stages.evaluate.plot import plot_rhythm
 from v2m.stages.evaluate.report import clean, reference_from_controls
-from v2m.stages.generate.session import check_kernel
-from v2m.models.loading import load_model
 
 
 @dataclass
@@ -53,8 +48,8 @@ def evaluate_request(inputs: list[str], *, model: str | None = None, corpus: str
         if corpus is None:
             raise V2MError("--model needs --corpus: the token corpus to score it on", "e.g. --corpus corpus/ --split test")
         mode = "model"
-        metrics, sources = evaluate_model(model, corpus, split, reference, ModelEvalConfig(context=context, max_tokens=max_tokens, device=device),
-                                          speed, kernel)
+        metrics, sources = evaluate_model(model, corpus, split, reference, max_tokens=max_tokens, context=context,
+                                          speed=speed, device=device, kernel=kernel)
     elif corpus is not None or reference is not None:
         raise V2MError("--corpus and --reference measure a model", "add --model M.safetensors")
     elif not inputs:
@@ -92,9 +87,17 @@ def check_outcome(report: Report) -> None:
     raise_if_failed(results)
 
 
-def evaluate_model(model: str, corpus: str, split: str, reference: str | None, config: ModelEvalConfig,
-                   speed: bool = True, kernel: str = "auto") -> tuple[dict, list]:
+def evaluate_model(model: str, corpus: str, split: str, reference: str | None, *, max_tokens: int = 32768,
+                   context: int = 0, speed: bool = True, device: str = "cpu", kernel: str = "auto") -> tuple[dict, list]:
     """Model mode: NLL/KL/size/speed of `model` on a corpus split (against `reference`), and the sources."""
+    # imported here, not at the top: model mode needs torch (~1.3 s to import), scoring music needs none
+    from v2m.checkpoint import read_meta
+    from v2m.models.data import read_corpus
+    from v2m.models.loading import load_model
+    from v2m.stages.evaluate.model_metrics import ModelEvalConfig, check_tokenizers, model_metrics
+    from v2m.stages.generate.session import check_kernel
+
+    config = ModelEvalConfig(context=context, max_tokens=max_tokens, device=device)
     data = read_corpus(corpus)
     check_tokenizers(read_meta(model), data, "model")  # before the weights are read
     check_kernel(kernel)

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from v2m.artifacts import atomic_path
-
-from v2m.stages.evaluate.report import Music, Reference
 from v2m.stages.evaluate.beat_metrics import F_WINDOW
+from v2m.stages.evaluate.report import Music, Reference
 
 
 def plot_rhythm(path: str | Path, reference: Reference, music: Music, metrics: dict | None = None,

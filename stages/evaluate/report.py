@@ -24,8 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from v2m.errors import V2MError
-
 from v2m.stages.evaluate import beat_metrics as mr
+from v2m.stages.evaluate.music_metrics import music_statistics as stats
+from v2m.stages.rhythm import stream as video_stream
+from v2m.stages.rhythm.audio import decimate
+from v2m.stages.tokens.controls import controls_from_score
+from v2m.stages.tokens.vocab import load_tokenizer
 
 # name → direction: +1 higher is better, -1 lower is better, 0 neither (a description, not a grade).
 METRICS: dict[str, int] = {
@@ -135,8 +139,6 @@ def read_audio(path: Path) -> np.ndarray:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         samples = samples.mean(axis=1)
     except Exception:  # not a format libsndfile knows
-        from v2m.stages.rhythm import stream as video_stream
-
         info = video_stream.probe(path)
         if not info.has_audio:
             raise V2MError(f"{path}: has no audio stream to evaluate")
@@ -146,8 +148,6 @@ def read_audio(path: Path) -> np.ndarray:
 
         g = gcd(int(rate), SAMPLE_RATE)
         if SAMPLE_RATE // g == 1:  # 44.1 kHz renders: the same filter without importing scipy.signal
-            from v2m.stages.rhythm.audio import decimate
-
             return decimate(samples, int(rate) // g).astype(np.float32)
         from scipy.signal import resample_poly
 
@@ -214,9 +214,6 @@ def control_accuracy(requested_bars: list[dict], measured_bars: list[dict]) -> d
 def measured_controls(score, tokenizer=None) -> list[dict]:
     """Per-bar controls measured from the music with the encoder's own code (stages/tokens/controls.py), so
     requested and measured classes share one scale. `tokenizer`: a tokenizer JSON path/object (None = default)."""
-    from v2m.stages.tokens.controls import controls_from_score
-    from v2m.stages.tokens.vocab import load_tokenizer
-
     return list(controls_from_score(score, load_tokenizer(tokenizer))["bars"])
 
 
@@ -255,8 +252,6 @@ def evaluate_pair(reference: Reference, music: Music, controls: dict | None = No
 
 
 def music_statistics(music: Music) -> dict:
-    from v2m.stages.evaluate.music_metrics import music_statistics as stats
-
     if music.score is None:
         raise V2MError("music statistics need symbolic music (MIDI or tokens), not audio",
                        "pass the .mid (or the tokens), or add the video's rhythm to score the audio's rhythm")

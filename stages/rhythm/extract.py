@@ -25,9 +25,11 @@ if "numpy" not in sys.modules:
 
 import numpy as np  # noqa: E402
 
+from v2m import artifacts
 from v2m.errors import V2MError
-
+from v2m.stages.rhythm import stream as video_stream
 from v2m.stages.rhythm import tempo as tempo_mod
+from v2m.stages.rhythm.audio import onset_strength, spectral_centroid
 from v2m.stages.rhythm.motion import FrameAnalyzer, FrameFeatures
 
 METHODS = ("flow", "diff")
@@ -89,8 +91,6 @@ def rhythm_from_frames(chunks: Iterable[np.ndarray], rate: float, source_fps: fl
 def rhythm_from_audio(samples: np.ndarray, sample_rate: int, config: RhythmConfig = RhythmConfig()) -> dict:
     """The rhythm payload of mono audio: the onset envelope is the spectral flux of stages/rhythm/audio.py
     (librosa's onset strength)."""
-    from v2m.stages.rhythm.audio import onset_strength, spectral_centroid
-
     hop = 512
     duration = len(samples) / sample_rate
     strength = onset_strength(samples, sample_rate, hop, 2048)
@@ -269,10 +269,6 @@ def extract_rhythm(path: str, config: RhythmConfig = RhythmConfig(), say=None, w
     (`say` — a callable taking a message — is told so). Raises V2MError for anything unreadable.
     """
     from dataclasses import asdict, replace
-
-    from v2m import artifacts
-
-    from v2m.stages.rhythm import stream as video_stream
 
     config.check()
     # sha256 of the input, read on the spare core while ffprobe and ffmpeg start (an error surfaces below first)

@@ -1,5 +1,5 @@
 """A batch of videos for `run`, in this process or in N worker processes; each video goes through
-stages/run/pipeline.py's `process` (resume, error isolation) with one model load per process.
+stages/run/video.py's `process` (resume, error isolation) with one model load per process.
 
 Workers are spawned (never forked: the parent may hold OpenMP threads), each builds its Engine once in the pool's
 initializer and reports each video's progress through a queue; the CPU threads are split between them. A worker
@@ -17,8 +17,7 @@ from v2m.media import VIDEO_SUFFIXES, media_files
 from v2m.models.loading import resolve_device
 from v2m.stages.arrange.styles import load_style
 from v2m.stages.generate.session import model_identity
-from v2m.stages.run.pipeline import (Engine, RunConfig, Status, VideoJob, VideoResult, fingerprint, plan,
-                                     process)
+from v2m.stages.run.video import Engine, RunConfig, Status, VideoJob, VideoResult, fingerprint, plan, process
 
 # The one piece of module state: a worker process's Engine and status queue, set once by the pool's initializer
 # (per process by design: a spawned worker has no other way to keep its model between videos).

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from v2m.stages.tokens.vocab import DEFAULT_TEMPO_BPM, Vocab
 
-
 # ---------------------------------------------------------------- tempo map from a beat grid
 
 def apply_beat_grid(score, beat_times: list[float], downbeats: list[float] | None) -> None:

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from v2m.errors import V2MError
+from v2m.stages.tokens.beat_grid import ticks_to_seconds
+from v2m.stages.tokens.vocab import base_tokens, prepare_score
 
 TEMPO_BOUNDS_BPM = (66.0, 90.0, 115.0, 140.0)
 # Krumhansl & Kessler (1982) key profiles, C major / C minor.
@@ -83,9 +85,6 @@ class PieceAnalysis:
 def analyse_score(score, vocab) -> PieceAnalysis:
     """A symusic.Score → its base tokens and raw control features (see module docstring)."""
     from miditok.utils import get_bars_ticks, get_beats_ticks
-
-    from v2m.stages.tokens.beat_grid import ticks_to_seconds
-    from v2m.stages.tokens.vocab import base_tokens, prepare_score
 
     tempo_qpm = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
     prepared = prepare_score(score, vocab)

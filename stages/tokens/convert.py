@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import symusic
-from miditok.utils import get_bars_ticks
 
 from v2m.errors import V2MError
 from v2m.stages.tokens import controls as ctl
@@ -62,6 +61,8 @@ def _tempo_from_ids(ids, vocab: Vocab) -> float | None:
 def _set_velocities(score, velocities) -> None:
     if not score.tracks:
         return
+    from miditok.utils import get_bars_ticks  # miditok's import costs ~1 s: only when velocities are set
+
     bars = np.asarray(get_bars_ticks(score, only_notes_onsets=False), dtype=np.int64) if velocities else None
     for track in score.tracks:
         arr = track.notes.numpy()

@@ -26,10 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from v2m import log
+from v2m import artifacts, log
+from v2m.artifacts import atomic_write_bytes
+from v2m.config import to_dict
 from v2m.errors import V2MError
+from v2m.stages.tokens.controls import assemble_chunks, calibrate, split_bars
 from v2m.stages.tokens.corpus_analyse import analyse_files, check_work_dir, load_work, work_key, worker_vocab
 from v2m.stages.tokens.corpus_read import SCORE_EXTENSIONS
+from v2m.stages.tokens.vocab import TokenizerSpec, new_vocab, spec_to_json
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,6 @@ def _is_midi(path: Path) -> bool:
         return False
 
 
-
 # ---------------------------------------------------------------- pass 2: shard
 
 def split_of(name: str, config: CorpusConfig) -> str:
@@ -106,8 +109,6 @@ class ShardWriter:
     def flush(self) -> None:
         from safetensors.numpy import save
 
-        from v2m.artifacts import atomic_write_bytes
-
         if not self.buffer:
             return
         name = f"{self.split}-{len(self.shards):05d}.safetensors"
@@ -132,9 +133,6 @@ def build_corpus(sources: list[tuple[str, Path]], out_dir: Path, *, vocab=None, 
     corpus' train split instead and the new tokenizer JSON is written there (that is how presets/tokenizer.json
     is made). Interrupted builds resume: finished files in out_dir/.work are not redone.
     """
-    from v2m import artifacts
-    from v2m.stages.tokens.vocab import TokenizerSpec, spec_to_json
-
     started = time.perf_counter()
     spec = vocab.spec if vocab is not None else TokenizerSpec()
     work_dir = Path(work_dir) if work_dir is not None else out_dir / ".work"
@@ -180,8 +178,6 @@ def build_corpus(sources: list[tuple[str, Path]], out_dir: Path, *, vocab=None, 
     writers = {s: ShardWriter(out_dir, s, config.shard_tokens, dtype) for s in ("train", "val", "test")}
     kept_pieces = Counter()
     bars_dropped = 0
-    from v2m.stages.tokens.controls import assemble_chunks
-
     for path, meta in metas:
         if meta["error"] or not any(p["name"] in keep for p in meta["pieces"]):
             continue
@@ -206,8 +202,6 @@ def build_corpus(sources: list[tuple[str, Path]], out_dir: Path, *, vocab=None, 
               for s, w in writers.items()}
     data = {"tokenizer": vocab.to_json(), "tokenizer_hash": vocab.hash, "vocab_size": len(vocab), "special": vocab.special,
             "dtype": np.dtype(dtype).name, "splits": splits, "stats": stats}
-    from v2m.config import to_dict
-
     index = artifacts.make_artifact("v2m.corpus", data, stage="encode-tokens", config=to_dict(config),
                                     source={"name": source_label or str(out_dir), "files": len(sources)})
     artifacts.atomic_write_bytes(out_dir / "index.json", artifacts.dumps(index))
@@ -226,8 +220,6 @@ def _clip_bars(analysis, max_bars: int):
         return analysis
     from dataclasses import replace
 
-    from v2m.stages.tokens.controls import split_bars
-
     bar_id = worker_vocab(json.dumps(_default_spec_json(), sort_keys=True)).bar_id
     bars = split_bars(analysis.base_ids, bar_id)[:max_bars]
     ids = [t for bar in bars for t in (bar_id, *bar)]
@@ -238,18 +230,11 @@ def _clip_bars(analysis, max_bars: int):
 
 
 def _default_spec_json() -> dict:
-    from v2m.stages.tokens.vocab import TokenizerSpec, spec_to_json
-
     return spec_to_json(TokenizerSpec())
-
 
 
 def _calibrate(metas: list, keep: dict[str, str], spec, calibrate_to: Path):
     """Control-class boundaries from the train split's pieces; writes the tokenizer JSON to `calibrate_to`."""
-    from v2m import artifacts
-    from v2m.stages.tokens.controls import calibrate
-    from v2m.stages.tokens.vocab import new_vocab
-
     train = []
     for path, meta in metas:
         if meta["error"] or not meta["pieces"]:

@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from v2m import log
+from v2m.artifacts import atomic_write_bytes
+from v2m.stages.tokens.controls import PieceAnalysis, analyse_score
 from v2m.stages.tokens.corpus_read import SkipFile, read_scores
+from v2m.stages.tokens.vocab import new_vocab, spec_from_json
 
 ANALYSE_VERSION = 2  # bump when the per-file analysis changes, so old .work files are redone
 
@@ -47,8 +50,6 @@ def analyse_file(task: tuple[str, str, str, dict, int, int, int]) -> dict:
     try:
         scores, skipped = read_scores(Path(path_str))
         for name, score in scores:
-            from v2m.stages.tokens.controls import analyse_score
-
             try:
                 analysis = analyse_score(score, vocab)
             except Exception:
@@ -80,8 +81,6 @@ _VOCAB_CACHE: dict = {}
 
 def worker_vocab(spec_key: str):
     """The MidiTok-only tokenizer for a spec (as sorted JSON), built once per process."""
-    from v2m.stages.tokens.vocab import new_vocab, spec_from_json
-
     if spec_key not in _VOCAB_CACHE:
         # the analysis only needs MidiTok's part; class boundaries are applied in pass 2
         _VOCAB_CACHE[spec_key] = new_vocab({"n_density": 1, "tempo_bounds_bpm": []}, spec_from_json(json.loads(spec_key)))
@@ -101,8 +100,6 @@ def _filter(analysis, min_notes: int, max_notes: int) -> str | None:
 def _save_work(path: Path, analyses: list, meta: dict) -> None:
     from safetensors.numpy import save
 
-    from v2m.artifacts import atomic_write_bytes
-
     def cat(key, dtype):
         arrays = [np.asarray(getattr(a, key), dtype=dtype) for a in analyses]
         offsets = np.cumsum([0] + [len(x) for x in arrays]).astype(np.int64)
@@ -119,8 +116,6 @@ def _save_work(path: Path, analyses: list, meta: dict) -> None:
 def load_work(path: Path) -> tuple[dict, list]:
     """A .work file → (its metadata, [PieceAnalysis])."""
     from safetensors import safe_open
-
-    from v2m.stages.tokens.controls import PieceAnalysis
 
     with safe_open(str(path), framework="numpy") as f:
         meta = json.loads(f.metadata()["v2m.work"])

@@ -14,6 +14,8 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
+from v2m.stages.tokens.humdrum import Unsupported, read_kern
+
 MIDI_EXTENSIONS = {".mid", ".midi", ".kar", ".smf"}
 MUSIC21_EXTENSIONS = {".krn", ".mxl", ".xml", ".musicxml", ".mei", ".md", ".capx"}
 ANALYSIS_EXTENSIONS = {".rntxt"}  # roman-numeral analyses: harmony outlines of pieces already in the corpus
@@ -61,8 +63,6 @@ def read_scores(path: Path, limit: int | None = None) -> tuple[list[tuple[str, o
                 skipped["unreadable tune"] += 1
         return out, skipped
     if suffix == ".krn":
-        from v2m.stages.tokens.humdrum import Unsupported, read_kern
-
         try:
             return [("", read_kern(data.decode("utf-8", errors="replace")))], skipped
         except Unsupported:

@@ -12,8 +12,8 @@ from tests.models.corpus import VOCAB
 from tests.models.helpers import tiny_model
 from v2m.models.engines.decoder import Decoder
 from v2m.models.engines.graph import CacheView, StepBody, cache_spans
-from v2m.models.sampling import Sampling, filter_scores, gumbel_argmax, sample_next
 from v2m.models.engines.loop import reference_greedy
+from v2m.models.sampling import Sampling, filter_scores, gumbel_argmax, sample_next
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (none here)")
 

@@ -8,9 +8,9 @@ import torch
 
 from tests.models.corpus import VOCAB, tokenizer
 from tests.models.helpers import tiny_model
+from v2m.checkpoint import read_meta
 from v2m.errors import V2MError
 from v2m.models.loading import load_model, save_model
-from v2m.checkpoint import read_meta
 
 
 def saved(tmp_path, dtype=None):

@@ -6,13 +6,12 @@ import torch
 
 from tests.models.corpus import VOCAB
 from tests.models.helpers import tiny_model
-from v2m.models.engines.decoder import Decoder
 from v2m.models.config import ModelConfig
+from v2m.models.engines.decoder import Decoder
 from v2m.models.engines.lean import LeanStep
-from v2m.models.engines.native import NativeStep
-from v2m.models.engines.native import step_library
-from v2m.models.registry import build_model
 from v2m.models.engines.loop import generate, reference_greedy
+from v2m.models.engines.native import NativeStep, step_library
+from v2m.models.registry import build_model
 
 needs_native = pytest.mark.skipif(step_library() is None, reason="no AVX-512 CPU or C compiler: the C helpers are off")
 

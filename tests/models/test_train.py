@@ -14,13 +14,13 @@ from safetensors.torch import load_file
 
 from tests.models.corpus import make_corpus
 from tests.models.helpers import train_debug
+from v2m.checkpoint import read_meta
 from v2m.errors import V2MError
 from v2m.models.baselines import bigram_nll, unigram_nll
-from v2m.models.loading import load_model
-from v2m.checkpoint import read_meta
-from v2m.models.data import read_corpus
-from v2m.models.train import RunOptions, lr_at, train
 from v2m.models.config import TrainConfig
+from v2m.models.data import read_corpus
+from v2m.models.loading import load_model
+from v2m.models.train import RunOptions, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHT_KEYS = lambda d: {k: v for k, v in d.items() if not k.startswith(("optim.", "rng."))}  # noqa: E731

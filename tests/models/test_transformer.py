@@ -6,10 +6,10 @@ import torch
 from tests.models.corpus import VOCAB
 from tests.models.helpers import tiny_model
 from v2m.errors import V2MError
-from v2m.models.engines.decoder import Decoder, DecoderPool
 from v2m.models.config import ModelConfig, load_model_preset
-from v2m.models.registry import BACKENDS, build_model
+from v2m.models.engines.decoder import Decoder, DecoderPool
 from v2m.models.engines.loop import generate, reference_greedy
+from v2m.models.registry import BACKENDS, build_model
 
 
 def test_forward_shapes_and_causality():

@@ -19,8 +19,8 @@ def correlated_inputs(rows: int, dim: int, seed: int = 0, outliers: int = 4, out
 def saved_tiny_model(folder: Path, seed: int = 0, **overrides) -> tuple[Path, Path]:
     """A tiny transformer (d=64) saved as a v2m.model plus a synthetic corpus with the same tokenizer → (model, corpus)."""
     from tests.models.corpus import VOCAB, make_corpus, tokenizer
-    from v2m.models.loading import save_model
     from v2m.models.config import ModelConfig
+    from v2m.models.loading import save_model
     from v2m.models.registry import build_model
 
     corpus = make_corpus(folder / "corpus", pieces=(12, 2, 4))

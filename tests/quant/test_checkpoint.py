@@ -8,9 +8,9 @@ from safetensors import safe_open
 
 from tests.quant.helpers import saved_tiny_model
 from v2m.models.loading import load_model
-from v2m.stages.quantize import CalibrationSource, calibration_windows
-from v2m.quant.storage import save_quantized
 from v2m.quant.pipeline import QuantizeConfig, quantize_model
+from v2m.quant.storage import save_quantized
+from v2m.stages.quantize import CalibrationSource, calibration_windows
 
 
 @pytest.fixture(scope="module")

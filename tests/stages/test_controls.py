@@ -21,7 +21,7 @@ def test_analysis_counts_onsets_beats_and_simultaneous_notes():
 
 
 def test_density_class_follows_onset_rate():
-    from v2m.stages.tokens.controls import bar_controls, analyse_score, density_class
+    from v2m.stages.tokens.controls import analyse_score, bar_controls, density_class
 
     vocab = small_vocab()
     stats = vocab.stats
@@ -130,9 +130,9 @@ def test_rhythm_without_beats_is_a_clear_error():
 
 
 def test_tactus_rule_is_the_beat_trackers():
-    from v2m.stages.tokens.controls import TACTUS, tactus_period
     from v2m.stages.rhythm.extract import RhythmConfig
     from v2m.stages.rhythm.tempo import PRIOR_BPM
+    from v2m.stages.tokens.controls import TACTUS, tactus_period
 
     assert tuple(TACTUS["bpm_range"]) == tuple(RhythmConfig().tempo_range) and TACTUS["prior_bpm"] == PRIOR_BPM
     stats = {"tactus": TACTUS}

@@ -5,7 +5,6 @@ numpy); tests/cli/test_evaluate.py imports them.
 """
 
 import json
-import math
 
 import numpy as np
 import pytest

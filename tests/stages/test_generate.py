@@ -59,8 +59,8 @@ def write_debug_model(path: Path, max_len: int = 128, seed: int = 0) -> Path:
     """
     import torch
 
-    from v2m.models.loading import save_model
     from v2m.models.config import ModelConfig
+    from v2m.models.loading import save_model
     from v2m.models.registry import build_model
 
     vocab = constructed_vocab()
@@ -215,9 +215,9 @@ def test_decoded_music_follows_the_videos_beat_grid(debug_model):
 
 
 def test_prime_theme_opens_the_piece(debug_model):
-    from v2m.stages.tokens.controls import bar_control_ids
-    from v2m.stages.generate.sampler import prime_ids_from_midi
     from v2m.stages.generate.plan import theme_bars
+    from v2m.stages.generate.sampler import prime_ids_from_midi
+    from v2m.stages.tokens.controls import bar_control_ids
 
     vocab = debug_model[2]
     theme = melody_score(11, bars=2)

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import symusic
 
-from v2m.stages.arrange.harmony import QUALITIES, Chord, Key, beat_bounds, estimate_chords, find_key, notes_array, segment_bounds
+from v2m.stages.arrange.harmony import (
+    QUALITIES,
+    Chord,
+    Key,
+    beat_bounds,
+    estimate_chords,
+    find_key,
+    notes_array,
+    segment_bounds,
+)
 
 MAJOR_CADENCE = [(0, "maj"), (5, "maj"), (7, "maj"), (0, "maj")]
 MINOR_CADENCE = [(0, "min"), (5, "min"), (7, "maj"), (0, "min")]

@@ -12,9 +12,9 @@ from safetensors.numpy import save_file
 
 from v2m.artifacts import dumps, make_artifact
 from v2m.errors import V2MError
-from v2m.models.loading import load_model, save_model
 from v2m.models.config import ModelConfig
 from v2m.models.data import read_corpus
+from v2m.models.loading import load_model, save_model
 from v2m.models.registry import build_model
 from v2m.stages.evaluate.model_metrics import ModelEvalConfig, check_tokenizers, model_metrics, nll_and_kl
 

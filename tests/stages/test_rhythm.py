@@ -13,7 +13,13 @@ import pytest
 from v2m.errors import V2MError
 from v2m.samples import SampleSpec, ground_truth, render_frames
 from v2m.stages.rhythm import tempo
-from v2m.stages.rhythm.extract import RhythmConfig, detect_cuts, onset_envelope, rhythm_from_envelope, rhythm_from_frames
+from v2m.stages.rhythm.extract import (
+    RhythmConfig,
+    detect_cuts,
+    onset_envelope,
+    rhythm_from_envelope,
+    rhythm_from_frames,
+)
 
 RATE = 30.0
 

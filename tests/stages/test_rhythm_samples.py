@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
-from v2m.media import ffprobe
 from v2m.cli.main import main as v2m_main
+from v2m.media import ffprobe
 from v2m.samples import SampleSpec, ground_truth, render_frames
 
 

@@ -29,7 +29,7 @@ def clips(tmp_path_factory):
 
 def setup_run(model_path, out: Path, folder: Path, names=None, **settings):
     from v2m.media import VIDEO_SUFFIXES, media_files
-    from v2m.stages.run import pipeline as run
+    from v2m.stages.run import video as run
 
     config = run.RunConfig(model=str(model_path), seed=1, **settings)
     videos = [v for v in media_files(folder, VIDEO_SUFFIXES) if names is None or v.stem in names]
@@ -39,7 +39,7 @@ def setup_run(model_path, out: Path, folder: Path, names=None, **settings):
 
 def test_one_video_gets_every_output_then_resume_skips_it(tmp_path, clips, debug_model):  # noqa: F811
     from v2m import artifacts
-    from v2m.stages.run import pipeline as run
+    from v2m.stages.run import video as run
 
     folder, truth = clips
     config, jobs, expected = setup_run(debug_model[0], tmp_path / "out", folder, names={"a"}, candidates=2)
@@ -102,7 +102,7 @@ def test_batch_isolates_a_broken_file(tmp_path, clips, debug_model):  # noqa: F8
 
 def test_the_output_never_overwrites_the_input(tmp_path, clips):
     from v2m.errors import V2MError
-    from v2m.stages.run import pipeline as run
+    from v2m.stages.run import video as run
 
     folder, _ = clips
     with pytest.raises(V2MError, match="overwrite the input"):
@@ -110,7 +110,7 @@ def test_the_output_never_overwrites_the_input(tmp_path, clips):
 
 
 def test_marker_is_checked_against_outputs(tmp_path):
-    from v2m.stages.run import pipeline as run
+    from v2m.stages.run import video as run
 
     video = tmp_path / "v.mp4"
     video.write_bytes(b"video bytes")
@@ -126,7 +126,7 @@ def test_a_failing_evaluate_waits_for_the_mux_and_leaves_no_partial_files(tmp_pa
     """mux runs beside evaluate: when evaluate fails the video fails, the mux still finishes (or cleans up) before
     the error is reported, and nothing half-written or marked done is left."""
     from v2m.errors import V2MError
-    from v2m.stages.run import pipeline as run
+    from v2m.stages.run import video as run
 
     def broken(*args, **kwargs):
         raise V2MError("evaluate broke on purpose")
