@@ -101,7 +101,7 @@ def sample_controls(args):
     import shutil
     import tempfile
 
-    from v2m.stages.generate.session import open_model
+    from v2m.stages.session import open_model
 
     vocab = open_model(args.model).vocab
     why = "no ffmpeg here"

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     from v2m.stages.evaluate.music_metrics import music_statistics
     from v2m.stages.evaluate.report import Reference
     from v2m.stages.generate.sampler import GenerateConfig, arrangement_record, generate
-    from v2m.stages.generate.session import model_path, open_model
+    from v2m.stages.session import model_path, open_model
     from v2m.stages.tokens.video_controls import controls_from_rhythm
 
     args.work.mkdir(parents=True, exist_ok=True)

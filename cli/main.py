@@ -38,9 +38,10 @@ app = typer.Typer(
     name="v2m",
     help="Turn the rhythm of a video into music that fits it.\n\n"
          "Stages read and write files and chain through pipes ('-' is stdin/stdout):\n\n"
-         "\b\n  v2m extract-rhythm clip.mp4 | v2m encode-tokens - | v2m generate - | v2m decode - -o clip.mid",
+         "\b\n  v2m extract-rhythm clip.mp4 | v2m encode-tokens - | v2m generate - | v2m decode - -o clip.mid\n\n"
+         "-q, -v, -vv and --debug may also follow the subcommand (v2m run videos/ -o out/ -v).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion: typer's, for bash, zsh, fish and PowerShell
     # plain help text (click's formatter): rich's help panels import rich.markdown and rich.traceback,
     # 0.12 s of the 0.3 s `v2m --help` budget (issue 10), and our help strings carry no markup
     rich_markup_mode=None,
@@ -60,11 +61,30 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (same as V2M_DEBUG=1)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and warnings on stderr (same as V2M_QUIET=1)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, show_default=False, help="More detail on stderr: -v v2m's debug lines "
+                                "(which engine and kernels run, why a fast path is off), -vv every library's too."),
 ) -> None:
     if debug:
         os.environ["V2M_DEBUG"] = "1"
-    if quiet:
-        os.environ["V2M_QUIET"] = "1"
+    log.set_level(quiet, verbose)
+
+
+# the options of _root, accepted after the subcommand too (`v2m run x -o y -v`): moved in front of it
+GLOBAL_FLAGS = {"-q", "--quiet", "-v", "-vv", "-vvv", "--verbose", "--debug"}
+
+
+def global_flags_first(argv: list[str]) -> list[str]:
+    """argv with the global flags that follow the subcommand moved before it (never past a `--`)."""
+    names = {name for name, _ in COMMANDS}
+    at = next((i for i, arg in enumerate(argv) if arg in names), None)
+    if at is None:
+        return argv
+    end = argv.index("--") if "--" in argv[at:] else len(argv)
+    moved = [arg for arg in argv[at + 1:end] if arg in GLOBAL_FLAGS]
+    if not moved:
+        return argv
+    rest = [arg for arg in argv[at + 1:end] if arg not in GLOBAL_FLAGS]
+    return [*argv[:at], *moved, argv[at], *rest, *argv[end:]]
 
 
 def help_text(doc: str | None) -> str | None:
@@ -84,12 +104,15 @@ for _name, _module in COMMANDS:
 
 def _debug() -> bool:
     # argv too: an error raised while parsing comes before the --debug callback has set V2M_DEBUG
-    return log.debug_enabled() or "--debug" in sys.argv[1:2]
+    return log.debug_enabled() or "--debug" in sys.argv[1:]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app and turn every failure into one line and an exit code."""
     code = 0
+    argv = global_flags_first(list(sys.argv[1:] if argv is None else argv))
+    # the flags set these for this invocation (and the worker processes it starts), not for a caller's later ones
+    saved = {name: os.environ.get(name) for name in ("V2M_QUIET", "V2M_VERBOSE", "V2M_DEBUG")}
     try:
         result = app(args=argv, standalone_mode=False, prog_name="v2m")
         code = result if isinstance(result, int) else 0
@@ -125,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"v2m: internal error: {type(e).__name__}: {e} (run with --debug for the traceback, and please report it)",
               file=sys.stderr)
         code = EXIT_ERROR
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return code
 
 

@@ -322,14 +322,21 @@ class CudaInt4(Kernel):
 
 # ---------------------------------------------------------------- selection
 
+AUTO_PREFERENCES = {"cpu": ("cpu-vnni", "cpu-int8"), "cuda": ("cuda-fp8", "cuda-int-mm", "cuda-int4")}
+
+
 def auto_kernel(scheme: Scheme, shape: tuple[int, int], device: torch.device) -> str:
     """The fastest kernel that can run this layer here, by capability; `reference` when none can."""
-    preferences = ("cpu-vnni", "cpu-int8") if device.type == "cpu" else ("cuda-fp8", "cuda-int-mm", "cuda-int4")
-    for name in preferences:
-        kernel = KERNELS.get(name)()
-        if kernel.unavailable(device) is None and kernel.unsupported(scheme, shape) is None:
+    for name in AUTO_PREFERENCES["cpu" if device.type == "cpu" else "cuda"]:
+        if passed_over(name, scheme, shape, device) is None:
             return name
     return "reference"
+
+
+def passed_over(name: str, scheme: Scheme, shape: tuple[int, int], device: torch.device) -> str | None:
+    """Why `auto` does not pick kernel `name` for this layer here (None: it can run it)."""
+    kernel = KERNELS.get(name)()
+    return kernel.unavailable(device) or kernel.unsupported(scheme, shape)
 
 
 def resolve(name: str, scheme: Scheme, shape: tuple[int, int], device: torch.device, layer_name: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from v2m import log
+
 from . import kernels as kernel_registry
 from .formats import QTensor, Scheme, packed_width
 
@@ -111,10 +113,18 @@ def set_kernels(model: nn.Module, kernel: str = "auto", log_choice: bool = True)
 
     A kernel named explicitly that cannot run some layer, or is not available here, is a V2MError.
     """
-    chosen = {}
+    chosen, reasons = {}, {}
     for name, layer in quant_linears(model).items():
-        device = layer.packed.device
-        chosen[name] = kernel_registry.resolve(kernel, layer.scheme, (layer.out_features, layer.in_features), device, name)
+        device, shape = layer.packed.device, (layer.out_features, layer.in_features)
+        chosen[name] = kernel_registry.resolve(kernel, layer.scheme, shape, device, name)
+        if kernel == "auto":  # what auto passed over, and why (said once per reason at -v)
+            for preferred in kernel_registry.AUTO_PREFERENCES["cpu" if device.type == "cpu" else "cuda"]:
+                if preferred == chosen[name]:
+                    break
+                why = kernel_registry.passed_over(preferred, layer.scheme, shape, device)
+                reasons.setdefault(f"kernel {preferred} not used: it {why}", name)
+    for reason, first in reasons.items():
+        log.debug(f"{reason} ({first} and others like it)")
     for name, layer in quant_linears(model).items():
         layer.set_kernel(chosen[name])
     if chosen and log_choice:

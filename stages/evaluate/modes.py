@@ -95,7 +95,7 @@ def evaluate_model(model: str, corpus: str, split: str, reference: str | None, *
     from v2m.models.data import read_corpus
     from v2m.models.loading import load_model
     from v2m.stages.evaluate.model_metrics import ModelEvalConfig, check_tokenizers, model_metrics
-    from v2m.stages.generate.session import check_kernel
+    from v2m.stages.session import check_kernel
 
     config = ModelEvalConfig(context=context, max_tokens=max_tokens, device=device)
     data = read_corpus(corpus)

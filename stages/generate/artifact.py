@@ -12,7 +12,7 @@ from v2m.config import to_dict
 from v2m.errors import V2MError
 from v2m.models.loading import resolve_device
 from v2m.stages.generate.sampler import GenerateConfig, arrangement_record, generate, prime_ids_from_midi
-from v2m.stages.generate.session import Session, model_identity, open_model
+from v2m.stages.session import Session, model_identity, open_model
 from v2m.stages.tokens.video_controls import controls_from_rhythm
 
 

@@ -16,8 +16,8 @@ from v2m.errors import V2MError
 from v2m.media import VIDEO_SUFFIXES, media_files
 from v2m.models.loading import resolve_device
 from v2m.stages.arrange.styles import load_style
-from v2m.stages.generate.session import model_identity
 from v2m.stages.run.video import Engine, RunConfig, Status, VideoJob, VideoResult, fingerprint, plan, process
+from v2m.stages.session import model_identity
 
 # The one piece of module state: a worker process's Engine and status queue, set once by the pool's initializer
 # (per process by design: a spawned worker has no other way to keep its model between videos).

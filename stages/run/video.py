@@ -32,8 +32,8 @@ from v2m.errors import V2MError
 from v2m.stages.decode import render as decode
 from v2m.stages.evaluate import report as evaluate
 from v2m.stages.generate.sampler import GenerateConfig, arrangement_record, generate
-from v2m.stages.generate.session import Session, open_model
 from v2m.stages.rhythm.extract import extract_rhythm
+from v2m.stages.session import Session, open_model
 from v2m.stages.tokens.video_controls import controls_from_rhythm
 
 MARKER_VERSION = 1

@@ -27,3 +27,44 @@ def test_help_does_not_import_torch():
     code = "import sys; from v2m.cli.main import main; main(['--help']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_python_dash_m_v2m_is_the_command():
+    run = subprocess.run([sys.executable, "-m", "v2m", "--version"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.startswith("v2m ")
+
+
+def test_global_flags_may_follow_the_subcommand():
+    from v2m.cli.main import global_flags_first
+
+    assert global_flags_first(["run", "x", "-o", "y", "-v"]) == ["-v", "run", "x", "-o", "y"]
+    assert global_flags_first(["--debug", "evaluate", "a", "-q", "b"]) == ["--debug", "-q", "evaluate", "a", "b"]
+    assert global_flags_first(["decode", "-", "-o", "x.mid", "--", "-v"]) == ["decode", "-", "-o", "x.mid", "--", "-v"]
+    assert global_flags_first(["--help"]) == ["--help"]
+
+
+def test_verbosity_levels_reach_stdlib_logging(tmp_path):
+    """-q hides status lines, -v adds v2m's debug lines (here: the lean/C decode engine and kernels), wherever
+    the flag is written; the flags do not outlive the invocation."""
+    import json
+    import os
+
+    from v2m import artifacts
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    from tests.stages.test_generate import grid_controls
+
+    controls = grid_controls(load_tokenizer(), bars=2)
+    path = tmp_path / "c.json"
+    path.write_bytes(artifacts.dumps(artifacts.make_artifact("v2m.controls", controls, stage="test")))
+    base = [sys.executable, "-m", "v2m", "generate", str(path), "--device", "cpu", "--bars", "2", "-o"]
+    env = {k: v for k, v in os.environ.items() if k not in ("V2M_QUIET", "V2M_VERBOSE")}
+    quiet = subprocess.run([*base, str(tmp_path / "q.json"), "-q"], capture_output=True, text=True, env=env)
+    plain = subprocess.run([*base, str(tmp_path / "p.json")], capture_output=True, text=True, env=env)
+    verbose = subprocess.run([*base, str(tmp_path / "v.json"), "-v"], capture_output=True, text=True, env=env)
+    assert quiet.returncode == plain.returncode == verbose.returncode == 0, verbose.stderr
+    assert quiet.stderr == "" and "generating" in plain.stderr and "debug:" not in plain.stderr
+    assert "debug: generate: kernels float, decode engine" in verbose.stderr
+    recorded = json.loads((tmp_path / "v.json").read_text())["created_by"]["config"]
+    assert recorded["kernel"] == "float" and recorded["engine"] in ("c-one-call", "c-per-layer", "lean")
+    assert main(["--version", "-q"]) == 0 and "V2M_QUIET" not in os.environ

@@ -209,3 +209,20 @@ def test_one_call_plan_follows_replaced_weights_and_refuses_bad_ids():
         decoder.step([51], 6)
     with pytest.raises(IndexError):
         decoder._lean.native.plan(torch.tensor([[1]]), 96)
+
+
+def test_why_the_c_step_is_off_is_said_at_v(monkeypatch, capsys):
+    """No AVX-512 (or no compiler): the lean PyTorch step runs, and -v (V2M_VERBOSE=1) says why."""
+    from v2m.models.engines import native
+
+    monkeypatch.setenv("V2M_VERBOSE", "1")
+    monkeypatch.setattr(native, "needs", lambda features: "needs a CPU with avx512f")
+    native.step_library.cache_clear()
+    try:
+        decoder = Decoder(tiny_model(), 1, 32)
+        assert decoder._lean is not None and decoder._lean.native is None and decoder.describe() == "lean"
+        err = capsys.readouterr().err
+        assert "the C step is off, it needs a CPU with avx512f; the lean PyTorch step runs instead" in err
+        assert "decode: engine lean" in err
+    finally:
+        native.step_library.cache_clear()

@@ -89,7 +89,7 @@ def debug_model(tmp_path_factory):
     decode step is ~10× slower when two threads contend with other processes."""
     import torch
 
-    from v2m.stages.generate.session import open_model
+    from v2m.stages.session import open_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
