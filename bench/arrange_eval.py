@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.stages.test_arrange import grid_controls, melody_on_grid  # noqa: E402  (constructed inputs, shared with tests)
+from tests.stages.arrange.test_arranger import grid_controls, melody_on_grid  # noqa: E402  (constructed inputs, shared with tests)
 from v2m.stages.arrange.arranger import arrange_detailed
 from v2m.stages.arrange.harmony import QUALITIES, Key, beat_bounds, estimate_chords, find_key, segment_bounds
 from v2m.stages.arrange.styles import style_names

@@ -8,7 +8,7 @@ For each Bach chorale from music21's corpus (a real piece, at the tempo music21 
   (b) chance — the same MIDI scored against a different video's rhythm (a synthetic clip from
       v2m.samples at an unrelated tempo, read by extract-rhythm --method diff);
   (c) random — as many uniformly random onsets as the chorale has, scored against its own rhythm
-      (the analytic chance level of tests/stages/test_metrics_rhythm.py, on this rhythm);
+      (the analytic chance level of tests/stages/evaluate/test_beat_metrics.py, on this rhythm);
   (d) detector check — onsets detected in the rendered WAV scored against the MIDI's own note onsets
       (F should be ~1; onset_offset_ms is the audio path's latency on real instruments).
 

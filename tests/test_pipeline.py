@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.stages.test_generate import constructed_vocab, debug_model  # noqa: F401  (fixture)
-from tests.stages.test_run import small_video
+from tests.stages.generate.test_generate import constructed_vocab, debug_model  # noqa: F401  (fixture)
+from tests.stages.run.test_video import small_video
 
 
 def test_shell_pipeline_video_to_midi_on_the_videos_downbeats(tmp_path, debug_model):  # noqa: F811

@@ -14,7 +14,7 @@ costs microseconds of dispatch whatever its size, so they add up to as much as t
 - residual adds, SiLU and the gate product in place on the step's own temporaries;
 - one intra-op thread (DECODE_THREADS, below), whatever torch's setting for the rest of the process.
 
-Float32 logits are bit-identical to `forward_cached` (tests/models/test_lean_step.py checks `torch.equal`).
+Float32 logits are bit-identical to `forward_cached` (tests/models/engines/test_lean_native.py checks `torch.equal`).
 Where it applies (float32 RMSNorm + SwiGLU model, AVX-512 CPU, a C compiler) the default is NativeStep
 (engines/native.py) instead, equal to float32 round-off (same greedy tokens, tested): when every matrix is a
 float32 Linear or a layer with a C product (cpu-vnni W8A8), the whole step is one C call over a plan of the

@@ -19,7 +19,7 @@ step, whose products run the layer's own forward.
 Built like Inductor builds its CPU kernels (core/c_build.py: the system C compiler, a per-user cache keyed by
 content, ctypes). No compiler or no AVX-512: `step_library()` is None, the reason is logged at -v, and the
 lean step keeps its PyTorch ops. Compiled with -ffast-math: results differ from PyTorch's by float32
-round-off (tests/models/test_lean_step.py bounds it and checks greedy tokens).
+round-off (tests/models/engines/test_lean_native.py bounds it and checks greedy tokens).
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def flatten_tempo(score, ticks_per_second: int = 1000):
     """The same notes at one fixed tempo (1 tick = 1 ms), for rendering.
 
     FluidSynth 2.3's file player loses up to one audio period at every tempo change: a beat grid with a
-    tempo change per beat drifted 70 ms in 16 beats (tests/stages/test_decode.py measures this). With the
+    tempo change per beat drifted 70 ms in 16 beats (tests/stages/decode/test_render.py measures this). With the
     tempo map baked into the note times there are no tempo changes left to drift on.
     """
     seconds = score.to("second")

@@ -2,7 +2,7 @@
 
 The definitions are MusPy's (Dong et al., "MusPy: A Toolkit for Symbolic Music Generation",
 ISMIR 2020), computed here on numpy arrays so evaluate does not depend on MusPy at run time;
-tests/stages/test_metrics_music.py checks every one against MusPy on random scores.
+tests/stages/evaluate/test_music_metrics.py checks every one against MusPy on random scores.
 
 - pitch-class entropy (bits, 0..log2 12): Shannon entropy of the pitch-class histogram [Wu & Yang, Jazz Transformer];
 - scale consistency (0..1): largest fraction of notes in one major or natural-minor scale [Mogren, C-RNN-GAN];

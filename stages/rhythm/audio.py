@@ -4,7 +4,7 @@ Why not librosa itself: importing `librosa.beat` and `librosa.onset` costs ~3.6 
 machine (numba compiles or loads their kernels at import; one of them is never cached), which was 80 % of
 `evaluate` on a run folder and a third of `v2m run` on a 30 s clip (bench/run_speed.py). The algorithms are small;
 these are the same computations, checked against librosa 0.11 on synthetic and rendered audio
-(tests/stages/test_audio_rhythm.py: envelopes equal to float32 round-off, the same onset frames and beats):
+(tests/stages/rhythm/test_audio.py: envelopes equal to float32 round-off, the same onset frames and beats):
 
 - `onset_strength`: spectral flux of a log-power mel spectrogram (librosa.onset.onset_strength's defaults: hann
   STFT centred with zero padding, 128 Slaney mel bands up to sr/2, power_to_db with top_db 80, lag 1, mean over

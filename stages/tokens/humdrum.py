@@ -3,7 +3,7 @@
 music21 parses a kern motet in ~0.7 s; most of the bundled corpus (1,318 Palestrina movements) is plain
 kern, so this reader (~100× faster) keeps the corpus build within its time budget. Anything it does not
 handle (spine split/merge/exchange, rational durations it cannot place) raises `Unsupported`, and the
-corpus builder falls back to music21 for that file. tests/stages/test_corpus.py checks it against
+corpus builder falls back to music21 for that file. tests/stages/tokens/test_corpus.py checks it against
 music21 note for note.
 
 Kern pitch: `c` = C4 (MIDI 60), each repeat of a lower-case letter one octave up, `C` = C3, each repeat

@@ -6,8 +6,8 @@ import pytest
 import symusic
 
 from tests.music import song
-from tests.stages.test_decode import make_video, video_packets_md5
-from tests.stages.test_tokens import small_vocab
+from tests.stages.decode.test_render import make_video, video_packets_md5
+from tests.stages.tokens.test_vocab import small_vocab
 from v2m import artifacts
 from v2m.cli.main import main
 from v2m.stages.tokens.convert import encode_score

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from tests.music import empty_midi, malformed_midi, midi_bytes, song
-from tests.stages.test_controls import rhythm
-from tests.stages.test_tokens import small_vocab
+from tests.stages.tokens.test_controls import rhythm
+from tests.stages.tokens.test_vocab import small_vocab
 from v2m import artifacts
 from v2m.cli.main import main
 from v2m.stages.tokens.convert import encode_score

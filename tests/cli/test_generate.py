@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.stages.test_generate import debug_model, grid_controls  # noqa: F401  (fixture)
+from tests.stages.generate.test_generate import debug_model, grid_controls  # noqa: F401  (fixture)
 from v2m import artifacts
 from v2m.cli.main import main
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tests.stages.test_generate import debug_model  # noqa: F401  (fixture)
-from tests.stages.test_run import small_video
+from tests.stages.generate.test_generate import debug_model  # noqa: F401  (fixture)
+from tests.stages.run.test_video import small_video
 from v2m.cli.main import main
 
 V2M = [sys.executable, "-m", "v2m.cli.main"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.music import empty_midi, malformed_midi, midi_bytes, minor_song, song
-from tests.stages.test_tokens import small_vocab
+from tests.stages.tokens.test_vocab import small_vocab
 
 ABC_TWO_TUNES = """%abc
 X:1

@@ -1,7 +1,7 @@
 """generate: forced controls per bar, bar count and grid from the video, determinism, sliding window, masks.
 
 The helpers at the top (a calibrated vocabulary and a debug model trained for a few seconds on constructed
-melodies) are shared with tests/stages/test_run.py, tests/cli/test_generate.py, tests/cli/test_run.py and
+melodies) are shared with tests/stages/run/test_video.py, tests/cli/test_generate.py, tests/cli/test_run.py and
 tests/test_pipeline.py.
 """
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stages.test_generate import debug_model  # noqa: F401  (fixture)
+from tests.stages.generate.test_generate import debug_model  # noqa: F401  (fixture)
 
 OUTPUTS = ("rhythm.json", "controls.json", "tokens.json", "mid", "wav", "mp4", "report.json", "done.json")
 

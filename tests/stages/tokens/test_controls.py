@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.music import minor_song, song
-from tests.stages.test_tokens import small_vocab
+from tests.stages.tokens.test_vocab import small_vocab
 from v2m.errors import V2MError
 
 

@@ -1,7 +1,7 @@
 """Golden files: three pieces encoded with the shipped tokenizer (presets/tokenizer.json) must give the same ids
 and decode to the same notes as when the goldens were made.
 
-The goldens (tests/data/tokens/) are made by this file:  .venv/bin/python -m tests.stages.test_tokens_golden
+The goldens (tests/data/tokens/) are made by this file:  .venv/bin/python -m tests.stages.tokens.test_golden
 Re-make them only when the tokenizer changes on purpose (its hash is stored with them).
 """
 
@@ -13,7 +13,7 @@ import pytest
 from tests.music import midi_bytes, minor_song, song
 from v2m.stages.tokens.convert import decode_ids, encode_score
 
-GOLDEN = Path(__file__).resolve().parent.parent / "data" / "tokens"
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "tokens"
 PIECES = ("song_major", "song_minor", "palestrina_agnus")
 
 
@@ -63,7 +63,7 @@ def test_golden_piece(name):
     record = json.loads((GOLDEN / f"{name}.json").read_text())
     if record["tokenizer_hash"] != vocab.hash:
         pytest.fail("presets/tokenizer.json changed since the goldens were made: re-make them with "
-                    "`.venv/bin/python -m tests.stages.test_tokens_golden` if the change was on purpose")
+                    "`.venv/bin/python -m tests.stages.tokens.test_golden` if the change was on purpose")
     score = symusic.Score.from_midi((GOLDEN / f"{name}.mid").read_bytes())
     ids = encode_score(score, vocab)
     assert ids == record["ids"]

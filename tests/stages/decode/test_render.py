@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.music import song
-from tests.stages.test_tokens import small_vocab
+from tests.stages.tokens.test_vocab import small_vocab
 from v2m.errors import V2MError
 from v2m.stages.tokens.convert import decode_ids, encode_score
 
