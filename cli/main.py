@@ -2,7 +2,7 @@
 
 Subcommand modules import only typer and v2m's core at import time; heavy libraries
 (torch, librosa, miditok) are imported inside the command bodies so `v2m --help`
-stays fast. `main()` maps errors to exit codes (DESIGN.md, "Errors and exit codes").
+stays fast. `main()` maps errors to exit codes (docs/ARCHITECTURE.md, "Errors and exit codes").
 """
 
 from __future__ import annotations

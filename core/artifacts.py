@@ -1,4 +1,4 @@
-"""Self-describing artifacts: the contract between stages (DESIGN.md, "Artifacts").
+"""Self-describing artifacts: the contract between stages (docs/ARCHITECTURE.md, "Artifacts").
 
 Every JSON artifact is ``{"format", "version", "created_by", "source", "data"}``:
 ``created_by`` records the v2m version, the stage, the fully resolved config and the seed;

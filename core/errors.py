@@ -1,4 +1,4 @@
-"""Errors and exit codes shared by every stage (see DESIGN.md, "Errors and exit codes")."""
+"""Errors and exit codes shared by every stage (see docs/ARCHITECTURE.md, "Errors and exit codes")."""
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # a V2MError, or a batch in which some file failed

@@ -8,7 +8,7 @@
 #   scripts/train_default.sh corpus               # corpus only (needs MidiTok: run it on the CPU machine)
 #
 # The GPU machine has its own torch and no MidiTok and no pip registry: there the v2m package is laid out by
-# scripts/device_env.sh and only the training step runs (it needs torch + numpy + safetensors).
+# scripts/device_env.sh and only the training step runs (torch + numpy + safetensors, and typer + rich for the CLI).
 # Then ship:  cp $OUT/default.safetensors $OUT/default.md presets/   (bf16 weights, ≤ 25 MB; the tokenizer
 # is inside the checkpoint's metadata).
 set -euo pipefail
@@ -27,7 +27,7 @@ what=${1:-all}
 if [ "$what" = all ] || [ "$what" = corpus ]; then
   if [ ! -f "$CORPUS/index.json" ]; then
     echo "[train_default] building the corpus in $CORPUS" >&2
-    "$PY" -m v2m.cli.main encode-tokens --source music21 -o "$CORPUS/"
+    "$PY" -m v2m encode-tokens --source music21 -o "$CORPUS/"
   else
     echo "[train_default] corpus $CORPUS exists; delete it to rebuild" >&2
   fi
@@ -39,6 +39,6 @@ if [ "$what" = all ] || [ "$what" = train ]; then
     . scripts/device_env.sh
   fi
   mkdir -p "$OUT"
-  PYTHONUNBUFFERED=1 "$PY" -m v2m.models.train "$CORPUS" -o "$OUT/default.safetensors" --preset small \
+  PYTHONUNBUFFERED=1 "$PY" -m v2m train "$CORPUS" -o "$OUT/default.safetensors" --preset small \
     --device "$DEVICE" --max-minutes "$MINUTES" --save-dtype bfloat16 --checkpoint "$CKPT" --force
 fi

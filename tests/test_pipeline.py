@@ -1,4 +1,4 @@
-"""The one-liner from DESIGN.md as a real shell pipeline (bash, `set -o pipefail`), four processes chained by pipes.
+"""The one-liner from docs/ARCHITECTURE.md as a real shell pipeline (bash, `set -o pipefail`), four processes chained by pipes.
 
     v2m extract-rhythm clip.mp4 | v2m encode-tokens - | v2m generate - --model DEBUG | v2m decode - -o clip.mid
 """

@@ -137,5 +137,5 @@ def _drain(messages, say: Status, empty: type) -> None:
 
 
 def exit_code(results: list[VideoResult]) -> int:
-    """0 when every video is done or skipped, 1 if any failed (DESIGN.md: batches)."""
+    """0 when every video is done or skipped, 1 if any failed (docs/ARCHITECTURE.md: batches)."""
     return 1 if any(r.status == "failed" for r in results) else 0
