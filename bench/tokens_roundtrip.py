@@ -151,7 +151,7 @@ def main() -> int:
     if args.bpe:
         result = bpe(pieces, vocab, args.bpe)
         ratio = result["base_tokens"] / max(result["bpe_tokens"], 1)
-        print(f"\n| BPE | tokens (test pieces) | ratio vs off | notes kept | vocab |\n|---|---|---|---|---|")
+        print("\n| BPE | tokens (test pieces) | ratio vs off | notes kept | vocab |\n|---|---|---|---|---|")
         print(f"| off | {result['base_tokens']} | 1.00 | 100 % (reference) | {vocab.n_base} |")
         print(f"| on ({args.bpe}) | {result['bpe_tokens']} | {ratio:.2f}× shorter | "
               f"{100 * result['kept'] / max(result['wanted'], 1):.2f} % | {result['vocab']} |")

@@ -33,8 +33,9 @@ class NativeMatrix:
     a v2m_gemm_fn (csrc/v2m_matrix.h) over the layer's own buffers `w`, `comp`, `scale`, `bias` (addresses;
     0 for none). `owner` keeps those buffers alive while the step points into them.
 
-    A module offers itself to the step with a `native_matrix()` method returning one (or None); the step holds
-    on to the object and compares identity to tell when the layer changed (a new kernel, a move)."""
+    A module offers itself to the step with a `native_matrix()` method returning one (or None), and keeps the one
+    it returned in its `native` attribute until its buffers change (a new kernel, a move: then None); the step
+    holds on to the object and compares it with `module.native` to tell when the layer changed."""
 
     n: int
     k: int

@@ -56,6 +56,7 @@ def _probe_args(path: str | Path) -> list[str]:
     return ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
 
 
+# a cache: ffprobe runs started by prefetch_probe, taken by the next ffprobe() of the same path in this process
 _PREFETCHED: dict[str, subprocess.Popen] = {}
 
 

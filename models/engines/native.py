@@ -13,8 +13,9 @@ products in the plain 4-row AVX-512 loop of the C (f32_tile), so float32 takes t
 
 Quantized layers join the one call through a protocol, not through quant's code: a module whose
 `native_matrix()` returns a `v2m.c_build.NativeMatrix` (quant's cpu-vnni layers do) is called by the C
-through that matrix's `gemm` function pointer (core/csrc/v2m_matrix.h). Any other layer keeps the per-layer
-step, whose products run the layer's own forward.
+through that matrix's `gemm` function pointer (core/csrc/v2m_matrix.h), and keeps the matrix it handed out in
+its `native` attribute while it stays valid (the plan checks that identity every token). Any other layer keeps
+the per-layer step, whose products run the layer's own forward.
 
 Built like Inductor builds its CPU kernels (core/c_build.py: the system C compiler, a per-user cache keyed by
 content, ctypes). No compiler or no AVX-512: `step_library()` is None, the reason is logged at -v, and the
@@ -226,7 +227,8 @@ class OneCallPlan:
             if described is None:
                 raise _Declined
             keep.append(described.owner)
-            checks.append((module, None, described, None))  # still the layer's while native_matrix() returns it
+            # still the layer's while the layer keeps it as `native` (the protocol: native_matrix()'s docstring)
+            checks.append((module.__dict__, "native", described, None))
             return _as_struct(described)
 
         try:
@@ -255,7 +257,7 @@ class OneCallPlan:
         objects (~2 µs: checked every step), and with `storage` the same memory too (checked per prefill:
         `param.data = ...` keeps the object but moves the memory)."""
         for slots, name, was, ptr in self.checks:
-            now = slots.get(name) if name is not None else slots.native_matrix()
+            now = slots.get(name)
             if now is not was or (storage and ptr is not None and now.data_ptr() != ptr):
                 return False
         return True
@@ -300,7 +302,7 @@ def _matrix_call(module: nn.Module, lib):
     struct, scratch = _as_struct(described), {}
 
     def call(x: torch.Tensor) -> torch.Tensor:
-        if native_matrix(module) is not described:  # a new kernel or a move since: the layer's forward is the truth
+        if module.__dict__.get("native") is not described:  # a new kernel or a move since: its forward is the truth
             return module.forward(x)
         rows = x.shape[0]
         if rows not in scratch:

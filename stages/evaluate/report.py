@@ -26,7 +26,7 @@ import numpy as np
 from v2m.errors import V2MError
 from v2m.stages.evaluate import beat_metrics as mr
 from v2m.stages.evaluate.music_metrics import music_statistics as stats
-from v2m.stages.rhythm import stream as video_stream
+from v2m.stages.rhythm import stream
 from v2m.stages.rhythm.audio import decimate
 from v2m.stages.tokens.controls import controls_from_score
 from v2m.stages.tokens.vocab import load_tokenizer
@@ -139,10 +139,10 @@ def read_audio(path: Path) -> np.ndarray:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         samples = samples.mean(axis=1)
     except Exception:  # not a format libsndfile knows
-        info = video_stream.probe(path)
+        info = stream.probe(path)
         if not info.has_audio:
             raise V2MError(f"{path}: has no audio stream to evaluate")
-        return video_stream.read_audio(info, SAMPLE_RATE)
+        return stream.read_audio(info, SAMPLE_RATE)
     if rate != SAMPLE_RATE:
         from math import gcd
 

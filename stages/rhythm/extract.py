@@ -1,7 +1,7 @@
 """extract-rhythm: the rhythm of a video (or of audio) as a `v2m.rhythm` payload (docs/ARTIFACTS.md).
 
 Pure functions on in-memory data: `rhythm_from_frames` takes any iterable of frame chunks (from
-`video_stream.stream_frames`, or arrays made in a test), `rhythm_from_audio` takes samples. Both
+`stream.stream_frames`, or arrays made in a test), `rhythm_from_audio` takes samples. Both
 reduce their input to an onset envelope and share `rhythm_from_envelope` for tempo, beats and
 meter, so music and video are scored on one scale.
 
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from v2m import artifacts
 from v2m.errors import V2MError
-from v2m.stages.rhythm import stream as video_stream
+from v2m.stages.rhythm import stream
 from v2m.stages.rhythm import tempo as tempo_mod
 from v2m.stages.rhythm.audio import onset_strength, spectral_centroid
 from v2m.stages.rhythm.motion import FrameAnalyzer, FrameFeatures
@@ -273,7 +273,7 @@ def extract_rhythm(path: str, config: RhythmConfig = RhythmConfig(), say=None, w
     config.check()
     # sha256 of the input, read on the spare core while ffprobe and ffmpeg start (an error surfaces below first)
     source = _in_background(artifacts.source_of, path)
-    info = video_stream.probe(path)
+    info = stream.probe(path)
     available = max(0.0, info.duration - config.start) if info.duration else None
     if info.duration and config.start >= info.duration:
         raise V2MError(f"{path}: --start {config.start:g} s is past the end ({info.duration:.2f} s)")
@@ -281,15 +281,15 @@ def extract_rhythm(path: str, config: RhythmConfig = RhythmConfig(), say=None, w
     if info.kind == "audio":
         if say:
             say(f"{path}: no video stream, analysing it as audio (onset envelope of the sound)")
-        samples = video_stream.read_audio(info, 22050, config.start, config.duration)
+        samples = stream.read_audio(info, 22050, config.start, config.duration)
         payload = rhythm_from_audio(samples, 22050, config)
     else:
         rate = min(info.fps or config.max_rate, config.max_rate)
-        size = video_stream.analysis_size(info, config.analysis_width)
+        size = stream.analysis_size(info, config.analysis_width)
         if say:
             say(f"{path}: {info.width}x{info.height} at {info.fps or 0:.3g} fps, "
                 f"{length or 0:.1f} s → {config.method} analysis at {size[0]}x{size[1]}, {rate:.3g} frames/s")
-        with video_stream.stream_frames(info, size, rate, config.start, config.duration) as chunks:
+        with stream.stream_frames(info, size, rate, config.start, config.duration) as chunks:
             payload = rhythm_from_frames(chunks, round(rate, 6), info.fps and round(info.fps, 6), config)
         if warn and length and payload["duration"] < length - max(0.5, 0.05 * length):
             warn(f"{path}: decoded only {payload['duration']:.1f} s of {length:.1f} s; the file looks truncated")

@@ -29,7 +29,7 @@ def decode_ids(ids, vocab: Vocab, beat_times=None, downbeats=None, *, velocities
     """ids → symusic.Score (ticks). Controls are stripped.
 
     With `beat_times` (seconds) the tempo map makes bar i start at `downbeats[i]` and the music's beats land on
-    the grid (see stages/beat_grid.py: apply_beat_grid); otherwise a fixed tempo: `tempo_bpm`, else the
+    the grid (see tokens/beat_grid.py: apply_beat_grid); otherwise a fixed tempo: `tempo_bpm`, else the
     TempoClass token's centre, else 120. `velocities` (1..127 per bar) sets each bar's note velocity; default 90.
     """
     base = strip_controls(ids, vocab)

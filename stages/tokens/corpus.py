@@ -4,9 +4,9 @@ Two passes, so an interrupted build resumes where it stopped:
 
 1. **analyse** (parallel, one task per source file): read the file (MIDI by content; ABC with symusic,
    one piece per `X:` tune; kern/MusicXML through music21, which symusic cannot read), filter, and store
-   each piece's MidiTok ids and raw control features (stages/controls.PieceAnalysis) in
+   each piece's MidiTok ids and raw control features (tokens/controls.py: PieceAnalysis) in
    `DIR/.work/<key>.safetensors`. A finished file is never redone; unreadable files are skipped and counted.
-   That pass lives in stages/corpus_analyse (reading one file: stages/corpus_read).
+   That pass lives in tokens/corpus_analyse.py (reading one file: tokens/corpus_read.py).
 2. **shard** (fast, in order): de-duplicate pieces by the hash of their quantised notes, split by a hash of
    the piece's name (deterministic: the same piece always lands in the same split, all its chunks with it),
    optionally calibrate the control classes on the train split, interleave controls, cut pieces at bars into

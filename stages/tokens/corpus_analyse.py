@@ -1,14 +1,15 @@
 """Pass 1 of the corpus build: analyse each source file once and keep the result on disk.
 
 One task per file, run in worker processes (`analyse_file` stays at module level so a spawned worker can
-import it): read the file (stages/corpus_read), filter its pieces, and store each piece's MidiTok ids and raw
-control features (stages/controls.PieceAnalysis) in `WORK/<key>.safetensors`. A finished file is never
+import it): read the file (tokens/corpus_read.py), filter its pieces, and store each piece's MidiTok ids and raw
+control features (tokens/controls.py: PieceAnalysis) in `WORK/<key>.safetensors`. A finished file is never
 redone, so an interrupted build resumes where it stopped; a .work folder made with another tokenizer spec
-or analysis version is cleared first. Pass 2 (stages/corpus) reads the results back with `load_work`.
+or analysis version is cleared first. Pass 2 (tokens/corpus.py) reads the results back with `load_work`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import Counter
@@ -76,15 +77,11 @@ def analyse_file(task: tuple[str, str, str, dict, int, int, int]) -> dict:
     return {"source": source_id, "cached": False, "error": error, "pieces": len(pieces)}
 
 
-_VOCAB_CACHE: dict = {}
-
-
+@functools.cache
 def worker_vocab(spec_key: str):
-    """The MidiTok-only tokenizer for a spec (as sorted JSON), built once per process."""
-    if spec_key not in _VOCAB_CACHE:
-        # the analysis only needs MidiTok's part; class boundaries are applied in pass 2
-        _VOCAB_CACHE[spec_key] = new_vocab({"n_density": 1, "tempo_bounds_bpm": []}, spec_from_json(json.loads(spec_key)))
-    return _VOCAB_CACHE[spec_key]
+    """The MidiTok-only tokenizer for a spec (as sorted JSON), built once per process (a documented cache)."""
+    # the analysis only needs MidiTok's part; class boundaries are applied in pass 2
+    return new_vocab({"n_density": 1, "tempo_bounds_bpm": []}, spec_from_json(json.loads(spec_key)))
 
 
 def _filter(analysis, min_notes: int, max_notes: int) -> str | None:

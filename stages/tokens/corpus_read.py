@@ -1,7 +1,7 @@
 """Reading one score file into symusic Scores, whatever its format.
 
 The corpus builder's workers call `read_scores` on every source file: MIDI is recognised by content,
-ABC is read with symusic one piece per `X:` tune, kern with stages/kern (music21 when it gives up), and
+ABC is read with symusic one piece per `X:` tune, kern with tokens/humdrum.py (music21 when it gives up), and
 MusicXML & co. through music21, which symusic cannot read. Files that are deliberately not read raise
 `SkipFile`, whose message is the reason counted in the corpus stats.
 """

@@ -2,8 +2,8 @@
 
 import json
 
-from tests.stages.evaluate.test_report import BEATS, make_run_folder, write_midi, write_rhythm
 from tests.stages.evaluate.test_model_metrics import write_corpus, write_model
+from tests.stages.evaluate.test_report import BEATS, make_run_folder, write_midi, write_rhythm
 from v2m.cli.main import main
 
 

@@ -49,10 +49,9 @@ def test_verbosity_levels_reach_stdlib_logging(tmp_path):
     import json
     import os
 
+    from tests.stages.generate.test_generate import grid_controls
     from v2m import artifacts
     from v2m.stages.tokens.vocab import load_tokenizer
-
-    from tests.stages.generate.test_generate import grid_controls
 
     controls = grid_controls(load_tokenizer(), bars=2)
     path = tmp_path / "c.json"
