@@ -283,5 +283,11 @@ def write_sample(out: str | Path, spec: SampleSpec = SampleSpec()) -> dict:
         truth = write_onset_audio(out, spec.bpm, spec.duration, spec.seed, spec.meter)
     else:
         truth = write_video(out, spec)
-    atomic_write_bytes(out.with_name(out.name + ".truth.json"), (json.dumps(truth, indent=1) + "\n").encode())
+    write_truth(out, truth)
     return truth
+
+
+def write_truth(out: str | Path, truth: dict) -> None:
+    """The ground truth of the clip `out`, beside it as OUT.truth.json."""
+    out = Path(out)
+    atomic_write_bytes(out.with_name(out.name + ".truth.json"), (json.dumps(truth, indent=1) + "\n").encode())
