@@ -101,7 +101,7 @@ def main() -> int:
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
           file=sys.stderr)
     header = f"{'#':>2} {'motion':6} {'size':>8} {'noise':>5} {'m':>1} {'bpm':>6} " + " ".join(
-        f"{m + ' bpm':>9} {'F':>5} {'cuts':>6}" for m in methods)
+        f"{m + ' bpm':>9} {'F':>5} {'cuts':>6} {'conf':>5}" for m in methods)
     print(header)
     timings = {m: 0.0 for m in methods}
     for i, spec in enumerate(sweep_specs(args.count, fast=args.fast)):
@@ -123,10 +123,12 @@ def main() -> int:
             rows[method].append(result)
             flag = "" if result["tempo_ok"] else ("*" if result["octave"] else "!")
             cells.append(f"{rhythm['tempo']['bpm']:>8.1f}{flag or ' '} {result['f']:5.2f} "
-                         f"{result['cut_tp']}/{result['cut_det']}/{result['cut_true']:<2}")
+                         f"{result['cut_tp']}/{result['cut_det']}/{result['cut_true']:<2} "
+                         f"{rhythm['tempo']['confidence']:4.2f}{'p' if rhythm['tempo'].get('planned') else ' '}")
         print(f"{i:2d} {spec.motion:6} {spec.width:>4}x{spec.height:<3} {spec.noise:5.0f} {spec.meter} {spec.bpm:6.1f} "
               + " ".join(cells), flush=True)
-    print("\n(tempo flags: * octave error, ! other error; cuts = matched/detected/true)\n")
+    print("\n(tempo flags: * octave error, ! other error; cuts = matched/detected/true; conf = tempo confidence,\n"
+          "p where part of the grid was planned on the cuts instead of tracked)\n")
     print(f"{'method':6} {'videos':>6} {'median F':>8} {'mean F':>6} {'tempo≤4%':>8} {'octave':>6} "
           f"{'cut P':>6} {'cut R':>6} {'meter':>6} {'downbeat F':>10} {'s/video':>7}")
     for method in methods:

@@ -8,6 +8,14 @@ tracked by dynamic programming, the meter is estimated (or set by --meter),
 scene cuts are found on colour-histogram jumps, and each shot gets motion,
 brightness and saturation (0..1). Times are seconds from --start.
 
+Edited footage is read scene by scene: the video is split at cuts and where
+the motion's tempo changes, and each scene gets its own tempo, confidence,
+beats and meter. Where a scene has no confident pulse (camera moves, a few
+impacts, a still), its beats are planned instead: every cut on a downbeat,
+the strongest motion hits on beats, a tempo that suits the footage's pace
+(60-160 BPM, changing by at most x1.25 at a cut where the shots allow it).
+--sync chooses; the log says how much of the grid was planned.
+
 A file with audio but no video stream is analysed as audio (the onset
 envelope of the sound), so music can be scored on the same scale.
 
@@ -24,6 +32,8 @@ Examples:
   v2m extract-rhythm clip.mp4 -o r.json --method diff --start 10 --duration 30
 
   v2m extract-rhythm clip.mp4 --tempo 120 --meter 3 -o r.json --force
+
+  v2m extract-rhythm trailer.mp4 --sync cuts -o r.json   # every cut on a downbeat
 
   v2m extract-rhythm song.wav -o song.rhythm.json
 
@@ -66,16 +76,20 @@ def command(
                                                    show_default=False)] = None,
     meter: Annotated[Optional[int], typer.Option("--meter", help="Beats per bar (default: estimated).",
                                                  show_default=False)] = None,
+    sync: Annotated[str, typer.Option("--sync", help="Where the beats come from. auto: each scene's own motion "
+                                      "pulse where it is confident, else a grid planned so cuts fall on downbeats "
+                                      "and motion hits on beats; pulse: always the motion's pulse; cuts: always "
+                                      "the planned grid.")] = "auto",
     force: Force = False,
 ) -> None:
     if input != "-" and os.path.isfile(input):
         from v2m.media import prefetch_probe
 
         prefetch_probe(input)  # runs while the analysis libraries below are imported
-    from v2m.stages.rhythm.extract import RhythmConfig, extract_rhythm
+    from v2m.stages.rhythm.extract import RhythmConfig, extract_rhythm, grid_warning, summary
 
     config = RhythmConfig(method=method, start=start, duration=duration, tempo_range=parse_tempo_range(tempo_range),
-                          tempo=tempo, meter=meter)
+                          tempo=tempo, meter=meter, sync=sync)
     config.check()
     source = Path(input)
     if input != "-" and source.is_dir():
@@ -89,8 +103,9 @@ def command(
         def work(item: Path) -> None:
             dest = out_dir / item.relative_to(source).with_suffix(".rhythm.json")
             artifacts.check_output(dest, force)
-            artifacts.write_artifact(extract_rhythm(str(item), config, say=log.info, warn=log.warn), dest, force=force)
-            log.info(f"{item} → {dest}")
+            data = extract_rhythm(str(item), config, say=log.info, warn=log.warn)
+            artifacts.write_artifact(data, dest, force=force)
+            log.info(f"{item} → {dest}: {summary(data['data'])}")
 
         code = for_each_file(items, work, what="file")
         if code:
@@ -101,7 +116,8 @@ def command(
     artifacts.check_output(output, force)
     artifact = extract_rhythm(input, config, say=log.info, warn=log.warn)
     data = artifact["data"]
-    tempo_info = data["tempo"]
-    log.info(f"{input}: {tempo_info['bpm']:.1f} BPM ({tempo_info['source']}, confidence {tempo_info['confidence']:.2f}), "
-             f"{len(data['beats'])} beats in {data['meter']}, {len(data['cuts'])} cuts, {len(data['segments'])} segments")
+    log.info(f"{input}: {summary(data)}")
+    warning = grid_warning(data, sync)
+    if warning:
+        log.warn(f"{input}: {warning}")
     artifacts.write_artifact(artifact, output, force=force)

@@ -18,6 +18,12 @@ Examples:
   v2m run videos/ -o scored/ --jobs 2 --style cinematic --seed 7
 
   v2m run videos/ -o scored/ --force        # redo finished videos too
+
+  v2m run dance.mp4 -o out/ --tempo 96 --meter 3   # you know the tempo
+
+The table shows each video's tempo and its confidence; a video whose beats
+were planned on its cuts (no confident pulse in the motion) gets a one-line
+warning saying so.
 """
 
 from __future__ import annotations
@@ -49,13 +55,23 @@ def command(
     temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 1.0,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = 0.95,
     candidates: Annotated[int, typer.Option("--candidates", "-n", help="Generate N candidates per video as one "
-                                            "batch and keep the one whose beats best match the video's.")] = 1,
+                                            "batch and keep the one whose beats heard in the mix best match the "
+                                            "video's (never one worse than the first).")] = 1,
+    tempo: Annotated[Optional[float], typer.Option("--tempo", help="Tempo in BPM for every video, instead of "
+                                                   "reading it (as extract-rhythm --tempo).",
+                                                   show_default=False)] = None,
+    meter: Annotated[Optional[int], typer.Option("--meter", help="Beats per bar (default: read per scene).",
+                                                 show_default=False)] = None,
+    sync: Annotated[str, typer.Option("--sync", help="auto: each scene's motion pulse where confident, else beats "
+                                      "planned on the cuts; pulse: always the motion; cuts: always planned (as "
+                                      "extract-rhythm --sync).")] = "auto",
     force: Force = False,
 ) -> None:
     from v2m.stages.run.batch import exit_code, prepare, run_batch, run_config
 
     config = run_config(jobs=jobs, arrange=arrange, device=device, model=model, kernel=kernel, style=style, seed=seed,
-                        temperature=temperature, top_p=top_p, candidates=candidates)
+                        temperature=temperature, top_p=top_p, candidates=candidates, tempo=tempo, meter=meter,
+                        sync=sync)
     jobs_list, expected = prepare(input, output, config)
     started = time.perf_counter()
     with BatchDisplay(jobs_list) as display:
@@ -111,6 +127,8 @@ class BatchDisplay:
             log.warn(f"{result.key} failed{tail}")
         else:
             log.info(f"{result.key} {result.status}{tail}")
+        if result.status == "done" and result.warning:
+            log.warn(f"{result.key}: {result.warning}")
 
 
 def summarise(results, wall: float) -> None:
@@ -120,14 +138,20 @@ def summarise(results, wall: float) -> None:
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     table = Table(title=f"v2m run: {counts['done']} done, {counts['skipped']} skipped (already finished), "
                         f"{counts['failed']} failed — {wall:.1f} s", title_justify="left")
-    for column in ("video", "status", "seconds", "× real time", "beat F"):
+    for column in ("video", "status", "seconds", "× real time", "tempo", "confidence", "beat F"):
         table.add_column(column, no_wrap=True)
     table.add_column("reason", overflow="fold")  # a failure's whole reason, wrapped, never cut
     for r in results:
         seconds = r.total_seconds()
         ratio = f"{seconds / r.duration:.2f}" if seconds and r.duration else ""
         beat_f = r.metrics.get("beat_f1")
+        tempo, confidence = r.tempo.get("bpm"), r.tempo.get("confidence")
+        how = {"planned": " planned", "hint": " given"}.get(r.tempo.get("source"), "")
+        if r.tempo.get("source") == "estimated" and r.tempo.get("planned"):
+            how = f" {r.tempo['planned']:.0%} planned"
         table.add_row(r.key, r.status, f"{seconds:.1f}" if seconds else "", ratio,
+                      f"{tempo:.1f}{how}" if tempo is not None else "",
+                      f"{confidence:.2f}" if confidence is not None else "",
                       f"{beat_f:.3f}" if beat_f is not None else "", r.error or "",
                       style="red" if r.status == "failed" else None)
     if not log.quiet() or counts["failed"]:

@@ -187,6 +187,19 @@ def dominant_for_leading_tone(chord: Chord, key: Key) -> Chord:
     return chord
 
 
+def closing_cadence(chords: list[Chord], key: Key, last_bar: float) -> list[Chord]:
+    """The piece closes on an authentic cadence: from `last_bar` (s) to the end one tonic chord, and the chord
+    sounding just before it becomes the dominant seventh (V7 in minor too: the raised leading tone)."""
+    if not chords or last_bar >= chords[-1].end - 1e-6:
+        return chords
+    end = chords[-1].end
+    before = [c for c in chords if c.start < last_bar - 1e-6]
+    if before:
+        last = before[-1]
+        before[-1] = Chord(last.start, min(last.end, last_bar), (key.tonic + 7) % 12, "7")
+    return before + [Chord(last_bar, end, key.tonic, "maj" if key.mode == "major" else "min")]
+
+
 def segment_bounds(downbeats: list[float], beat_times: list[float], end: float, per_bar: int = 1) -> list[tuple[float, float]]:
     """Bar (per_bar=1) or half-bar (per_bar=2) segments in seconds; a half-bar splits at beat
     (meter+1)//2 counted from 0 (beat 3 of 4/4 and of 3/4), so a chord change lands on a beat."""

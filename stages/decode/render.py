@@ -26,6 +26,7 @@ VIDEO_TARGETS = {".mp4", ".mov", ".mkv"}
 TARGET_RMS_DBFS = -20.0  # loudness target (RMS of the whole render; EBU R128 would need K-weighting)
 PEAK_CEILING_DBFS = -1.0  # never louder than this peak, whatever the RMS target asks
 RENDER_BLOCK = 1 << 16  # audio frames per block when levelling a render (~1.5 s at 44.1 kHz)
+RELEASE = 0.15  # s: the last notes' release is faded over this before the audio ends with the video
 AUDIO_CODEC = {".mp4": "aac", ".mov": "aac", ".mkv": "aac"}
 
 
@@ -54,7 +55,14 @@ def tokens_to_score(data: dict, vocab, *, sample: int = 0, program: int = 0):
     downbeats = data.get("downbeats") or controls.get("downbeats")
     velocities = [int(b.get("velocity", 90)) for b in controls.get("bars", [])] or None
     return decode_ids(ids, vocab, beat_times=beat_times, downbeats=downbeats, velocities=velocities,
-                      tempo_bpm=controls.get("tempo_bpm"), program=program)
+                      tempo_bpm=controls.get("tempo_bpm"), program=program, end=music_end(data))
+
+
+def music_end(data: dict) -> float | None:
+    """Where the music of a tokens payload ends, in seconds: the video's length when it was made for a video
+    (its controls carry the duration), else None (a MIDI's own tokens end with their last bar)."""
+    duration = (data.get("controls") or {}).get("duration")
+    return float(duration) if duration else None
 
 
 def music_score(data: dict, vocab, *, sample: int = 0, program: int = 0, arrange: bool = True):
@@ -76,9 +84,11 @@ def midi_bytes(score) -> bytes:
 # ---------------------------------------------------------------- audio
 
 def render_wav(score, path: str | Path, *, soundfont: str | Path | None = None, sample_rate: int = 44100,
-               program: int | None = None, normalise: bool = True) -> Path:
+               program: int | None = None, normalise: bool = True, length: float | None = None) -> Path:
     """Render `score` with FluidSynth to `path` (.wav or .flac by extension), RMS-normalised to -20 dBFS
-    with a -1 dBFS peak ceiling. `program` (GM 0..127) replaces every pitched track's instrument."""
+    with a -1 dBFS peak ceiling. `program` (GM 0..127) replaces every pitched track's instrument. With
+    `length` (seconds: the video's) the audio is exactly that long — FluidSynth's release tail past it is
+    faded out over RELEASE seconds and cut, a shorter render padded with silence."""
     path = Path(path)
     if path.suffix.lower() not in AUDIO_TARGETS:
         raise V2MError(f"{path}: audio output must be .wav or .flac")
@@ -108,10 +118,20 @@ def render_wav(score, path: str | Path, *, soundfont: str | Path | None = None, 
             gain = loudness_gain(rms, peak) if normalise else 1.0
             raw.seek(0)
             fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+            frames = raw.frames if length is None else int(round(length * raw.samplerate))
+            fade = int(RELEASE * raw.samplerate) if length is not None else 0
             with artifacts.atomic_path(path) as tmp_out, \
                     soundfile.SoundFile(str(tmp_out), "w", raw.samplerate, raw.channels, "PCM_16", format=fmt) as out:
+                written = 0
                 for block in raw.blocks(blocksize=RENDER_BLOCK, dtype="float32", always_2d=True):
-                    out.write((block * gain).astype(np.float32))
+                    block = block[:max(0, frames - written)] * gain
+                    if fade:  # the fade's gain for these frames (1 before the fade, 0 at the end)
+                        position = written + np.arange(len(block))
+                        block *= np.clip((frames - position) / fade, 0.0, 1.0)[:, None]
+                    out.write(block.astype(np.float32))
+                    written += len(block)
+                if written < frames:
+                    out.write(np.zeros((frames - written, raw.channels), np.float32))
     return path
 
 
@@ -223,13 +243,14 @@ def decode_file(input: str, output: str, *, video: Path | None = None, keep_audi
     score, _ = music_score(tokens["data"], vocab, sample=sample, program=program, arrange=arranged)
     # an arranged score carries the style's instruments; --program then only sets the melody's (in tokens_to_score)
     program = None if arranged else program
+    length = music_end(tokens["data"])
     if target == "midi":
         artifacts.write_output(midi_bytes(score), output, force, binary=True)
     elif target == "audio":
-        render_wav(score, output, soundfont=soundfont, sample_rate=sample_rate, program=program)
+        render_wav(score, output, soundfont=soundfont, sample_rate=sample_rate, program=program, length=length)
     else:
         with tempfile.TemporaryDirectory(prefix="v2m-decode-") as tmp:
             wav = render_wav(score, Path(tmp) / "music.wav", soundfont=soundfont, sample_rate=sample_rate,
-                             program=program)
+                             program=program, length=length)
             mux(video, wav, output, keep_audio=keep_audio)
     return score.note_num()

@@ -28,7 +28,8 @@ from v2m.stages.evaluate import beat_metrics as mr
 from v2m.stages.evaluate.music_metrics import music_statistics as stats
 from v2m.stages.rhythm import stream
 from v2m.stages.rhythm.audio import decimate
-from v2m.stages.tokens.controls import controls_from_score
+from v2m.stages.rhythm.extract import RhythmConfig, rhythm_from_audio
+from v2m.stages.tokens.controls import analyse_score, bar_controls
 from v2m.stages.tokens.vocab import load_tokenizer
 
 # name → direction: +1 higher is better, -1 lower is better, 0 neither (a description, not a grade).
@@ -38,7 +39,10 @@ METRICS: dict[str, int] = {
     "beat_f1": 1, "beat_precision": 1, "beat_recall": 1, "beat_offset_ms": 0,
     "onset_f1": 1, "onset_precision": 1, "onset_recall": 1, "onset_offset_ms": 0,
     "bcs": 0, "bhs": 1, "beat_align": 1, "beat_align_video": 1,
-    "cut_hit": 1, "music_onsets": 0, "music_beats": 0, "video_beats": 0, "music_bpm": 0, "video_bpm": 0,
+    "cut_hit": 1, "cut_on_beat": 1, "music_onsets": 0, "music_beats": 0, "video_beats": 0, "music_bpm": 0,
+    "video_bpm": 0,
+    # per scene (a montage's tempi): the music's beats vs the video's in each scene, mean and worst
+    "scene_beat_f1": 1, "scene_beat_f1_worst": 1, "scenes": 0,
     "tempo_ratio": 0, "tempo_same": 1, "tempo_related": 1,
     # control accuracy
     "density_accuracy": 1, "density_within1": 1, "strength_accuracy": 1, "bars_compared": 0,
@@ -56,8 +60,9 @@ STATISTICS = ("mean", "median", "worst")
 # names a gate may still use from before the beat/onset split: what they are called now
 RENAMED = {"grid_beat_f1": "beat_f1 (the music's beats vs the video's; before, beat_f1 meant onsets: now onset_f1)"}
 BEATS_FROM_TEMPO_MAP = "tempo map"
-BEATS_FROM_AUDIO = "tracked in audio (Ellis DP)"
+BEATS_FROM_AUDIO = "tracked in audio (extract-rhythm's tracker)"
 SAMPLE_RATE = 22050  # Hz, audio is read at this rate for onset detection
+CUT_ON_BEAT = 0.035  # s: a cut this close to one of the music's beats is on the beat
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class Music:
 
     `onsets`: note onsets merged within 30 ms (symbolic) or detected onsets (audio);
     `beats`: the music's own beats, from where `beats_source` says: the tempo map (symbolic) or
-    librosa's beat tracker on audio (audio, or a symbolic piece paired with its render: `with_heard_beats`);
+    extract-rhythm's reading of audio (audio, or a symbolic piece paired with its render: `with_heard_beats`);
     `score`: the symusic.Score for symbolic music (None for audio).
     """
 
@@ -91,6 +96,8 @@ class Reference:
     downbeats: np.ndarray = field(default_factory=lambda: np.zeros(0))
     envelope: np.ndarray = field(default_factory=lambda: np.zeros(0))
     frame_rate: float = 0.0
+    scenes: list = field(default_factory=list)  # the rhythm's scenes: start, end (s), bpm, confidence, sync
+    planned: float = 0.0  # share of the duration whose grid was planned on cuts (no steady pulse): a guess
 
 
 def reference_from_rhythm(data: dict) -> Reference:
@@ -99,7 +106,8 @@ def reference_from_rhythm(data: dict) -> Reference:
     return Reference(beats=mr.as_times(data.get("beats")), duration=float(data.get("duration", 0.0)),
                      bpm=tempo.get("bpm"), cuts=mr.as_times(data.get("cuts")), downbeats=mr.as_times(data.get("downbeats")),
                      envelope=np.asarray(data.get("envelope") or [], dtype=np.float64),
-                     frame_rate=float(data.get("frame_rate") or 0.0))
+                     frame_rate=float(data.get("frame_rate") or 0.0), scenes=list(data.get("scenes") or []),
+                     planned=float(tempo.get("planned") or 0.0))
 
 
 def reference_from_controls(data: dict) -> Reference:
@@ -110,7 +118,8 @@ def reference_from_controls(data: dict) -> Reference:
                      bpm=data.get("tempo_bpm"), cuts=mr.as_times(rhythm.get("cuts")),
                      downbeats=mr.as_times(data.get("downbeats")),
                      envelope=np.asarray(rhythm.get("envelope") or [], dtype=np.float64),
-                     frame_rate=float(rhythm.get("frame_rate") or 0.0))
+                     frame_rate=float(rhythm.get("frame_rate") or 0.0), scenes=list(rhythm.get("scenes") or []),
+                     planned=float(rhythm.get("planned") or 0.0))
 
 
 # ---------------------------------------------------------------- music from scores and audio
@@ -162,11 +171,22 @@ def music_from_audio(samples: np.ndarray, sample_rate: int, name: str = "audio")
         raise V2MError(f"{name}: the audio has NaN or infinite samples (a corrupt or float file written wrong)")
     if samples.size == 0 or float(np.max(np.abs(samples))) < 1e-4:
         raise V2MError(f"{name}: the music is empty (silent audio)", "evaluate audio that has sound")
-    envelope = mr.onset_envelope(samples, sample_rate)  # once: onsets and beats are both read off it
+    envelope = mr.onset_envelope(samples, sample_rate)
     onsets = mr.onsets_from_envelope(envelope, sample_rate)
-    bpm, beats = mr.beats_from_envelope(envelope, sample_rate)
+    bpm, beats = heard_beats(samples, sample_rate)
     return Music(kind="audio", onsets=onsets, beats=beats, bpm=bpm, duration=samples.size / sample_rate,
                  beats_source=BEATS_FROM_AUDIO)
+
+
+def heard_beats(samples: np.ndarray, sample_rate: int) -> tuple[float, np.ndarray]:
+    """(tempo BPM, beat times s) a listener hears: extract-rhythm's own analysis of audio (scenes and tempo changes
+    included, every scene's pulse tracked: --sync pulse), so `v2m extract-rhythm music.wav` and evaluate hear the
+    same beats in the same file. Audio too short to read a tempo in (< 2 s) has none."""
+    try:
+        rhythm = rhythm_from_audio(samples, sample_rate, RhythmConfig(sync="pulse"))
+    except V2MError:
+        return float("nan"), np.zeros(0)
+    return float(rhythm["tempo"]["bpm"]), np.asarray(rhythm["beats"], dtype=np.float64)
 
 
 def with_heard_beats(music: Music, heard: Music) -> Music:
@@ -189,32 +209,55 @@ def music_from_render(score, audio_path: str | Path, kind: str = "midi", request
 # ---------------------------------------------------------------- control accuracy
 
 def control_accuracy(requested_bars: list[dict], measured_bars: list[dict]) -> dict:
-    """Requested vs measured per-bar classes, bar by bar over the bars both have.
+    """Requested vs measured per-bar classes, bar for bar: each requested bar (its `start`, seconds) with the
+    measured bar that starts at the same time (within a quarter of the bar), so a lead-in or a missing bar in
+    the music shifts nothing; bars without times are paired by index.
 
     density_accuracy: exact density class; density_within1: within ±1 class;
     strength_accuracy: per-beat onset-strength classes equal (over all beats compared).
     """
-    n = min(len(requested_bars), len(measured_bars))
-    if n == 0:
+    pairs = _pair_bars(requested_bars, measured_bars)
+    if not pairs:
         return {"bars_compared": 0.0}
-    want = np.array([int(b["density"]) for b in requested_bars[:n]])
-    got = np.array([int(b["density"]) for b in measured_bars[:n]])
+    want = np.array([int(a["density"]) for a, _ in pairs])
+    got = np.array([int(b["density"]) for _, b in pairs])
     same_strength = total_beats = 0
-    for a, b in zip(requested_bars[:n], measured_bars[:n]):
+    for a, b in pairs:
         k = min(len(a.get("strength", [])), len(b.get("strength", [])))
         same_strength += sum(int(x) == int(y) for x, y in zip(a["strength"][:k], b["strength"][:k]))
         total_beats += k
-    out = {"bars_compared": float(n), "density_accuracy": float(np.mean(want == got)),
+    out = {"bars_compared": float(len(pairs)), "density_accuracy": float(np.mean(want == got)),
            "density_within1": float(np.mean(np.abs(want - got) <= 1))}
     if total_beats:
         out["strength_accuracy"] = same_strength / total_beats
     return out
 
 
+def _pair_bars(requested: list[dict], measured: list[dict]) -> list[tuple[dict, dict]]:
+    if not all("start" in b for b in requested) or not all("start_s" in b for b in measured):
+        return list(zip(requested, measured))
+    starts = np.array([float(b["start_s"]) for b in measured])
+    pairs = []
+    for i, bar in enumerate(requested):
+        start = float(bar["start"])
+        length = float(requested[i + 1]["start"]) - start if i + 1 < len(requested) else None
+        if not len(starts):
+            break
+        k = int(np.argmin(np.abs(starts - start)))
+        if abs(starts[k] - start) <= 0.25 * (length or (starts[k] - starts[k - 1] if k else 1.0)) + 1e-3:
+            pairs.append((bar, measured[k]))
+    return pairs
+
+
 def measured_controls(score, tokenizer=None) -> list[dict]:
     """Per-bar controls measured from the music with the encoder's own code (stages/tokens/controls.py), so
-    requested and measured classes share one scale. `tokenizer`: a tokenizer JSON path/object (None = default)."""
-    return list(controls_from_score(score, load_tokenizer(tokenizer))["bars"])
+    requested and measured classes share one scale; each bar with `start_s`, its start in seconds.
+    `tokenizer`: a tokenizer JSON path/object (None = default)."""
+    vocab = load_tokenizer(tokenizer)
+    analysis = analyse_score(score, vocab)
+    bars = bar_controls(analysis, vocab.stats) if analysis.base_ids else []
+    starts = np.concatenate([[0.0], np.cumsum(analysis.bar_seconds)])  # bar 0 starts at tick 0, empty or not
+    return [dict(bar, start_s=round(float(t), 3)) for bar, t in zip(bars, starts)]
 
 
 # ---------------------------------------------------------------- one piece
@@ -239,6 +282,12 @@ def evaluate_pair(reference: Reference, music: Music, controls: dict | None = No
     if reference.cuts.size:
         # a cut is "hit" when a music onset falls within ±70 ms of it (same window as the beat F-measure)
         metrics["cut_hit"] = mr.beat_f_measure(reference.cuts, onsets).recall
+        if beats.size:  # and it falls on the beat when one of the music's beats is within ±35 ms
+            metrics["cut_on_beat"] = float(np.mean([np.min(np.abs(beats - c)) <= CUT_ON_BEAT for c in reference.cuts]))
+    metrics.update(scene_metrics(reference, beats))
+    if reference.planned > 0:
+        labels["video_grid"] = (f"planned on the cuts for {100 * reference.planned:.0f} % of the video (no steady "
+                                "pulse there): beat scores compare the music with a guessed grid")
     if music.score is not None:
         metrics.update(music_statistics(music))
     requested = (controls or music.requested_controls or {}).get("bars") or []
@@ -249,6 +298,21 @@ def evaluate_pair(reference: Reference, music: Music, controls: dict | None = No
             # the rhythm scores stand on their own; say why control accuracy is missing instead of losing them
             labels["control_accuracy"] = f"not measured: {e.one_line()}"
     return metrics, labels
+
+
+def scene_metrics(reference: Reference, beats: np.ndarray) -> dict:
+    """Beat F-measure scene by scene (the music's beats vs the video's in each scene): its mean and worst, when
+    the rhythm has more than one scene (a montage's tempi, a pulse then a planned grid)."""
+    if len(reference.scenes) < 2 or beats.size < 2:
+        return {}
+    scores = []
+    for scene in reference.scenes:
+        lo, hi = float(scene["start"]), float(scene["end"])
+        video = reference.beats[(reference.beats >= lo) & (reference.beats < hi)]
+        if video.size:
+            scores.append(mr.beat_f_measure(video, beats[(beats >= lo - mr.F_WINDOW) & (beats < hi)]).f1)
+    return {"scene_beat_f1": float(np.mean(scores)), "scene_beat_f1_worst": float(np.min(scores)),
+            "scenes": float(len(reference.scenes))} if scores else {}
 
 
 def music_statistics(music: Music) -> dict:

@@ -34,11 +34,12 @@ def generate_artifact(found: dict, raw: bytes, name: str, config: GenerateConfig
     prime_ids = prime_ids_from_midi(prime.read_bytes(), vocab, str(prime)) if prime is not None else None
     log.info(f"generating {config.bars or len(controls['bars'])} bars × {config.num_samples} sample(s) on {device}")
     data = generate(session.loaded.model, vocab, controls, config, prime_ids=prime_ids, rerank=rerank,
-                    compile=device.startswith("cuda"), decoders=session.decoders)
+                    compile=device.startswith("cuda"), decoders=session.decoders, arrangement=record)
     data["arrange"] = record
     if "rerank" in data:
         scores = ", ".join(f"{s:.3f}" for s in data["rerank"]["scores"])
-        log.info(f"rerank by onset F-measure: [{scores}] → kept candidate {data['rerank']['chosen']}")
+        log.info(f"rerank by the beat F-measure heard in each render: [{scores}] → kept candidate "
+                 f"{data['rerank']['chosen']}")
     log.debug(f"generate: kernels {session.kernels()}, decode engine {session.engine()}")
     resolved = {**to_dict(config), "rerank": rerank, "backend": session.loaded.backend, "kernel": session.kernels(),
                 "engine": session.engine(), "device": device, "model": identity,

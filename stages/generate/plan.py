@@ -30,34 +30,34 @@ class Plan:
 
 
 def extend_grid(controls: dict, bars: int) -> dict:
-    """Controls with exactly `bars` bars: truncated, or extended by repeating the bar controls cyclically on
-    a beat grid continued at the median beat interval (seconds). Beat times end at the last bar's end."""
+    """Controls with exactly `bars` bars: the first `bars` (the music then ends where bar `bars` would start),
+    or all of them and more after the video's end, repeating the bar controls cyclically in bars of the
+    video's meter on a beat grid continued at the median beat interval (seconds)."""
     have = controls["bars"]
     if not have:
         raise V2MError("the controls have no bars (the video is shorter than one bar)",
                        "use a longer clip, or pass --bars N to generate N bars anyway")
     meter = int(controls["meter"])
-    beat_times = list(controls["beat_times"])
-    downbeats = list(controls["downbeats"])
+    beat_times = [float(t) for t in controls["beat_times"]]
+    downbeats = [float(t) for t in controls["downbeats"]]
     if len(beat_times) >= 2:
         step = statistics.median(b - a for a, b in zip(beat_times, beat_times[1:]))
     else:
         step = 60.0 / float(controls["tempo_bpm"])
-    # the grid must reach one bar past the last downbeat so the last bar has an end
-    while len(downbeats) < bars + 1:
-        last = downbeats[-1]
-        following = [t for t in beat_times if t > last + 1e-6]
-        if len(following) < meter:
-            last_beat = beat_times[-1]
-            beat_times.extend([round(last_beat + step * k, 3) for k in range(1, meter + 1)])
-            continue
-        downbeats.append(following[meter - 1])
-    end = downbeats[bars]
+    end = float(controls.get("duration") or 0.0) or beat_times[-1] + step
     out = dict(controls)
-    out["bars"] = [dict(have[i % len(have)], start=downbeats[i]) for i in range(bars)]
-    out["downbeats"] = downbeats[:bars]
-    out["beat_times"] = [t for t in beat_times if t <= end + 1e-6]
-    out["duration"] = max(float(controls.get("duration", 0.0)), end)
+    if bars <= len(have):
+        end = downbeats[bars] if bars < len(downbeats) else end
+        out.update(bars=have[:bars], downbeats=downbeats[:bars], beat_times=[t for t in beat_times if t < end - 1e-6],
+                   duration=round(end, 3))
+        return out
+    extra = []
+    for i in range(len(have), bars):  # past the video: bars of the video's meter, their controls repeated
+        start = end + (i - len(have)) * meter * step
+        extra.append(dict(have[i % len(have)], start=round(start, 3), beats=meter))
+        beat_times.extend(round(start + step * k, 3) for k in range(meter))
+    out.update(bars=list(have) + extra, downbeats=downbeats + [b["start"] for b in extra], beat_times=beat_times,
+               duration=round(end + (bars - len(have)) * meter * step, 3))
     return out
 
 
@@ -65,10 +65,12 @@ def build_plan(controls: dict, vocab, theme: list[list[int]] | None = None) -> P
     """Forced tokens for every bar of `controls`; `theme` (a prime's bars, each its note tokens without
     `Bar` or controls) opens the piece: bar i < len(theme) is forced whole, under the video's controls."""
     head = (vocab.bos, *ctl.global_control_ids(controls, vocab))
-    meter = time_signature_ids(vocab).get(int(controls["meter"]))
+    signatures = time_signature_ids(vocab)
     bars = []
     for i, bar in enumerate(controls["bars"]):
-        # the video's meter is forced too: a bar of the music always has as many beats as the video's bar
+        # the video's meter is forced too, bar by bar: a bar of the music always has as many beats as the video's
+        # bar (a pickup bar, a scene in another meter, a short last bar)
+        meter = signatures.get(int(bar.get("beats", controls["meter"])))
         opening = (vocab.bar_id, *ctl.bar_control_ids(bar, controls, vocab), *([meter] if meter is not None else []))
         if theme and i < len(theme):
             opening = opening + tuple(theme[i])

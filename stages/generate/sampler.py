@@ -23,7 +23,9 @@ aligned even though each sample reaches its bar lines at different steps.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import symusic
 import torch
@@ -33,10 +35,11 @@ from v2m.errors import V2MError
 from v2m.models.engines.decoder import DecoderPool, decoder_for
 from v2m.models.sampling import Sampling
 from v2m.stages.arrange.arranger import arrangement_settings
+from v2m.stages.decode.render import music_end, music_score, render_wav
 from v2m.stages.evaluate.beat_metrics import beat_f_measure
-from v2m.stages.evaluate.report import music_from_score
+from v2m.stages.evaluate.report import SAMPLE_RATE, heard_beats, read_audio
 from v2m.stages.generate.plan import Plan, build_plan, extend_grid, free_mask, theme_bars
-from v2m.stages.tokens.convert import decode_ids, encode_score
+from v2m.stages.tokens.convert import encode_score
 
 DEFAULT_STYLE = "pop"  # the arranger's style when none is given
 
@@ -139,13 +142,15 @@ def _until_eos(piece: list[int], eos: int) -> list[int]:
 # ---------------------------------------------------------------- the stage
 
 def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids: list[int] | None = None,
-             rerank: bool = False, compile: bool = False, decoders: DecoderPool | None = None) -> dict:
+             rerank: bool = False, compile: bool = False, decoders: DecoderPool | None = None,
+             arrangement: dict | None = None) -> dict:
     """Controls data (a v2m.controls payload) → a v2m.tokens payload.
 
     `model` is an nn.Module with new_cache/forward_cached (LoadedModel.model). With `rerank`, the
-    `num_samples` candidates are scored by rhythm agreement with the video (onset F-measure of the decoded
-    music against the video's beats, evaluate's `onset_f1`) and the best becomes `ids`; all scores are recorded.
-    Without it, the first sample is `ids` and the others go to `samples`.
+    `num_samples` candidates are scored by what the report will show — the beats heard in each candidate's
+    rendered mix (arranged as `arrangement` says, the record decode replays) against the video's beats — and
+    the best becomes `ids` (ties: the earlier; so never one that scores below candidate 0); all scores are
+    recorded. Without it, the first sample is `ids` and the others go to `samples`.
     """
     if vocab.hash != controls.get("tokenizer_hash", vocab.hash):
         raise V2MError("the controls were made with another tokenizer than the model's",
@@ -163,10 +168,11 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     data = {"tokenizer_hash": vocab.hash, "ids": pieces[0], "meter": int(controls["meter"]),
             "beat_times": controls["beat_times"], "downbeats": controls["downbeats"], "controls": controls}
     if rerank and len(pieces) > 1:
-        scores = [rhythm_score(piece, vocab, controls) for piece in pieces]
+        scores = [heard_score(piece, vocab, controls, arrangement) for piece in pieces]
         best = max(range(len(pieces)), key=lambda i: (scores[i], -i))
         data["ids"] = pieces[best]
-        data["rerank"] = {"metric": "onset_f1", "scores": [round(s, 4) for s in scores], "chosen": best}
+        data["rerank"] = {"metric": "beat_f1 (heard in the rendered mix)", "scores": [round(s, 4) for s in scores],
+                          "chosen": best}
         pieces = [pieces[best]] + [p for i, p in enumerate(pieces) if i != best]
     if len(pieces) > 1:
         data["samples"] = pieces[1:]
@@ -178,15 +184,22 @@ def context_window(model) -> int:
     return int(model.config.max_len)
 
 
-def rhythm_score(ids: list[int], vocab, controls: dict) -> float:
-    """Onset F-measure (±70 ms) of the decoded music's onsets against the video's beats, exactly as `evaluate`'s
-    `onset_f1` (onsets merged within 30 ms); 0 for a candidate without notes."""
-    score = decode_ids(ids, vocab, beat_times=controls["beat_times"], downbeats=controls["downbeats"])
-    try:
-        onsets = music_from_score(score).onsets
-    except V2MError:  # no notes at all
+def heard_score(ids: list[int], vocab, controls: dict, arrangement: dict | None = None) -> float:
+    """Beat F-measure (±70 ms) of the beats heard in a candidate's render against the video's beat grid: the
+    candidate decoded and arranged as decode will (`arrangement`: the tokens artifact's record), rendered by
+    FluidSynth as long as the video, its beats tracked by extract-rhythm's tracker as `evaluate` does; 0 for a
+    candidate without notes."""
+    data = {"tokenizer_hash": vocab.hash, "ids": ids, "beat_times": controls["beat_times"],
+            "downbeats": controls["downbeats"], "controls": controls, "arrange": arrangement}
+    score, _ = music_score(data, vocab)
+    if score.note_num() == 0:
         return 0.0
-    return float(beat_f_measure(controls["beat_times"], onsets).f1)
+    with tempfile.TemporaryDirectory(prefix="v2m-rerank-") as tmp:
+        wav = render_wav(score, Path(tmp) / "candidate.wav", length=music_end(data))
+        _, beats = heard_beats(read_audio(wav), SAMPLE_RATE)
+    if beats.size < 2:
+        return 0.0
+    return float(beat_f_measure(controls["beat_times"], beats).f1)
 
 
 def prime_ids_from_midi(data: bytes, vocab, name: str) -> list[int]:

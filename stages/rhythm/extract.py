@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from v2m import artifacts
 from v2m.errors import V2MError
+from v2m.stages.rhythm import scenes as scene_mod
 from v2m.stages.rhythm import stream
 from v2m.stages.rhythm import tempo as tempo_mod
 from v2m.stages.rhythm.audio import onset_strength, spectral_centroid
@@ -52,6 +53,7 @@ class RhythmConfig:
     max_segment: float = 8.0  # affect segments are split so none is longer
     tightness: float = 100.0  # beat-tracking DP: how strongly beats keep to the tempo
     min_duration: float = 2.0  # shorter inputs have no tempo to estimate (unless a tempo hint is given)
+    sync: str = "auto"  # auto: each scene's own pulse where confident, else a grid planned on cuts; pulse; cuts
 
     def check(self) -> None:
         lo, hi = self.tempo_range
@@ -63,6 +65,14 @@ class RhythmConfig:
             raise V2MError(f"tempo {self.tempo:g} BPM is out of range", "give a tempo between 20 and 400 BPM")
         if self.meter is not None and not 1 <= self.meter <= 16:
             raise V2MError(f"meter {self.meter} is not valid", "give the beats per bar, 1..16")
+        if self.sync not in scene_mod.SYNCS:
+            raise V2MError(f"unknown sync '{self.sync}'", f"use one of: {', '.join(scene_mod.SYNCS)}")
+        if self.tempo is not None and not lo <= self.tempo <= hi:
+            raise V2MError(f"--tempo {self.tempo:g} BPM is outside the tempo range {lo:g}..{hi:g}",
+                           "give a tempo inside the range, or widen it with --tempo-range")
+        if self.tempo is not None and self.sync == "cuts":
+            raise V2MError("--sync cuts plans its own tempo from the cuts and the motion; it cannot take --tempo",
+                           "drop --tempo, or use --sync pulse (the given tempo throughout) or auto")
         if self.start < 0 or (self.duration is not None and self.duration <= 0):
             raise V2MError("--start must be >= 0 and --duration > 0")
 
@@ -82,9 +92,11 @@ def rhythm_from_frames(chunks: Iterable[np.ndarray], rate: float, source_fps: fl
     envelope = onset_envelope(series["onset"], rate, cuts, blank=1)
     payload = {"kind": "video", "duration": round(frames / rate, 3), "source_fps": source_fps, "frame_rate": rate,
                "method": config.method}
-    payload.update(rhythm_from_envelope(envelope, rate, config))
+    affect = segments(features, series, cuts, rate, config.max_segment)
+    payload.update(rhythm_from_envelope(envelope, rate, config, cuts=cuts, raw=(series["onset"], series["motion"]),
+                                        affect=affect))
     payload["cuts"] = [round(c / rate, 3) for c in cuts]
-    payload["segments"] = segments(features, series, cuts, rate, config.max_segment)
+    payload["segments"] = affect
     return payload
 
 
@@ -157,38 +169,110 @@ def level(envelope: np.ndarray, rate: float, window: float = 2.5) -> np.ndarray:
     return envelope / np.maximum(gain, 0.05 * envelope.max())
 
 
-def rhythm_from_envelope(envelope: np.ndarray, rate: float, config: RhythmConfig) -> dict:
-    """Tempo, beats, strengths, meter and downbeats from a normalised envelope (the shared core)."""
-    duration = len(envelope) / rate
+def rhythm_from_envelope(envelope: np.ndarray, rate: float, config: RhythmConfig, *, cuts: list[int] = (),
+                         raw: tuple[np.ndarray, np.ndarray] | None = None, affect: list[dict] | None = None) -> dict:
+    """Scenes, tempo, beats, strengths, meter and downbeats from a normalised envelope (the shared core).
+
+    `cuts` (frames) split scenes and anchor planned grids; `raw` (the unnormalised onset strength and motion
+    magnitude per frame) gates the confidence on how much anything moves; `affect` (segments with "motion") sets a planned grid's pace.
+    """
+    n = len(envelope)
+    duration = n / rate
     if config.tempo is None and duration < config.min_duration:
         raise V2MError(f"only {duration:.2f} s to analyse: too short to estimate a tempo (at least {config.min_duration:g} s)",
                        "pass --tempo BPM to lay a beat grid on a short clip")
     levelled = level(envelope, rate)
-    if config.tempo is not None:
-        estimate = tempo_mod.Tempo(config.tempo, 1.0)
-    else:
-        estimate = tempo_mod.estimate_tempo(levelled, rate, config.tempo_range)
-    beats = tempo_mod.track_beats(levelled, rate, estimate.bpm, config.tightness)
-    if config.tempo is None:  # a second pass on the fitted grid's tempo: finer than the autocorrelation's lag step
-        refined = tempo_mod.grid_bpm(beats, estimate.bpm)
-        if abs(refined / estimate.bpm - 1) < 0.04:
-            beats = tempo_mod.track_beats(levelled, rate, refined, config.tightness)
-    if config.tempo is not None and len(beats) < 2:  # nothing to lock onto: a plain grid at the hinted tempo
-        beats = np.arange(0.0, duration, 60.0 / config.tempo)
-    bpm = estimate.bpm if config.tempo is not None else tempo_mod.grid_bpm(beats, estimate.bpm)
+    cuts = [int(c) for c in cuts]
+    method = config.method if raw is not None else "audio"
+    bounds = [(0, n)] if config.tempo is not None else scene_mod.spans(n, rate, cuts, levelled, config.tempo_range,
+                                                                       method)
+    found = [scene_mod.read_pulse(scene_mod.Scene(a, b), levelled, envelope, rate, config,
+                                  scene_mod.activity_gate(*(None, None) if raw is None else (raw[0][a:b], raw[1][a:b]),
+                                                          method=config.method))
+             for a, b in bounds]
+    grid = _grid(found, cuts, rate, envelope, affect, config, method)
+    beats = np.concatenate([s.beats for s in grid]) if grid else np.zeros(0)
+    downbeats = np.concatenate([s.beats[s.phase::s.meter] for s in grid]) if grid else np.zeros(0)
     strengths = tempo_mod.beat_strengths(envelope, rate, beats)
-    meter, phase = (config.meter, 0) if config.meter else tempo_mod.estimate_meter(strengths)
-    if config.meter and len(strengths) >= config.meter * 2:  # meter given: still find where bars start
-        phase = int(np.argmax([strengths[p::config.meter].mean() for p in range(config.meter)]))
+    longest = max(grid, key=lambda s: s.end - s.start)
+    weights = np.array([s.end - s.start for s in grid], dtype=np.float64)
+    confidence = float(np.dot(weights, [s.confidence for s in grid]) / weights.sum())
+    planned = float(weights[[s.sync == "cuts" for s in grid]].sum() / weights.sum())
+    bpm = longest.bpm if len(grid) == 1 else 60.0 / float(np.median(np.diff(beats))) if len(beats) > 1 else longest.bpm
+    source = "hint" if config.tempo is not None else "planned" if planned == 1.0 else "estimated"
     return {
         "envelope": [round(float(v), 4) for v in envelope],
-        "tempo": {"bpm": round(bpm, 2), "confidence": round(estimate.confidence, 3), "half": round(bpm / 2, 2),
-                  "double": round(bpm * 2, 2), "source": "hint" if config.tempo is not None else "estimated"},
+        "tempo": {"bpm": round(bpm, 2), "confidence": round(confidence, 3), "half": round(bpm / 2, 2),
+                  "double": round(bpm * 2, 2), "source": source, "planned": round(planned, 3)},
         "beats": [round(float(b), 3) for b in beats],
         "beat_strength": [round(float(s), 3) for s in strengths],
-        "meter": int(meter),
-        "downbeats": [round(float(b), 3) for b in beats[phase::meter]],
+        "meter": int(longest.meter),
+        "downbeats": [round(float(b), 3) for b in downbeats],
+        "scenes": [{"start": round(s.start / rate, 3), "end": round(s.end / rate, 3), "bpm": round(s.bpm, 2),
+                    "confidence": round(s.confidence, 3), "meter": int(s.meter), "sync": s.sync} for s in grid],
     }
+
+
+def summary(data: dict) -> str:
+    """One line on a rhythm payload: tempo and how it was found, confidence, beats, meter, scenes, cuts."""
+    tempo = data["tempo"]
+    how = {"hint": "given", "planned": "planned on the cuts"}.get(tempo["source"], "read from the motion")
+    if tempo["source"] == "estimated" and tempo.get("planned"):
+        how += f", {tempo['planned']:.0%} of it planned on the cuts"
+    scenes = data.get("scenes", [])
+    return (f"{tempo['bpm']:.1f} BPM ({how}; confidence {tempo['confidence']:.2f}), {len(data['beats'])} beats in "
+            f"{data['meter']}, {len(scenes)} scene{'s' * (len(scenes) != 1)}, {len(data['cuts'])} cuts")
+
+
+def grid_warning(data: dict, sync: str = "auto") -> str | None:
+    """A one-line warning when the beat grid is a guess (planned on the cuts for a weak pulse; not when asked
+    for with --sync cuts), else None."""
+    tempo = data["tempo"]
+    if sync != "auto" or tempo["source"] == "hint" or not tempo.get("planned"):
+        return None
+    share = "the whole video" if tempo["planned"] >= 0.999 else f"{tempo['planned']:.0%} of the video"
+    return (f"no steady pulse in {share} (confidence {tempo['confidence']:.2f}): its beats are planned on the cuts "
+            f"and motion hits, not read; give --tempo BPM if you know it, or --sync pulse to follow the motion anyway")
+
+
+def _grid(found: list, cuts: list[int], rate: float, envelope: np.ndarray, affect: list[dict] | None,
+          config: RhythmConfig, method: str) -> list:
+    """The scenes whose beats make the grid: a confident scene keeps its pulse, a run of weak ones is planned
+    on its cuts (stages/rhythm/scenes.py); with --sync pulse every scene keeps (or borrows) a pulse."""
+    def weak(scene) -> bool:
+        if config.sync == "cuts":
+            return True
+        if config.sync == "pulse":
+            return False
+        return not scene_mod.confident(scene, rate, method)
+
+    def pace(t: float) -> float:
+        return next((seg["motion"] for seg in affect or [] if seg["start"] <= t < seg["end"]), 0.5)
+
+    out, run = [], []
+    for scene in found + [None]:
+        if scene is not None and weak(scene):
+            run.append(scene)
+            continue
+        if run:
+            before = out[-1].bpm if out else None
+            out.extend(scene_mod.planned_scenes(run, cuts, rate, envelope, pace, config.meter or 4, before))
+            run = []
+        if scene is None:
+            break
+        if scene.beats is None or len(scene.beats) < 2:  # --sync pulse on a scene too short to read: borrow a tempo
+            bpm = out[-1].bpm if out else next((s.bpm for s in found if s.beats is not None), 100.0)
+            scene.beats = scene.start / rate + np.arange(0.0, (scene.end - scene.start) / rate, 60.0 / bpm)
+            scene.bpm, scene.meter, scene.phase = bpm, config.meter or 4, 0
+        out.append(scene)
+    # a pulse scene's beats stop short of the next scene's first beat (no two beats closer than a third of a period)
+    for a, b in zip(out[:-1], out[1:]):
+        if len(a.beats) and len(b.beats):
+            period = 60.0 / a.bpm if math.isfinite(a.bpm) and a.bpm > 0 else 0.5
+            keep = a.beats < b.beats[0] - period / 3
+            a.beats = a.beats[keep]
+            a.phase = min(a.phase, max(len(a.beats) - 1, 0))
+    return [s for s in out if s.beats is not None and len(s.beats)]
 
 
 def detect_cuts(jump: np.ndarray, step: np.ndarray, rate: float, threshold: float) -> list[int]:

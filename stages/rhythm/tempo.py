@@ -75,6 +75,19 @@ def estimate_tempo(envelope: np.ndarray, rate: float, bpm_range: tuple[float, fl
     return Tempo(bpm=float(bpms[best]), confidence=float(np.clip(score[best], 0.0, 1.0)))
 
 
+def comb_scores(envelope: np.ndarray, rate: float, bpms: np.ndarray) -> np.ndarray:
+    """The comb contrast at each tempo of `bpms` (≥ 0): one column of a tempogram."""
+    return np.maximum(_comb(autocorrelation(_smooth(envelope, 1.0)), 60.0 * rate / np.asarray(bpms)), 0.0)
+
+
+def pulse_strength(envelope: np.ndarray, rate: float, bpm: float) -> float:
+    """0..1: how clearly `envelope` pulses at `bpm` (the comb contrast of estimate_tempo's confidence, at that
+    tempo instead of the best one) — whether a neighbouring scene's pulse goes on here."""
+    if len(envelope) < 4 or not bpm > 0:
+        return 0.0
+    return float(np.clip(_comb(autocorrelation(_smooth(envelope, 1.0)), np.array([60.0 * rate / bpm]))[0], 0.0, 1.0))
+
+
 def _comb(r: np.ndarray, periods: np.ndarray) -> np.ndarray:
     """Per candidate period (frames): mean over the first four multiples that fit in half the autocorrelation
     of (energy at the multiple - the most energy at the half- or third-way lags before it); -1 where none fits.

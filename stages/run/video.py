@@ -32,7 +32,7 @@ from v2m.errors import V2MError
 from v2m.stages.decode import render as decode
 from v2m.stages.evaluate import report as evaluate
 from v2m.stages.generate.sampler import GenerateConfig, arrangement_record, generate
-from v2m.stages.rhythm.extract import extract_rhythm
+from v2m.stages.rhythm.extract import RhythmConfig, extract_rhythm, grid_warning
 from v2m.stages.session import Session, open_model
 from v2m.stages.tokens.video_controls import controls_from_rhythm
 
@@ -63,9 +63,18 @@ class RunConfig:
     top_p: float = 0.95
     candidates: int = 1  # > 1: decode this many as one batch, keep the best rhythm agreement (generate --rerank)
     soundfont: str | None = None
+    tempo: float | None = None  # extract-rhythm's --tempo, --meter and --sync, passed through
+    meter: int | None = None
+    sync: str = "auto"
 
     def __post_init__(self):
-        self.sampling()  # bad sampling settings are one line before any video starts, not a failure per video
+        # bad settings are one line before any video starts, not a failure per video
+        self.sampling()
+        self.rhythm().check()
+
+    def rhythm(self) -> RhythmConfig:
+        """The rhythm stage's settings."""
+        return RhythmConfig(tempo=self.tempo, meter=self.meter, sync=self.sync)
 
     def sampling(self):
         """The generate stage's GenerateConfig (kept flat here: they are the resume marker's recorded settings)."""
@@ -108,6 +117,8 @@ class VideoResult:
     duration: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     wall: float | None = None
+    tempo: dict = field(default_factory=dict)  # the rhythm's tempo: bpm, confidence, source, planned share
+    warning: str | None = None  # the rhythm's one-line warning when its grid is a guess (grid_warning)
 
     def total_seconds(self) -> float | None:
         """The video's wall time (markers from before `wall` was kept: the sum of its stages)."""
@@ -179,7 +190,7 @@ def write_marker(job: VideoJob, expected: dict, result: VideoResult, source: dic
         outputs[path.name] = {"bytes": path.stat().st_size, "sha256": artifacts.sha256_file(path)}
     marker = {"version": MARKER_VERSION, "source": source, "fingerprint": expected,
               "outputs": outputs, "seconds": result.seconds, "wall_seconds": result.wall, "duration": result.duration,
-              "metrics": result.metrics}
+              "metrics": result.metrics, "tempo": result.tempo, "warning": result.warning}
     artifacts.atomic_write_bytes(job.marker, artifacts.dumps(marker))
 
 
@@ -259,7 +270,7 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         artifacts.write_artifact(artifact, job.output(suffix), force=True)  # atomic: temp file + rename
 
     with timer("rhythm"):
-        rhythm_artifact = extract_rhythm(str(job.source))
+        rhythm_artifact = extract_rhythm(str(job.source), config.rhythm())
         rhythm = rhythm_artifact["data"]
         artifacts.write_artifact(rhythm_artifact, job.output("rhythm.json"), force=True)
     loaded, vocab = session.loaded, session.vocab
@@ -267,16 +278,18 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         controls = controls_from_rhythm(rhythm, vocab)
         save("controls.json", "v2m.controls", controls, "encode-tokens")
     with timer("generate"):
+        record = arrangement_record(config.style, config.arrange, config.seed)
         tokens = generate(loaded.model, vocab, controls, config.sampling(), rerank=config.candidates > 1,
-                          compile=config.device.startswith("cuda"), decoders=session.decoders)
-        tokens["arrange"] = arrangement_record(config.style, config.arrange, config.seed)
+                          compile=config.device.startswith("cuda"), decoders=session.decoders, arrangement=record)
+        tokens["arrange"] = record
         save("tokens.json", "v2m.tokens", tokens, "generate", engine=session.engine())
     with timer("decode"):
         # the recorded settings, not the style's name: exactly what the tokens artifact says, custom styles included
         score, melody = decode.music_score(tokens, vocab)
         artifacts.atomic_write_bytes(job.output("mid"), decode.midi_bytes(score))
     with timer("render"):
-        decode.render_wav(score, job.output("wav"), soundfont=config.soundfont)  # atomic, like every write here
+        # atomic, like every write here; as long as the video
+        decode.render_wav(score, job.output("wav"), soundfont=config.soundfont, length=decode.music_end(tokens))
     with ThreadPoolExecutor(max_workers=1) as pool:  # leaving waits for the mux, whatever evaluate does
         # ffmpeg's AAC encode (~1 s per 30 s of music, one core) runs beside evaluate, which reads only the WAV
         muxing = pool.submit(timer.later("mux", decode.mux, job.source, job.output("wav"), job.output("mp4")))
@@ -285,7 +298,7 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         save("report.json", "v2m.report", report, "evaluate")
     result = VideoResult(job.key, str(job.source), "done", seconds=timer.seconds, duration=float(rhythm["duration"]),
                          metrics={k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))},
-                         wall=timer.wall())
+                         wall=timer.wall(), tempo=rhythm["tempo"], warning=grid_warning(rhythm, config.sync))
     write_marker(job, expected, result, source)
     return result
 
@@ -311,7 +324,8 @@ def process(job: VideoJob, engine: Engine, expected: dict, force: bool, status: 
         say(job.key, "skipped")
         return VideoResult(job.key, str(job.source), "skipped", seconds=marker.get("seconds", {}),
                            duration=marker.get("duration"), metrics=marker.get("metrics", {}),
-                           wall=marker.get("wall_seconds"))
+                           wall=marker.get("wall_seconds"), tempo=marker.get("tempo", {}),
+                           warning=marker.get("warning"))
     try:
         job.marker.unlink(missing_ok=True)  # a stale marker must never vouch for new, half-written outputs
         clear_partials(job)

@@ -12,18 +12,19 @@ from v2m.stages.tokens.vocab import DEFAULT_TEMPO_BPM, Vocab
 
 # ---------------------------------------------------------------- tempo map from a beat grid
 
-def apply_beat_grid(score, beat_times: list[float], downbeats: list[float] | None) -> None:
+def apply_beat_grid(score, beat_times: list[float], downbeats: list[float] | None, end: float | None = None) -> None:
     """Set `score.tempos` so that bar i starts at downbeats[i] and the bar's beats land on the grid's beats.
 
     Anchors (tick → seconds): every bar start ↔ its downbeat; inside a bar whose music beat count equals the
     grid's, every beat ↔ its grid beat, else the bar is stretched evenly. Past the grid the last beat period
     continues. If the first bar starts after 0 s, one empty lead-in bar (same meter) is inserted so the
-    music's bars still line up with MIDI bars. Tempos are piecewise constant between anchors.
+    music's bars still line up with MIDI bars. Tempos are piecewise constant between anchors. With `end`
+    (seconds: the video's length) the last bar ends there, and notes sounding past it are cut at it.
     """
     import symusic
     from miditok.utils import get_bars_ticks, get_beats_ticks
 
-    anchors = grid_anchors(score, beat_times, downbeats, get_bars_ticks, get_beats_ticks)
+    anchors = grid_anchors(score, beat_times, downbeats, get_bars_ticks, get_beats_ticks, end)
     start_tick, start_time = anchors[0]
     tpq = score.ticks_per_quarter
     tempos = []
@@ -39,6 +40,29 @@ def apply_beat_grid(score, beat_times: list[float], downbeats: list[float] | Non
         if tick_b > tick_a and t_b > t_a:
             tempos.append(symusic.Tempo(int(tick_a), 60.0 * (tick_b - tick_a) / tpq / (t_b - t_a)))
     score.tempos = tempos or [symusic.Tempo(0, DEFAULT_TEMPO_BPM)]
+    if end is not None and downbeats is not None:
+        _cut_at(score, anchors[-1][0])
+
+
+def _cut_at(score, last_tick: int) -> None:
+    """Notes sounding past `last_tick` are cut at it; notes starting at or after it are dropped."""
+    import symusic
+
+    for track in score.tracks:
+        kept = []
+        for note in track.notes:
+            if note.time >= last_tick:
+                continue
+            kept.append(symusic.Note(note.time, min(note.duration, last_tick - note.time), note.pitch, note.velocity))
+        track.notes = kept
+
+
+def _bar_ticks(score, tick: int) -> int:
+    """The length in ticks of the bar starting at `tick`, by the time signature in force there."""
+    tpq = score.ticks_per_quarter
+    signatures = [ts for ts in score.time_signatures if ts.time <= tick]
+    ts = signatures[-1] if signatures else None
+    return int(round(tpq * 4 * ts.numerator / ts.denominator)) if ts is not None else 4 * tpq
 
 
 def _first_bar_ticks(score) -> int:
@@ -49,8 +73,10 @@ def _first_bar_ticks(score) -> int:
     return 4 * tpq
 
 
-def grid_anchors(score, beat_times, downbeats, get_bars_ticks, get_beats_ticks) -> list[tuple[int, float]]:
-    """(tick, seconds) pairs pinning the music's bars and beats to the grid (see apply_beat_grid)."""
+def grid_anchors(score, beat_times, downbeats, get_bars_ticks, get_beats_ticks, end: float | None = None
+                 ) -> list[tuple[int, float]]:
+    """(tick, seconds) pairs pinning the music's bars and beats to the grid (see apply_beat_grid); with `end` the
+    last anchor is the last bar's nominal end (its time signature's length) at `end` seconds."""
     import numpy as np
 
     beat_times = sorted(beat_times)
@@ -58,7 +84,13 @@ def grid_anchors(score, beat_times, downbeats, get_bars_ticks, get_beats_ticks) 
     end_tick = max(int(score.end()), 1)
     bars = [int(b) for b in get_bars_ticks(score, only_notes_onsets=False)] or [0]
     beats = [int(b) for b in get_beats_ticks(score, only_notes_onsets=False)] or [0]
-    bars.append(max(end_tick, bars[-1] + 1))  # closing edge of the last bar
+    if end is not None and downbeats is not None:
+        # the piece has one bar per downbeat (generate forces them); a bar after those holds only the tails of
+        # notes sounding past the last bar's end, which is pinned to the video's end
+        bars = bars[:max(len(downbeats), 1)]
+        bars.append(bars[-1] + _bar_ticks(score, bars[-1]))
+    else:
+        bars.append(max(end_tick, bars[-1] + 1))  # closing edge of the last bar
     if downbeats is None:
         # no bar grid: pin the music's beats one to one on the grid's beats
         times = _extend(beat_times, len(beats) + 1, period)
@@ -66,6 +98,8 @@ def grid_anchors(score, beat_times, downbeats, get_bars_ticks, get_beats_ticks) 
     downbeats = sorted(downbeats) or [beat_times[0]]
     grid_bar_len = float(np.median(np.diff(downbeats))) if len(downbeats) > 1 else period * 4
     down = _extend(downbeats, len(bars), grid_bar_len)
+    if end is not None and len(down) >= len(bars) and end > down[len(bars) - 2] + 1e-3:
+        down[len(bars) - 1] = float(end)
     anchors: list[tuple[int, float]] = []
     grid = np.asarray(beat_times)
     for i in range(len(bars) - 1):

@@ -25,12 +25,13 @@ def encode_score(score, vocab: Vocab) -> list[int]:
 
 
 def decode_ids(ids, vocab: Vocab, beat_times=None, downbeats=None, *, velocities=None, tempo_bpm: float | None = None,
-               program: int = 0):
+               program: int = 0, end: float | None = None):
     """ids → symusic.Score (ticks). Controls are stripped.
 
     With `beat_times` (seconds) the tempo map makes bar i start at `downbeats[i]` and the music's beats land on
     the grid (see tokens/beat_grid.py: apply_beat_grid); otherwise a fixed tempo: `tempo_bpm`, else the
     TempoClass token's centre, else 120. `velocities` (1..127 per bar) sets each bar's note velocity; default 90.
+    `end` (seconds, with a grid): the video's length — the last bar ends there and nothing sounds past it.
     """
     base = strip_controls(ids, vocab)
     if base:
@@ -42,7 +43,8 @@ def decode_ids(ids, vocab: Vocab, beat_times=None, downbeats=None, *, velocities
         track.program = program
     _set_velocities(score, velocities)
     if beat_times is not None and len(beat_times) >= 2:
-        apply_beat_grid(score, list(map(float, beat_times)), None if downbeats is None else list(map(float, downbeats)))
+        apply_beat_grid(score, list(map(float, beat_times)), None if downbeats is None else list(map(float, downbeats)),
+                        end=end)
     else:
         bpm = tempo_bpm or _tempo_from_ids(ids, vocab) or DEFAULT_TEMPO_BPM
         score.tempos = [symusic.Tempo(0, float(bpm))]

@@ -38,8 +38,11 @@ def test_artifact_on_stdout_logs_on_stderr(capfd, clip):
     data = artifact["data"]
     assert data["kind"] == "video" and data["source_fps"] == 30.0 and data["frame_rate"] == 30.0
     assert set(data) == {"kind", "duration", "source_fps", "frame_rate", "method", "envelope", "tempo", "beats",
-                         "beat_strength", "meter", "downbeats", "cuts", "segments"}
-    assert set(data["tempo"]) == {"bpm", "confidence", "half", "double", "source"}
+                         "beat_strength", "meter", "downbeats", "cuts", "segments", "scenes"}
+    assert set(data["tempo"]) == {"bpm", "confidence", "half", "double", "source", "planned"}
+    assert data["tempo"]["source"] == "estimated" and data["tempo"]["planned"] == 0.0  # a steady pulse is read
+    assert data["scenes"][0]["start"] == 0.0 and data["scenes"][-1]["end"] == pytest.approx(data["duration"], abs=0.05)
+    assert all(s["sync"] == "pulse" and s["confidence"] > 0.2 for s in data["scenes"])
     assert abs(data["tempo"]["bpm"] / truth["bpm"] - 1) < 0.04
     assert mir_eval.beat.f_measure(np.array(truth["beats"]), np.array(data["beats"]), 0.07) >= 0.9
     assert len(data["beat_strength"]) == len(data["beats"])
@@ -71,7 +74,8 @@ def test_output_file_force_and_options(capfd, clip, tmp_path):
     assert code == 0 and out == ""
     data = json.loads(dest.read_text())["data"]
     assert data["duration"] == pytest.approx(4.0, abs=0.05) and data["method"] == "diff"
-    assert data["tempo"] == {"bpm": 120.0, "confidence": 1.0, "half": 60.0, "double": 240.0, "source": "hint"}
+    assert data["tempo"] == {"bpm": 120.0, "confidence": 1.0, "half": 60.0, "double": 240.0, "source": "hint",
+                             "planned": 0.0}
     assert data["meter"] == 3 and max(data["beats"]) < 4.0
     before = dest.read_bytes()
     code, _, err = run(capfd, clip[0], "-o", dest)

@@ -46,7 +46,8 @@ def test_rhythm_in_tokens_out_byte_identical_for_a_seed(tmp_path, capsysbinary, 
     assert out["format"] == "v2m.tokens" and out["created_by"]["seed"] == 3
     data = out["data"]
     assert data["tokenizer_hash"] == debug_model[2].hash
-    assert data["downbeats"] == rhythm_artifact()["data"]["downbeats"]
+    # the rhythm's bars, after a pickup bar from the first frame (the first beat is 0.4 s in)
+    assert data["downbeats"] == [0.0] + rhythm_artifact()["data"]["downbeats"]
     assert data["controls"]["mode"] == "major" and data["controls"]["register"] == "high"  # a bright clip
     assert data["arrange"]["style"] == "pop"
     assert out["created_by"]["config"]["model"]["sha256"] == artifacts.sha256_file(model)
@@ -65,7 +66,7 @@ def test_controls_in_with_rerank_to_a_file(tmp_path, capsysbinary, debug_model):
     assert stdout == b""  # the artifact went to the file
     data = artifacts.read_artifact(out, "v2m.tokens")["data"]
     assert len(data["rerank"]["scores"]) == 3 and len(data["samples"]) == 2 and data["arrange"] is None
-    assert "rerank by onset F-measure" in err
+    assert "rerank by the beat F-measure heard in each render" in err
     # no overwrite without --force, and the file is left as it was
     before = out.read_bytes()
     code, _, err = run_cli(capsysbinary, "generate", controls, "--model", debug_model[0], "-o", out)

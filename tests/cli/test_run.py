@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -59,6 +60,12 @@ def test_killed_batch_resumes_without_redoing_finished_videos(tmp_path, debug_mo
     # sampling settings are checked before any video starts (not an "internal error" per video after its rhythm)
     (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{model}", "--temperature", "0"], "temperature must be > 0"),
     (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{model}", "--top-p", "1.5"], "top_p in (0, 1]"),
+    # rhythm settings too: a tempo outside the range, a --sync that cannot take a tempo, an unknown --sync
+    (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{model}", "--tempo", "250"], "outside the tempo range"),
+    (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{model}", "--tempo", "90", "--sync", "cuts"],
+     "cannot take --tempo"),
+    (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{model}", "--sync", "beat"], "unknown sync"),
+    (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{model}", "--meter", "0"], "meter 0 is not valid"),
 ])
 def test_bad_invocations_are_one_line_errors(tmp_path, capsys, argv, message, debug_model):  # noqa: F811
     (tmp_path / "empty").mkdir()
@@ -68,3 +75,34 @@ def test_bad_invocations_are_one_line_errors(tmp_path, capsys, argv, message, de
     assert code == 1 and captured.out == ""
     assert message in captured.err and len(captured.err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_edited_clip_tempo_confidence_and_the_planned_grid_warning(tmp_path, capsys, debug_model):  # noqa: F811
+    """A clip of cuts without a pulse: the table shows its tempo and confidence, one warning line says the grid
+    was planned; the music (MIDI and WAV) is as long as the video and starts with it. --tempo passes through."""
+    import soundfile
+    import symusic
+
+    from v2m.montage import Scene, write_montage
+    from v2m.samples import SampleSpec
+
+    clip = tmp_path / "edit.mp4"
+    truth = write_montage(clip, [Scene(3.0, "edit"), Scene(2.6, "edit"), Scene(3.4, "edit")],
+                          SampleSpec(width=160, height=96, fps=15.0, seed=5))
+    code = main(["run", str(clip), "-o", str(tmp_path / "out"), "--model", str(debug_model[0]), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "planned" in err and "confidence" in err
+    warnings = [line for line in err.splitlines() if "no steady pulse" in line]
+    assert len(warnings) == 1 and "--tempo" in warnings[0]
+    score = symusic.Score.from_file(str(tmp_path / "out" / "edit.mid")).to("second")
+    assert abs(score.end() - truth["duration"]) <= 0.1
+    assert min(n.time for t in score.tracks for n in t.notes) <= 0.05
+    audio = soundfile.info(str(tmp_path / "out" / "edit.wav"))
+    assert abs(audio.frames / audio.samplerate - truth["duration"]) <= 0.1
+
+    code = main(["-q", "run", str(clip), "-o", str(tmp_path / "given"), "--model", str(debug_model[0]),
+                 "--device", "cpu", "--tempo", "96", "--meter", "3"])
+    assert code == 0
+    rhythm = json.loads((tmp_path / "given" / "edit.rhythm.json").read_text())["data"]
+    assert rhythm["tempo"]["source"] == "hint" and rhythm["tempo"]["bpm"] == 96.0 and rhythm["meter"] == 3

@@ -27,7 +27,10 @@ WEIGHT_KEYS = lambda d: {k: v for k, v in d.items() if not k.startswith(("optim.
 
 
 def env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "V2M_QUIET": "1"}
+    """The subprocesses' environment: the repo first on the path, whatever else made v2m importable kept (on
+    the GPU machine, scripts/device_env.sh's layout)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "V2M_QUIET": "1"}
 
 
 def same_weights(a: Path, b: Path) -> bool:
@@ -59,7 +62,8 @@ def test_same_seed_same_weights(tmp_path):
     corpus = make_corpus(tmp_path / "c")
     outs = [tmp_path / f"{i}" / "m.safetensors" for i in range(3)]
     for out, seed in zip(outs, (5, 5, 6)):
-        train(RunOptions(str(corpus), str(out), "debug", {"steps": 15, "seed": seed}))
+        # bit-identical weights are a CPU promise (a GPU's reductions are not ordered)
+        train(RunOptions(str(corpus), str(out), "debug", {"steps": 15, "seed": seed}, device="cpu"))
     assert same_weights(outs[0], outs[1]) and not same_weights(outs[0], outs[2])
 
 
@@ -67,7 +71,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path):
     corpus = make_corpus(tmp_path / "c")
     opts = {"steps": 200, "ckpt_every": 5, "eval_every": 100}
     whole = tmp_path / "whole" / "m.safetensors"
-    train(RunOptions(str(corpus), str(whole), "debug", opts))
+    train(RunOptions(str(corpus), str(whole), "debug", opts, device="cpu"))
 
     killed = tmp_path / "killed" / "m.safetensors"
     ckpt = killed.with_name("m.ckpt.safetensors")
@@ -83,7 +87,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path):
     assert not killed.exists()
     step = read_meta(ckpt)["train_state"]["step"]
     assert 5 <= step < 200
-    train(RunOptions(str(corpus), str(killed), "debug", resume=str(ckpt)))
+    train(RunOptions(str(corpus), str(killed), "debug", resume=str(ckpt), device="cpu"))
     assert read_meta(killed)["training"]["steps"] == 200
     assert same_weights(whole, killed)
 
@@ -91,7 +95,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path):
 def test_ddp_gloo_two_processes_matches_one_process(tmp_path):
     corpus = make_corpus(tmp_path / "c")
     single = tmp_path / "single" / "m.safetensors"
-    train(RunOptions(str(corpus), str(single), "debug", {"steps": 8, "eval_every": 0, "ckpt_every": 0}))
+    train(RunOptions(str(corpus), str(single), "debug", {"steps": 8, "eval_every": 0, "ckpt_every": 0}, device="cpu"))
     ddp = tmp_path / "ddp" / "m.safetensors"
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "v2m", "train", str(corpus), "-o", str(ddp), "--preset", "debug", "--steps", "8",

@@ -59,7 +59,7 @@ def test_step_body_equals_eager_step_without_capture():
     body.banned[[1, 2]] = True
     eager.prefill(prompt)
     graphy.prefill(prompt)
-    ids, greedy_ids = torch.tensor([4, 9]), torch.tensor([4, 9])
+    ids = torch.tensor([4, 9])
     for pos in range(6, 14):
         body.io[:2], body.io[2] = ids, pos
         t = int(body.t)

@@ -105,7 +105,8 @@ def test_rhythm_and_wav_with_detected_onsets(tmp_path):
     _, metrics, labels = evaluate_inputs([load_input(rhythm), load_input(wav)])
     assert metrics["onset_f1"] > 0.95
     assert metrics["beat_f1"] > 0.9 and labels["music_beats"] == ev.BEATS_FROM_AUDIO  # the beat tracker finds the clicks
-    assert 0 <= metrics["beat_offset_ms"] <= 15  # tracked beats just after the clicks' attacks (+10 ms measured)
+    # extract-rhythm's audio reading (the one tracker for heard beats): one 23 ms hop after the attacks (+24 measured)
+    assert 0 <= metrics["beat_offset_ms"] <= 30
     assert "scale_consistency" not in metrics  # audio has no symbolic statistics
 
 
@@ -328,3 +329,31 @@ def test_tokens_with_requested_controls(tmp_path):
     tokens.write_bytes(dumps(make_artifact("v2m.tokens", data, stage="generate")))
     with pytest.raises(V2MError, match="another tokenizer"):
         load_input(tokens, tokenizer)
+
+
+def test_control_accuracy_pairs_bars_by_start_time_not_index():
+    """A lead-in bar in the music (or a bar it lacks) shifts nothing: bars are paired by their start times."""
+    requested = [{"start": 2.0, "density": 1, "strength": [2, 0, 1, 0]}, {"start": 4.0, "density": 2,
+                                                                          "strength": [2, 1, 1, 1]},
+                 {"start": 6.0, "density": 3, "strength": [2, 0, 0, 0]}]
+    measured = [{"start_s": 0.0, "density": 0, "strength": [0, 0, 0, 0]}]  # the lead-in, before any request
+    measured += [dict(bar, start_s=bar["start"] + 0.02) for bar in requested]
+    out = ev.control_accuracy(requested, measured)
+    assert out["bars_compared"] == 3 and out["density_accuracy"] == 1.0 and out["strength_accuracy"] == 1.0
+    by_index = ev.control_accuracy([{k: v for k, v in b.items() if k != "start"} for b in requested], measured)
+    assert by_index["density_accuracy"] == 0.0  # what pairing by index reported: one bar off
+
+
+def test_scene_beat_f1_and_cuts_on_beat(tmp_path):
+    """A rhythm with two scenes: the music on the first scene's beats only scores 1 there and 0 in the second;
+    a cut on a music beat counts, one 60 ms away does not (±35 ms)."""
+    first = np.arange(0.0, 6.0, 0.5)
+    second = 6.0 + np.arange(0.0, 6.0, 0.4)
+    reference = ev.Reference(beats=np.r_[first, second], duration=12.0, bpm=120.0, cuts=np.array([3.0, 6.06]),
+                             scenes=[{"start": 0.0, "end": 6.0}, {"start": 6.0, "end": 12.0}], planned=0.5)
+    music_beats = np.r_[first, 6.0 + np.arange(0.0, 6.0, 0.55) + 0.2]
+    music = ev.Music("audio", onsets=music_beats, beats=music_beats, bpm=120.0, duration=12.0)
+    metrics, labels = ev.evaluate_pair(reference, music)
+    assert metrics["scenes"] == 2 and metrics["scene_beat_f1_worst"] < 0.4 and metrics["scene_beat_f1"] < 0.7
+    assert metrics["cut_on_beat"] == 0.5  # 3.0 is on a beat; 6.06 is 60 ms from the nearest
+    assert "planned on the cuts for 50 %" in labels["video_grid"]  # it says the grid was a guess

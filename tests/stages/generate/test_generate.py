@@ -242,16 +242,19 @@ def test_prime_must_be_midi(debug_model):
         prime_ids_from_midi(b'{"format": "v2m.tokens"}', debug_model[2], "theme.json")
 
 
-def test_rerank_keeps_the_best_rhythm_agreement(debug_model):
-    from v2m.stages.generate.sampler import rhythm_score
+def test_rerank_keeps_the_candidate_whose_heard_beats_match_best(debug_model):
+    """--rerank scores what the report shows: the beats heard in each candidate's FluidSynth render (evaluate's
+    tracker) against the video's beats; the first of the best wins, so it never keeps one worse than candidate 0."""
+    from v2m.stages.generate.sampler import heard_score
 
     vocab = debug_model[2]
     controls = grid_controls(vocab, bars=4)
     data = run_generate(debug_model, controls, seed=9, num_samples=4, rerank=True, max_bar_tokens=48)
     scores = data["rerank"]["scores"]
-    assert len(scores) == 4 and data["rerank"]["chosen"] == int(np.argmax(scores))
-    assert rhythm_score(data["ids"], vocab, controls) == pytest.approx(max(scores), abs=1e-4)
-    assert len(data["samples"]) == 3
+    assert len(scores) == 4 and data["rerank"]["chosen"] == int(np.argmax(scores))  # argmax: the first of ties
+    assert scores[data["rerank"]["chosen"]] >= scores[0]
+    assert heard_score(data["ids"], vocab, data["controls"]) == pytest.approx(max(scores), abs=1e-4)
+    assert "heard" in data["rerank"]["metric"] and len(data["samples"]) == 3
 
 
 def test_controls_from_another_tokenizer_are_refused(debug_model):

@@ -68,10 +68,11 @@ def test_calibration_uses_quantiles_of_the_corpus():
 
 
 def rhythm(bpm=120.0, bars=4, meter=4, onsets_per_beat=(1, 2, 4, 1), cuts=(), frame_rate=100.0):
-    """A rhythm payload whose envelope has exactly `onsets_per_beat[i]` sharp peaks per beat in bar i."""
+    """A rhythm payload whose envelope has exactly `onsets_per_beat[i]` sharp peaks per beat in bar i; the video
+    ends where bar `bars` ends."""
     period = 60.0 / bpm
-    beats = [i * period for i in range(bars * meter + 1)]
-    duration = beats[-1] + period
+    beats = [i * period for i in range(bars * meter)]
+    duration = bars * meter * period
     envelope = np.zeros(int(round(duration * frame_rate)))
     for bar in range(bars):
         for beat in range(meter):
@@ -98,7 +99,7 @@ def test_controls_from_rhythm_match_controls_from_music_on_the_same_rates():
     assert controls["register"] == "high" and controls["tempo_bpm"] == 120.0
     assert len(controls["bars"]) == 4 and all(len(b["strength"]) == 4 for b in controls["bars"])
     assert all(1 <= b["velocity"] <= 127 for b in controls["bars"])
-    assert set(controls["rhythm"]) == {"cuts", "envelope", "frame_rate"}
+    assert set(controls["rhythm"]) == {"cuts", "envelope", "frame_rate", "scenes", "confidence", "planned"}
 
 
 def test_cuts_become_phrase_marks_and_strength_follows_corpus_shares():
