@@ -56,6 +56,7 @@ class SampleSpec:
     audio: bool = True  # a quiet tone as the soundtrack (so "video with audio" is the common case)
     crf: int = 20
     preset: str = "veryfast"
+    gop: int | None = None  # keyframe interval in frames (None: x264's default); a short one flickers periodically
 
 
 # ---------------------------------------------------------------- ground truth
@@ -211,7 +212,7 @@ def _ffmpeg_encode_args(spec: SampleSpec, out: Path, audio_args: list[str]) -> l
     return [require("ffmpeg"), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
             "-s", f"{spec.width}x{spec.height}", "-r", f"{spec.fps}", "-i", "-", *audio_args,
             "-c:v", "libx264", "-preset", spec.preset, "-crf", str(spec.crf), "-pix_fmt", "yuv420p",
-            "-movflags", "+faststart", "-f", "mp4", str(out)]
+            *(["-g", str(spec.gop)] if spec.gop else []), "-movflags", "+faststart", "-f", "mp4", str(out)]
 
 
 def write_video(path: str | Path, spec: SampleSpec = SampleSpec()) -> dict:

@@ -8,11 +8,18 @@ Everyone's tests may use these; each helper writes into the folder it is given a
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from v2m import artifacts
 from v2m.samples import SampleSpec, write_onset_audio, write_video
+
+# CI and the README's setup install FluidSynth; the GPU machine has none (its tests of rendering skip there)
+needs_fluidsynth = pytest.mark.skipif(shutil.which("fluidsynth") is None,
+                                      reason="renders with FluidSynth (Debian package 'fluidsynth'), not installed here")
 
 
 def video(folder: Path, name: str = "clip.mp4", **spec) -> tuple[Path, dict]:

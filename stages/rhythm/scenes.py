@@ -56,10 +56,12 @@ HIT_WINDOW = 0.07  # s: a hit this close to a beat is on it (the beat F-measure'
 RUBATO = 0.2  # a planned beat moves onto a strong hit at most this share of a period (the beats around re-spaced)
 # activity gate (video): the onset strength's 99.5th percentile (sparse impacts and flashes count) and the motion
 # magnitude's 95th, each no pulse below its floor and full above floor + span; per onset method, whose raw units
-# differ. Measured on held stills with pixel noise and codec flicker: onset ≤ 0.12 flow / 0.0023 diff, motion
-# ≤ 0.023 / 0.0035; on moving footage onset ≥ 0.51 / 0.0128 (a small slow bounce) — a flash-only shot has
-# little motion but onsets of 1.3 / 0.2, a steady pan small onsets but plenty of motion
-ACTIVITY = {"flow": ((0.15, 0.2), (0.03, 0.04)), "diff": ((0.003, 0.006), (0.004, 0.004))}
+# differ. Measured on held stills with pixel noise and codec flicker (x264 crf 20–40, keyframes every 10–30
+# frames: a periodic flicker the comb reads as 94 BPM at 0.71 without the gate): onset ≤ 0.20 flow / 0.0035 diff,
+# motion ≤ 0.023 / 0.0035 (heavy noise, σ 15: 0.44 / 0.0043 and 0.08 / 0.0099, left to the confidence: ≤ 0.12);
+# on moving footage onset ≥ 0.51 / 0.0128 (a small slow bounce) — a flash-only shot has little motion but onsets
+# of 1.3 / 0.2, a steady pan small onsets but plenty of motion
+ACTIVITY = {"flow": ((0.25, 0.2), (0.03, 0.04)), "diff": ((0.004, 0.006), (0.004, 0.004))}
 ACTIVITY_PERCENTILES = (99.5, 95)
 
 
@@ -76,6 +78,7 @@ class Scene:
     phase: int = 0  # index of the first downbeat among `beats`
     sync: str = "pulse"
     steady: float = 0.0  # the weaker half's comb contrast at the scene's tempo (read_pulse)
+    activity: float = 1.0  # the activity gate (0: nothing moves, so no hits either)
 
     def seconds(self, rate: float) -> float:
         return (self.end - self.start) / rate
@@ -211,6 +214,7 @@ def read_pulse(scene: Scene, levelled: np.ndarray, envelope: np.ndarray, rate: f
     """Tempo, confidence, beats, meter and phase of one scene, as the whole video was read before scenes."""
     lo, hi = scene.start, scene.end
     part = levelled[lo:hi]
+    scene.activity = gate
     if config.tempo is not None:
         estimate = tempo_mod.Tempo(config.tempo, 1.0)
     elif scene.seconds(rate) >= MIN_SCENE:
@@ -325,6 +329,10 @@ def planned_scenes(run: list[Scene], cuts_in: list[int], rate: float, envelope: 
     bounds = [lo] + [c for c in cuts_in if lo < c < hi] + [hi]
     anchors = [b / rate for b in bounds]
     times, strengths = hits(envelope, rate, lo, hi)
+    # a hit counts as much as its scene moves at all: a still's codec flicker has peaks, not impacts
+    activity = np.array([next(s.activity for s in run if s.start <= t * rate < s.end or s is run[-1]) for t in times])
+    keep = activity > 0
+    times, strengths = times[keep], strengths[keep] * activity[keep]
     shot_pace = [pace((a + b) / 2) for a, b in zip(anchors[:-1], anchors[1:])]
     confidence = {id(s): s.confidence for s in run}
     out = []

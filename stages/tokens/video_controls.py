@@ -37,13 +37,16 @@ def pick_peaks(envelope: np.ndarray, frame_rate: float, params: dict = PEAK_PICK
 MAX_BAR_BEATS = 6  # the vocabulary's longest bar (TimeSig_6/4); a longer gap between downbeats is split
 
 
+OPENING = 0.1  # s: a first beat later than this gets an opening (pickup) beat at 0
+
+
 def music_grid(beats: np.ndarray, downbeats: list[float], duration: float, meter: int) -> tuple[np.ndarray, list[int]]:
     """The music's beats from the video's first frame to its last, and the index of each bar's first beat.
 
     The rhythm's beats start where motion starts and stop where it stops; music starts with the picture and
     ends with it. So the grid is extended backwards at the first beat period (a beat within 0.2 of a period
-    before 0 goes to 0: the opening beat is a little long; half a period or more of room before the first
-    beat gets an opening beat at 0), and forwards until the last bar ends at the video's end (no beat in its
+    before 0 goes to 0: the opening beat is a little long; more than OPENING seconds before the first beat get a
+    short opening beat at 0, a pickup into it), and forwards until the last bar ends at the video's end (no beat in its
     last 0.6 of a period: the last beat is a little long instead). Beats before the first downbeat form a
     pickup bar (fewer beats: it is forced as TimeSig k/4, so the next bar starts on the downbeat); gaps between
     downbeats longer than MAX_BAR_BEATS beats, and the grid past the last downbeat, are cut into bars of
@@ -55,9 +58,8 @@ def music_grid(beats: np.ndarray, downbeats: list[float], duration: float, meter
     while t > -0.2 * head:
         before.insert(0, max(t, 0.0))
         t -= head
-    if not before and beats[0] >= 0.5 * head:
-        before = [0.0]  # half a period or more before the first beat: an opening beat from the first frame
-    # (a first beat within half a period of the start is where the music starts: a shorter beat would rush)
+    if not before and beats[0] > OPENING:
+        before = [0.0]  # a pickup from the first frame: music starts with the picture, not at the first beat
     after, t = [], beats[-1] + tail
     while t < duration - 0.6 * tail:
         after.append(t)

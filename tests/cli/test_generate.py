@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.media import needs_fluidsynth
 from tests.stages.generate.test_generate import debug_model, grid_controls  # noqa: F401  (fixture)
 from v2m import artifacts
 from v2m.cli.main import main
@@ -55,6 +56,7 @@ def test_rhythm_in_tokens_out_byte_identical_for_a_seed(tmp_path, capsysbinary, 
     assert json.loads(other)["data"]["ids"] != data["ids"]
 
 
+@needs_fluidsynth
 def test_controls_in_with_rerank_to_a_file(tmp_path, capsysbinary, debug_model):  # noqa: F811
     controls = tmp_path / "clip.controls.json"
     artifacts.write_artifact(artifacts.make_artifact("v2m.controls", grid_controls(debug_model[2], bars=3),

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.media import needs_fluidsynth
+
 # ---------------------------------------------------------------- shared helpers
 
 SCALE = {"major": [0, 2, 4, 5, 7, 9, 11], "minor": [0, 2, 3, 5, 7, 8, 10]}
@@ -242,6 +244,7 @@ def test_prime_must_be_midi(debug_model):
         prime_ids_from_midi(b'{"format": "v2m.tokens"}', debug_model[2], "theme.json")
 
 
+@needs_fluidsynth
 def test_rerank_keeps_the_candidate_whose_heard_beats_match_best(debug_model):
     """--rerank scores what the report shows: the beats heard in each candidate's FluidSynth render (evaluate's
     tracker) against the video's beats; the first of the best wins, so it never keeps one worse than candidate 0."""

@@ -99,6 +99,16 @@ def test_a_still_has_no_pulse(clips):
     assert data["beats"][0] == 0.0 and len(data["beats"]) >= 8  # a planned grid from the first frame
 
 
+def test_codec_flicker_of_a_still_is_no_pulse(tmp_path):
+    """x264 with a keyframe every 19 frames makes a held frame flicker at 94.7 BPM; before the activity gate it was
+    read as a pulse at confidence 0.71 (bench/edit_accuracy.py --base 9271277)."""
+    path = tmp_path / "photo.mp4"
+    write_montage(path, [Scene(10.0, "still")], SampleSpec(width=192, height=108, noise=0.0, crf=20, gop=19, seed=40))
+    data = extract_rhythm(str(path))["data"]
+    assert data["tempo"]["confidence"] < 0.05 and data["tempo"]["source"] == "planned"
+    assert 66 <= data["tempo"]["bpm"] <= 80  # a calm planned tempo: the flicker's peaks are not hits to follow
+
+
 def test_sync_chooses_pulse_or_cuts(clips):
     path, truth = clips["edit"]
     pulse = extract_rhythm(str(path), RhythmConfig(sync="pulse"))["data"]
