@@ -59,7 +59,8 @@ pip_quiet() {
 TORCH=${V2M_TORCH_VERSION:-2.13.0}
 CPU_INDEX=https://download.pytorch.org/whl/cpu
 have_torch=$("$VPY" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)
-if [ "${have_torch%%+*}" != "$TORCH" ]; then
+release() { local v=${1%%+*}; while [[ $v == *.0 ]]; do v=${v%.0}; done; echo "$v"; }  # 2.7.0+cpu → 2.7
+if [ "$(release "$have_torch")" != "$(release "$TORCH")" ]; then
   pip_quiet --upgrade pip
   if [ "${V2M_TORCH_FROM_PYPI:-0}" = 1 ]; then
     say "installing torch==$TORCH from PyPI (V2M_TORCH_FROM_PYPI=1): the CUDA build, several GB with its nvidia-* packages"
