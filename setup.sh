@@ -3,6 +3,8 @@
 #   ./setup.sh demo   set up, then run v2m on the sample clip (out/ holds the results)
 #   ./setup.sh test   set up, then run the test suite
 #   ./setup.sh        set up only
+# Settings (environment): V2M_VENV (default .venv), PYTHON (default python3.11), V2M_DEMO_OUT (default out),
+#   V2M_TORCH_VERSION (default 2.13.0, the CPU build), V2M_TORCH_FROM_PYPI=1 (allow PyPI's torch: the CUDA build)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT=$PWD
@@ -51,10 +53,39 @@ pip_quiet() {
     exit 1
   fi
 }
-if ! "$VPY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null; then
-  say "installing torch==2.13.0 (CPU build)"
+# torch: the CPU build from PyTorch's CPU index. A bare `pip install torch` gets PyPI's CUDA build (~3.4 GB with its
+# nvidia-* packages, also on machines without a GPU), so the pin carries the +cpu label, which only CPU wheels have
+# (the CPU index, or a local wheel in pip's find-links); PyPI's build is taken only when asked for.
+TORCH=${V2M_TORCH_VERSION:-2.13.0}
+CPU_INDEX=https://download.pytorch.org/whl/cpu
+have_torch=$("$VPY" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)
+release() { local v=${1%%+*}; while [[ $v == *.0 ]]; do v=${v%.0}; done; echo "$v"; }  # 2.7.0+cpu → 2.7
+if [ "$(release "$have_torch")" != "$(release "$TORCH")" ]; then
   pip_quiet --upgrade pip
-  pip_quiet torch==2.13.0
+  if [ "${V2M_TORCH_FROM_PYPI:-0}" = 1 ]; then
+    say "installing torch==$TORCH from PyPI (V2M_TORCH_FROM_PYPI=1): the CUDA build, several GB with its nvidia-* packages"
+    pip_quiet "torch==$TORCH"
+  else
+    # probe the index first: when it is unreachable pip would retry every page it needs for minutes
+    if "$VPY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=15)' "$CPU_INDEX/torch/" 2>/dev/null; then
+      say "installing torch==$TORCH (CPU build, from $CPU_INDEX)"
+      index=(--index-url "$CPU_INDEX"); why="$CPU_INDEX has no such wheel"
+    else
+      say "$CPU_INDEX is unreachable: looking for a CPU wheel of torch $TORCH in pip's other sources (find-links, configured indexes)"
+      index=(); why="$CPU_INDEX unreachable, and no local wheel"
+    fi
+    if ! "$VPY" -m pip install "${index[@]}" "torch==$TORCH+cpu" >>"$LOG" 2>&1; then  # not -q: the reason is needed
+      # pip says it one of two ways, the second when a constraint (pip.conf) names torch too
+      if grep -q "No matching distribution found for torch" "$LOG" \
+        || grep -A5 "no matching distributions available" "$LOG" | grep -q -E '^[[:space:]]+torch[[:space:]]*$'; then
+        say "no CPU build of torch $TORCH to install ($why); V2M_TORCH_FROM_PYPI=1 ./setup.sh installs PyPI's CUDA build instead (several GB)"
+        exit 1
+      fi
+      say "pip install torch==$TORCH+cpu failed; the end of $LOG:"
+      tail -n 25 "$LOG" >&2
+      exit 1
+    fi
+  fi
 fi
 stamp=$VENV/.v2m-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
@@ -69,7 +100,7 @@ case "${1:-}" in
     # the sample clip is made, not shipped: 20 s of synthetic motion at 100 BPM with three hard cuts
     "$VENV/bin/v2m" sample samples/clip.mp4 --if-missing
     # a rerun resumes: finished outputs in out/ are kept (add --force to redo them)
-    exec "$VENV/bin/v2m" run samples/clip.mp4 -o out/ "${@:2}"
+    exec "$VENV/bin/v2m" run samples/clip.mp4 -o "${V2M_DEMO_OUT:-out}/" "${@:2}"
     ;;
   test)
     # -n 2: the suite is sized for two cores. pytest exits 5 when no test ran: that is a failure here too.
