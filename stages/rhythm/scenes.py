@@ -59,9 +59,10 @@ RUBATO = 0.2  # a planned beat moves onto a strong hit at most this share of a p
 # differ. Measured on held stills with pixel noise and codec flicker (x264 crf 20–40, keyframes every 10–30
 # frames: a periodic flicker the comb reads as 94 BPM at 0.71 without the gate): onset ≤ 0.20 flow / 0.0035 diff,
 # motion ≤ 0.023 / 0.0035 (heavy noise, σ 15: 0.44 / 0.0043 and 0.08 / 0.0099, left to the confidence: ≤ 0.12);
-# on moving footage onset ≥ 0.51 / 0.0128 (a small slow bounce) — a flash-only shot has little motion but onsets
-# of 1.3 / 0.2, a steady pan small onsets but plenty of motion
-ACTIVITY = {"flow": ((0.25, 0.2), (0.03, 0.04)), "diff": ((0.004, 0.006), (0.004, 0.004))}
+# on moving footage onset ≥ 0.295 / 0.0043 (a small slow pan in a montage: motion 0.015 / 0.0079), 0.51 / 0.0128
+# for a small slow bounce — a flash-only shot has little motion but onsets of 1.3 / 0.2, a steady pan small onsets
+# but plenty of motion
+ACTIVITY = {"flow": ((0.2, 0.1), (0.03, 0.04)), "diff": ((0.004, 0.006), (0.004, 0.004))}
 ACTIVITY_PERCENTILES = (99.5, 95)
 
 
