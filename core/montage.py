@@ -22,17 +22,13 @@ one at a time (constant memory), like v2m.samples.
 from __future__ import annotations
 
 import math
-import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .artifacts import atomic_path
 from .errors import V2MError
-from .media import last_line
-from .samples import MOTIONS, SampleSpec, _disc, _ffmpeg_encode_args, _Shot, ground_truth, render_frames
+from .samples import MOTIONS, SampleSpec, _disc, _Shot, encode_frames, ground_truth, render_frames
 
 KINDS = ("pulse", "edit", "still")
 
@@ -179,17 +175,5 @@ def write_montage(path: str | Path, scenes: list[Scene], spec: SampleSpec = Samp
         if scene.kind not in KINDS or (scene.kind == "pulse" and (scene.bpm is None or scene.motion not in MOTIONS)):
             raise V2MError(f"scene {scene}: unknown kind or motion", f"kinds: {', '.join(KINDS)}; motions: {', '.join(MOTIONS)}")
     truth = montage_truth(scenes, spec.fps, spec.seed)
-    with atomic_path(path, suffix=".mp4") as tmp, tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(_ffmpeg_encode_args(spec, tmp, []), stdin=subprocess.PIPE, stderr=errors)
-        try:
-            for frame in render_montage(scenes, truth, spec):
-                proc.stdin.write(frame.tobytes())
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        finally:
-            code = proc.wait()
-        if code != 0:
-            errors.seek(0)
-            raise V2MError(f"{path}: ffmpeg could not encode the montage ({last_line(errors.read())})")
+    encode_frames(path, render_montage(scenes, truth, spec), spec, [], "the montage")
     return truth

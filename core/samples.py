@@ -228,10 +228,16 @@ def write_video(path: str | Path, spec: SampleSpec = SampleSpec()) -> dict:
     if spec.audio:  # a quiet 220 Hz tone: the clip has an audio stream, nothing in it is rhythmic
         audio_args = ["-f", "lavfi", "-i", f"sine=frequency=220:sample_rate=44100:duration={truth['duration']}",
                       "-af", "volume=0.05", "-c:a", "aac", "-b:a", "64k"]
+    encode_frames(path, render_frames(spec, truth), spec, audio_args, "the sample")
+    return truth
+
+
+def encode_frames(path: str | Path, frames, spec: SampleSpec, audio_args: list[str], what: str) -> None:
+    """Pipe RGB frames (H, W, 3 uint8, one at a time) to ffmpeg's H.264 encoder, writing `path` atomically."""
     with atomic_path(path, suffix=".mp4") as tmp, tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(_ffmpeg_encode_args(spec, tmp, audio_args), stdin=subprocess.PIPE, stderr=errors)
         try:
-            for frame in render_frames(spec, truth):
+            for frame in frames:
                 proc.stdin.write(frame.tobytes())
             proc.stdin.close()
         except BrokenPipeError:
@@ -240,8 +246,7 @@ def write_video(path: str | Path, spec: SampleSpec = SampleSpec()) -> dict:
             code = proc.wait()
         if code != 0:
             errors.seek(0)
-            raise V2MError(f"{path}: ffmpeg could not encode the sample ({last_line(errors.read())})")
-    return truth
+            raise V2MError(f"{path}: ffmpeg could not encode {what} ({last_line(errors.read())})")
 
 
 def write_onset_audio(path: str | Path, bpm: float = 100.0, duration: float = 10.0, seed: int = 0,
