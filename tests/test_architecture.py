@@ -35,7 +35,8 @@ def laid_out(dest: Path) -> Path:
 
 def lint(layout: Path) -> subprocess.CompletedProcess:
     """lint-imports on the laid-out copy (found first on the path: v2m's own install maps folders instead)."""
-    env = {**os.environ, "PYTHONPATH": str(layout)}
+    # the copy first; the rest of the path stays (import-linter may be installed there, as on the GPU box)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(layout), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command as c; "
                "sys.exit(c())", "--config", str(CONFIG), "--no-cache"]
     return subprocess.run(command, cwd=layout, env=env, capture_output=True, text=True, timeout=300)
