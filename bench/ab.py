@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from same_bytes import REPO, tree_at  # noqa: E402
+from same_bytes import REPO, search_path, tree_at  # noqa: E402
 
 ROW = re.compile(r"^\|\s*([^|]*?)\s*\|\s*\**([-+]?[\d,]*\.?\d+)")
 MEDIAN = re.compile(r"^(.+?): median ([\d.]+)")  # a figure printed as "what: median X ..." (decode.py's --help time)
@@ -44,7 +44,7 @@ def rows(text: str) -> dict[str, float]:
 
 def run(layout: Path, source: Path, argv: list[str]) -> str:
     script, *args = argv
-    env = {**os.environ, "PYTHONPATH": str(layout)}
+    env = {**os.environ, "PYTHONPATH": search_path(layout)}
     proc = subprocess.run([sys.executable, str(source / script), *args], cwd=source, env=env, capture_output=True,
                           text=True)
     if proc.returncode != 0:
@@ -54,7 +54,7 @@ def run(layout: Path, source: Path, argv: list[str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", required=True, help="the commit to compare against")
+    parser.add_argument("--base", required=True, help="the commit to compare against (or a folder holding its tree)")
     parser.add_argument("--head", default=None, help="default: the working tree")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- SCRIPT [ARGS]: a bench script, relative to the repo")
@@ -65,7 +65,7 @@ def main() -> int:
         trees = {}
         for name, rev in (("base", args.base), ("head", args.head)):
             layout = tree_at(rev, work)
-            trees[name] = (layout, work / f"src-{rev}" if rev else REPO)
+            trees[name] = (layout, (Path(rev).resolve() if Path(rev).is_dir() else work / f"src-{rev}") if rev else REPO)
         results: dict[str, dict[str, list[float]]] = {"base": {}, "head": {}}
         for round_ in range(args.rounds):
             for name in (("base", "head") if round_ % 2 == 0 else ("head", "base")):

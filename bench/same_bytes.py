@@ -41,15 +41,18 @@ VOLATILE = ("seconds", "wall", "wall_time", "tokens_per_s", "tok_per_s", "prefil
 
 
 def tree_at(rev: str | None, work: Path) -> Path:
-    """A checkout of `rev` (None: the working tree as it is) with a `v2m/` import layout next to it."""
+    """A checkout of `rev` (None: the working tree as it is; a folder: a tree exported there, e.g. by `git archive`
+    for a machine without the history) with a `v2m/` import layout next to it."""
     if rev is None:
         src = REPO
+    elif Path(rev).is_dir():
+        src = Path(rev).resolve()
     else:
         src = work / f"src-{rev}"
         if not src.exists():
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(src), rev],
                            check=True, capture_output=True)
-    layout = work / f"layout-{rev or 'work'}"
+    layout = work / f"layout-{Path(rev).name if rev else 'work'}"
     if layout.exists():
         shutil.rmtree(layout)
     pyproject = tomllib.loads((src / "pyproject.toml").read_text())
@@ -69,8 +72,13 @@ def tree_at(rev: str | None, work: Path) -> Path:
     return layout
 
 
+def search_path(layout: Path) -> str:
+    """PYTHONPATH with `layout` first and the caller's path after it (carried packages on the GPU box live there)."""
+    return os.pathsep.join(filter(None, [str(layout), os.environ.get("PYTHONPATH")]))
+
+
 def run_v2m(layout: Path, args: list[str], cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(layout), "V2M_QUIET": "1", "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PYTHONPATH": search_path(layout), "V2M_QUIET": "1", "PYTHONHASHSEED": "0"}
     code = "import sys; from v2m.cli.main import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, input=stdin, capture_output=True)
     if proc.returncode != 0:
