@@ -26,7 +26,7 @@ def filter_scores(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
                   banned: torch.Tensor | None = None) -> torch.Tensor:
     """logits [B, V] → fp32 scores [B, V] (logits / temperature) with every token that may not be drawn at -inf.
 
-    `banned` [V] bool masks tokens first (generate's free-token mask); then top-k, then top-p. Static shapes
+    `banned` [V] (or [B, V]) bool masks tokens first (generate's free-token mask); then top-k, then top-p. Static shapes
     and no host sync, so the same function runs eagerly and inside a captured CUDA graph (engines/graph.py).
     temperature must be > 0 (greedy is decided by the caller).
     """

@@ -126,7 +126,7 @@ class Decoder:
     @torch.no_grad()
     def draw(self, logits: torch.Tensor, sampling, banned: torch.Tensor | None = None,
              generator: torch.Generator | None = None) -> list[int]:
-        """Sample ids [B] (a host list) from `logits` [B, V] (e.g. a prefill's), `banned` [V] never drawn.
+        """Sample ids [B] (a host list) from `logits` [B, V] (e.g. a prefill's), `banned` [V] (or [B, V], one per row) never drawn.
 
         `sampling` has temperature/top_k/top_p (GenerateConfig or sampling.Sampling). Eager engines use
         sample_next (torch.multinomial); the graph engine uses the Gumbel-max draw of its graph, from its

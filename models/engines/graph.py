@@ -60,7 +60,7 @@ class StepBody:
         self.sample = sample_fn or sample_draw
         self.io = torch.zeros(batch + 1, dtype=torch.long, device=device)
         self.drawn = torch.zeros(batch, dtype=torch.long, device=device)
-        self.banned = torch.zeros(vocab, dtype=torch.bool, device=device)
+        self.banned = torch.zeros(batch, vocab, dtype=torch.bool, device=device)  # a [V] mask broadcasts to every row
         self.noise = torch.rand(rows, batch, vocab, device=device)
         self.t = torch.zeros((), dtype=torch.long, device=device)
 
@@ -155,7 +155,7 @@ class GraphStep:
 
     def set_sampling(self, banned: torch.Tensor | None, generator: torch.Generator | None) -> None:
         """Sampling inputs that change per generation: the banned mask and the generator (fresh noise)."""
-        if banned is not self.banned_source:  # once per generation, not per token
+        if banned is not self.banned_source:  # when the mask changes (generate keeps one tensor per mask), not per token
             self.banned_source = banned
             if banned is None:
                 self.body.banned.zero_()

@@ -217,17 +217,22 @@ def dynamics_curve(bars: list[Bar], end: float, style: Style, envelope=None) -> 
 # ---------------------------------------------------------------- parts
 
 def melody_part(notes: np.ndarray, style: Style, loudness: Callable[..., float]) -> list:
-    """The generated notes, moved by whole octaves into the style's melody register, velocities
-    following the motion curve (the line's own accents kept as a ±30 % relative factor)."""
+    """The generated notes, moved by whole octaves into the style's melody register when outside it, as long as
+    the style's articulation says, velocities following the motion curve (the line's own accents kept as a
+    ±30 % relative factor)."""
     if not len(notes):
         return []
     low, high = style.register.melody
-    shift = 12 * int(round(((low + high) / 2 - float(np.median(notes[:, 2]))) / 12))
+    median = float(np.median(notes[:, 2]))
+    # generate samples inside the style's register already (the picture's part of it): such a line stays put
+    shift = 0 if low <= median <= high else 12 * int(round(((low + high) / 2 - median) / 12))
     mean_velocity = float(np.mean(notes[:, 3])) or 1.0
+    sounding = style.melody.articulation
     events = []
     for onset, offset, pitch, velocity in notes:
         relative = float(np.clip(velocity / mean_velocity, 0.7, 1.3))
-        events.append((onset, offset - onset, int(np.clip(pitch + shift, 0, 127)), _vel(loudness(onset) * relative)))
+        length = max((offset - onset) * sounding, min(offset - onset, 0.05))  # staccato, never below 50 ms
+        events.append((onset, length, int(np.clip(pitch + shift, 0, 127)), _vel(loudness(onset) * relative)))
     return events
 
 

@@ -82,9 +82,9 @@ def _check_range(pair: tuple[int, int], what: str) -> None:
         raise ValueError(f"{what}: expected [low, high] MIDI pitches with 0 <= low < high <= 127, found {list(pair)}")
 
 
-def _check_choice(value: str, choices: tuple[str, ...] | list[str], what: str) -> None:
+def _check_choice(value, choices: tuple | list, what: str) -> None:
     if value not in choices:
-        raise ValueError(f"{what}: '{value}' is not one of {', '.join(choices)}")
+        raise ValueError(f"{what}: '{value}' is not one of {', '.join(map(str, choices))}")
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,37 @@ class Mix:
                 raise ValueError(f"mix.{role}: expected 0..127, found {getattr(self, role)}")
 
 
+GRIDS = (1, 2, 3, 4, 6, 12)  # onsets per beat a melody may use (the vocabulary has 12 positions per beat)
+
+
+@dataclass(frozen=True)
+class Melody:
+    """How the style shapes the generated line itself (generate applies these while sampling; FaderNets-style
+    high-level controls reached through the low-level ones the model knows: density classes and token masks).
+
+    `density` is added to every bar's density class; `grid` is how many onsets per beat are allowed (4 =
+    sixteenths, 3 = triplets, 2 = eighths, 1 = beats); `shortest` the shortest note in beats; `articulation`
+    the sounding part of each note (1.0 legato, 0.5 staccato: applied by the arranger); `tempo` the style's
+    preferred BPM range: a faster video is played in half time (density one lower, half the grid), a slower one
+    in double time (one higher, twice the grid), so the beats stay the video's."""
+    density: int = 0
+    grid: int = 4
+    shortest: float = 0.25
+    articulation: float = 0.9
+    tempo: tuple[float, float] = (70.0, 150.0)
+
+    def __post_init__(self) -> None:
+        if not -3 <= self.density <= 3:
+            raise ValueError(f"melody.density: expected -3..3, found {self.density}")
+        _check_choice(self.grid, GRIDS, "melody.grid")
+        if not 1 / 12 <= self.shortest <= 4:
+            raise ValueError(f"melody.shortest: expected 1/12..4 beats, found {self.shortest}")
+        if not 0.2 <= self.articulation <= 1.0:
+            raise ValueError(f"melody.articulation: expected 0.2..1.0, found {self.articulation}")
+        if len(self.tempo) != 2 or not 20 <= self.tempo[0] < self.tempo[1] <= 300:
+            raise ValueError(f"melody.tempo: expected [low, high] BPM with 20 <= low < high <= 300, found {list(self.tempo)}")
+
+
 @dataclass(frozen=True)
 class Style:
     name: str = ""
@@ -199,6 +230,7 @@ class Style:
     drums: Drums = field(default_factory=Drums)
     dynamics: Dynamics = field(default_factory=Dynamics)
     mix: Mix = field(default_factory=Mix)
+    melody: Melody = field(default_factory=Melody)
 
 
 def style_names() -> list[str]:

@@ -11,7 +11,7 @@ from v2m import artifacts, log
 from v2m.config import to_dict
 from v2m.errors import V2MError
 from v2m.models.loading import resolve_device
-from v2m.stages.generate.sampler import GenerateConfig, arrangement_record, generate, prime_ids_from_midi
+from v2m.stages.generate.sampler import DEFAULT_STYLE, GenerateConfig, arrangement_record, generate, prime_ids_from_midi
 from v2m.stages.session import Session, model_identity, open_model
 from v2m.stages.tokens.video_controls import controls_from_rhythm
 
@@ -34,7 +34,8 @@ def generate_artifact(found: dict, raw: bytes, name: str, config: GenerateConfig
     prime_ids = prime_ids_from_midi(prime.read_bytes(), vocab, str(prime)) if prime is not None else None
     log.info(f"generating {config.bars or len(controls['bars'])} bars × {config.num_samples} sample(s) on {device}")
     data = generate(session.loaded.model, vocab, controls, config, prime_ids=prime_ids, rerank=rerank,
-                    compile=device.startswith("cuda"), decoders=session.decoders, arrangement=record)
+                    compile=device.startswith("cuda"), decoders=session.decoders, arrangement=record,
+                    style=style or DEFAULT_STYLE)
     data["arrange"] = record
     if "rerank" in data:
         scores = ", ".join(f"{s:.3f}" for s in data["rerank"]["scores"])

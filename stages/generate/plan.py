@@ -27,6 +27,7 @@ class Plan:
     head: tuple[int, ...]
     bars: tuple[tuple[int, ...], ...]
     theme_bars: int = 0
+    theme_from: int = 0  # the theme's first bar: 1 after a pickup bar (the theme starts on a downbeat)
 
 
 def extend_grid(controls: dict, bars: int) -> dict:
@@ -63,19 +64,23 @@ def extend_grid(controls: dict, bars: int) -> dict:
 
 def build_plan(controls: dict, vocab, theme: list[list[int]] | None = None) -> Plan:
     """Forced tokens for every bar of `controls`; `theme` (a prime's bars, each its note tokens without
-    `Bar` or controls) opens the piece: bar i < len(theme) is forced whole, under the video's controls."""
+    `Bar` or controls) opens the piece from its first downbeat (after a pickup bar, which is sampled): theme bar
+    i is forced whole into bar i (i + 1 after a pickup), under the video's controls."""
     head = (vocab.bos, *ctl.global_control_ids(controls, vocab))
     signatures = time_signature_ids(vocab)
+    meters = [int(bar.get("beats", controls["meter"])) for bar in controls["bars"]]
+    start = 1 if len(meters) > 1 and meters[0] < int(controls["meter"]) else 0  # after a pickup bar
     bars = []
     for i, bar in enumerate(controls["bars"]):
         # the video's meter is forced too, bar by bar: a bar of the music always has as many beats as the video's
         # bar (a pickup bar, a scene in another meter, a short last bar)
         meter = signatures.get(int(bar.get("beats", controls["meter"])))
         opening = (vocab.bar_id, *ctl.bar_control_ids(bar, controls, vocab), *([meter] if meter is not None else []))
-        if theme and i < len(theme):
-            opening = opening + tuple(theme[i])
+        if theme and 0 <= i - start < len(theme):
+            opening = opening + tuple(theme[i - start])
         bars.append(opening)
-    return Plan(head=head, bars=tuple(bars), theme_bars=min(len(theme or ()), len(bars)))
+    return Plan(head=head, bars=tuple(bars), theme_bars=min(start + len(theme or ()), len(bars)) if theme else 0,
+                theme_from=start if theme else 0)
 
 
 def time_signature_ids(vocab) -> dict[int, int]:
@@ -87,34 +92,133 @@ def time_signature_ids(vocab) -> dict[int, int]:
     return ids
 
 
-def theme_bars(prime_ids: list[int], vocab) -> list[list[int]]:
-    """A prime's bars as lists of note tokens: split at `Bar`; controls, time signatures and specials dropped."""
-    special = {vocab.bos, vocab.eos, vocab.pad, *time_signature_ids(vocab).values()}
-    bars: list[list[int]] = []
+def note_kinds(vocab) -> dict[int, tuple[str, int]]:
+    """REMI note tokens by id: ("pos", steps into the bar) | ("pitch", MIDI) | ("dur", steps); a step is a twelfth
+    of a beat (the vocabulary's Position resolution)."""
+    kinds = {}
+    for token, name in enumerate(vocab.token_names()):
+        if name.startswith("Position_"):
+            kinds[token] = ("pos", int(name.split("_")[1]))
+        elif name.startswith("Pitch_"):
+            kinds[token] = ("pitch", int(name.split("_")[1]))
+        elif name.startswith("Duration_"):
+            a, b, r = (int(x) for x in name.split("_")[1].split("."))
+            kinds[token] = ("dur", round((a + b / r) * 12))
+    return kinds
+
+
+def theme_bars(prime_ids: list[int], vocab, meter: int | None = None) -> list[list[int]]:
+    """A prime's bars as lists of note tokens (controls, time signatures and specials dropped), re-barred into
+    bars of `meter` beats: a theme in 4/4 primes a 3/4 video as 3/4 bars, its notes where they were in time
+    (not squeezed into bars too short for them). Empty bars inside a theme are rests, kept."""
+    kinds = note_kinds(vocab)
+    names = vocab.token_names()
+    notes, start, beats, position, pitch, opened = [], 0.0, 4.0, 0, None, False
     for token in prime_ids:
+        name = names[token] if 0 <= token < len(names) else ""
         if token == vocab.bar_id:
-            bars.append([])
-        elif bars and token not in special and not vocab.is_control(token):
-            bars[-1].append(token)
-    return bars if any(bars) else []  # empty bars inside a theme are rests, kept
+            start, position, pitch = start + beats if opened else 0.0, 0, None
+            opened = True
+        elif name.startswith("TimeSig_"):
+            n, d = name[len("TimeSig_"):].split("/")
+            beats = int(n) * 4 / int(d)
+        elif token in kinds and opened:
+            kind, value = kinds[token]
+            if kind == "pos":
+                position = value
+            elif kind == "pitch":
+                pitch = value
+                notes.append([start * 12 + position, value, 0])
+            elif pitch is not None and notes:
+                notes[-1][2] = value
+    if not notes:
+        return []
+    step = 12 * int(meter or beats)
+    durations = sorted((v, t) for t, (k, v) in kinds.items() if k == "dur")
+    positions = {v: t for t, (k, v) in kinds.items() if k == "pos"}
+    pitches = {v: t for t, (k, v) in kinds.items() if k == "pitch"}
+    bars: list[list[int]] = [[] for _ in range(int(max(n[0] for n in notes) // step) + 1)]
+    last = {}
+    for onset, midi, length in sorted(notes, key=lambda n: (n[0], n[1])):
+        bar, at = divmod(int(round(onset)), step)
+        if last.get(bar) != at:
+            bars[bar].append(positions[at])
+            last[bar] = at
+        fit = [t for v, t in durations if v <= max(length, durations[0][0])]
+        bars[bar] += [pitches[midi], fit[-1] if fit else durations[0][1]]
+    return bars
+
+
+# ---------------------------------------------------------------- the style's melody
+
+def melody_feel(melody, bpm: float) -> str:
+    """"half" when the video is faster than the style likes (by a quarter), "double" when slower, else "normal"."""
+    low, high = melody.tempo
+    return "half" if bpm > 1.25 * high else ("double" if bpm < low / 1.25 else "normal")
+
+
+def melody_settings(style, controls: dict) -> dict:
+    """What the style asks of the line for these controls: density shift, onset grid, shortest note (steps of a
+    twelfth of a beat), pitch range (the picture's register inside the style's), and the feel."""
+    melody = style.melody
+    feel = melody_feel(melody, float(controls.get("tempo_bpm") or 120.0))
+    shift = melody.density + {"half": -1, "double": 1}.get(feel, 0)
+    grid = {"half": max(1, melody.grid // 2), "double": min(12, melody.grid * 2)}.get(feel, melody.grid)
+    grid = max(g for g in (1, 2, 3, 4, 6, 12) if 12 % g == 0 and g <= grid)
+    shortest = max(1, round(melody.shortest * 12 * {"half": 2, "double": 0.5}.get(feel, 1)))
+    return {"style": style.name, "feel": feel, "density_shift": shift, "grid": grid, "shortest_steps": shortest,
+            "pitches": list(register_pitches(style.register.melody, controls.get("register")))}
+
+
+def register_pitches(style_range: tuple[int, int], register: str | None) -> tuple[int, int]:
+    """The picture's register (low/mid/high) as two thirds of the style's melody range: its lower, middle or
+    upper part (the whole range without a register)."""
+    low, high = int(style_range[0]), int(style_range[1])
+    part = round((high - low) * 2 / 3)
+    if register == "low":
+        return low, low + part
+    if register == "high":
+        return high - part, high
+    if register == "mid":
+        middle = (low + high) // 2
+        return middle - part // 2, middle - part // 2 + part
+    return low, high
+
+
+def shaped_controls(controls: dict, settings: dict, n_density: int) -> dict:
+    """The controls with every bar's density class moved by the style's shift (kept in the vocabulary's range)."""
+    shift = int(settings["density_shift"])
+    if not shift:
+        return controls
+    bars = [dict(bar, density=min(max(int(bar["density"]) + shift, 0), n_density - 1)) for bar in controls["bars"]]
+    return {**controls, "bars": bars}
 
 
 # ---------------------------------------------------------------- logit masks
 
-def free_mask(vocab, register: str | None):
+def free_mask(vocab, register: str | None, settings: dict | None = None):
     """Bool [V], True where a token may NOT be sampled between bar lines: specials other than EOS, every
     control token (controls come only from the video), time signatures (the video's meter is forced after
-    each `Bar`), drum pitches (the line is pitched; `arrange` adds the drums), pitches outside the register."""
+    each `Bar`), drum pitches (the line is pitched; `arrange` adds the drums), pitches outside the register;
+    with a style's `settings` (melody_settings), its pitch range instead, onsets off its grid and notes
+    shorter than its shortest."""
     names = vocab.token_names()
     banned = torch.zeros(len(names), dtype=torch.bool)
     banned[[vocab.bos, vocab.pad]] = True
-    low, high = REGISTER_PITCHES.get(register or "", (0, 127))
+    low, high = settings["pitches"] if settings else REGISTER_PITCHES.get(register or "", (0, 127))
+    every = 12 // settings["grid"] if settings else 1
+    shortest = settings["shortest_steps"] if settings else 0
     for token, name in enumerate(names):
         if vocab.is_control(token) or name.startswith(("TimeSig_", "PitchDrum_")):
             banned[token] = True
         elif name.startswith("Pitch_"):
             pitch = _number(name)
             banned[token] = pitch is not None and not low <= pitch <= high
+        elif name.startswith("Position_"):
+            banned[token] = int(name.split("_")[1]) % every != 0
+        elif name.startswith("Duration_"):
+            a, b, r = (int(x) for x in name.split("_")[1].split("."))
+            banned[token] = (a + b / r) * 12 < shortest - 1e-6
     return banned
 
 

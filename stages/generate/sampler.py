@@ -35,11 +35,22 @@ from v2m.errors import V2MError
 from v2m.models.engines.decoder import DecoderPool, decoder_for
 from v2m.models.sampling import Sampling
 from v2m.stages.arrange.arranger import arrangement_settings
+from v2m.stages.arrange.styles import load_style
 from v2m.stages.decode.render import music_end, music_score, render_wav
 from v2m.stages.evaluate.beat_metrics import beat_f_measure
 from v2m.stages.evaluate.report import SAMPLE_RATE, heard_beats, read_audio
-from v2m.stages.generate.plan import Plan, build_plan, extend_grid, free_mask, theme_bars
+from v2m.stages.generate.motifs import PITCH, Conductor
+from v2m.stages.generate.plan import (
+    Plan,
+    build_plan,
+    extend_grid,
+    free_mask,
+    melody_settings,
+    shaped_controls,
+    theme_bars,
+)
 from v2m.stages.tokens.convert import encode_score
+from v2m.stages.tokens.structure import check_structure, plan_structure
 
 DEFAULT_STYLE = "pop"  # the arranger's style when none is given
 
@@ -73,7 +84,8 @@ class GenerateConfig:
 # ---------------------------------------------------------------- the decoding loop
 
 def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: int, banned=None,
-                  compile: bool = False, decoders: DecoderPool | None = None) -> list[list[int]]:
+                  compile: bool = False, decoders: DecoderPool | None = None, controls: dict | None = None,
+                  structure: dict | None = None) -> list[list[int]]:
     """Decode `config.num_samples` pieces following `plan`; each is BOS..EOS with every bar's opening forced.
 
     `window` is the KV cache length in tokens; `banned` a bool [V] mask of tokens never sampled. Uses the
@@ -91,14 +103,20 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
     generator = torch.Generator(device=device).manual_seed(config.seed)
     banned = (banned if banned is not None else torch.zeros(model.config.vocab_size, dtype=torch.bool)).to(device)
 
+    conductor = Conductor(structure, plan, vocab, controls or {"bars": [], "meter": 4}, n, banned)
     pieces = [list(plan.head) for _ in range(n)]
-    queues = [list(plan.bars[0]) if n_bars else [vocab.eos] for _ in range(n)]
+    queues, whole = [], []
+    for b in range(n):
+        queue, complete = conductor.opening(b, 0) if n_bars else ([vocab.eos], True)
+        queues.append(queue)
+        whole.append(complete)
     bar_of = [0] * n                  # index of the bar each sample is in
     free_in_bar = [0] * n             # tokens sampled since that bar's forced opening
     finished = [False] * n
     sampling = Sampling(config.temperature, config.top_k, config.top_p)
     # draw/step_draw sample on the device and return host ids: on CUDA one graph replay per token (models/engines/graph.py)
-    drawn = decoder.draw(decoder.prefill(torch.tensor([pieces[0]] * n, device=device)), sampling, banned, generator)
+    drawn = decoder.draw(decoder.prefill(torch.tensor([pieces[0]] * n, device=device)), sampling,
+                         conductor.mask(queues, finished), generator)
     pos = len(plan.head)
     while True:
         step = []
@@ -107,10 +125,12 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
                 token = vocab.pad
             elif queues[b]:
                 token = queues[b].pop(0)
+                token = drawn[b] if token == PITCH else token  # a restated rhythm's pitch, drawn
             else:
-                # a theme bar is complete as forced; other bars are sampled until the model closes the bar
-                # (or the piece) itself, or it is closed for it: either way the video's next bar follows
-                token = vocab.bar_id if bar_of[b] < plan.theme_bars else drawn[b]
+                # a bar forced whole (a theme bar, a restatement, the final chord) is closed as forced; other bars
+                # are sampled until the model closes the bar (or the piece) itself, or it is closed for it: either
+                # way the video's next bar follows
+                token = vocab.bar_id if whole[b] else conductor.substitute(b, drawn[b])
                 free_in_bar[b] += 1
                 if token in (vocab.bar_id, vocab.eos) or free_in_bar[b] > config.max_bar_tokens:
                     bar_of[b] += 1
@@ -118,19 +138,21 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
                     if bar_of[b] >= n_bars:
                         token = vocab.eos
                     else:
-                        queues[b] = list(plan.bars[bar_of[b]])
+                        queues[b], whole[b] = conductor.opening(b, bar_of[b])
                         token = queues[b].pop(0)
+            conductor.observe(b, token)
             finished[b] = finished[b] or token == vocab.eos
             pieces[b].append(token)
             step.append(token)
         if all(finished):
             break
+        mask = conductor.mask(queues, finished)
         if pos >= window:  # slide: pinned head and theme + the most recent half window, re-prefilled at once
             context = [pinned + piece[len(pinned):][-(window // 2):] for piece in pieces]
-            drawn = decoder.draw(decoder.prefill(torch.tensor(context, device=device)), sampling, banned, generator)
+            drawn = decoder.draw(decoder.prefill(torch.tensor(context, device=device)), sampling, mask, generator)
             pos = len(context[0])
             continue
-        drawn = decoder.step_draw(step, pos, sampling, banned, generator)
+        drawn = decoder.step_draw(step, pos, sampling, mask, generator)
         pos += 1
     return [_until_eos(piece, vocab.eos) for piece in pieces]
 
@@ -143,14 +165,16 @@ def _until_eos(piece: list[int], eos: int) -> list[int]:
 
 def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids: list[int] | None = None,
              rerank: bool = False, compile: bool = False, decoders: DecoderPool | None = None,
-             arrangement: dict | None = None) -> dict:
+             arrangement: dict | None = None, style=None) -> dict:
     """Controls data (a v2m.controls payload) → a v2m.tokens payload.
 
     `model` is an nn.Module with new_cache/forward_cached (LoadedModel.model). With `rerank`, the
     `num_samples` candidates are scored by what the report will show — the beats heard in each candidate's
     rendered mix (arranged as `arrangement` says, the record decode replays) against the video's beats — and
     the best becomes `ids` (ties: the earlier; so never one that scores below candidate 0); all scores are
-    recorded. Without it, the first sample is `ids` and the others go to `samples`.
+    recorded. Without it, the first sample is `ids` and the others go to `samples`. `style` (a name, path or
+    Style) shapes the line itself (plan.melody_settings: density, onset grid, shortest note, register, feel);
+    without it only the picture's register limits the pitches.
     """
     if vocab.hash != controls.get("tokenizer_hash", vocab.hash):
         raise V2MError("the controls were made with another tokenizer than the model's",
@@ -158,15 +182,26 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
                        "or generate from the rhythm artifact")
     if config.bars is not None or not controls.get("bars"):
         controls = extend_grid(controls, config.bars or len(controls.get("bars", [])))
-    theme = theme_bars(prime_ids, vocab) if prime_ids else None
+        controls.pop("structure", None)  # planned for other bars: planned again below
+    beats = [int(bar.get("beats", controls["meter"])) for bar in controls["bars"]]
+    if controls.get("structure") is not None:
+        check_structure(controls["structure"], len(controls["bars"]), beats)
+    else:
+        controls = {**controls, "structure": plan_structure(controls)}
+    settings = melody_settings(load_style(style), controls) if style is not None else None
+    if settings:
+        controls = shaped_controls(controls, settings, int(vocab.stats["n_density"]))
+    theme = theme_bars(prime_ids, vocab, int(controls["meter"])) if prime_ids else None
     plan = build_plan(controls, vocab, theme)
     window = config.window or context_window(model)
-    banned = free_mask(vocab, controls.get("register"))
+    banned = free_mask(vocab, controls.get("register"), settings)
     pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned, compile=compile,
-                           decoders=decoders)
+                           decoders=decoders, controls=controls, structure=controls["structure"])
 
     data = {"tokenizer_hash": vocab.hash, "ids": pieces[0], "meter": int(controls["meter"]),
             "beat_times": controls["beat_times"], "downbeats": controls["downbeats"], "controls": controls}
+    if settings:
+        data["melody"] = settings
     if rerank and len(pieces) > 1:
         scores = [heard_score(piece, vocab, controls, arrangement) for piece in pieces]
         best = max(range(len(pieces)), key=lambda i: (scores[i], -i))

@@ -31,7 +31,7 @@ from v2m.config import to_dict
 from v2m.errors import V2MError
 from v2m.stages.decode import render as decode
 from v2m.stages.evaluate import report as evaluate
-from v2m.stages.generate.sampler import GenerateConfig, arrangement_record, generate
+from v2m.stages.generate.sampler import DEFAULT_STYLE, GenerateConfig, arrangement_record, generate
 from v2m.stages.rhythm.extract import RhythmConfig, extract_rhythm, grid_warning
 from v2m.stages.session import Session, open_model
 from v2m.stages.tokens.video_controls import controls_from_rhythm
@@ -280,7 +280,8 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
     with timer("generate"):
         record = arrangement_record(config.style, config.arrange, config.seed)
         tokens = generate(loaded.model, vocab, controls, config.sampling(), rerank=config.candidates > 1,
-                          compile=config.device.startswith("cuda"), decoders=session.decoders, arrangement=record)
+                          compile=config.device.startswith("cuda"), decoders=session.decoders, arrangement=record,
+                          style=config.style or DEFAULT_STYLE)
         tokens["arrange"] = record
         save("tokens.json", "v2m.tokens", tokens, "generate", engine=session.engine())
     with timer("decode"):

@@ -13,6 +13,7 @@ import numpy as np
 
 from v2m.errors import V2MError
 from v2m.stages.tokens.controls import PEAK_PICKING, density_class, density_rate, tempo_class
+from v2m.stages.tokens.structure import plan_structure
 
 
 def pick_peaks(envelope: np.ndarray, frame_rate: float, params: dict = PEAK_PICKING) -> np.ndarray:
@@ -128,7 +129,7 @@ def controls_from_rhythm(rhythm: dict, vocab) -> dict:
     brightness = float(np.mean([s.get("brightness", 0.5) for s in segments])) if segments else 0.5
     tempo = rhythm.get("tempo") or {}
     bpm = float(tempo.get("bpm") or 60.0 / period)
-    return {"tokenizer_hash": vocab.hash, "meter": meter, "tempo_bpm": round(bpm, 3),
+    controls = {"tokenizer_hash": vocab.hash, "meter": meter, "tempo_bpm": round(bpm, 3),
             "tempo_class": tempo_class(bpm, stats), "mode": "major" if brightness >= stats["mode_brightness_min"] else "minor",
             "register": "low" if brightness < 1 / 3 else ("high" if brightness > 2 / 3 else "mid"),
             "duration": round(end_of_music, 3), "beat_times": [round(float(t), 3) for t in beats],
@@ -136,6 +137,8 @@ def controls_from_rhythm(rhythm: dict, vocab) -> dict:
             "rhythm": {"cuts": [round(float(t), 3) for t in cuts], "envelope": list(rhythm.get("envelope") or []),
                        "frame_rate": frame_rate, "scenes": rhythm.get("scenes") or [],
                        "confidence": tempo.get("confidence"), "planned": tempo.get("planned", 0.0)}}
+    controls["structure"] = plan_structure(controls)  # sections, phrases, motifs, cadences: read and edit it here
+    return controls
 
 
 def _envelope_at(envelope: np.ndarray, frame_rate: float, times: np.ndarray, window_s: float = 0.05) -> np.ndarray:

@@ -56,7 +56,8 @@ def test_step_body_equals_eager_step_without_capture():
     eager, prompt = _prefilled(model, 2)
     graphy, _ = _prefilled(model, 2)
     body = StepBody(graphy.step_module, 2, VOCAB, torch.device("cpu"), rows=8)
-    body.banned[[1, 2]] = True
+    body.banned[:, [1, 2]] = True
+    body.banned[1, 3:VOCAB // 2] = True  # one mask per row: generate constrains each sample by its own plan
     eager.prefill(prompt)
     graphy.prefill(prompt)
     ids = torch.tensor([4, 9])
@@ -68,7 +69,7 @@ def test_step_body_equals_eager_step_without_capture():
         torch.testing.assert_close(logits, want, atol=1e-5, rtol=1e-5)
         expect = gumbel_argmax(filter_scores(want, 0.9, 5, 0.95, body.banned), body.noise[t])
         assert torch.equal(body.drawn, expect) and int(body.t) == t + 1
-        assert not body.banned[body.drawn].any()
+        assert not body.banned.gather(1, body.drawn[:, None]).any()
         ids = body.drawn.clone()
     # greedy through the body (temperature 0) on a fresh decoder equals the reference full forward
     fresh, _ = _prefilled(model, 2)
