@@ -137,9 +137,10 @@ def ranges(rows: list[dict], key: str) -> dict:
     for name in STRUCTURE_METRICS:
         values = np.array([r[key][name] for r in rows if np.isfinite(r[key].get(name, np.nan))])
         if values.size:
-            p10, median, p90 = np.percentile(values, [10, 50, 90])
-            out[name] = {"p10": round(float(p10), 4), "median": round(float(median), 4), "p90": round(float(p90), 4),
-                         "mean": round(float(values.mean()), 4), "pieces": int(values.size)}
+            p10, p25, median, p75, p90 = np.percentile(values, [10, 25, 50, 75, 90])
+            out[name] = {"p10": round(float(p10), 4), "p25": round(float(p25), 4), "median": round(float(median), 4),
+                         "p75": round(float(p75), 4), "p90": round(float(p90), 4), "mean": round(float(values.mean()), 4),
+                         "zero_share": round(float(np.mean(values == 0)), 4), "pieces": int(values.size)}
     return out
 
 
@@ -163,12 +164,14 @@ def main() -> None:
     print(f"# structure_range — {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {platform.python_version()}, music21 {music21.__version__}; {len(tasks)} test files, "
           f"{len(rows)} pieces, {len(failed)} files unreadable or timed out; {wall:.0f} s wall, --jobs {args.jobs}")
-    print("\n| metric | whole piece: median [p10–p90] | first %g s: median [p10–p90] | pieces |" % args.excerpt)
-    print("|---|---:|---:|---:|")
+    print("\n| metric | whole piece: median [p10–p90] | first %g s: median [p10–p90] | first %g s: [p25–p75] "
+          "| first %g s: share at 0 | pieces |" % (args.excerpt, args.excerpt, args.excerpt))
+    print("|---|---:|---:|---:|---:|---:|")
     for name, r in part.items():
         w = whole.get(name, {})
         print(f"| {name} | {w.get('median', float('nan')):.3f} [{w.get('p10', float('nan')):.3f}–{w.get('p90', float('nan')):.3f}] "
-              f"| {r['median']:.3f} [{r['p10']:.3f}–{r['p90']:.3f}] | {r['pieces']} |")
+              f"| {r['median']:.3f} [{r['p10']:.3f}–{r['p90']:.3f}] | [{r['p25']:.3f}–{r['p75']:.3f}] "
+              f"| {r['zero_share']:.2f} | {r['pieces']} |")
     counts = np.array([r["breaths"] for r in rows]).sum(axis=0)
     pooled = {"phrase_start_rest": round(counts[1] / max(counts[0], 1), 4), "other_bar_rest": round(counts[3] / max(counts[2], 1), 4)}
     print(f"\npooled over the first {args.excerpt:g} s of every piece: a breath before {counts[1]} of {counts[0]} phrase-start bars "
@@ -187,7 +190,8 @@ def main() -> None:
                                 text=True).stdout.strip()
         data = {"format": "v2m.reference_range", "version": 1,
                 "about": "the corpus range of evaluate's structure metrics (stages/evaluate/structure.py): "
-                         "10th percentile, median, 90th percentile, mean over the pieces of music21's corpus in the "
+                         "10th, 25th, 50th (median), 75th, 90th percentile, mean and the share of pieces at exactly 0, "
+                         "over the pieces of music21's corpus in the "
                          "training corpus' test split; `excerpt` = the first excerpt_seconds of each piece (what the "
                          "report compares with), `whole` = whole pieces",
                 "made_by": f"bench/structure_range.py --excerpt {args.excerpt:g}{' --limit %d' % args.limit if args.limit else ''}"
