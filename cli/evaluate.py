@@ -10,7 +10,9 @@ What is measured depends on what you give it (recognised by content):
   when controls are given or carried.
 
   MUSIC: music statistics (MIDI or tokens). Pitch-class entropy, scale and
-  groove consistency, empty bars, polyphony, pitch range, note density.
+  groove consistency, empty bars, polyphony, pitch range, note density; the
+  melody's structure (repeated/transposed/varied bars, motif recurrence,
+  notes per beat, breaths before phrase starts) beside the corpus range.
 
   FOLDER/: one row per name (NAME.rhythm.json + NAME.mid / .wav /
   .tokens.json, as `v2m run` writes them) and a summary: mean, median, worst.
@@ -90,6 +92,13 @@ def _fmt(value) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
+RANGE_COLUMN = "corpus p10–median–p90"  # the real melodies' range beside the structure metrics (20-s excerpts)
+
+
+def _range(entry: dict | None) -> str:
+    return "" if not entry else f"{_fmt(entry['p10'])}–{_fmt(entry['median'])}–{_fmt(entry['p90'])}"
+
+
 def _table(data: dict) -> None:
     """The report as rich tables on stderr (nothing when quiet)."""
     if log.quiet():
@@ -99,6 +108,7 @@ def _table(data: dict) -> None:
     from v2m.stages.evaluate.report import METRICS
 
     console = log.console()
+    ranges = data.get("corpus_range") or {}
     if data.get("rows") is not None:
         # a few headline columns (fits 80 columns); the summary below and the report have every metric
         keys = [k for k in ("beat_f1", "onset_f1", "beat_align", "scale_consistency", "groove_consistency")
@@ -116,16 +126,21 @@ def _table(data: dict) -> None:
         table.add_column("metric")
         for stat in ("mean", "median", "worst"):
             table.add_column(stat, justify="right")
+        if ranges:
+            table.add_column(RANGE_COLUMN, justify="right")
         order = {name: i for i, name in enumerate(METRICS)}
         for name in sorted(data["summary"]["mean"], key=lambda n: (order.get(n, len(order)), n)):
-            table.add_row(name, *[_fmt(data["summary"][s].get(name)) for s in ("mean", "median", "worst")])
+            table.add_row(name, *[_fmt(data["summary"][s].get(name)) for s in ("mean", "median", "worst")],
+                          *([_range(ranges.get(name))] if ranges else []))
     else:
         table = Table(title=f"evaluate ({data['mode']})", title_justify="left")
         table.add_column("metric")
         table.add_column("value", justify="right")
+        if ranges:
+            table.add_column(RANGE_COLUMN, justify="right")
         order = {name: i for i, name in enumerate(METRICS)}  # grouped: rhythm, controls, music, model
         for name in sorted(data["metrics"], key=lambda n: (order.get(n, len(order)), n)):
-            table.add_row(name, _fmt(data["metrics"][name]))
+            table.add_row(name, _fmt(data["metrics"][name]), *([_range(ranges.get(name))] if ranges else []))
         for name, label in data["labels"].items():
             table.add_row(name, label)
     console.print(table)

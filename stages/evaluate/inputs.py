@@ -21,7 +21,7 @@ from v2m.stages.evaluate.report import (
     evaluate_pair,
     music_from_audio,
     music_from_score,
-    music_statistics,
+    music_metrics,
     read_audio,
     reference_from_controls,
     reference_from_rhythm,
@@ -135,7 +135,8 @@ def evaluate_inputs(inputs: list[Input], tokenizer=None) -> tuple[str, dict, dic
         given = ", ".join(i.path for i in inputs) or "nothing"
         raise V2MError(f"no music to evaluate (given: {given})", "add the music: a MIDI, WAV or v2m.tokens file")
     if rhythm is None and controls is None:
-        return "music", music_statistics(music.value), {}
+        metrics, labels = music_metrics(music.value)
+        return "music", metrics, labels
     reference = rhythm.value if rhythm is not None else reference_from_controls(controls.value)
     metrics, labels = evaluate_pair(reference, music.value, controls.value if controls is not None else None, tokenizer)
     return "rhythm", metrics, labels

@@ -17,6 +17,7 @@ from v2m.stages.evaluate.gates import apply_gates, parse_gates, raise_if_failed
 from v2m.stages.evaluate.inputs import Input, evaluate_folder, evaluate_inputs, group_folder, load_input
 from v2m.stages.evaluate.plot import plot_rhythm
 from v2m.stages.evaluate.report import clean, reference_from_controls
+from v2m.stages.evaluate.structure import corpus_range
 
 
 @dataclass
@@ -69,6 +70,9 @@ def evaluate_request(inputs: list[str], *, model: str | None = None, corpus: str
         if plot is not None:
             draw_plot(plot, loaded, metrics, mode)
     data = {"mode": mode, "metrics": clean(metrics), "labels": labels, "gates": apply_gates(gates, metrics, summary)}
+    reference_range = corpus_range(metrics)
+    if reference_range:  # the music's structure beside what real melodies do (BENCHMARKS.md, issue 17)
+        data["corpus_range"] = reference_range
     if rows is not None:
         data.update({"rows": rows, "summary": {k: clean(v) for k, v in summary.items()}, "failures": failures})
     return Report(data, config, sources)

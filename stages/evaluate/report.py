@@ -26,6 +26,7 @@ import numpy as np
 from v2m.errors import V2MError
 from v2m.stages.evaluate import beat_metrics as mr
 from v2m.stages.evaluate.music_metrics import music_statistics as stats
+from v2m.stages.evaluate.structure import structure_metrics
 from v2m.stages.rhythm import stream
 from v2m.stages.rhythm.audio import decimate
 from v2m.stages.rhythm.extract import RhythmConfig, rhythm_from_audio
@@ -49,6 +50,9 @@ METRICS: dict[str, int] = {
     # music statistics (stages/evaluate/music_metrics.py)
     "pitch_class_entropy": 0, "scale_consistency": 1, "groove_consistency": 1, "empty_bar_rate": -1,
     "polyphony": 0, "pitch_range": 0, "notes": 0, "note_density": 0, "notes_per_beat": 0,
+    # the melody's structure (stages/evaluate/structure.py): descriptions, read against the corpus range beside them
+    "bar_repeat_exact": 0, "bar_repeat_transposed": 0, "bar_varied": 0, "bar_repeated_or_varied": 0,
+    "motif_recurrence": 0, "melody_notes_per_beat": 0, "phrase_start_rest": 0, "other_bar_rest": 0, "melody_bars": 0,
     # model (stages/evaluate/model_metrics.py)
     "nll": -1, "ppl": -1, "ref_nll": 0, "kl": -1, "nll_delta": -1, "nll_delta_abs": -1, "tokens_evaluated": 0,
     "context": 0, "params": 0, "size_mb": -1, "bits_per_param": -1, "size_ratio": -1, "prefill_tok_s": 1,
@@ -288,9 +292,11 @@ def evaluate_pair(reference: Reference, music: Music, controls: dict | None = No
     if reference.planned > 0:
         labels["video_grid"] = (f"planned on the cuts for {100 * reference.planned:.0f} % of the video (no steady "
                                 "pulse there): beat scores compare the music with a guessed grid")
-    if music.score is not None:
-        metrics.update(music_statistics(music))
     requested = (controls or music.requested_controls or {}).get("bars") or []
+    if music.score is not None:
+        statistics, music_labels = music_metrics(music, requested)
+        metrics.update(statistics)
+        labels.update(music_labels)
     if requested and music.score is not None:
         try:
             metrics.update(control_accuracy(requested, measured_controls(music.score, tokenizer)))
@@ -316,10 +322,21 @@ def scene_metrics(reference: Reference, beats: np.ndarray) -> dict:
 
 
 def music_statistics(music: Music) -> dict:
+    """The music statistics of symbolic music (stages/evaluate/music_metrics.py)."""
     if music.score is None:
         raise V2MError("music statistics need symbolic music (MIDI or tokens), not audio",
                        "pass the .mid (or the tokens), or add the video's rhythm to score the audio's rhythm")
     return stats(music.score)
+
+
+def music_metrics(music: Music, control_bars: list[dict] | None = None) -> tuple[dict, dict]:
+    """Music statistics + the melody's structure (stages/evaluate/structure.py) → (metrics, labels). Phrase starts
+    come from `control_bars` (or the controls the music carries), else from the music."""
+    metrics = music_statistics(music)
+    bars = control_bars or (music.requested_controls or {}).get("bars") or None
+    structure, labels = structure_metrics(music.score, bars)
+    metrics.update(structure)
+    return metrics, labels
 
 
 # ---------------------------------------------------------------- summaries

@@ -357,3 +357,30 @@ def test_scene_beat_f1_and_cuts_on_beat(tmp_path):
     assert metrics["scenes"] == 2 and metrics["scene_beat_f1_worst"] < 0.4 and metrics["scene_beat_f1"] < 0.7
     assert metrics["cut_on_beat"] == 0.5  # 3.0 is on a beat; 6.06 is 60 ms from the nearest
     assert "planned on the cuts for 50 %" in labels["video_grid"]  # it says the grid was a guess
+
+
+def test_report_carries_structure_metrics_and_their_corpus_range(tmp_path):
+    """A music report has the melody's structure beside the corpus range; with controls the phrases are theirs."""
+    from v2m.stages.evaluate.modes import evaluate_request
+    from v2m.stages.evaluate.structure import PHRASES_FROM_CONTROLS, PHRASES_FROM_MUSIC, STRUCTURE_METRICS
+
+    # 24 notes cycling C4 E4 G4 C5 on the beats (120 qpm): 6 bars, each the first one again
+    midi = write_midi(tmp_path / "loop.mid", np.arange(0.0, 12.0, 0.5), duration_beats=1.0)  # legato: no breaths
+    data = evaluate_request([str(midi)]).data
+    assert data["mode"] == "music" and set(STRUCTURE_METRICS) <= set(data["metrics"])
+    assert data["metrics"]["melody_bars"] == 6 and data["metrics"]["bar_repeat_exact"] == pytest.approx(5 / 6)
+    assert data["metrics"]["melody_notes_per_beat"] == pytest.approx(1.0)
+    assert data["labels"]["phrase_source"] == PHRASES_FROM_MUSIC
+    assert {"bar_repeated_or_varied", "motif_recurrence", "phrase_start_rest"} <= set(data["corpus_range"])
+    assert "beat_f1" not in data["corpus_range"]  # ranges only where the corpus has one
+    # with a video's controls: phrases from their flags (a cut at bar 1, 2 s at 120 qpm), rhythm mode
+    controls = {"tokenizer_hash": "x", "meter": 4, "tempo_bpm": 120.0, "duration": 12.0, "beat_times": BEATS.tolist(),
+                "downbeats": BEATS[::4].tolist(), "rhythm": {"cuts": [2.0], "envelope": [], "frame_rate": 50},
+                "bars": [{"start": 2.0 * i, "phrase": i in (0, 1), "density": 2, "strength": [1] * 4}
+                         for i in range(6)]}
+    path = tmp_path / "loop.controls.json"
+    path.write_bytes(dumps(make_artifact("v2m.controls", controls, stage="encode-tokens")))
+    data = evaluate_request([str(path), str(midi)]).data
+    assert data["mode"] == "rhythm" and data["labels"]["phrase_source"] == PHRASES_FROM_CONTROLS
+    assert data["metrics"]["phrase_start_rest"] == 0.0  # the loop never rests before bar 1
+    assert data["corpus_range"]["bar_repeat_exact"]["p10"] <= data["corpus_range"]["bar_repeat_exact"]["p90"]
