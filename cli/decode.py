@@ -39,7 +39,7 @@ def command(
     program: Annotated[int, typer.Option("--program", min=0, max=127, help="General MIDI program (instrument) of the "
                                          "music track: 0 piano, 24 guitar, 48 strings, 73 flute ...")] = 0,
     sample: Annotated[int, typer.Option("--sample", min=0, help="Which sample of a --num-samples artifact (0 = ids).")] = 0,
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer JSON [default: presets/tokenizer.json].")] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer JSON, or a model checkpoint (the tokenizer it was trained with) [default: presets/tokenizer.json].")] = None,
     arrange: Annotated[str, typer.Option("--arrange", help="'recorded': harmony, bass and drums in the style that "
                                          "generate recorded (if any); 'none': the generated line alone.")] = "recorded",
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output.")] = False,

@@ -33,7 +33,7 @@ def command(
     input: Input = None,
     output: Annotated[str, typer.Option("--output", "-o", help="Output artifact ('-' = stdout), or the corpus folder.")] = "-",
     source: Annotated[Optional[str], typer.Option("--source", help="Build a corpus from a bundled collection: 'music21'.")] = None,
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer JSON [default: presets/tokenizer.json].")] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer JSON, or a model checkpoint (the tokenizer it was trained with) [default: presets/tokenizer.json].")] = None,
     calibrate: Annotated[Optional[Path], typer.Option("--calibrate", help="Corpus only: calibrate the control classes on "
                                                       "this corpus' train split and write the new tokenizer JSON here.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Corpus only: parallel worker processes.")] = 2,

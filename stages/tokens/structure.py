@@ -8,7 +8,8 @@ artifact, where a user can read and edit it; `generate` follows it (stages/gener
 - **Sections** follow the picture: a cut that starts a phrase starts a section. A section whose pace (bar length,
   motion) matches an earlier one returns as that section (A → A'), otherwise it is new (B, C, ...); a long shot
   is cut into 8-bar sections in the pattern A A' B A''.
-- **Phrases** of `PHRASE_BARS` bars inside each section (a 1-bar remainder joins the phrase before it).
+- **Phrases** of `PHRASE_BARS` bars inside each section (a 1-bar remainder joins the phrase before it); a short
+  bar where a scene starts between downbeats leads into the section as a pickup.
 - **Motifs.** A new section's first phrase is a sentence (Caplin's presentation phrase): its first bar states
   a motif, the second restates it a step lower or higher (a sequence), then continuation and cadence. Its next
   phrase answers as a period's consequent: it opens with the first phrase's two bars again. A returning section
@@ -55,6 +56,12 @@ def plan_structure(controls: dict) -> dict:
         for i in range(start, start + length):
             plan_bars[i]["section"] = label
         letter = label.rstrip("'")
+        # a short bar at the cut (the scene starts between downbeats) leads into the section like a pickup: its
+        # motif and phrases start on the first full bar
+        lead = 1 if length > 2 and int(bars[start].get("beats", meter)) < meter else 0
+        if lead:
+            plan_bars[start]["role"] = "pickup"
+        start, length = start + lead, length - lead
         section_phrases = _phrases(start, length)
         phrases += [{"start": a, "bars": b} for a, b in section_phrases]
         if letter in first_of:  # a returning section opens with the first one's motif bars
@@ -149,7 +156,7 @@ def _shot_index(runs: list[tuple[int, int]], bars: list[dict], k: int) -> int:
 def check_structure(plan: dict, n_bars: int, beats: list[int], where: str = "data.structure") -> dict:
     """A structure plan that `generate` can follow, or one line naming the first field that is wrong."""
     def fail(field: str, problem: str):
-        raise V2MError(f"{where}.{field}: {problem}",
+        raise V2MError(f"{where}{'.' + field if field else ''}: {problem}",
                        "fix the hand-edited plan, or delete `structure` and generate plans it again")
 
     if not isinstance(plan, dict):
@@ -159,6 +166,8 @@ def check_structure(plan: dict, n_bars: int, beats: list[int], where: str = "dat
         fail("bars", f"expected a list of {n_bars} bars (one per bar of the controls), "
                      f"found {len(rows) if isinstance(rows, list) else type(rows).__name__}")
     for key in ("sections", "phrases"):
+        if not isinstance(plan.get(key, []), list):
+            fail(key, "expected a list of {\"start\": bar, \"bars\": count}")
         for k, span in enumerate(plan.get(key) or []):
             if not isinstance(span, dict) or not all(isinstance(span.get(f), int) and not isinstance(span.get(f), bool)
                                                    for f in ("start", "bars")):
@@ -179,7 +188,8 @@ def check_structure(plan: dict, n_bars: int, beats: list[int], where: str = "dat
             continue
         source = row.get("source")
         if not isinstance(source, int) or isinstance(source, bool) or not 0 <= source < i:
-            fail(f"bars[{i}].source", f"{source!r} is not an earlier bar (a bar restates one of bars 0..{i - 1})")
+            fail(f"bars[{i}].source", f"{source!r} is not an earlier bar (bar {i} may restate "
+                                      f"{f'one of bars 0..{i - 1}' if i else 'none: it is the first'})")
         if row.get("kind") not in KINDS:
             fail(f"bars[{i}].kind", f"{row.get('kind')!r} is not one of {', '.join(KINDS)}")
         steps = row.get("steps", 0)

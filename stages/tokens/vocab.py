@@ -31,6 +31,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from v2m.artifacts import sniff
+from v2m.checkpoint import read_meta
 from v2m.config import presets_dir
 from v2m.errors import V2MError
 
@@ -178,7 +180,8 @@ def default_tokenizer_path() -> Path:
 
 
 def load_tokenizer(obj_or_path: dict | str | Path | None = None) -> Vocab:
-    """A Vocab from a tokenizer JSON object, a path to one, or None (presets/tokenizer.json)."""
+    """A Vocab from a tokenizer JSON object, a path to one or to a v2m model checkpoint (the tokenizer it records),
+    or None (presets/tokenizer.json)."""
     if obj_or_path is None:
         obj_or_path = default_tokenizer_path()
     if isinstance(obj_or_path, str) and obj_or_path.lstrip().startswith("{"):
@@ -188,10 +191,20 @@ def load_tokenizer(obj_or_path: dict | str | Path | None = None) -> Vocab:
         if not path.is_file():
             raise V2MError(f"tokenizer {path}: no such file", "the default is presets/tokenizer.json; make one with "
                            "`v2m encode-tokens --source music21 --calibrate TOKENIZER.json`")
-        try:
-            obj_or_path = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise V2MError(f"tokenizer {path}: not valid JSON ({e.msg})")
+        raw = path.read_bytes()
+        if sniff(raw[:64]) == "safetensors":  # a model checkpoint: the tokenizer it was trained with
+            obj_or_path = read_meta(path).get("tokenizer")
+            if not isinstance(obj_or_path, dict):
+                raise V2MError(f"tokenizer {path}: a safetensors file without a v2m tokenizer in its metadata",
+                               "pass a tokenizer JSON or a v2m model checkpoint")
+        else:
+            try:
+                obj_or_path = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise V2MError(f"tokenizer {path}: not a tokenizer JSON or a v2m model ({type(e).__name__})",
+                               "pass presets/tokenizer.json, another tokenizer JSON, or the model checkpoint itself")
+            if not isinstance(obj_or_path, dict):
+                raise V2MError(f"tokenizer {path}: expected a JSON object, found {type(obj_or_path).__name__}")
     obj = obj_or_path
     if obj.get("format") != TOKENIZER_FORMAT or obj.get("version") != TOKENIZER_VERSION:
         raise V2MError(f"not a {TOKENIZER_FORMAT} v{TOKENIZER_VERSION} object (found {obj.get('format')!r} v{obj.get('version')!r})")

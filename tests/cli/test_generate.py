@@ -130,3 +130,25 @@ def test_decode_replays_the_recorded_arrangement(tmp_path, capsysbinary, debug_m
     code, _, err = run_cli(capsysbinary, "decode", tokens, "--tokenizer", vocab_json, "--arrange", "jazz",
                            "-o", tmp_path / "x.mid")
     assert code == 1 and "expected 'recorded' or 'none'" in err and not (tmp_path / "x.mid").exists()
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda s: s["sections"][-1].update(bars=99), "data.structure.sections["),  # a section longer than the video
+    (lambda s: s["bars"][3].update(role="restate", source=7, kind="exact"), "data.structure.bars[3].source"),
+])
+def test_a_hand_edited_structure_plan_that_cannot_be_followed_is_one_line(tmp_path, capsysbinary, debug_model,  # noqa: F811
+                                                                          edit, field):
+    model = debug_model[0]
+    rhythm = tmp_path / "clip.rhythm.json"
+    artifacts.write_artifact(rhythm_artifact(), rhythm)
+    controls = tmp_path / "clip.controls.json"
+    code, _, err = run_cli(capsysbinary, "encode-tokens", rhythm, "--tokenizer", model, "-o", controls)
+    assert code == 0, err
+    found = json.loads(controls.read_text())
+    assert {"sections", "phrases", "bars"} <= set(found["data"]["structure"])
+    edit(found["data"]["structure"])
+    controls.write_text(json.dumps(found))
+    out = tmp_path / "clip.tokens.json"
+    code, stdout, err = run_cli(capsysbinary, "generate", controls, "--model", model, "--device", "cpu", "-o", out)
+    assert code == 1 and field in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and not stdout
