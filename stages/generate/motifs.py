@@ -6,7 +6,7 @@ tells it every token it emits. The conductor keeps, per sample, the notes each b
 
 - a **restated** bar (the plan's `restate`: stages/tokens/structure.py) is forced whole from its source bar's
   notes: `exact`; `transpose` by scale steps in the key found so far (a diatonic sequence: chromatic notes move
-  with their neighbour); `vary` keeps the rhythm and the first half's pitches and samples the second half's
+  with their neighbour; the other way when the plan's direction would leave the register); `vary` keeps the rhythm and the first half's pitches and samples the second half's
   pitches anew (only pitch tokens may be drawn there);
 - a **breath** bar (the last of a phrase before the next) may not start or hold a note in its last beat, so a
   rest falls before the phrase or cut that follows; a restated breath bar is trimmed the same way;
@@ -197,6 +197,8 @@ class Conductor:
             return []  # the source bar is silent: this bar is sampled instead
         kind, steps = row.get("kind", "exact"), int(row.get("steps", 0))
         tonic = key_of(voice.counts, self.mode)
+        if kind == "transpose" and steps and tonic is not None and not self._fits(notes, steps, tonic):
+            steps = -steps  # a sequence that would leave the register goes the other way (keeping its contour)
         half = self.beats[i] * STEPS_PER_BEAT // 2
         out, position = [], 0
         for token in notes:
@@ -211,6 +213,16 @@ class Conductor:
         if self.rows[i].get("breath"):
             out = self._trimmed(out, self._breath_limit(i))
         return out
+
+    def _fits(self, notes: list[int], steps: int, tonic: int) -> bool:
+        """Whether every pitch of `notes` moved `steps` scale steps stays inside the allowed pitches."""
+        for token in notes:
+            what, value = self.kind[token]
+            if what == "pitch":
+                moved = self.pitch_id.get(transpose_diatonic(value, steps, tonic, self.mode))
+                if moved is None or bool(self.banned[moved]):
+                    return False
+        return True
 
     def _pitch_token(self, pitch: int, fallback: int) -> int:
         """The token of `pitch`, moved by octaves into the allowed register (else the original pitch's)."""

@@ -352,3 +352,17 @@ def test_styles_change_the_melody_not_only_the_instruments():
     # measured on this steady grid: median 0.08, the closest pair (cinematic, pop) 0.61, where both put the
     # model's likeliest notes on the beats; on a 20 s sample clip every pair is below 0.3 (BENCHMARKS.md)
     assert sorted(shares.values())[len(shares) // 2] < 0.3 and max(shares.values()) < 0.75, shares
+
+
+def test_diatonic_transposition_and_key():
+    import numpy as np
+
+    from v2m.stages.generate.motifs import key_of, transpose_diatonic
+
+    # C major: a step up from C is D, from E is F (a semitone), from B is C; C# moves as C does (to D#)
+    assert [transpose_diatonic(p, 1, 0, "major") for p in (60, 64, 71, 61)] == [62, 65, 72, 63]
+    assert [transpose_diatonic(p, -1, 0, "major") for p in (60, 65)] == [59, 64]
+    assert transpose_diatonic(69, 2, 9, "minor") == 72  # A minor: A → C, a third up
+    counts = np.zeros(12)
+    counts[[7, 11, 2, 7, 9, 11, 0, 2, 7, 4]] += 1  # G major's notes, G most often
+    assert key_of(counts, "major") == 7 and key_of(np.zeros(12), "major") is None
