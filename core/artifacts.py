@@ -19,6 +19,8 @@ from typing import Any, Iterable
 
 from . import __version__
 from .errors import V2MError
+from .limits import MAX_ARTIFACT_BYTES
+from .schema import SCHEMA_FILES, check_artifact
 
 # format → (current version, the command that makes it)
 FORMATS: dict[str, tuple[int, str]] = {
@@ -77,15 +79,22 @@ def json_format(obj: Any) -> str | None:
 def read_bytes(src: str | Path) -> bytes:
     """Read a whole input; "-" is stdin. Missing files and folders are one clear line."""
     if str(src) == STDIO:
-        data = sys.stdin.buffer.read()
+        data = sys.stdin.buffer.read(MAX_ARTIFACT_BYTES + 1)
         if not data:
             raise V2MError("stdin is empty", "pipe an artifact in, e.g. `v2m extract-rhythm clip.mp4 | v2m encode-tokens -`")
+        if len(data) > MAX_ARTIFACT_BYTES:
+            raise V2MError(f"stdin: more than {MAX_ARTIFACT_BYTES >> 20} MB, larger than any artifact v2m reads")
         return data
     p = Path(src)
     if not p.exists():
         raise V2MError(f"{src}: no such file")
     if p.is_dir():
         raise V2MError(f"{src}: is a directory, expected a file")
+    if not p.is_file():
+        raise V2MError(f"{src}: not a regular file (a pipe or device)", "pass a file, or '-' to read stdin")
+    if p.stat().st_size > MAX_ARTIFACT_BYTES:
+        raise V2MError(f"{src}: {p.stat().st_size >> 20} MB, larger than any artifact v2m reads "
+                       f"(the limit is {MAX_ARTIFACT_BYTES >> 20} MB)")
     return p.read_bytes()
 
 
@@ -130,6 +139,8 @@ def parse_artifact(data: bytes, name: str, expect: str | Iterable[str]) -> dict:
             obj = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise V2MError(f"{name}: not valid JSON ({e.msg if hasattr(e, 'msg') else e}), the artifact is truncated or corrupt")
+        except RecursionError:
+            raise V2MError(f"{name}: JSON nested too deeply to be an artifact") from None
     fmt = json_format(obj)
     if fmt not in expected:
         wanted = " or ".join(expected)
@@ -142,6 +153,8 @@ def parse_artifact(data: bytes, name: str, expect: str | Iterable[str]) -> dict:
                        f"re-create it with: {FORMATS[fmt][1]}")
     if not isinstance(obj.get("data"), dict):
         raise V2MError(f"{name}: {fmt} artifact has no data section; it is truncated or corrupt")
+    if fmt in SCHEMA_FILES:  # types, ranges, sizes and order of every field, before any work (v2m/schemas/)
+        check_artifact(obj, fmt, name)
     return obj
 
 

@@ -17,6 +17,7 @@ import symusic
 from v2m import artifacts, media
 from v2m.errors import V2MError
 from v2m.stages.arrange.arranger import arrange as arrange_score
+from v2m.stages.tokens.checks import check_tokens
 from v2m.stages.tokens.convert import decode_ids
 from v2m.stages.tokens.vocab import check_hash, load_tokenizer
 
@@ -239,6 +240,8 @@ def decode_file(input: str, output: str, *, video: Path | None = None, keep_audi
             video_info(video)
     tokens = artifacts.read_artifact(input, "v2m.tokens")
     vocab = load_tokenizer(tokenizer)
+    check_hash(tokens["data"].get("tokenizer_hash"), vocab, "the tokens artifact")
+    check_tokens(tokens["data"], vocab, "stdin" if input == "-" else input)
     arranged = arrange == "recorded" and bool(tokens["data"].get("arrange"))
     score, _ = music_score(tokens["data"], vocab, sample=sample, program=program, arrange=arranged)
     # an arranged score carries the style's instruments; --program then only sets the melody's (in tokens_to_score)

@@ -10,6 +10,7 @@ import symusic
 
 from v2m import artifacts, log
 from v2m.errors import V2MError
+from v2m.limits import MAX_BARS
 from v2m.stages.tokens import corpus
 from v2m.stages.tokens.beat_grid import beat_grid_seconds
 from v2m.stages.tokens.convert import encode_score
@@ -29,6 +30,9 @@ def encode_file(input: str, tokenizer: Path | None = None) -> dict:
         rhythm = artifacts.parse_artifact(data, str(input), "v2m.rhythm")
         vocab = load_tokenizer(tokenizer)
         payload = controls_from_rhythm(rhythm["data"], vocab)
+        if len(payload["bars"]) > MAX_BARS:
+            raise V2MError(f"{input}: the rhythm makes {len(payload['bars'])} bars, more than the limit of {MAX_BARS}",
+                           "extract the rhythm of a shorter part (extract-rhythm --start/--duration)")
         fmt = "v2m.controls"
     else:
         raise V2MError(f"{input}: expected a MIDI file or a v2m.rhythm artifact, found {artifacts.describe(kind)}",
