@@ -182,10 +182,36 @@ def dumps(obj: dict) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
 
 
-def check_output(dest: str | Path | None, force: bool) -> None:
-    """Fail early (before any work) if `dest` exists and --force was not given."""
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: the same path once links are resolved, or (both existing) the same inode
+    (a hard link)."""
+    if str(a) == STDIO or str(b) == STDIO:
+        return False
+    try:
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def check_not_input(dest: str | Path | None, inputs: Iterable[str | Path | None]) -> None:
+    """Refuse an output that is (or resolves to, through links) one of the inputs: --force never overwrites an
+    input (`extract-rhythm x.mp4 -o x.mp4 --force` used to replace the video with JSON)."""
     if dest is None or str(dest) == STDIO:
         return
+    for source in inputs:
+        if source is not None and same_file(dest, source):
+            shown = "" if str(source) == str(dest) else f" ({source})"
+            raise V2MError(f"{dest}: is an input of this command{shown}; v2m never writes over its inputs, "
+                           "not even with --force", "write the output to another path")
+
+
+def check_output(dest: str | Path | None, force: bool, inputs: Iterable[str | Path | None] = ()) -> None:
+    """Fail early (before any work) if `dest` is one of `inputs`, or exists and --force was not given."""
+    if dest is None or str(dest) == STDIO:
+        return
+    check_not_input(dest, inputs)
     p = Path(dest)
     if p.is_dir() and not str(dest).endswith(os.sep):
         raise V2MError(f"{dest}: is a directory, expected a file path")

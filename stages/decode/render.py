@@ -7,6 +7,7 @@ output goes through a temporary file and is renamed into place only when complet
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -106,7 +107,8 @@ def render_wav(score, path: str | Path, *, soundfont: str | Path | None = None, 
         midi_path, raw_path = Path(tmp) / "in.mid", Path(tmp) / "raw.wav"
         midi_path.write_bytes(midi_bytes(flatten_tempo(score)))
         media.run_tool([fluidsynth, "-q", "-n", "-i", "-F", str(raw_path), "-r", str(int(sample_rate)), "-T", "wav",
-                        "-g", "0.5", str(font), str(midi_path)], what="rendering with FluidSynth", timeout=600)
+                        "-g", "0.5", os.path.abspath(font), os.path.abspath(midi_path)], what="rendering with FluidSynth",
+                       timeout=600)  # absolute paths: a soundfont named `-x.sf2` is never read as an option
         # two passes over the render in blocks (level, then scaled copy): memory stays flat however long the music
         with soundfile.SoundFile(str(raw_path)) as raw:
             if not raw.frames:
@@ -211,9 +213,9 @@ def mux(video: str | Path, audio: str | Path, out: str | Path, *, keep_audio: fl
     else:
         graph = f"{music}[a]"
     with artifacts.atomic_path(out) as tmp:
-        media.run_tool(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(video), "-i", str(audio),
+        media.run_tool(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", media.file_arg(video), "-i", media.file_arg(audio),
                         "-filter_complex", graph, "-map", "0:v:0", "-map", "[a]", "-c:v", "copy",
-                        "-c:a", AUDIO_CODEC[suffix], "-b:a", "192k", "-t", f"{duration:.6f}", str(tmp)],
+                        "-c:a", AUDIO_CODEC[suffix], "-b:a", "192k", "-t", f"{duration:.6f}", media.file_arg(tmp)],
                        what=f"muxing {out}", timeout=1800)
     return out
 
@@ -231,7 +233,7 @@ def decode_file(input: str, output: str, *, video: Path | None = None, keep_audi
         raise V2MError("--video is only used for .mp4/.mov/.mkv output")
     if arrange not in ("recorded", "none"):
         raise V2MError(f"--arrange {arrange!r}: expected 'recorded' or 'none'")
-    artifacts.check_output(output, force)
+    artifacts.check_output(output, force, inputs=[input, video, soundfont, tokenizer])
     if target in ("audio", "video"):
         media.require("fluidsynth")
         media.find_soundfont(soundfont)

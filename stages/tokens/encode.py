@@ -66,6 +66,11 @@ def corpus_from(input: str | None, source: str | None, output: str | None, token
     if output in (None, "-"):
         raise V2MError("a corpus is a folder, not a stream", "pass -o DIR/")
     out_dir = Path(output)
+    if input is not None and artifacts.same_file(out_dir, input):
+        raise V2MError(f"{output}: is the folder of scores being read; the corpus goes into a folder of its own",
+                       "pass another -o DIR/")
+    if calibrate is not None:
+        artifacts.check_not_input(calibrate, [tokenizer, input])
     if out_dir.exists() and not out_dir.is_dir():
         raise V2MError(f"{output}: exists and is not a folder")
     if (out_dir / "index.json").exists() and not force:
