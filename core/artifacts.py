@@ -297,6 +297,60 @@ class atomic_path:
                 raise V2MError(f"{self.path}: the writer produced no output")
 
 
+WORK_PREFIX = ".v2m-work-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's live process
+    return True
+
+
+def sweep_work_folders(folder: str | Path) -> int:
+    """Remove the work folders that processes since killed (`kill -9`, a power cut) left in `folder`: their names
+    carry the pid that made them, and a folder whose process is gone is nobody's. Returns how many were removed."""
+    import shutil
+
+    removed = 0
+    try:
+        entries = list(Path(folder).glob(WORK_PREFIX + "*"))
+    except OSError:
+        return 0
+    for entry in entries:
+        pid = entry.name[len(WORK_PREFIX):].split("-", 1)[0]
+        if entry.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+class work_folder:
+    """A temporary folder for intermediate files (a render's MIDI and raw WAV) beside the output it is for, named
+    `.v2m-work-PID-*` so a later run in that folder removes it if this process is killed before its own clean-up;
+    removed on exit, interrupted or not. `near` None: in the system's temporary folder (swept the same way)."""
+
+    def __init__(self, near: str | Path | None = None):
+        self.place = Path(near) if near is not None else Path(tempfile.gettempdir())
+
+    def __enter__(self) -> Path:
+        try:
+            self.place.mkdir(parents=True, exist_ok=True)
+            sweep_work_folders(self.place)
+            self.path = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=self.place))
+        except OSError as e:
+            raise unwritable(self.place, e) from None
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 def write_output(data: bytes, dest: str | Path | None, force: bool, binary: bool = False) -> None:
     """Write an artifact's bytes to `dest` ("-" or None = stdout), atomically and without clobbering."""
     if dest is None or str(dest) == STDIO:

@@ -111,6 +111,12 @@ def find_soundfont(explicit: str | Path | None = None) -> Path:
         p = Path(explicit)
         if not p.is_file():
             raise V2MError(f"soundfont {explicit}: no such file")
+        with open(p, "rb") as f:
+            head = f.read(12)
+        # SoundFont 2/3 files are RIFF chunks of form `sfbk`; FluidSynth silently falls back to another font otherwise
+        if head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+            raise V2MError(f"soundfont {explicit}: not a SoundFont (no RIFF sfbk header)",
+                           "pass a General MIDI .sf2 or .sf3 file, e.g. /usr/share/sounds/sf2/FluidR3_GM.sf2")
         return p
     for candidate in SOUNDFONT_LOCATIONS:
         if Path(candidate).is_file():

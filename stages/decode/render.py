@@ -8,7 +8,6 @@ output goes through a temporary file and is renamed into place only when complet
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +102,7 @@ def render_wav(score, path: str | Path, *, soundfont: str | Path | None = None, 
         for track in score.tracks:
             if not track.is_drum:
                 track.program = int(program)
-    with tempfile.TemporaryDirectory(prefix="v2m-render-") as tmp:
+    with artifacts.work_folder(path.parent) as tmp:
         midi_path, raw_path = Path(tmp) / "in.mid", Path(tmp) / "raw.wav"
         midi_path.write_bytes(midi_bytes(flatten_tempo(score)))
         media.run_tool([fluidsynth, "-q", "-n", "-i", "-F", str(raw_path), "-r", str(int(sample_rate)), "-T", "wav",
@@ -217,7 +216,23 @@ def mux(video: str | Path, audio: str | Path, out: str | Path, *, keep_audio: fl
                         "-filter_complex", graph, "-map", "0:v:0", "-map", "[a]", "-c:v", "copy",
                         "-c:a", AUDIO_CODEC[suffix], "-b:a", "192k", "-t", f"{duration:.6f}", media.file_arg(tmp)],
                        what=f"muxing {out}", timeout=1800)
+        # a truncated download keeps its index: ffprobe reports the full length, the copy stops where the data
+        # does. The muxed file's own video stream says how much picture there really was.
+        readable = _video_seconds(tmp)
+        if readable < duration - max(0.5, 0.02 * duration):
+            raise V2MError(f"{video}: the video is unreadable past {readable:.1f} s of its {duration:.1f} s "
+                           "(a truncated or damaged file)", "pass the complete video")
     return out
+
+
+def _video_seconds(path: Path) -> float:
+    """Seconds of picture in a media file: its first video stream's duration (0 when there is none)."""
+    info = media.ffprobe(path)
+    video = [s for s in info.get("streams", []) if s.get("codec_type") == "video"]
+    try:
+        return float(video[0].get("duration") or (info.get("format") or {}).get("duration") or 0.0) if video else 0.0
+    except ValueError:
+        return 0.0
 
 
 def decode_file(input: str, output: str, *, video: Path | None = None, keep_audio: float = 0.0,
@@ -239,7 +254,7 @@ def decode_file(input: str, output: str, *, video: Path | None = None, keep_audi
         media.find_soundfont(soundfont)
         if target == "video":
             media.require("ffmpeg")
-            video_info(video)
+            video_seconds = video_info(video)["duration"]
     tokens = artifacts.read_artifact(input, "v2m.tokens")
     vocab = load_tokenizer(tokenizer)
     check_hash(tokens["data"].get("tokenizer_hash"), vocab, "the tokens artifact")
@@ -249,12 +264,15 @@ def decode_file(input: str, output: str, *, video: Path | None = None, keep_audi
     # an arranged score carries the style's instruments; --program then only sets the melody's (in tokens_to_score)
     program = None if arranged else program
     length = music_end(tokens["data"])
+    if target == "video" and length is not None and video_seconds < length - max(0.5, 0.02 * length):
+        raise V2MError(f"{video}: the video is {video_seconds:.1f} s, shorter than the {length:.1f} s of music made for "
+                       "it", "pass the video the music was made for (a complete copy)")
     if target == "midi":
         artifacts.write_output(midi_bytes(score), output, force, binary=True)
     elif target == "audio":
         render_wav(score, output, soundfont=soundfont, sample_rate=sample_rate, program=program, length=length)
     else:
-        with tempfile.TemporaryDirectory(prefix="v2m-decode-") as tmp:
+        with artifacts.work_folder(Path(output).parent) as tmp:
             wav = render_wav(score, Path(tmp) / "music.wav", soundfont=soundfont, sample_rate=sample_rate,
                              program=program, length=length)
             mux(video, wav, output, keep_audio=keep_audio)
