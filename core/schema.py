@@ -259,11 +259,13 @@ def _bars(bars: list, meter: int, where: str) -> None:
             raise SchemaError(f"{where}[{i}].start", "not increasing")
 
 
-def _controls(data: dict, where: str = "data") -> None:
+def _controls(data: dict, where: str = "data", partial: bool = False) -> None:
+    """A controls payload's bars against its grid. `partial`: the controls a tokens artifact carries, which may
+    hold only the bars (a score's own controls), so an absent grid is no error there."""
     bars = data.get("bars") or []
     _bars(bars, data.get("meter", 4), f"{where}.bars")
     downbeats, beats = data.get("downbeats") or [], data.get("beat_times") or []
-    if bars and downbeats and len(downbeats) != len(bars):
+    if bars and (downbeats or not partial) and len(downbeats) != len(bars):
         raise SchemaError(f"{where}.downbeats", f"{len(downbeats)} downbeats for {len(bars)} bars")
     if beats:
         _subset(downbeats, beats, f"{where}.downbeats", "beat_times")
@@ -271,7 +273,7 @@ def _controls(data: dict, where: str = "data") -> None:
 
 def _tokens(data: dict) -> None:
     if data.get("controls") is not None:
-        _controls(data["controls"], "data.controls")
+        _controls(data["controls"], "data.controls", partial=True)
     if data.get("downbeats") is not None and data.get("beat_times") is None:
         raise SchemaError("data.beat_times", "missing (downbeats are given)")
 

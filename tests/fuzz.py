@@ -42,7 +42,7 @@ def rhythm_data(duration: float = 6.0, bpm: float = 120.0, meter: int = 4, frame
     n = round(duration * frame_rate)
     envelope = [0.0] * n
     for b in beats:
-        i = int(round(b * frame_rate))
+        i = round(b * frame_rate)
         for j, v in zip(range(i - 1, i + 2), (0.5, 1.0, 0.5)):
             if 0 <= j < n:
                 envelope[j] = v
@@ -189,7 +189,8 @@ class Hang(Exception):
 class Outcome:
     """How one mutant ended: `accepted` (exit 0, output written), `refused` (one `v2m: error:` line, exit 1,
     nothing written), or a finding: `internal` (internal error or an escaped exception), `hang`, `bad-refusal`
-    (another exit code, several lines, or files left on refusal), `no-output` (exit 0 without the output)."""
+    (another exit code, several lines, or files left on refusal), `no-output` (exit 0 without the output),
+    `clobbered` (the input file changed)."""
 
     kind: str
     message: str
@@ -218,7 +219,7 @@ def run_mutant(seed: Seed, data: bytes, work: Path, timeout: float = 20.0) -> Ou
             code = main(argv)
     except Hang:
         return Outcome("hang", f"no answer in {timeout:.0f} s")
-    except BaseException as e:  # main() must turn everything into an exit code
+    except BaseException as e:  # noqa: BLE001 - main() must turn everything into an exit code
         return Outcome("internal", f"escaped {type(e).__name__}: {e}"[:300])
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -227,6 +228,8 @@ def run_mutant(seed: Seed, data: bytes, work: Path, timeout: float = 20.0) -> Ou
     if any("internal error" in line for line in lines) or "Traceback" in err.getvalue():
         return Outcome("internal", next((line for line in lines if "internal error" in line), err.getvalue()[-300:]))
     after = set(work.iterdir())
+    if target.read_bytes() != data:
+        return Outcome("clobbered", f"exit {code}: the input {target.name} was changed")
     if code == 0:
         missing = [w for w in written if not Path(w).exists()]
         return Outcome("no-output", f"exit 0 without {missing}") if missing else Outcome("accepted", "")
