@@ -51,7 +51,7 @@ def command(
         raise V2MError("no INPUT given", "pass a MIDI file, a v2m.rhythm artifact ('-' for stdin), a folder, or --source music21")
     if calibrate is not None:
         raise V2MError("--calibrate works only when building a corpus", "pass a folder or --source music21")
-    artifacts.check_output(output, force)
+    artifacts.check_output(output, force, inputs=[input, tokenizer])
     artifact = encode_file(input, tokenizer)
     artifacts.write_artifact(artifact, output, force)
     payload = artifact["data"]

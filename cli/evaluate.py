@@ -40,6 +40,7 @@ Examples:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -75,9 +76,12 @@ def command(
     from v2m.artifacts import check_output, dumps, write_output
     from v2m.stages.evaluate.modes import check_outcome, evaluate_request
 
-    check_output(output, force)
+    sources = [*(inputs or []), model, corpus, reference, tokenizer]
+    if corpus is not None:
+        sources.append(Path(corpus) / "index.json")
+    check_output(output, force, inputs=sources)
     if plot is not None:
-        check_output(plot, force)
+        check_output(plot, force, inputs=[*sources, output])
     report = evaluate_request(list(inputs or []), model=model, corpus=corpus, split=split, reference=reference,
                               max_tokens=max_tokens, context=context, speed=speed, device=device, kernel=kernel,
                               tokenizer=tokenizer, plot=plot, fail_if=fail_if)

@@ -102,7 +102,7 @@ def command(
 
         def work(item: Path) -> None:
             dest = out_dir / item.relative_to(source).with_suffix(".rhythm.json")
-            artifacts.check_output(dest, force)
+            artifacts.check_output(dest, force, inputs=[item])
             data = extract_rhythm(str(item), config, say=log.info, warn=log.warn)
             artifacts.write_artifact(data, dest, force=force)
             log.info(f"{item} → {dest}: {summary(data['data'])}")
@@ -113,7 +113,7 @@ def command(
         return
     if input == "-":
         raise V2MError("extract-rhythm reads a video from a file, not from stdin", "pass the path of the video")
-    artifacts.check_output(output, force)
+    artifacts.check_output(output, force, inputs=[input])
     artifact = extract_rhythm(input, config, say=log.info, warn=log.warn)
     data = artifact["data"]
     log.info(f"{input}: {summary(data)}")

@@ -61,7 +61,7 @@ def command(
 ) -> None:
     from v2m.stages.generate.artifact import generate_file, sampling_config
 
-    artifacts.check_output(output, force)
+    artifacts.check_output(output, force, inputs=[controls, model, prime, style])
     config = sampling_config(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples,
                              bars=bars)
     data = generate_file(controls, config, model=model, backend=backend, kernel=kernel, device=device, rerank=rerank,

@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, standalone_mode=False, prog_name="v2m")
         code = result if isinstance(result, int) else 0
+        if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into a silent exit code 130: say it
+            print("v2m: interrupted", file=sys.stderr)
     except typer.Exit as e:
         code = e.exit_code
     except typer.Abort:

@@ -19,6 +19,8 @@ from typing import Any, Iterable
 
 from . import __version__
 from .errors import V2MError
+from .limits import MAX_ARTIFACT_BYTES
+from .schema import SCHEMA_FILES, check_artifact
 
 # format → (current version, the command that makes it)
 FORMATS: dict[str, tuple[int, str]] = {
@@ -77,15 +79,22 @@ def json_format(obj: Any) -> str | None:
 def read_bytes(src: str | Path) -> bytes:
     """Read a whole input; "-" is stdin. Missing files and folders are one clear line."""
     if str(src) == STDIO:
-        data = sys.stdin.buffer.read()
+        data = sys.stdin.buffer.read(MAX_ARTIFACT_BYTES + 1)
         if not data:
             raise V2MError("stdin is empty", "pipe an artifact in, e.g. `v2m extract-rhythm clip.mp4 | v2m encode-tokens -`")
+        if len(data) > MAX_ARTIFACT_BYTES:
+            raise V2MError(f"stdin: more than {MAX_ARTIFACT_BYTES >> 20} MB, larger than any artifact v2m reads")
         return data
     p = Path(src)
     if not p.exists():
         raise V2MError(f"{src}: no such file")
     if p.is_dir():
         raise V2MError(f"{src}: is a directory, expected a file")
+    if not p.is_file():
+        raise V2MError(f"{src}: not a regular file (a pipe or device)", "pass a file, or '-' to read stdin")
+    if p.stat().st_size > MAX_ARTIFACT_BYTES:
+        raise V2MError(f"{src}: {p.stat().st_size >> 20} MB, larger than any artifact v2m reads "
+                       f"(the limit is {MAX_ARTIFACT_BYTES >> 20} MB)")
     return p.read_bytes()
 
 
@@ -130,6 +139,8 @@ def parse_artifact(data: bytes, name: str, expect: str | Iterable[str]) -> dict:
             obj = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise V2MError(f"{name}: not valid JSON ({e.msg if hasattr(e, 'msg') else e}), the artifact is truncated or corrupt")
+        except RecursionError:
+            raise V2MError(f"{name}: JSON nested too deeply to be an artifact") from None
     fmt = json_format(obj)
     if fmt not in expected:
         wanted = " or ".join(expected)
@@ -142,6 +153,8 @@ def parse_artifact(data: bytes, name: str, expect: str | Iterable[str]) -> dict:
                        f"re-create it with: {FORMATS[fmt][1]}")
     if not isinstance(obj.get("data"), dict):
         raise V2MError(f"{name}: {fmt} artifact has no data section; it is truncated or corrupt")
+    if fmt in SCHEMA_FILES:  # types, ranges, sizes and order of every field, before any work (v2m/schemas/)
+        check_artifact(obj, fmt, name)
     return obj
 
 
@@ -169,10 +182,36 @@ def dumps(obj: dict) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
 
 
-def check_output(dest: str | Path | None, force: bool) -> None:
-    """Fail early (before any work) if `dest` exists and --force was not given."""
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: the same path once links are resolved, or (both existing) the same inode
+    (a hard link)."""
+    if str(a) == STDIO or str(b) == STDIO:
+        return False
+    try:
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def check_not_input(dest: str | Path | None, inputs: Iterable[str | Path | None]) -> None:
+    """Refuse an output that is (or resolves to, through links) one of the inputs: --force never overwrites an
+    input (`extract-rhythm x.mp4 -o x.mp4 --force` used to replace the video with JSON)."""
     if dest is None or str(dest) == STDIO:
         return
+    for source in inputs:
+        if source is not None and same_file(dest, source):
+            shown = "" if str(source) == str(dest) else f" ({source})"
+            raise V2MError(f"{dest}: is an input of this command{shown}; v2m never writes over its inputs, "
+                           "not even with --force", "write the output to another path")
+
+
+def check_output(dest: str | Path | None, force: bool, inputs: Iterable[str | Path | None] = ()) -> None:
+    """Fail early (before any work) if `dest` is one of `inputs`, or exists and --force was not given."""
+    if dest is None or str(dest) == STDIO:
+        return
+    check_not_input(dest, inputs)
     p = Path(dest)
     if p.is_dir() and not str(dest).endswith(os.sep):
         raise V2MError(f"{dest}: is a directory, expected a file path")
@@ -256,6 +295,60 @@ class atomic_path:
             self.tmp.unlink(missing_ok=True)
             if exc_type is None:
                 raise V2MError(f"{self.path}: the writer produced no output")
+
+
+WORK_PREFIX = ".v2m-work-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's live process
+    return True
+
+
+def sweep_work_folders(folder: str | Path) -> int:
+    """Remove the work folders that processes since killed (`kill -9`, a power cut) left in `folder`: their names
+    carry the pid that made them, and a folder whose process is gone is nobody's. Returns how many were removed."""
+    import shutil
+
+    removed = 0
+    try:
+        entries = list(Path(folder).glob(WORK_PREFIX + "*"))
+    except OSError:
+        return 0
+    for entry in entries:
+        pid = entry.name[len(WORK_PREFIX):].split("-", 1)[0]
+        if entry.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+class work_folder:
+    """A temporary folder for intermediate files (a render's MIDI and raw WAV) beside the output it is for, named
+    `.v2m-work-PID-*` so a later run in that folder removes it if this process is killed before its own clean-up;
+    removed on exit, interrupted or not. `near` None: in the system's temporary folder (swept the same way)."""
+
+    def __init__(self, near: str | Path | None = None):
+        self.place = Path(near) if near is not None else Path(tempfile.gettempdir())
+
+    def __enter__(self) -> Path:
+        try:
+            self.place.mkdir(parents=True, exist_ok=True)
+            sweep_work_folders(self.place)
+            self.path = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=self.place))
+        except OSError as e:
+            raise unwritable(self.place, e) from None
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def write_output(data: bytes, dest: str | Path | None, force: bool, binary: bool = False) -> None:

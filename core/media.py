@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,8 +53,15 @@ def last_line(stderr: bytes) -> str:
     return lines[-1] if lines else "no message"
 
 
+def file_arg(path: str | Path) -> str:
+    """A path as ffmpeg and ffprobe must be given it: the `file:` protocol with the absolute path, so a file name is
+    never read as an option (`-clip.mp4`), another protocol (`a:b.mp4`, `concat:/elsewhere/x.mp4`, `http:...`)
+    or a URL — ffmpeg reads exactly the file named, nothing outside it."""
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
 def _probe_args(path: str | Path) -> list[str]:
-    return ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    return ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", file_arg(path)]
 
 
 # a cache: ffprobe runs started by prefetch_probe, taken by the next ffprobe() of the same path in this process
@@ -103,6 +111,12 @@ def find_soundfont(explicit: str | Path | None = None) -> Path:
         p = Path(explicit)
         if not p.is_file():
             raise V2MError(f"soundfont {explicit}: no such file")
+        with open(p, "rb") as f:
+            head = f.read(12)
+        # SoundFont 2/3 files are RIFF chunks of form `sfbk`; FluidSynth silently falls back to another font otherwise
+        if head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+            raise V2MError(f"soundfont {explicit}: not a SoundFont (no RIFF sfbk header)",
+                           "pass a General MIDI .sf2 or .sf3 file, e.g. /usr/share/sounds/sf2/FluidR3_GM.sf2")
         return p
     for candidate in SOUNDFONT_LOCATIONS:
         if Path(candidate).is_file():

@@ -34,7 +34,7 @@ import numpy as np
 
 from .artifacts import atomic_path, atomic_write_bytes
 from .errors import V2MError
-from .media import AUDIO_SUFFIXES, last_line, require
+from .media import AUDIO_SUFFIXES, file_arg, last_line, require
 
 MOTIONS = ("bounce", "flash", "pan", "mixed")
 
@@ -212,7 +212,7 @@ def _ffmpeg_encode_args(spec: SampleSpec, out: Path, audio_args: list[str]) -> l
     return [require("ffmpeg"), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
             "-s", f"{spec.width}x{spec.height}", "-r", f"{spec.fps}", "-i", "-", *audio_args,
             "-c:v", "libx264", "-preset", spec.preset, "-crf", str(spec.crf), "-pix_fmt", "yuv420p",
-            *(["-g", str(spec.gop)] if spec.gop else []), "-movflags", "+faststart", "-f", "mp4", str(out)]
+            *(["-g", str(spec.gop)] if spec.gop else []), "-movflags", "+faststart", "-f", "mp4", file_arg(out)]
 
 
 def write_video(path: str | Path, spec: SampleSpec = SampleSpec()) -> dict:
@@ -271,7 +271,7 @@ def write_onset_audio(path: str | Path, bpm: float = 100.0, duration: float = 10
         signal[start:end] += hit[:end - start].astype(np.float32)
     signal = np.clip(signal, -1, 1)
     with atomic_path(path) as tmp:
-        cmd = [require("ffmpeg"), "-v", "error", "-y", "-f", "f32le", "-ar", str(sample_rate), "-ac", "1", "-i", "-", str(tmp)]
+        cmd = [require("ffmpeg"), "-v", "error", "-y", "-f", "f32le", "-ar", str(sample_rate), "-ac", "1", "-i", "-", file_arg(tmp)]
         proc = subprocess.run(cmd, input=signal.tobytes(), capture_output=True)
         if proc.returncode != 0:
             raise V2MError(f"{path}: ffmpeg could not write the audio ({last_line(proc.stderr)})")

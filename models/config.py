@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from v2m.config import from_dict, load_preset, to_dict
 from v2m.errors import V2MError
+from v2m.limits import MAX_CONTEXT
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,14 @@ class ModelConfig:
     backend: str = "transformer"
 
     def __post_init__(self):
+        # bounds before anything is built from a downloaded checkpoint's config (v2m.limits): a config asking for
+        # petabytes is refused here, the exact parameter count is checked on the meta device (loading.py)
+        for name, low, high in (("vocab_size", 0, 1 << 24), ("d_model", 1, 1 << 16), ("n_layers", 1, 1024),
+                                ("n_heads", 1, 1024), ("d_ff", 1, 1 << 18), ("max_len", 1, MAX_CONTEXT)):
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"{name} {getattr(self, name)} is outside {low}..{high}")
+        if not 0 < self.rope_base < 1e12:
+            raise ValueError(f"rope_base {self.rope_base} is outside (0, 1e12)")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
         if (self.d_model // self.n_heads) % 2:

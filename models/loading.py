@@ -19,9 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from v2m import log
-from v2m.checkpoint import LOADERS, STATE_PREFIXES, load_tensors, model_metadata, read_meta, save_checkpoint
+from v2m.checkpoint import (
+    LOADERS,
+    STATE_PREFIXES,
+    load_tensors,
+    model_metadata,
+    read_header,
+    read_meta,
+    save_checkpoint,
+)
 from v2m.config import to_dict
 from v2m.errors import V2MError
+from v2m.limits import MAX_MODEL_PARAMETERS
 
 from .config import ModelConfig, model_config_from_dict
 from .registry import BACKENDS
@@ -93,6 +102,44 @@ def resolve_device(name: str | None) -> str:
     return device
 
 
+def check_declared_shapes(path: str | Path, config: ModelConfig, header: dict, quantized: bool = False) -> None:
+    """Refuse, before any tensor is read or module allocated, a checkpoint whose config declares more parameters
+    than MAX_MODEL_PARAMETERS or (a float checkpoint) weights of other names or shapes than its tensor table holds.
+
+    The module is built on torch's meta device, which allocates no memory, so the declared shapes are the
+    backend's own (no formula per backend to keep in step). A quantized checkpoint stores packed layers of other
+    shapes: there the stored bytes must hold at least 2 bits per declared parameter."""
+    import math
+
+    import torch
+
+    with torch.device("meta"):
+        skeleton = BACKENDS.get(config.backend)(config)
+    declared = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    parameters = sum(math.prod(shape) for shape in declared.values())
+    if parameters > MAX_MODEL_PARAMETERS:
+        raise V2MError(f"{path}: its config declares {parameters:,} parameters, more than the limit of "
+                       f"{MAX_MODEL_PARAMETERS:,}", "this is not a model v2m can run")
+    stored = {name: tuple(entry.get("shape", ())) for name, entry in header.items()
+              if name != "__metadata__" and not name.startswith(STATE_PREFIXES)}
+    if quantized:
+        stored_bytes = sum(entry["data_offsets"][1] - entry["data_offsets"][0] for name, entry in header.items()
+                           if name != "__metadata__")
+        if parameters > 4 * stored_bytes:
+            raise V2MError(f"{path}: its config declares {parameters:,} parameters, its tensors hold {stored_bytes:,} "
+                           "bytes (less than 2 bits each)", "the checkpoint is truncated or its config altered")
+        return
+    for name, shape in declared.items():
+        if name not in stored:
+            raise V2MError(f"{path}: weights do not match the model config (missing tensor {name})")
+        if stored[name] != shape:
+            raise V2MError(f"{path}: weights do not match the model config ({name} is {list(stored[name])}, the "
+                           f"config declares {list(shape)})")
+    unexpected = sorted(set(stored) - set(declared))
+    if unexpected:
+        raise V2MError(f"{path}: weights do not match the model config (unexpected tensor {unexpected[0]})")
+
+
 def load_model(path: str | Path, device: str = "cpu", kernel: str = "auto", dtype: str | None = None) -> LoadedModel:
     """Load a v2m.model checkpoint → LoadedModel with the model in eval mode on `device`.
 
@@ -101,7 +148,11 @@ def load_model(path: str | Path, device: str = "cpu", kernel: str = "auto", dtyp
     """
     device = resolve_device(device)
     meta = read_meta(path)
-    config = model_config_from_dict(meta["config"])
+    try:
+        config = model_config_from_dict(meta["config"])
+    except V2MError as e:
+        raise V2MError(f"{path}: {e.message}", e.hint) from None
+    check_declared_shapes(path, config, read_header(path), quantized=bool(meta.get("quant")))
     tensors = {k: v for k, v in load_tensors(path).items() if not k.startswith(STATE_PREFIXES)}
     model = BACKENDS.get(config.backend)(config)
     special = [key for key in LOADERS.names() if meta.get(key)]

@@ -106,7 +106,8 @@ def train(opts: RunOptions) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     paths = side_paths(opts.output, opts.checkpoint)
-    check_output(opts.output, opts.force)
+    check_output(opts.output, opts.force, inputs=[opts.corpus, Path(opts.corpus) / "index.json", opts.resume, opts.init,
+                                                 paths["checkpoint"]])
     if opts.save_dtype not in ("float32", "bfloat16", "float16"):
         raise V2MError(f"unknown --save-dtype '{opts.save_dtype}'", "use float32, bfloat16 or float16")
     if opts.device not in ("auto", "cpu", "cuda"):

@@ -69,7 +69,7 @@ def calibration_windows(source: CalibrationSource, tokenizer_hash: str, max_len:
 def quantize_checkpoint(model: str, output: str, config: QuantizeConfig, calibration: CalibrationSource | None = None,
                         force: bool = False) -> QuantizeResult:
     """Quantize the float checkpoint `model` into `output` (atomically; an existing file only with `force`)."""
-    check_output(output, force)
+    check_output(output, force, inputs=[model] + ([calibration.corpus] if calibration is not None else []))
     check_request(output, config, calibration is not None)
     meta = read_meta(model)
     if meta.get("quant"):

@@ -7,7 +7,7 @@ output goes through a temporary file and is renamed into place only when complet
 
 from __future__ import annotations
 
-import tempfile
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ import symusic
 from v2m import artifacts, media
 from v2m.errors import V2MError
 from v2m.stages.arrange.arranger import arrange as arrange_score
+from v2m.stages.tokens.checks import check_tokens
 from v2m.stages.tokens.convert import decode_ids
 from v2m.stages.tokens.vocab import check_hash, load_tokenizer
 
@@ -101,11 +102,12 @@ def render_wav(score, path: str | Path, *, soundfont: str | Path | None = None, 
         for track in score.tracks:
             if not track.is_drum:
                 track.program = int(program)
-    with tempfile.TemporaryDirectory(prefix="v2m-render-") as tmp:
+    with artifacts.work_folder(path.parent) as tmp:
         midi_path, raw_path = Path(tmp) / "in.mid", Path(tmp) / "raw.wav"
         midi_path.write_bytes(midi_bytes(flatten_tempo(score)))
         media.run_tool([fluidsynth, "-q", "-n", "-i", "-F", str(raw_path), "-r", str(int(sample_rate)), "-T", "wav",
-                        "-g", "0.5", str(font), str(midi_path)], what="rendering with FluidSynth", timeout=600)
+                        "-g", "0.5", os.path.abspath(font), os.path.abspath(midi_path)], what="rendering with FluidSynth",
+                       timeout=600)  # absolute paths: a soundfont named `-x.sf2` is never read as an option
         # two passes over the render in blocks (level, then scaled copy): memory stays flat however long the music
         with soundfile.SoundFile(str(raw_path)) as raw:
             if not raw.frames:
@@ -210,11 +212,27 @@ def mux(video: str | Path, audio: str | Path, out: str | Path, *, keep_audio: fl
     else:
         graph = f"{music}[a]"
     with artifacts.atomic_path(out) as tmp:
-        media.run_tool(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(video), "-i", str(audio),
+        media.run_tool(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", media.file_arg(video), "-i", media.file_arg(audio),
                         "-filter_complex", graph, "-map", "0:v:0", "-map", "[a]", "-c:v", "copy",
-                        "-c:a", AUDIO_CODEC[suffix], "-b:a", "192k", "-t", f"{duration:.6f}", str(tmp)],
+                        "-c:a", AUDIO_CODEC[suffix], "-b:a", "192k", "-t", f"{duration:.6f}", media.file_arg(tmp)],
                        what=f"muxing {out}", timeout=1800)
+        # a truncated download keeps its index: ffprobe reports the full length, the copy stops where the data
+        # does. The muxed file's own video stream says how much picture there really was.
+        readable = _video_seconds(tmp)
+        if readable < duration - max(0.5, 0.02 * duration):
+            raise V2MError(f"{video}: the video is unreadable past {readable:.1f} s of its {duration:.1f} s "
+                           "(a truncated or damaged file)", "pass the complete video")
     return out
+
+
+def _video_seconds(path: Path) -> float:
+    """Seconds of picture in a media file: its first video stream's duration (0 when there is none)."""
+    info = media.ffprobe(path)
+    video = [s for s in info.get("streams", []) if s.get("codec_type") == "video"]
+    try:
+        return float(video[0].get("duration") or (info.get("format") or {}).get("duration") or 0.0) if video else 0.0
+    except ValueError:
+        return 0.0
 
 
 def decode_file(input: str, output: str, *, video: Path | None = None, keep_audio: float = 0.0,
@@ -230,26 +248,31 @@ def decode_file(input: str, output: str, *, video: Path | None = None, keep_audi
         raise V2MError("--video is only used for .mp4/.mov/.mkv output")
     if arrange not in ("recorded", "none"):
         raise V2MError(f"--arrange {arrange!r}: expected 'recorded' or 'none'")
-    artifacts.check_output(output, force)
+    artifacts.check_output(output, force, inputs=[input, video, soundfont, tokenizer])
     if target in ("audio", "video"):
         media.require("fluidsynth")
         media.find_soundfont(soundfont)
         if target == "video":
             media.require("ffmpeg")
-            video_info(video)
+            video_seconds = video_info(video)["duration"]
     tokens = artifacts.read_artifact(input, "v2m.tokens")
     vocab = load_tokenizer(tokenizer)
+    check_hash(tokens["data"].get("tokenizer_hash"), vocab, "the tokens artifact")
+    check_tokens(tokens["data"], vocab, "stdin" if input == "-" else input)
     arranged = arrange == "recorded" and bool(tokens["data"].get("arrange"))
     score, _ = music_score(tokens["data"], vocab, sample=sample, program=program, arrange=arranged)
     # an arranged score carries the style's instruments; --program then only sets the melody's (in tokens_to_score)
     program = None if arranged else program
     length = music_end(tokens["data"])
+    if target == "video" and length is not None and video_seconds < length - max(0.5, 0.02 * length):
+        raise V2MError(f"{video}: the video is {video_seconds:.1f} s, shorter than the {length:.1f} s of music made for "
+                       "it", "pass the video the music was made for (a complete copy)")
     if target == "midi":
         artifacts.write_output(midi_bytes(score), output, force, binary=True)
     elif target == "audio":
         render_wav(score, output, soundfont=soundfont, sample_rate=sample_rate, program=program, length=length)
     else:
-        with tempfile.TemporaryDirectory(prefix="v2m-decode-") as tmp:
+        with artifacts.work_folder(Path(output).parent) as tmp:
             wav = render_wav(score, Path(tmp) / "music.wav", soundfont=soundfont, sample_rate=sample_rate,
                              program=program, length=length)
             mux(video, wav, output, keep_audio=keep_audio)

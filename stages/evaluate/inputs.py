@@ -28,6 +28,7 @@ from v2m.stages.evaluate.report import (
     summarize,
     with_heard_beats,
 )
+from v2m.stages.tokens.checks import check_tokens
 from v2m.stages.tokens.convert import decode_ids
 from v2m.stages.tokens.vocab import check_hash, load_tokenizer
 
@@ -104,6 +105,7 @@ def music_from_tokens(data: dict, tokenizer=None, name: str = "tokens") -> Music
     """A v2m.tokens payload → Music, decoded on its own beat grid with the tokenizer it was made with."""
     vocab = load_tokenizer(tokenizer)
     check_hash(data.get("tokenizer_hash"), vocab, name)
+    check_tokens(data, vocab, name)
     ids = data.get("ids") or []
     score = decode_ids(ids, vocab, beat_times=data.get("beat_times"), downbeats=data.get("downbeats"))
     return music_from_score(score, "tokens", requested_controls=data.get("controls"), name=name)

@@ -10,9 +10,11 @@ from pathlib import Path
 from v2m import artifacts, log
 from v2m.config import to_dict
 from v2m.errors import V2MError
+from v2m.limits import MAX_BARS
 from v2m.models.loading import resolve_device
 from v2m.stages.generate.sampler import DEFAULT_STYLE, GenerateConfig, arrangement_record, generate, prime_ids_from_midi
 from v2m.stages.session import Session, model_identity, open_model
+from v2m.stages.tokens.checks import check_controls
 from v2m.stages.tokens.structure import check_structure
 from v2m.stages.tokens.video_controls import controls_from_rhythm
 
@@ -24,6 +26,8 @@ def generate_artifact(found: dict, raw: bytes, name: str, config: GenerateConfig
     """The v2m.tokens artifact for a checked controls or rhythm artifact `found` (its bytes `raw`, from `name`).
 
     `session`: an already opened model (else `model` is opened on `device`)."""
+    if config.bars is not None and config.bars > MAX_BARS:
+        raise V2MError(f"--bars {config.bars}: more than the limit of {MAX_BARS} bars", "generate a shorter piece")
     record = arrangement_record(style, arrange, config.seed)  # an unknown style fails before the model loads
     controls = found["data"]
     if found["format"] == "v2m.controls" and controls.get("structure") is not None and config.bars is None:
@@ -36,6 +40,8 @@ def generate_artifact(found: dict, raw: bytes, name: str, config: GenerateConfig
     vocab = session.vocab
     if found["format"] == "v2m.rhythm":
         controls = controls_from_rhythm(controls, vocab)
+    else:
+        check_controls(controls, vocab, name, generating=True)
     prime_ids = prime_ids_from_midi(prime.read_bytes(), vocab, str(prime)) if prime is not None else None
     log.info(f"generating {config.bars or len(controls['bars'])} bars × {config.num_samples} sample(s) on {device}")
     data = generate(session.loaded.model, vocab, controls, config, prime_ids=prime_ids, rerank=rerank,

@@ -45,6 +45,9 @@ def extend_grid(controls: dict, bars: int) -> dict:
         step = statistics.median(b - a for a, b in zip(beat_times, beat_times[1:]))
     else:
         step = 60.0 / float(controls["tempo_bpm"])
+    if not step > 0:  # a flat grid would put every added bar at the same time (the reader refuses one; a caller may not)
+        raise V2MError("the controls' beat grid does not advance (beat times are not increasing)",
+                       "make the controls again with v2m encode-tokens")
     end = float(controls.get("duration") or 0.0) or beat_times[-1] + step
     out = dict(controls)
     if bars <= len(have):

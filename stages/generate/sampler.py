@@ -23,14 +23,13 @@ aligned even though each sample reaches its bar lines at different steps.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import symusic
 import torch
 
-from v2m.artifacts import sniff
+from v2m.artifacts import sniff, work_folder
 from v2m.errors import V2MError
 from v2m.models.engines.decoder import DecoderPool, decoder_for
 from v2m.models.sampling import Sampling
@@ -229,7 +228,7 @@ def heard_score(ids: list[int], vocab, controls: dict, arrangement: dict | None 
     score, _ = music_score(data, vocab)
     if score.note_num() == 0:
         return 0.0
-    with tempfile.TemporaryDirectory(prefix="v2m-rerank-") as tmp:
+    with work_folder() as tmp:
         wav = render_wav(score, Path(tmp) / "candidate.wav", length=music_end(data))
         _, beats = heard_beats(read_audio(wav), SAMPLE_RATE)
     if beats.size < 2:

@@ -19,7 +19,7 @@ import numpy as np
 
 from v2m import artifacts
 from v2m.errors import V2MError
-from v2m.media import ffprobe, last_line, require
+from v2m.media import ffprobe, file_arg, last_line, require
 
 STILL_CODECS = {"png", "mjpeg", "bmp", "gif", "tiff", "webp", "jpegls", "jpeg2000", "ppm", "pgm", "pam"}
 
@@ -127,7 +127,7 @@ def decode_args(info: MediaInfo, size: tuple[int, int], rate: float, start: floa
     args = [require("ffmpeg"), "-v", "error", "-nostdin", "-threads", str(decode_threads(info.width, info.height)), "-skip_loop_filter", "all"]
     if start > 0:
         args += ["-ss", f"{start:.3f}"]
-    args += ["-i", info.path]
+    args += ["-i", file_arg(info.path)]
     if duration is not None:
         args += ["-t", f"{duration:.3f}"]
     return args + ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", f"fps={rate:.6f},scale={w}:{h}:flags=area",
@@ -213,7 +213,7 @@ def read_audio(info: MediaInfo, sample_rate: int, start: float = 0.0, duration: 
     args = [require("ffmpeg"), "-v", "error", "-nostdin"]
     if start > 0:
         args += ["-ss", f"{start:.3f}"]
-    args += ["-i", info.path]
+    args += ["-i", file_arg(info.path)]
     if duration is not None:
         args += ["-t", f"{duration:.3f}"]
     args += ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]

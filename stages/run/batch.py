@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from v2m import log
 from v2m.errors import V2MError
 from v2m.media import VIDEO_SUFFIXES, media_files
 from v2m.models.loading import resolve_device
@@ -42,6 +43,11 @@ def prepare(source: Path, output: Path, config: RunConfig) -> tuple[list[VideoJo
         load_style(config.style)
     if source.is_dir():
         videos, root = media_files(source, VIDEO_SUFFIXES), source
+        # OUT inside INPUT (`run nest -o nest/scored`): its muxed videos are outputs, never inputs of a rerun
+        inside = [v for v in videos if v.resolve().is_relative_to(output.resolve())]
+        if inside:
+            log.info(f"{source}: {len(inside)} video(s) inside the output folder {output} skipped (outputs, not inputs)")
+            videos = [v for v in videos if v not in inside]
         if not videos:
             raise V2MError(f"{source}: no video files found", f"videos end in {', '.join(sorted(VIDEO_SUFFIXES))}")
     elif source.is_file():

@@ -133,8 +133,16 @@ def plan(inputs: list[Path], root: Path | None, outdir: Path) -> list[VideoJob]:
     for video in inputs:
         relative = video.relative_to(root) if root is not None else Path(video.name)
         jobs.append(VideoJob(source=video, stem=outdir / relative.with_suffix("")))
+    # two videos whose names differ only in the suffix (a.mp4, a.mov) would write the same OUT/a.*: refused before
+    # any work, naming both, rather than one result silently replacing the other
+    claimed: dict[Path, Path] = {}
     for job in jobs:
-        if job.output("mp4").resolve() == job.source.resolve():
+        other = claimed.setdefault(job.stem, job.source)
+        if other != job.source:
+            raise V2MError(f"{other} and {job.source} would both write {job.stem}.*",
+                           "rename one of them (outputs are named after the video without its suffix)")
+    for job in jobs:
+        if artifacts.same_file(job.output("mp4"), job.source):
             raise V2MError(f"{job.source}: the muxed output would overwrite the input video",
                            "choose an output folder other than the input's folder")
     return jobs

@@ -102,10 +102,16 @@ def grid_anchors(score, beat_times, downbeats, get_bars_ticks, get_beats_ticks, 
         down[len(bars) - 1] = float(end)
     anchors: list[tuple[int, float]] = []
     grid = np.asarray(beat_times)
+    beats_sorted = np.asarray(sorted(beats), dtype=np.int64)
+    # each bar's music beats and grid beats by binary search: linear in the piece's length, not bars × beats
+    beat_lo = np.searchsorted(beats_sorted, bars[:-1], side="left")
+    beat_hi = np.searchsorted(beats_sorted, bars[1:], side="left")
+    grid_lo = np.searchsorted(grid, np.asarray(down[:len(bars) - 1]) - 1e-6, side="left")
+    grid_hi = np.searchsorted(grid, np.asarray(down[1:len(bars)]) - 1e-6, side="left")
     for i in range(len(bars) - 1):
-        b0, b1, t0, t1 = bars[i], bars[i + 1], down[i], down[i + 1]
-        music_beats = [b for b in beats if b0 <= b < b1]
-        grid_beats = [float(t) for t in grid[(grid >= t0 - 1e-6) & (grid < t1 - 1e-6)]]
+        b0, t0 = bars[i], down[i]
+        music_beats = [int(b) for b in beats_sorted[beat_lo[i]:beat_hi[i]]] if beat_hi[i] > beat_lo[i] else []
+        grid_beats = [float(t) for t in grid[grid_lo[i]:max(grid_hi[i], grid_lo[i])]]
         if len(grid_beats) == len(music_beats) and music_beats and abs(grid_beats[0] - t0) < 1e-3:
             anchors += list(zip(music_beats, grid_beats))
         else:

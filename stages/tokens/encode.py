@@ -10,6 +10,7 @@ import symusic
 
 from v2m import artifacts, log
 from v2m.errors import V2MError
+from v2m.limits import MAX_BARS
 from v2m.stages.tokens import corpus
 from v2m.stages.tokens.beat_grid import beat_grid_seconds
 from v2m.stages.tokens.convert import encode_score
@@ -29,6 +30,9 @@ def encode_file(input: str, tokenizer: Path | None = None) -> dict:
         rhythm = artifacts.parse_artifact(data, str(input), "v2m.rhythm")
         vocab = load_tokenizer(tokenizer)
         payload = controls_from_rhythm(rhythm["data"], vocab)
+        if len(payload["bars"]) > MAX_BARS:
+            raise V2MError(f"{input}: the rhythm makes {len(payload['bars'])} bars, more than the limit of {MAX_BARS}",
+                           "extract the rhythm of a shorter part (extract-rhythm --start/--duration)")
         fmt = "v2m.controls"
     else:
         raise V2MError(f"{input}: expected a MIDI file or a v2m.rhythm artifact, found {artifacts.describe(kind)}",
@@ -62,6 +66,11 @@ def corpus_from(input: str | None, source: str | None, output: str | None, token
     if output in (None, "-"):
         raise V2MError("a corpus is a folder, not a stream", "pass -o DIR/")
     out_dir = Path(output)
+    if input is not None and artifacts.same_file(out_dir, input):
+        raise V2MError(f"{output}: is the folder of scores being read; the corpus goes into a folder of its own",
+                       "pass another -o DIR/")
+    if calibrate is not None:
+        artifacts.check_not_input(calibrate, [tokenizer, input])
     if out_dir.exists() and not out_dir.is_dir():
         raise V2MError(f"{output}: exists and is not a folder")
     if (out_dir / "index.json").exists() and not force:

@@ -67,3 +67,22 @@ def test_verbosity_levels_reach_stdlib_logging(tmp_path):
     recorded = json.loads((tmp_path / "v.json").read_text())["created_by"]["config"]
     assert recorded["kernel"] == "float" and recorded["engine"] in ("c-one-call", "c-per-layer", "lean")
     assert main(["--version", "-q"]) == 0 and "V2M_QUIET" not in os.environ
+
+
+def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """typer turns KeyboardInterrupt into a silent Exit(130); main() says so in one line, and the output's
+    temporary file is gone (atomic writes clean up on any exception)."""
+    from tests.media import video
+    from v2m.stages.rhythm import extract
+
+    clip, _ = video(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract, "extract_rhythm", interrupted)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main(["extract-rhythm", str(clip), "-o", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip().splitlines()[-1] == "v2m: interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -10,7 +10,8 @@ from v2m.errors import V2MError
 
 
 def test_make_and_parse_round_trip(tmp_path):
-    art = artifacts.make_artifact("v2m.rhythm", {"beats": [0.5, 1.0]}, stage="extract-rhythm",
+    data = {"kind": "video", "duration": 2.0, "frame_rate": 10.0, "beats": [0.5, 1.0], "meter": 2, "downbeats": [0.5]}
+    art = artifacts.make_artifact("v2m.rhythm", data, stage="extract-rhythm",
                                   config={"method": "flow"}, seed=None, source={"name": "a.mp4", "sha256": "0" * 64})
     path = tmp_path / "r.json"
     artifacts.write_artifact(art, path)

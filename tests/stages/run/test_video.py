@@ -111,6 +111,39 @@ def test_the_output_never_overwrites_the_input(tmp_path, clips):
         run.plan([folder / "a.mp4"], folder, folder)
 
 
+def test_videos_inside_the_output_folder_are_never_inputs(tmp_path, clips, debug_model):  # noqa: F811
+    """`run nest -o nest/scored` twice: the second run finds nest/scored/a.mp4 (its own output) and skips it
+    instead of scoring it into nest/scored/scored/."""
+    import shutil
+
+    from v2m.stages.run import batch as run_batch
+    from v2m.stages.run import video as run
+
+    folder, _ = clips
+    nest = tmp_path / "nest"
+    nest.mkdir()
+    shutil.copy(folder / "a.mp4", nest / "a.mp4")
+    (nest / "scored").mkdir()
+    shutil.copy(folder / "b.mp4", nest / "scored" / "a.mp4")  # what an earlier run left there
+    jobs, _ = run_batch.prepare(nest, nest / "scored", run.RunConfig(model=str(debug_model[0])))
+    assert [job.source for job in jobs] == [nest / "a.mp4"]
+    assert [job.stem for job in jobs] == [nest / "scored" / "a"]
+
+
+def test_two_videos_of_one_name_are_refused_before_any_work(tmp_path, clips):
+    import shutil
+
+    from v2m.errors import V2MError
+    from v2m.stages.run import video as run
+
+    folder, _ = clips
+    shutil.copy(folder / "a.mp4", tmp_path / "a.mp4")
+    shutil.copy(folder / "a.mp4", tmp_path / "a.mov")
+    with pytest.raises(V2MError, match=r"a.mov and .*a.mp4 would both write .*out/a\.\*"):
+        run.plan(sorted([tmp_path / "a.mp4", tmp_path / "a.mov"]), tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_marker_is_checked_against_outputs(tmp_path):
     from v2m.stages.run import video as run
 
