@@ -89,15 +89,23 @@ def build(name: str, sources: tuple[Path, ...], flags: tuple[str, ...], libs: tu
     cc = compiler()
     if cc is None:
         raise RuntimeError("no C compiler (cc/gcc/clang, or $CC)")
-    path = user_cache_dir() / f"{name}-{_digest(sources, flags, libs, cc)}.so"
+    path = user_cache_dir() / f"{name}-{_digest(sources, (*flags, 'link-apart'), libs, cc)}.so"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             out = Path(tmp) / f"{name}.so"
-            command = [cc, *flags, f"-I{INCLUDE}", *map(str, sources), "-o", str(out), *libs]
-            run = subprocess.run(command, capture_output=True, text=True)
-            if run.returncode != 0:
-                raise RuntimeError(f"building {name} failed: {run.stderr.strip()[:300]}")
+            # compiled and linked apart: a library linked with -ffast-math gets crtfastmath.o (GCC ≤ 12), whose
+            # constructor turns on flush-to-zero for the whole process that loads it (numpy, Hypothesis and the
+            # user's code would lose subnormal floats); the objects keep the fast-math code, the link adds nothing
+            objects = [Path(tmp) / f"{k}.o" for k in range(len(sources))]
+            commands = [[cc, *flags, f"-I{INCLUDE}", "-c", str(source), "-o", str(obj)]
+                        for source, obj in zip(sources, objects)]
+            link_flags = [f for f in flags if f in ("-shared", "-fPIC") or f.startswith("-l")]
+            commands.append([cc, *link_flags, *map(str, objects), "-o", str(out), *libs])
+            for command in commands:
+                run = subprocess.run(command, capture_output=True, text=True)
+                if run.returncode != 0:
+                    raise RuntimeError(f"building {name} failed: {run.stderr.strip()[:300]}")
             os.replace(out, path)
     return ctypes.CDLL(str(path))
 

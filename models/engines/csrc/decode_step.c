@@ -264,6 +264,10 @@ int v2m_forward(const v2m_plan *p, const int64_t *ids, int64_t B, int64_t T, int
     float *x = scratch, *normed = x + R * C, *h = normed + R * C, *att = h + R * wide, *delta = att + R * C;
     float *gated = delta + R * C, *xs = gated + R * F;
     uint8_t *xu = (uint8_t *)(((uintptr_t)(xs + R) + 63) & ~(uintptr_t)63);
+    /* flush-to-zero and denormals-are-zero for this call only (softmax tails underflow into subnormals, which
+       cost ~100 cycles each), restored before returning: the caller's floating-point state is its own */
+    const unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040);
     for (int64_t r = 0; r < R; r++)
         memcpy(x + r * C, p->embed + ids[r] * C, C * sizeof(float));
     for (int64_t i = 0; i < p->n_layers; i++) {
@@ -287,6 +291,7 @@ int v2m_forward(const v2m_plan *p, const int64_t *ids, int64_t B, int64_t T, int
         v2m_add_rmsnorm(x + r * C, p->n_layers ? delta + r * C : 0, p->final_norm, p->final_eps, 1, C, normed + b * C);
     }
     matmul(&p->head, normed, B, logits, xu, xs);
+    _mm_setcsr(csr);
     return 0;
 }
 
