@@ -8,7 +8,7 @@ mkdir -p "$_site/v2m"
 if ls "$_root"/.whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$_site" "$_root"/.whl/*.whl
 fi
-for _f in "$_root"/core/*.py; do ln -sf "$_f" "$_site/v2m/"; done
+for _f in "$_root"/core/*; do case $_f in */__pycache__) ;; *) ln -sfn "$_f" "$_site/v2m/" ;; esac; done  # modules, schemas/, csrc/
 for _pkg in cli stages models quant presets; do ln -sfn "$_root/$_pkg" "$_site/v2m/$_pkg"; done
 export PYTHONPATH="$_site${PYTHONPATH:+:$PYTHONPATH}"
 unset _root _site _f _pkg
