@@ -234,6 +234,10 @@ def test_prime_theme_opens_the_piece(debug_model):
     for got, notes, bar in zip(bars, expected, controls["bars"]):
         # exactly the theme's notes, under the video's controls and meter
         assert got == [*bar_control_ids(bar, controls, vocab), vocab.ids["TimeSig_4/4"], *notes]
+    # and the theme returns: the plan's second section (A') opens by restating the theme's first bar
+    row = controls["structure"]["bars"][8]
+    assert (row["role"], row["source"], row["kind"]) == ("restate", 0, "exact")
+    assert bar_notes(bars[8], vocab) == bar_notes(expected[0], vocab)
 
 
 def test_prime_must_be_midi(debug_model):
