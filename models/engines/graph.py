@@ -197,6 +197,9 @@ class GraphStep:
     def _capture(self, key: tuple, fn):
         if key not in self.graphs:
             t_before = self.body.t.clone()
+            # the warm-up draws advance the noise counter; from row 0, so a capture late in a refill (a new span
+            # bucket after a window slide, a new sampling setting) cannot index past the noise buffer
+            self.body.t.zero_()
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):

@@ -194,7 +194,8 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     plan = build_plan(controls, vocab, theme)
     window = config.window or context_window(model)
     banned = free_mask(vocab, controls.get("register"), settings)
-    pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned, compile=compile,
+    pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned,
+                           compile=cuda_engine(model, len(plan.bars)) if compile else False,
                            decoders=decoders, controls=controls, structure=controls["structure"])
 
     data = {"tokenizer_hash": vocab.hash, "ids": pieces[0], "meter": int(controls["meter"]),
@@ -211,6 +212,17 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     if len(pieces) > 1:
         data["samples"] = pieces[1:]
     return data
+
+
+def cuda_engine(model, bars: int) -> bool | str:
+    """The compiled decode engine: on CUDA the graph of the eager kernels ("graph"). Inductor's kernels under the
+    graph cost 15 s more warm-up in every process and decoded slower here (977 vs 1,533 steps/s on an H200,
+    generate's loop at batch 1: bench/gpu_warmup.py, BENCHMARKS.md), so `generate` does not use them; elsewhere
+    torch.compile's default (`True`). `bars` is where a length-dependent choice would go."""
+    weight = next(model.parameters(), None)
+    if weight is None or weight.device.type != "cuda":
+        return True
+    return "graph"
 
 
 def context_window(model) -> int:

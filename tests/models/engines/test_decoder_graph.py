@@ -177,3 +177,23 @@ def test_cuda_graph_sampling_is_deterministic_per_seed():
         return seq
 
     assert run(1) == run(1) and run(1) != run(2)
+
+
+@cuda
+def test_a_capture_late_in_the_noise_buffer_does_not_index_past_it():
+    """Issue 18's crash at length: a graph captured when the noise counter is near the end of its buffer (a new
+    sampling setting, or a new span bucket after generate's window slides) ran its warm-up draws past the last row
+    — `index_select` out of range, a device-side assert. Now the warm-up starts at row 0 and the stream goes on."""
+    from v2m.models.engines.graph import NOISE_ROWS
+
+    model = tiny_model(seed=7).cuda()
+    decoder = Decoder(model, 2, 64, compile="graph")
+    prompt = torch.randint(3, VOCAB, (2, 4), device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    ids = decoder.draw(decoder.prefill(prompt), Sampling(1.0, 0, 0.9), None, g)
+    for step in range(NOISE_ROWS + 40):
+        pos = 4 + step % 60  # positions reused: only the noise counter has to run on
+        sampling = Sampling(1.0, 0, 0.9) if step < NOISE_ROWS - 2 else Sampling(0.8, 0, 0.9)  # a new capture at t 254
+        ids = decoder.step_draw(ids, pos, sampling, None, g)
+    torch.cuda.synchronize()
+    assert len(ids) == 2 and all(0 <= i < VOCAB for i in ids)
