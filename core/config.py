@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import types
 import typing
@@ -120,10 +121,15 @@ def preset_names(kind: str) -> list[str]:
 
 
 def load_preset(kind: str, name_or_path: str, cls: type[T]) -> T:
-    """Load a preset by name (presets/<kind>/<name>.toml) or by a path to a TOML file."""
+    """Load a preset by name (presets/<kind>/<name>.toml) or by a path to a TOML file. A name resolves to the
+    bundled preset first; the argument is a path only when it clearly is one (it ends in .toml or holds a slash),
+    so a folder called `pop` beside you does not shadow the style `pop`."""
     candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or candidate.exists():
+    if candidate.suffix == ".toml" or "/" in name_or_path or os.sep in name_or_path:
         path = candidate
+        if not path.is_file():
+            raise V2MError(f"{path}: no such {kind[:-1] if kind.endswith('s') else kind} file",
+                           f"bundled ones are used by name: {', '.join(preset_names(kind))}")
     else:
         path = presets_dir() / kind / f"{name_or_path}.toml"
         if not path.exists():

@@ -67,3 +67,20 @@ def test_registry_lists_names_on_unknown():
     assert reg.get("lazy")(4.0) == 2.0
     with pytest.raises(V2MError, match="unknown kernel 'fast'.*available: lazy, reference"):
         reg.get("fast")
+
+
+def test_a_name_is_the_bundled_preset_even_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    """`v2m run clip.mp4 -o pop --style pop`: the output folder `pop` must not shadow the style (it was an internal
+    error); a path is a path only when it looks like one (a slash, or .toml), and a missing one is one line."""
+    import pytest
+
+    from v2m.errors import V2MError
+    from v2m.stages.arrange.styles import load_style
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pop").mkdir()
+    assert load_style("pop").name == "pop"
+    with pytest.raises(V2MError, match="no such style file"):
+        load_style("./pop")
+    (tmp_path / "mine.toml").write_text('[melody]\ndensity = 1\n')
+    assert load_style("mine.toml").melody.density == 1
