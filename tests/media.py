@@ -20,6 +20,8 @@ from v2m.samples import SampleSpec, write_onset_audio, write_video
 # CI and the README's setup install FluidSynth; the GPU machine has none (its tests of rendering skip there)
 needs_fluidsynth = pytest.mark.skipif(shutil.which("fluidsynth") is None,
                                       reason="renders with FluidSynth (Debian package 'fluidsynth'), not installed here")
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
+                                  reason="makes media with ffmpeg (Debian package 'ffmpeg'), not installed here")
 
 
 def video(folder: Path, name: str = "clip.mp4", **spec) -> tuple[Path, dict]:

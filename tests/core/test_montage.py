@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.media import needs_ffmpeg
 from v2m.cli.main import main as v2m_main
 from v2m.errors import V2MError
 from v2m.media import ffprobe
@@ -36,6 +37,7 @@ def test_truth_spans_cuts_beats_and_hits():
     assert truth["beats"] == first["beats"] + last["beats"]
 
 
+@needs_ffmpeg
 def test_sample_scenes_writes_the_clip_and_its_truth(tmp_path):
     out = tmp_path / "m.mp4"
     assert v2m_main(["-q", "sample", str(out), "--scenes", "100:3,edit:2.6,still:2", "--width", "96", "--height", "64",

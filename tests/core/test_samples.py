@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 
+from tests.media import needs_ffmpeg
 from v2m.cli.main import main as v2m_main
 from v2m.media import ffprobe
 from v2m.samples import SampleSpec, ground_truth, render_frames
@@ -38,6 +39,7 @@ def sample(args: list[str]) -> int:
     return v2m_main(["sample", *args])
 
 
+@needs_ffmpeg
 def test_command_line_writes_video_and_truth_and_respects_if_missing(tmp_path, capsys):
     out = tmp_path / "clip.mp4"
     assert sample([str(out), "--duration", "1", "--width", "64", "--height", "36", "--bpm", "150"]) == 0
@@ -53,6 +55,7 @@ def test_command_line_writes_video_and_truth_and_respects_if_missing(tmp_path, c
     assert sample([str(out), "--duration", "1"]) == 1 and "already exists" in capsys.readouterr().err
 
 
+@needs_ffmpeg
 def test_audio_with_onsets(tmp_path):
     out = tmp_path / "clicks.wav"
     assert sample([str(out), "--bpm", "120", "--duration", "3"]) == 0
