@@ -40,7 +40,7 @@ PROFILES = {  # Krumhansl & Kessler (1982) key profiles, tonic first
 
 def key_of(pitch_counts: np.ndarray, mode: str) -> int | None:
     """The tonic pitch class whose `mode` profile best correlates with the counts (None: too few notes)."""
-    if pitch_counts.sum() < MIN_KEY_NOTES:
+    if pitch_counts.sum() < MIN_KEY_NOTES or np.ptp(pitch_counts) == 0:  # too few notes, or all twelve alike
         return None
     profile = np.asarray(PROFILES[mode])
     scores = [np.corrcoef(pitch_counts, np.roll(profile, tonic))[0, 1] for tonic in range(12)]

@@ -370,3 +370,4 @@ def test_diatonic_transposition_and_key():
     counts = np.zeros(12)
     counts[[7, 11, 2, 7, 9, 11, 0, 2, 7, 4]] += 1  # G major's notes, G most often
     assert key_of(counts, "major") == 7 and key_of(np.zeros(12), "major") is None
+    assert key_of(np.full(12, 2.0), "major") is None  # twelve equal counts: no key (not a NaN correlation)
