@@ -16,7 +16,8 @@ artifact, where a user can read and edit it; `generate` follows it (stages/gener
   (A', A'') opens with the first section's motif bars — exact, then varied (same rhythm, new ending), or
   transposed by a step (A'').
 - **Cadences and breaths.** The last bar of each phrase is a cadence (its last notes on the tonic triad) and
-  leaves a breath (a rest) before the next phrase or cut; the last bar of the piece is the final cadence.
+  leaves a breath (a rest) before the next phrase or cut; the last bar of the piece is the final cadence (the tonic
+  held, in pieces of more than SHORT_PIECE bars).
 
 A restatement names its source bar and how it is changed: `exact`, `transpose` (by `steps` scale steps) or
 `vary` (the same rhythm, the second half's pitches sampled anew).
@@ -31,6 +32,7 @@ SECTION_BARS = 8  # a long shot is cut into sections of this many bars
 KINDS = ("exact", "transpose", "vary")
 ROLES = ("pickup", "motif", "free", "restate", "final")
 MAX_STEPS = 7     # a transposition by more than an octave of scale steps is refused
+SHORT_PIECE = 4   # bars: a piece this short ends on a sampled cadence, not a held final bar
 
 
 def plan_structure(controls: dict) -> dict:
@@ -82,9 +84,11 @@ def plan_structure(controls: dict) -> dict:
         for a, b in section_phrases:
             plan_bars[a + b - 1]["cadence"] = True
             plan_bars[a + b - 1]["breath"] = a + b < n
-    if n:
-        plan_bars[-1].update(role="final", cadence=True, breath=False)
-        plan_bars[-1].pop("source", None), plan_bars[-1].pop("kind", None), plan_bars[-1].pop("steps", None)
+    if n:  # the last bar holds the tonic; in a piece of a few bars it is sampled as a cadence instead (half the music)
+        plan_bars[-1].update(cadence=True, breath=False)
+        if n > SHORT_PIECE:
+            plan_bars[-1]["role"] = "final"
+            plan_bars[-1].pop("source", None), plan_bars[-1].pop("kind", None), plan_bars[-1].pop("steps", None)
     return {"phrase_bars": PHRASE_BARS, "sections": sections, "phrases": phrases, "bars": plan_bars}
 
 
