@@ -29,6 +29,8 @@ GPU 0.237 ms per replay, but 0.333 ms wall per token before them):
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from v2m import log
@@ -196,6 +198,7 @@ class GraphStep:
 
     def _capture(self, key: tuple, fn):
         if key not in self.graphs:
+            started = time.perf_counter()
             t_before = self.body.t.clone()
             # the warm-up draws advance the noise counter; from row 0, so a capture late in a refill (a new span
             # bucket after a window slide, a new sampling setting) cannot index past the noise buffer
@@ -211,6 +214,9 @@ class GraphStep:
                 out = fn()
             self.body.t.copy_(t_before)
             self.graphs[key] = (graph, out)
+            torch.cuda.synchronize()
+            log.debug(f"decode: warm-up {time.perf_counter() - started:.2f} s — captured the {key[0]} graph for "
+                      f"{key[1]} cache slots ({'Inductor' if self.inductor else 'eager'} kernels)")
         return self.graphs[key]
 
     def logits(self, ids, pos: int) -> torch.Tensor:
