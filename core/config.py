@@ -80,7 +80,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise V2MError(f"{where}: expected a number, found {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer past float's range (10**400)
+            raise V2MError(f"{where}: {str(value)[:20]}... is out of range") from None
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise V2MError(f"{where}: expected an integer, found {value!r}")

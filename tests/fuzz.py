@@ -148,7 +148,11 @@ def mutate(artifact: dict, rng: random.Random, edits: int = 1) -> bytes:
         op = rng.random()
         if isinstance(value, (int, float)) and not isinstance(value, bool) and op < 0.5:
             factor = rng.choice([-1, 0, 0.5, 2, 10, 1000, 1e6, 1e300, -1e-9])
-            obj = _set(obj, path, value * factor if rng.random() < 0.7 else value + rng.choice([-1, 1, 0.001]))
+            try:
+                changed = value * factor if rng.random() < 0.7 else value + rng.choice([-1, 1, 0.001])
+            except OverflowError:  # an int past float's range (an earlier edit put 10**400 there)
+                changed = nasty(rng)
+            obj = _set(obj, path, changed)
         elif isinstance(value, list) and value and op < 0.6:
             choice = rng.randrange(6)
             if choice == 0:

@@ -188,7 +188,7 @@ def motion_envelope(controls: dict, window: float = 1.0) -> tuple[np.ndarray, np
     rate = float(rhythm.get("frame_rate") or 0.0)
     if envelope.size < 2 or rate <= 0:
         return None
-    width = max(1, int(round(window * rate)))
+    width = max(1, min(int(round(window * rate)), envelope.size))  # "same" mode returns max(len, width) values
     local = np.convolve(envelope, np.ones(width) / width, mode="same")
     top = float(np.percentile(local, 95))
     return np.arange(envelope.size) / rate, np.clip(local / top, 0.0, 1.0) if top > 0 else np.zeros_like(local)
