@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from v2m.stages.generate.plan import note_kinds
+from v2m.stages.generate.plan import STEPS_PER_BEAT, NoteTokens
 
-STEPS_PER_BEAT = 12   # REMI Position resolution of the vocabulary (stages/tokens/vocab.py TokenizerSpec)
 PITCH = -1            # a queue entry: draw a pitch here (only pitch tokens allowed)
 MIN_KEY_NOTES = 6     # fewer notes than this: no key yet, so no cadence or diatonic constraint
 SHORTEST = 3          # steps: a note before a breath starts early enough to last a sixteenth
@@ -80,10 +79,8 @@ class Conductor:
         self.mode = "minor" if controls.get("mode") == "minor" else "major"
         self.beats = [int(bar.get("beats", controls["meter"])) for bar in controls["bars"]]
         self.voices = [Voice() for _ in range(n)]
-        self.kind = note_kinds(vocab)   # token id → ("pos", steps) | ("pitch", midi) | ("dur", steps)
-        self.pitch_id = {v: t for t, (k, v) in self.kind.items() if k == "pitch"}
-        self.position_id = {v: t for t, (k, v) in self.kind.items() if k == "pos"}
-        self.durations = sorted((v, t) for t, (k, v) in self.kind.items() if k == "dur")
+        self.notes = NoteTokens(vocab)
+        self.kind, self.pitch_id, self.position_id = self.notes.kind, self.notes.pitch_id, self.notes.position_id
         self._masks: dict = {}
         self._stacks: dict = {}
 
@@ -176,7 +173,7 @@ class Conductor:
         if kind[0] == "pos" and kind[1] > limit - SHORTEST:
             return self.vocab.bar_id
         if kind[0] == "dur" and voice.position + kind[1] > limit:
-            return self._duration_token(max(limit - voice.position, SHORTEST))
+            return self.notes.duration_token(max(limit - voice.position, SHORTEST))
         return token
 
     def _of(self, kind: str) -> torch.Tensor:
@@ -243,18 +240,10 @@ class Conductor:
                     out.append(token)
             elif what == "dur":
                 if keep:
-                    out.append(self._duration_token(min(value, limit - position)))
+                    out.append(self.notes.duration_token(min(value, limit - position)))
             elif keep:
                 out.append(token)
         return out
-
-    def _duration_token(self, steps: int) -> int:
-        """The longest duration token of at most `steps` (at least the shortest)."""
-        best = self.durations[0][1]
-        for value, token in self.durations:
-            if value <= steps:
-                best = token
-        return best
 
     def _final_chord(self, voice: Voice, i: int) -> list[int]:
         """The tonic from the downbeat to the end of the last bar, near where the line has been."""
@@ -267,4 +256,4 @@ class Conductor:
                     key=lambda p: abs(p - centre), default=None)
         if pitch is None:
             return []
-        return [self.position_id[0], self.pitch_id[pitch], self._duration_token(self.beats[i] * STEPS_PER_BEAT)]
+        return [self.position_id[0], self.pitch_id[pitch], self.notes.duration_token(self.beats[i] * STEPS_PER_BEAT)]

@@ -95,6 +95,9 @@ def time_signature_ids(vocab) -> dict[int, int]:
     return ids
 
 
+STEPS_PER_BEAT = 12  # REMI Position resolution of the vocabulary (stages/tokens/vocab.py TokenizerSpec)
+
+
 def note_kinds(vocab) -> dict[int, tuple[str, int]]:
     """REMI note tokens by id: ("pos", steps into the bar) | ("pitch", MIDI) | ("dur", steps); a step is a twelfth
     of a beat (the vocabulary's Position resolution)."""
@@ -106,15 +109,35 @@ def note_kinds(vocab) -> dict[int, tuple[str, int]]:
             kinds[token] = ("pitch", int(name.split("_")[1]))
         elif name.startswith("Duration_"):
             a, b, r = (int(x) for x in name.split("_")[1].split("."))
-            kinds[token] = ("dur", round((a + b / r) * 12))
+            kinds[token] = ("dur", round((a + b / r) * STEPS_PER_BEAT))
     return kinds
+
+
+class NoteTokens:
+    """The vocabulary's note tokens both ways: `kind` (id → note_kinds' pair), `pitch_id` and `position_id`
+    (value → id), `durations` (sorted (steps, id))."""
+
+    def __init__(self, vocab):
+        self.kind = note_kinds(vocab)
+        self.pitch_id = {v: t for t, (k, v) in self.kind.items() if k == "pitch"}
+        self.position_id = {v: t for t, (k, v) in self.kind.items() if k == "pos"}
+        self.durations = sorted((v, t) for t, (k, v) in self.kind.items() if k == "dur")
+
+    def duration_token(self, steps: int) -> int:
+        """The longest duration token of at most `steps` (at least the shortest)."""
+        best = self.durations[0][1]
+        for value, token in self.durations:
+            if value <= steps:
+                best = token
+        return best
 
 
 def theme_bars(prime_ids: list[int], vocab, meter: int | None = None) -> list[list[int]]:
     """A prime's bars as lists of note tokens (controls, time signatures and specials dropped), re-barred into
     bars of `meter` beats: a theme in 4/4 primes a 3/4 video as 3/4 bars, its notes where they were in time
     (not squeezed into bars too short for them). Empty bars inside a theme are rests, kept."""
-    kinds = note_kinds(vocab)
+    tokens = NoteTokens(vocab)
+    kinds = tokens.kind
     names = vocab.token_names()
     notes, start, beats, position, pitch, opened = [], 0.0, 4.0, 0, None, False
     for token in prime_ids:
@@ -131,24 +154,20 @@ def theme_bars(prime_ids: list[int], vocab, meter: int | None = None) -> list[li
                 position = value
             elif kind == "pitch":
                 pitch = value
-                notes.append([start * 12 + position, value, 0])
+                notes.append([start * STEPS_PER_BEAT + position, value, 0])
             elif pitch is not None and notes:
                 notes[-1][2] = value
     if not notes:
         return []
-    step = 12 * int(meter or beats)
-    durations = sorted((v, t) for t, (k, v) in kinds.items() if k == "dur")
-    positions = {v: t for t, (k, v) in kinds.items() if k == "pos"}
-    pitches = {v: t for t, (k, v) in kinds.items() if k == "pitch"}
+    step = STEPS_PER_BEAT * int(meter or beats)
     bars: list[list[int]] = [[] for _ in range(int(max(n[0] for n in notes) // step) + 1)]
     last = {}
     for onset, midi, length in sorted(notes, key=lambda n: (n[0], n[1])):
         bar, at = divmod(int(round(onset)), step)
         if last.get(bar) != at:
-            bars[bar].append(positions[at])
+            bars[bar].append(tokens.position_id[at])
             last[bar] = at
-        fit = [t for v, t in durations if v <= max(length, durations[0][0])]
-        bars[bar] += [pitches[midi], fit[-1] if fit else durations[0][1]]
+        bars[bar] += [tokens.pitch_id[midi], tokens.duration_token(length)]
     return bars
 
 
@@ -168,7 +187,7 @@ def melody_settings(style, controls: dict) -> dict:
     shift = melody.density + {"half": -1, "double": 1}.get(feel, 0)
     grid = {"half": max(1, melody.grid // 2), "double": min(12, melody.grid * 2)}.get(feel, melody.grid)
     grid = max(g for g in (1, 2, 3, 4, 6, 12) if 12 % g == 0 and g <= grid)
-    shortest = max(1, round(melody.shortest * 12 * {"half": 2, "double": 0.5}.get(feel, 1)))
+    shortest = max(1, round(melody.shortest * STEPS_PER_BEAT * {"half": 2, "double": 0.5}.get(feel, 1)))
     return {"style": style.name, "feel": feel, "density_shift": shift, "grid": grid, "shortest_steps": shortest,
             "pitches": list(register_pitches(style.register.melody, controls.get("register")))}
 
@@ -209,22 +228,17 @@ def free_mask(vocab, register: str | None, settings: dict | None = None):
     banned = torch.zeros(len(names), dtype=torch.bool)
     banned[[vocab.bos, vocab.pad]] = True
     low, high = settings["pitches"] if settings else REGISTER_PITCHES.get(register or "", (0, 127))
-    every = 12 // settings["grid"] if settings else 1
+    every = STEPS_PER_BEAT // settings["grid"] if settings else 1
     shortest = settings["shortest_steps"] if settings else 0
+    kinds = note_kinds(vocab)
     for token, name in enumerate(names):
+        kind, value = kinds.get(token, (None, 0))
         if vocab.is_control(token) or name.startswith(("TimeSig_", "PitchDrum_")):
             banned[token] = True
-        elif name.startswith("Pitch_"):
-            pitch = _number(name)
-            banned[token] = pitch is not None and not low <= pitch <= high
-        elif name.startswith("Position_"):
-            banned[token] = int(name.split("_")[1]) % every != 0
-        elif name.startswith("Duration_"):
-            a, b, r = (int(x) for x in name.split("_")[1].split("."))
-            banned[token] = (a + b / r) * 12 < shortest - 1e-6
+        elif kind == "pitch":
+            banned[token] = not low <= value <= high
+        elif kind == "pos":
+            banned[token] = value % every != 0
+        elif kind == "dur":
+            banned[token] = value < shortest
     return banned
-
-
-def _number(name: str) -> int | None:
-    tail = name.rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else None
