@@ -15,7 +15,7 @@ from v2m.models.loading import resolve_device
 from v2m.stages.generate.sampler import DEFAULT_STYLE, GenerateConfig, arrangement_record, generate, prime_ids_from_midi
 from v2m.stages.session import Session, model_identity, open_model
 from v2m.stages.tokens.checks import check_controls
-from v2m.stages.tokens.structure import check_structure
+from v2m.stages.tokens.structure import bar_beats, check_structure
 from v2m.stages.tokens.video_controls import controls_from_rhythm
 
 
@@ -32,8 +32,8 @@ def generate_artifact(found: dict, raw: bytes, name: str, config: GenerateConfig
     controls = found["data"]
     if found["format"] == "v2m.controls" and controls.get("structure") is not None and config.bars is None:
         # a hand-edited plan that cannot be followed fails before the model loads too, naming file and field
-        beats = [int(bar.get("beats", controls["meter"])) for bar in controls["bars"]]
-        check_structure(controls["structure"], len(controls["bars"]), beats, where=f"{name}: data.structure")
+        check_structure(controls["structure"], len(controls["bars"]), bar_beats(controls),
+                        where=f"{name}: data.structure")
     device = resolve_device(device)
     identity = model_identity(model)  # a missing or wrong checkpoint is one line before anything loads
     session = session or open_model(model, backend=backend, kernel=kernel, device=device)

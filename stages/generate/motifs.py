@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from v2m.stages.generate.plan import STEPS_PER_BEAT, NoteTokens
+from v2m.stages.tokens.structure import bar_beats
 
 PITCH = -1            # a queue entry: draw a pitch here (only pitch tokens allowed)
 MIN_KEY_NOTES = 6     # fewer notes than this: no key yet, so no cadence or diatonic constraint
@@ -77,7 +78,7 @@ class Conductor:
         # so a CUDA graph copies a mask in only when it changes
         self.plan, self.vocab, self.banned, self.on_device = plan, vocab, banned.bool().cpu(), banned.bool()
         self.mode = "minor" if controls.get("mode") == "minor" else "major"
-        self.beats = [int(bar.get("beats", controls["meter"])) for bar in controls["bars"]]
+        self.beats = bar_beats(controls)
         self.voices = [Voice() for _ in range(n)]
         self.notes = NoteTokens(vocab)
         self.kind, self.pitch_id, self.position_id = self.notes.kind, self.notes.pitch_id, self.notes.position_id

@@ -13,6 +13,7 @@ import torch
 
 from v2m.errors import V2MError
 from v2m.stages.tokens import controls as ctl
+from v2m.stages.tokens.structure import bar_beats
 
 # MIDI pitch ranges a register allows (inclusive); wide enough for a melody and its accompaniment
 REGISTER_PITCHES = {"low": (28, 72), "mid": (40, 84), "high": (52, 96)}
@@ -71,13 +72,13 @@ def build_plan(controls: dict, vocab, theme: list[list[int]] | None = None) -> P
     i is forced whole into bar i (i + 1 after a pickup), under the video's controls."""
     head = (vocab.bos, *ctl.global_control_ids(controls, vocab))
     signatures = time_signature_ids(vocab)
-    meters = [int(bar.get("beats", controls["meter"])) for bar in controls["bars"]]
+    meters = bar_beats(controls)
     start = 1 if len(meters) > 1 and meters[0] < int(controls["meter"]) else 0  # after a pickup bar
     bars = []
-    for i, bar in enumerate(controls["bars"]):
+    for i, (bar, beats) in enumerate(zip(controls["bars"], meters)):
         # the video's meter is forced too, bar by bar: a bar of the music always has as many beats as the video's
         # bar (a pickup bar, a scene in another meter, a short last bar)
-        meter = signatures.get(int(bar.get("beats", controls["meter"])))
+        meter = signatures.get(beats)
         opening = (vocab.bar_id, *ctl.bar_control_ids(bar, controls, vocab), *([meter] if meter is not None else []))
         if theme and 0 <= i - start < len(theme):
             opening = opening + tuple(theme[i - start])

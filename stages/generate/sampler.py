@@ -49,7 +49,7 @@ from v2m.stages.generate.plan import (
     theme_bars,
 )
 from v2m.stages.tokens.convert import encode_score
-from v2m.stages.tokens.structure import check_structure, plan_structure
+from v2m.stages.tokens.structure import bar_beats, check_structure, plan_structure
 
 DEFAULT_STYLE = "pop"  # the arranger's style when none is given
 
@@ -182,9 +182,8 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     if config.bars is not None or not controls.get("bars"):
         controls = extend_grid(controls, config.bars or len(controls.get("bars", [])))
         controls.pop("structure", None)  # planned for other bars: planned again below
-    beats = [int(bar.get("beats", controls["meter"])) for bar in controls["bars"]]
     if controls.get("structure") is not None:
-        check_structure(controls["structure"], len(controls["bars"]), beats)
+        check_structure(controls["structure"], len(controls["bars"]), bar_beats(controls))
     else:
         controls = {**controls, "structure": plan_structure(controls)}
     settings = melody_settings(load_style(style), controls) if style is not None else None

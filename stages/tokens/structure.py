@@ -35,6 +35,11 @@ MAX_STEPS = 7     # a transposition by more than an octave of scale steps is ref
 SHORT_PIECE = 4   # bars: a piece this short ends on a sampled cadence, not a held final bar
 
 
+def bar_beats(controls: dict) -> list[int]:
+    """Beats in each bar of a controls payload (a bar without `beats` has the controls' meter)."""
+    return [int(bar.get("beats", controls["meter"])) for bar in controls["bars"]]
+
+
 def plan_structure(controls: dict) -> dict:
     """The structure plan of a controls payload's bars (see the module docstring)."""
     bars = controls["bars"]
