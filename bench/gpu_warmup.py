@@ -34,7 +34,7 @@ def one(engine: str, controls_path: str, bars: int) -> dict:
     session = open_model(None, device="cuda")
     loaded = time.perf_counter() - started
     controls = json.loads(Path(controls_path).read_text())["data"]
-    sampler.cuda_engine = lambda model, n: engine  # this run's engine, whatever the piece's length
+    sampler.cuda_engine = lambda model: engine  # this run's engine
     pool = DecoderPool()
     t0 = time.perf_counter()
     first = generate(session.loaded.model, session.vocab, controls, GenerateConfig(seed=0, bars=4), compile=True,

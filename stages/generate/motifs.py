@@ -67,6 +67,8 @@ class Voice:
     after_pitch: bool = False   # the last token was a Pitch: a Duration comes next
     content: dict = field(default_factory=dict)   # bar → its note tokens
     counts: np.ndarray = field(default_factory=lambda: np.zeros(12))
+    key: int | None = None      # key_of(counts), kept until the next pitch
+    key_stale: bool = False
 
 
 class Conductor:
@@ -117,9 +119,15 @@ class Conductor:
             voice.position, voice.after_pitch = kind[1], False
         elif kind[0] == "pitch":
             voice.counts[kind[1] % 12] += 1
-            voice.after_pitch = True
+            voice.after_pitch, voice.key_stale = True, True
         else:
             voice.after_pitch = False
+
+    def _tonic(self, voice: Voice) -> int | None:
+        """The voice's running key, estimated again only after a new pitch (cadence bars ask at every token)."""
+        if voice.key_stale:
+            voice.key, voice.key_stale = key_of(voice.counts, self.mode), False
+        return voice.key
 
     # ------------------------------------------------------------ masks
 
@@ -142,7 +150,7 @@ class Conductor:
         row = self.rows[voice.bar] if 0 <= voice.bar < len(self.rows) else {}
         if not row.get("cadence") or voice.after_pitch or voice.position < self.beats[voice.bar] * STEPS_PER_BEAT // 2:
             return None
-        tonic = key_of(voice.counts, self.mode)
+        tonic = self._tonic(voice)
         return None if tonic is None else ("triad", tonic)
 
     def _mask(self, key) -> torch.Tensor:
@@ -194,7 +202,7 @@ class Conductor:
         if not any(self.kind[t][0] == "pitch" for t in notes):
             return []  # the source bar is silent: this bar is sampled instead
         kind, steps = row.get("kind", "exact"), int(row.get("steps", 0))
-        tonic = key_of(voice.counts, self.mode)
+        tonic = self._tonic(voice)
         if kind == "transpose" and steps and tonic is not None and not self._fits(notes, steps, tonic):
             steps = -steps  # a sequence that would leave the register goes the other way (keeping its contour)
         half = self.beats[i] * STEPS_PER_BEAT // 2
@@ -248,7 +256,7 @@ class Conductor:
 
     def _final_chord(self, voice: Voice, i: int) -> list[int]:
         """The tonic from the downbeat to the end of the last bar, near where the line has been."""
-        tonic = key_of(voice.counts, self.mode)
+        tonic = self._tonic(voice)
         pitches = [self.kind[t][1] for bar in voice.content.values() for t in bar if self.kind[t][0] == "pitch"]
         if tonic is None or not pitches:
             return []

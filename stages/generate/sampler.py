@@ -194,7 +194,7 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     window = config.window or context_window(model)
     banned = free_mask(vocab, controls.get("register"), settings)
     pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned,
-                           compile=cuda_engine(model, len(plan.bars)) if compile else False,
+                           compile=cuda_engine(model) if compile else False,
                            decoders=decoders, controls=controls, structure=controls["structure"])
 
     data = {"tokenizer_hash": vocab.hash, "ids": pieces[0], "meter": int(controls["meter"]),
@@ -213,11 +213,11 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     return data
 
 
-def cuda_engine(model, bars: int) -> bool | str:
+def cuda_engine(model) -> bool | str:
     """The compiled decode engine: on CUDA the graph of the eager kernels ("graph"). Inductor's kernels under the
     graph cost 15 s more warm-up in every process and decoded slower here (977 vs 1,533 steps/s on an H200,
     generate's loop at batch 1: bench/gpu_warmup.py, BENCHMARKS.md), so `generate` does not use them; elsewhere
-    torch.compile's default (`True`). `bars` is where a length-dependent choice would go."""
+    torch.compile's default (`True`)."""
     weight = next(model.parameters(), None)
     if weight is None or weight.device.type != "cuda":
         return True
