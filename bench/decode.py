@@ -129,7 +129,7 @@ def generate_rows(args, model, device, plain) -> list[tuple]:
     from v2m.stages.generate import sampler as stage
 
     controls, vocab, how = sample_controls(args)
-    fused = "step_draw" in inspect.getsource(stage.sample_pieces)
+    fused = "step_draw" in inspect.getsource(getattr(stage, "sample_parts", None) or stage.sample_pieces)
     rows = []
     for compile in ([False, True] if device.type == "cuda" or args.compile else [False]):
         pool = DecoderPool()

@@ -4,7 +4,8 @@
     python bench/quant_kernels.py --device cuda       # GPU: int8 (_int_mm), FP8 (_scaled_mm), int4 (tinygemm) vs bf16
 
 Shapes are the default model's Linear layers (presets/models/small.toml: d_model 320, d_ff 832,
-SwiGLU): qkv 320→960, out 320→320, up 320→1664, down 832→320 (--d384: the planned 384/1024 model's). Rows = tokens per call: 1 is a
+SwiGLU): qkv 320→960, out 320→320, up 320→1664, down 832→320 (--d384: the planned 384/1024 model's; --shape
+768,2048: a ~100 M-parameter model's). Rows = tokens per call: 1 is a
 decode step, 16 a batched decode step, 512 a prefill. Timings are interleaved (every candidate
 once per round, best of all rounds), so a busy machine slows all of them alike. Printed: time per
 call of float and each candidate's speed-up over float (> 1 = faster). CPU candidates that are
@@ -25,6 +26,27 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 SHAPES = {"qkv": (320, 960), "out": (320, 320), "up": (320, 1664), "down": (832, 320)}
 SHAPES_384 = {"qkv": (384, 1152), "out": (384, 384), "up": (384, 2048), "down": (1024, 384)}  # the planned d 384 model
+
+
+def graphed(candidates: dict, calls: int) -> dict:
+    """Each candidate as one replay of a CUDA graph of `calls` calls (what the decode engine sees: no launch
+    overhead); best_times then divides by `calls` once more, so pass calls=1 to it."""
+    import torch
+
+    out = {}
+    for name, fn in candidates.items():
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                fn()
+        out[name] = graph.replay
+    return out
 
 
 def best_times(candidates: dict, rounds: int, calls: int) -> dict:
@@ -105,7 +127,8 @@ def cuda_candidates(k: int, n: int, rows: int) -> dict:
     float_layer = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=torch.bfloat16)
     float_layer.weight.data.copy_(weight)
     out = {"bf16": lambda: float_layer(x)}  # through nn.Module, as the quantized layers are
-    for scheme, group, kernel in (("w8a8", None, "cuda-int-mm"), ("fp8", None, "cuda-fp8"), ("w4", 64, "cuda-int4"),
+    for scheme, group, kernel in (("w8a8", None, "cuda-int-mm"), ("w8a8", None, "dequant-bf16"),
+                                  ("fp8", None, "cuda-fp8"), ("w4", 64, "cuda-int4"), ("w4", 64, "dequant-bf16"),
                                   ("nvfp4", None, "reference")):
         layer = QuantLinear.from_qtensor(quantize_tensor(weight.cpu(), make_scheme(scheme, group, scheme == "w4")), None).cuda()
         try:
@@ -126,6 +149,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-inductor", action="store_true", help="skip the Inductor candidate (it compiles per shape)")
     parser.add_argument("--d384", action="store_true", help="the layers of a d_model 384, d_ff 1024 model instead")
+    parser.add_argument("--shape", default=None, help="D,FF: the layers of a d_model D, SwiGLU d_ff FF model instead "
+                                                      "(768,2048 with 12 layers is a ~100 M-parameter model)")
+    parser.add_argument("--graph", action="store_true", help="CUDA: time each candidate inside a CUDA graph (as the "
+                                                             "decode engine runs it: kernel time, no launch overhead)")
     args = parser.parse_args()
 
     import torch
@@ -136,10 +163,17 @@ def main() -> None:
           + (f", GPU {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
     header_done = False
     for rows in (int(r) for r in args.rows.split(",")):
-        for layer, (k, n) in (SHAPES_384 if args.d384 else SHAPES).items():
+        shapes = SHAPES_384 if args.d384 else SHAPES
+        if args.shape:
+            d, ff = (int(v) for v in args.shape.split(","))
+            shapes = {"qkv": (d, 3 * d), "out": (d, d), "up": (d, 2 * ff), "down": (ff, d)}
+        for layer, (k, n) in shapes.items():
             cands = cpu_candidates(k, n, rows, not args.no_inductor) if args.device == "cpu" else cuda_candidates(k, n, rows)
             calls = max(3, int(2000 / max(rows, 1))) if args.device == "cpu" else 200
-            t = best_times(cands, args.rounds, calls)
+            if args.graph:
+                t = {name: v / calls for name, v in best_times(graphed(cands, calls), args.rounds, 1).items()}
+            else:
+                t = best_times(cands, args.rounds, calls)
             base_name = next(iter(cands))
             if not header_done:
                 names = list(cands)[1:]

@@ -57,6 +57,11 @@ def command(
     candidates: Annotated[int, typer.Option("--candidates", "-n", help="Generate N candidates per video as one "
                                             "batch and keep the one whose beats heard in the mix best match the "
                                             "video's (never one worse than the first).")] = 1,
+    batch: Annotated[Optional[int], typer.Option("--batch", "-b", help="Videos whose pieces are generated as one "
+                                                 "batch, the others' CPU stages going on meanwhile (default: 8 on "
+                                                 "a GPU, 1 on the CPU). Batches are padded to this many rows: "
+                                                 "a video's music never depends on which videos share its batch.",
+                                                 show_default=False)] = None,
     tempo: Annotated[Optional[float], typer.Option("--tempo", help="Tempo in BPM for every video, instead of "
                                                    "reading it (as extract-rhythm --tempo).",
                                                    show_default=False)] = None,
@@ -69,7 +74,8 @@ def command(
 ) -> None:
     from v2m.stages.run.batch import exit_code, prepare, run_batch, run_config
 
-    config = run_config(jobs=jobs, arrange=arrange, device=device, model=model, kernel=kernel, style=style, seed=seed,
+    config = run_config(jobs=jobs, batch=batch, arrange=arrange, device=device, model=model, kernel=kernel, style=style,
+                        seed=seed,
                         temperature=temperature, top_p=top_p, candidates=candidates, tempo=tempo, meter=meter,
                         sync=sync)
     jobs_list, expected = prepare(input, output, config)

@@ -12,6 +12,7 @@ MIN_BEAT_GAP = 0.05        # s between two tracked beats (1200 BPM): a grid cont
 MAX_BARS = 4096            # bars generate makes (--bars, a controls artifact): 2.3 hours in 4/4 at 120 BPM
 MAX_TOKENS = 1 << 20       # ids in one token sequence (decode is linear in them: ~1 s per 10⁵)
 MAX_SAMPLES = 64           # sequences in one tokens artifact (ids + samples)
+MAX_BATCH = 64             # videos whose pieces `run --batch` decodes together
 MAX_ARTIFACT_BYTES = 256 << 20  # a JSON artifact read into memory
 MAX_MODEL_PARAMETERS = 4_000_000_000  # parameters a checkpoint's config may declare (16 GB in fp32)
 MAX_CONTEXT = 1 << 17      # tokens of context (max_len) a checkpoint's config may declare

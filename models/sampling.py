@@ -48,7 +48,7 @@ def filter_scores(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: "torch.Generator | RowGenerators | None" = None) -> torch.Tensor:
     """logits [B, V] → next ids [B] (long, same device).
 
     temperature ≤ 0 is greedy (argmax); top_k = 0 and top_p = 1 disable those filters.
@@ -56,6 +56,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
     if temperature <= 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(filter_scores(logits, temperature, top_k, top_p), dim=-1)
+    if isinstance(generator, RowGenerators):
+        return generator.multinomial(probs)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
@@ -68,3 +70,27 @@ def gumbel_argmax(scores: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """
     gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
     return (scores + gumbel).argmax(dim=-1)
+
+
+class RowGenerators:
+    """One torch.Generator per block of rows [start, stop) of a batch: pieces decoded together (several videos
+    in one batch) each draw from their own seed's stream, so a piece's draws do not depend on its batch-mates."""
+
+    def __init__(self, blocks: list[tuple[int, int, torch.Generator]]):
+        self.blocks = blocks
+
+    def multinomial(self, probs: torch.Tensor) -> torch.Tensor:
+        """One draw per row of probs [B, V] → ids [B]; rows outside every block (padding) take id 0."""
+        out = torch.zeros(probs.shape[0], dtype=torch.long, device=probs.device)
+        for start, stop, generator in self.blocks:
+            out[start:stop] = torch.multinomial(probs[start:stop], 1, generator=generator).squeeze(1)
+        return out
+
+    def uniform_(self, noise: torch.Tensor) -> torch.Tensor:
+        """Fill noise [rows, B, V] in place: block b's rows from its generator, drawn as a contiguous
+        [rows, stop - start, V] tensor (the same numbers as a batch of that block alone); padding rows get 0.5."""
+        noise.fill_(0.5)
+        for start, stop, generator in self.blocks:
+            noise[:, start:stop].copy_(torch.rand(noise.shape[0], stop - start, noise.shape[2], generator=generator,
+                                                  device=noise.device, dtype=noise.dtype))
+        return noise

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import time
 import warnings
 
 import torch
@@ -92,6 +93,20 @@ class Reference(Kernel):
     def forward(self, weight, x, layer):
         x = fake_quant_activations(x, layer.scheme)
         return F.linear(x.to(weight.dtype), weight, layer.bias).to(x.dtype)
+
+
+@KERNELS.register("dequant-bf16")
+class DequantBF16(Reference):
+    description = ("weights dequantized to bf16 once at load, activations quantized as the scheme says; a bf16 "
+                   "matmul (the GPU's fallback where the integer/FP8 kernels are slower; any scheme)")
+
+    def prepare(self, layer):
+        bias = None if layer.bias is None else layer.bias.to(torch.bfloat16)
+        return layer.qtensor().dequantize().to(torch.bfloat16), bias
+
+    def forward(self, state, x, layer):
+        weight, bias = state
+        return F.linear(fake_quant_activations(x, layer.scheme).to(torch.bfloat16), weight, bias).to(x.dtype)
 
 
 def _int8_weight(layer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,6 +346,64 @@ def auto_kernel(scheme: Scheme, shape: tuple[int, int], device: torch.device) ->
         if passed_over(name, scheme, shape, device) is None:
             return name
     return "reference"
+
+
+# --kernel auto on a GPU is decided by a measurement, not by preference alone (issue 18): at a decode step's few
+# rows a small layer is launch-bound, and the integer/FP8 kernels' extra work (quantizing the activations, scales)
+# made the default model 0.42-0.51x as fast as bf16 (BENCHMARKS.md). So each capable kernel and the dequantized
+# bf16 matmul (`dequant-bf16`) are timed on the layer itself, once per (GPU, scheme, shape) in a process.
+MEASURE_ROWS = 1       # a decode step's rows: what generation runs most
+_MEASURED: dict[tuple, tuple[str, dict[str, float]]] = {}
+
+
+def measured_choice(layer, candidates: list[str], rows: int = MEASURE_ROWS, calls: int = 30,
+                    timer=None) -> tuple[str, dict[str, float]]:
+    """The fastest of `candidates` (kernel names that can run `layer`) on the layer itself at `rows` rows, and
+    each one's time per call in seconds. `timer(fn, calls)` measures (default: CUDA-synchronised wall clock)."""
+    device = layer.packed.device
+    key = (str(device), torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+           layer.scheme.label(), layer.out_features, layer.in_features, rows, tuple(candidates))
+    if key not in _MEASURED:
+        timer = timer or _cuda_timer
+        x = torch.randn(rows, layer.in_features, device=device, dtype=torch.bfloat16)
+        before = layer.kernel_name
+        times = {}
+        for name in candidates:
+            layer.set_kernel(name)
+            times[name] = timer(lambda: layer(x), calls)
+        layer.set_kernel(before)
+        _MEASURED[key] = (min(times, key=times.get), times)
+    return _MEASURED[key]
+
+
+def _cuda_timer(fn, calls: int) -> float:
+    """Seconds per call of `fn` as the decode engine runs it: `calls` calls captured in one CUDA graph and replayed
+    (no launch overhead: the graph engine has none), best of 3; eager calls if the kernel will not capture."""
+    with torch.no_grad():
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        try:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for _ in range(calls):
+                    fn()
+            run = graph.replay
+        except RuntimeError:
+            def run():
+                for _ in range(calls):
+                    fn()
+        best = float("inf")
+        for _ in range(3):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            run()
+            torch.cuda.synchronize()
+            best = min(best, (time.perf_counter() - t0) / calls)
+    return best
 
 
 def passed_over(name: str, scheme: Scheme, shape: tuple[int, int], device: torch.device) -> str | None:

@@ -122,6 +122,16 @@ def set_kernels(model: nn.Module, kernel: str = "auto", log_choice: bool = True)
     for name, layer in quant_linears(model).items():
         device, shape = layer.packed.device, (layer.out_features, layer.in_features)
         chosen[name] = kernel_registry.resolve(kernel, layer.scheme, shape, device, name)
+        if kernel == "auto" and device.type == "cuda":
+            # on a GPU the capable kernels and the dequantized bf16 matmul race on this layer (kernels.measured_choice)
+            capable = [k for k in kernel_registry.AUTO_PREFERENCES["cuda"]
+                       if kernel_registry.passed_over(k, layer.scheme, shape, device) is None]
+            chosen[name], times = kernel_registry.measured_choice(layer, capable + ["dequant-bf16"])
+            if chosen[name] == "dequant-bf16" and capable:
+                reasons.setdefault("kernel " + "/".join(capable) + " not used: slower than the dequantized bf16 "
+                                   "matmul here (" + ", ".join(f"{k} {t * 1e6:.0f} µs" for k, t in times.items())
+                                   + f" per call at {kernel_registry.MEASURE_ROWS} row)", name)
+            continue
         if kernel == "auto":  # what auto passed over, and why (said once per reason at -v)
             for preferred in kernel_registry.AUTO_PREFERENCES["cpu" if device.type == "cpu" else "cuda"]:
                 if preferred == chosen[name]:

@@ -29,13 +29,17 @@ GPU 0.237 ms per replay, but 0.333 ms wall per token before them):
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
+from pathlib import Path
 
 import torch
 
 from v2m import log
+from v2m.config import user_cache_dir
 
-from ..sampling import filter_scores, gumbel_argmax
+from ..sampling import RowGenerators, filter_scores, gumbel_argmax
 
 NOISE_ROWS = 256  # tokens of noise drawn per refill (B × V × 4 bytes each)
 
@@ -44,6 +48,29 @@ def sample_draw(logits: torch.Tensor, uniform: torch.Tensor, banned: torch.Tenso
                 top_k: int, top_p: float) -> torch.Tensor:
     """One on-device draw [B] from logits [B, V] with the noise row `uniform` [B, V] (filter, then Gumbel-max)."""
     return gumbel_argmax(filter_scores(logits, temperature, top_k, top_p, banned), uniform)
+
+
+def inductor_cache() -> Path:
+    """Where Inductor keeps compiled kernels across processes: v2m's user cache (~/.cache/v2m/inductor) unless
+    TORCHINDUCTOR_CACHE_DIR says otherwise (its default, /tmp/torchinductor_USER, does not survive a reboot).
+    With it warm, a new process's compile is mostly Dynamo's tracing (BENCHMARKS.md, issue 18)."""
+    path = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(user_cache_dir() / "inductor")))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _ready_marker(model: torch.nn.Module, batch: int) -> Path:
+    """The file that says Inductor's cache holds this model's decode kernels at this batch (GPU, torch, CUDA)."""
+    config = getattr(model, "config", None)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    key = f"{config!r}|{batch}|{torch.__version__}|{torch.version.cuda}|{device}"
+    return inductor_cache() / f"v2m-ready-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def inductor_ready(model: torch.nn.Module, batch: int) -> bool:
+    """Whether an earlier process compiled and captured this model's step with Inductor here (so a new compile is
+    mostly cache hits: 6.5 s instead of 32.8 s of warm-up, BENCHMARKS.md issue 18)."""
+    return _ready_marker(model, batch).exists()
 
 
 class StepBody:
@@ -110,6 +137,7 @@ class GraphStep:
         self.batch, self.device = batch, device
         self.inductor, self.fallback = inductor, None
         cache = step_module.cache  # engines/decoder.py `_Step`: the model and its static cache
+        self.model = step_module.model
         self.spans = cache_spans(cache.max_len)
         # one step module per span bucket: the same model over a view of the first `span` cache slots
         self.eager_steps = {span: step_module if span == cache.max_len else type(step_module)(step_module.model,
@@ -119,6 +147,8 @@ class GraphStep:
         if inductor:
             # Inductor without its own cudagraphs: fused kernels, then captured by us (one graph, no guards per call)
             from torch import _dynamo
+
+            inductor_cache()
 
             limit = "recompile_limit" if hasattr(_dynamo.config, "recompile_limit") else "cache_size_limit"
             # each span bucket (and each batch size a process decodes) is one more compiled variant of `forward`
@@ -168,7 +198,10 @@ class GraphStep:
             self._refill()
 
     def _refill(self) -> None:
-        self.body.noise.uniform_(generator=self.generator)
+        if isinstance(self.generator, RowGenerators):  # pieces of several videos: each block of rows its own stream
+            self.generator.uniform_(self.body.noise)
+        else:
+            self.body.noise.uniform_(generator=self.generator)
         self.body.t.zero_()
         self.t_host = 0
 
@@ -215,6 +248,8 @@ class GraphStep:
             self.body.t.copy_(t_before)
             self.graphs[key] = (graph, out)
             torch.cuda.synchronize()
+            if self.inductor:
+                _ready_marker(self.model, self.batch).touch()
             log.debug(f"decode: warm-up {time.perf_counter() - started:.2f} s — captured the {key[0]} graph for "
                       f"{key[1]} cache slots ({'Inductor' if self.inductor else 'eager'} kernels)")
         return self.graphs[key]

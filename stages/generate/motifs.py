@@ -266,3 +266,49 @@ class Conductor:
         if pitch is None:
             return []
         return [self.position_id[0], self.pitch_id[pitch], self.notes.duration_token(self.beats[i] * STEPS_PER_BEAT)]
+
+
+class Conductors:
+    """The conductors of several pieces decoded as one batch (`run` batches videos on a GPU): row r belongs to
+    one piece's conductor (its local row), rows past the last piece are padding (always finished)."""
+
+    def __init__(self, conductors: list[Conductor], rows: int):
+        self.parts = conductors
+        self.where: list[tuple[Conductor, int] | None] = [(c, i) for c in conductors for i in range(len(c.voices))]
+        self.spans, at = [], 0
+        for c in conductors:
+            self.spans.append((c, at, at + len(c.voices)))
+            at += len(c.voices)
+        self.where += [None] * (rows - at)
+        self.rows = rows
+        self._stacks: dict = {}
+
+    def opening(self, b: int, i: int) -> tuple[list[int], bool]:
+        c, j = self.where[b]
+        return c.opening(j, i)
+
+    def observe(self, b: int, token: int) -> None:
+        if self.where[b] is not None:
+            c, j = self.where[b]
+            c.observe(j, token)
+
+    def substitute(self, b: int, token: int) -> int:
+        c, j = self.where[b]
+        return c.substitute(j, token)
+
+    def mask(self, queues: list[list[int]], finished: list[bool]) -> torch.Tensor:
+        """One conductor: its own mask ([V] or [B, V]). Several: [rows, V], each piece's rows under its own masks
+        (their registers differ), padding rows under the first piece's base mask; one tensor per combination."""
+        if len(self.parts) == 1 and self.rows == len(self.parts[0].voices):
+            return self.parts[0].mask(queues, finished)
+        masks = tuple(c.mask(queues[a:z], finished[a:z]) for c, a, z in self.spans)
+        key = tuple(id(m) for m in masks)  # each conductor hands out one tensor per constraint: identity is content
+        if key not in self._stacks:
+            if len(self._stacks) > 256:
+                self._stacks.clear()
+            rows = [m.expand(z - a, -1) if m.dim() == 1 else m for m, (_, a, z) in zip(masks, self.spans)]
+            padding = self.rows - self.spans[-1][2]
+            if padding:
+                rows.append(self.parts[0].on_device.expand(padding, -1))
+            self._stacks[key] = (torch.cat(rows), masks)  # the masks kept alive with it: their ids stay theirs
+        return self._stacks[key][0]

@@ -32,13 +32,14 @@ import torch
 from v2m.artifacts import sniff, work_folder
 from v2m.errors import V2MError
 from v2m.models.engines.decoder import DecoderPool, decoder_for
-from v2m.models.sampling import Sampling
+from v2m.models.engines.graph import inductor_ready
+from v2m.models.sampling import RowGenerators, Sampling
 from v2m.stages.arrange.arranger import arrangement_settings
 from v2m.stages.arrange.styles import load_style
 from v2m.stages.decode.render import music_end, music_score, render_wav
 from v2m.stages.evaluate.beat_metrics import beat_f_measure
 from v2m.stages.evaluate.report import SAMPLE_RATE, heard_beats, read_audio
-from v2m.stages.generate.motifs import PITCH, Conductor
+from v2m.stages.generate.motifs import PITCH, Conductor, Conductors
 from v2m.stages.generate.plan import (
     Plan,
     build_plan,
@@ -82,41 +83,74 @@ class GenerateConfig:
 
 # ---------------------------------------------------------------- the decoding loop
 
-def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: int, banned=None,
-                  compile: bool = False, decoders: DecoderPool | None = None, controls: dict | None = None,
-                  structure: dict | None = None) -> list[list[int]]:
-    """Decode `config.num_samples` pieces following `plan`; each is BOS..EOS with every bar's opening forced.
+@dataclass
+class Part:
+    """One piece's share of a decoding batch: its plan, what its Conductor follows, its base banned mask [V], how
+    many samples (rows) and the seed of its own generator (rows of several parts draw from their own streams)."""
 
-    `window` is the KV cache length in tokens; `banned` a bool [V] mask of tokens never sampled. Uses the
-    models' static-cache Decoder (compiled with CUDA graphs when `compile`). Deterministic for a given seed:
-    one torch.Generator drives every draw.
+    plan: Plan
+    controls: dict | None = None
+    structure: dict | None = None
+    banned: torch.Tensor | None = None
+    count: int = 1
+    seed: int = 0
+
+    def pinned(self) -> list[int]:
+        """The head and the --prime theme's bars: kept in every sliding window."""
+        return list(self.plan.head) + [t for bar in self.plan.bars[:self.plan.theme_bars] for t in bar]
+
+
+def sample_parts(model, parts: list[Part], vocab, config: GenerateConfig, *, window: int, compile: bool = False,
+                 decoders: DecoderPool | None = None, rows: int | None = None) -> list[list[list[int]]]:
+    """Decode several pieces as one batch (one step per token for every row): each part's `count` samples, in
+    rows of their own; `rows` pads the batch to a fixed size (unused rows are finished from the start).
+
+    `window` is the KV cache length in tokens; a part's `banned` a bool [V] mask of tokens never sampled. Uses the
+    models' static-cache Decoder (compiled with CUDA graphs when `compile`). Deterministic for given seeds: one
+    part draws from one torch.Generator seeded with its seed. Several parts (or a padded batch) draw
+    from one generator each (models/sampling.RowGenerators), so a part's noise does not depend on the other rows;
+    with the batch padded to a fixed `rows`, a piece's tokens are the same whichever pieces share its batch
+    (each row's arithmetic is its own: tests/stages/generate/test_batch.py, and on the GPU). All parts must pin
+    the same number of tokens (head and theme), since the rows slide their windows together.
+    Returns each part's samples.
     """
-    n, n_bars = config.num_samples, len(plan.bars)
-    pinned = list(plan.head) + [t for bar in plan.bars[:plan.theme_bars] for t in bar]
-    if len(pinned) > window // 2:
+    counts = [part.count for part in parts]
+    n = max(rows or 0, sum(counts))
+    pinned = [part.pinned() for part in parts]
+    if len({len(p) for p in pinned}) > 1 or len({len(part.plan.head) for part in parts}) > 1:
+        raise ValueError("pieces decoded as one batch must pin as many tokens (head and theme)")
+    if len(pinned[0]) > window // 2:
         raise V2MError(f"the prime theme is too long for the model's context "
-                       f"({len(pinned)} pinned tokens, window {window})",
+                       f"({len(pinned[0])} pinned tokens, window {window})",
                        "pass a shorter --prime (a few bars)")
     decoder = decoder_for(model, n, window, compile, pool=decoders)
     device = decoder.device
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    banned = (banned if banned is not None else torch.zeros(model.config.vocab_size, dtype=torch.bool)).to(device)
-
-    conductor = Conductor(structure, plan, vocab, controls or {"bars": [], "meter": 4}, n, banned)
-    pieces = [list(plan.head) for _ in range(n)]
+    if len(parts) == 1 and n == counts[0]:
+        generator = torch.Generator(device=device).manual_seed(parts[0].seed)
+    else:
+        starts = [sum(counts[:j]) for j in range(len(parts))]
+        generator = RowGenerators([(a, a + part.count, torch.Generator(device=device).manual_seed(part.seed))
+                                   for a, part in zip(starts, parts)])
+    conductor = Conductors([Conductor(part.structure, part.plan, vocab, part.controls or {"bars": [], "meter": 4},
+                                      part.count, _base_mask(part.banned, model).to(device)) for part in parts], n)
+    owner = [j for j, part in enumerate(parts) for _ in range(part.count)]
+    owner += [None] * (n - len(owner))  # padding rows
+    plans = [parts[j].plan if j is not None else parts[0].plan for j in owner]
+    row_pinned = [pinned[j] if j is not None else pinned[0] for j in owner]
+    pieces = [list(plan.head) for plan in plans]
     queues, whole = [], []
-    for b in range(n):
-        queue, complete = conductor.opening(b, 0) if n_bars else ([vocab.eos], True)
+    finished = [j is None for j in owner]
+    for b, plan in enumerate(plans):
+        queue, complete = conductor.opening(b, 0) if plan.bars and not finished[b] else ([vocab.eos], True)
         queues.append(queue)
         whole.append(complete)
     bar_of = [0] * n                  # index of the bar each sample is in
     free_in_bar = [0] * n             # tokens sampled since that bar's forced opening
-    finished = [False] * n
     sampling = Sampling(config.temperature, config.top_k, config.top_p)
     # draw/step_draw sample on the device and return host ids: on CUDA one graph replay per token (models/engines/graph.py)
-    drawn = decoder.draw(decoder.prefill(torch.tensor([pieces[0]] * n, device=device)), sampling,
+    drawn = decoder.draw(decoder.prefill(torch.tensor(pieces, device=device)), sampling,
                          conductor.mask(queues, finished), generator)
-    pos = len(plan.head)
+    pos = len(plans[0].head)
     while True:
         step = []
         for b in range(n):
@@ -134,7 +168,7 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
                 if token in (vocab.bar_id, vocab.eos) or free_in_bar[b] > config.max_bar_tokens:
                     bar_of[b] += 1
                     free_in_bar[b] = 0
-                    if bar_of[b] >= n_bars:
+                    if bar_of[b] >= len(plans[b].bars):
                         token = vocab.eos
                     else:
                         queues[b], whole[b] = conductor.opening(b, bar_of[b])
@@ -147,13 +181,21 @@ def sample_pieces(model, plan: Plan, vocab, config: GenerateConfig, *, window: i
             break
         mask = conductor.mask(queues, finished)
         if pos >= window:  # slide: pinned head and theme + the most recent half window, re-prefilled at once
-            context = [pinned + piece[len(pinned):][-(window // 2):] for piece in pieces]
+            context = [keep + piece[len(keep):][-(window // 2):] for keep, piece in zip(row_pinned, pieces)]
             drawn = decoder.draw(decoder.prefill(torch.tensor(context, device=device)), sampling, mask, generator)
             pos = len(context[0])
             continue
         drawn = decoder.step_draw(step, pos, sampling, mask, generator)
         pos += 1
-    return [_until_eos(piece, vocab.eos) for piece in pieces]
+    out, at = [], 0
+    for count in counts:
+        out.append([_until_eos(piece, vocab.eos) for piece in pieces[at:at + count]])
+        at += count
+    return out
+
+
+def _base_mask(banned: torch.Tensor | None, model) -> torch.Tensor:
+    return banned if banned is not None else torch.zeros(model.config.vocab_size, dtype=torch.bool)
 
 
 def _until_eos(piece: list[int], eos: int) -> list[int]:
@@ -162,19 +204,24 @@ def _until_eos(piece: list[int], eos: int) -> list[int]:
 
 # ---------------------------------------------------------------- the stage
 
-def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids: list[int] | None = None,
-             rerank: bool = False, compile: bool = False, decoders: DecoderPool | None = None,
-             arrangement: dict | None = None, style=None) -> dict:
-    """Controls data (a v2m.controls payload) → a v2m.tokens payload.
+@dataclass
+class Request:
+    """One piece to generate, prepared (controls extended and shaped, structure planned, plan and masks built)
+    and not yet sampled: what `generate` and `generate_many` share."""
 
-    `model` is an nn.Module with new_cache/forward_cached (LoadedModel.model). With `rerank`, the
-    `num_samples` candidates are scored by what the report will show — the beats heard in each candidate's
-    rendered mix (arranged as `arrangement` says, the record decode replays) against the video's beats — and
-    the best becomes `ids` (ties: the earlier; so never one that scores below candidate 0); all scores are
-    recorded. Without it, the first sample is `ids` and the others go to `samples`. `style` (a name, path or
-    Style) shapes the line itself (plan.melody_settings: density, onset grid, shortest note, register, feel);
-    without it only the picture's register limits the pitches.
-    """
+    controls: dict
+    settings: dict | None
+    plan: Plan
+    banned: torch.Tensor
+
+    def part(self, config: GenerateConfig) -> Part:
+        return Part(self.plan, self.controls, self.controls["structure"], self.banned, config.num_samples, config.seed)
+
+
+def prepare(vocab, controls: dict, config: GenerateConfig, *, prime_ids: list[int] | None = None,
+            style=None) -> Request:
+    """Everything before sampling: the controls checked against the tokenizer, extended to `config.bars`, their
+    structure planned (or a given one checked), shaped by the style's melody settings; the forced plan; the mask."""
     if vocab.hash != controls.get("tokenizer_hash", vocab.hash):
         raise V2MError("the controls were made with another tokenizer than the model's",
                        "re-run `v2m encode-tokens RHYTHM.json --tokenizer` with the model's tokenizer, "
@@ -191,12 +238,57 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
         controls = shaped_controls(controls, settings, int(vocab.stats["n_density"]))
     theme = theme_bars(prime_ids, vocab, int(controls["meter"])) if prime_ids else None
     plan = build_plan(controls, vocab, theme)
-    window = config.window or context_window(model)
-    banned = free_mask(vocab, controls.get("register"), settings)
-    pieces = sample_pieces(model, plan, vocab, config, window=window, banned=banned,
-                           compile=cuda_engine(model) if compile else False,
-                           decoders=decoders, controls=controls, structure=controls["structure"])
+    return Request(controls, settings, plan, free_mask(vocab, controls.get("register"), settings))
 
+
+def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids: list[int] | None = None,
+             rerank: bool = False, compile: bool = False, decoders: DecoderPool | None = None,
+             arrangement: dict | None = None, style=None) -> dict:
+    """Controls data (a v2m.controls payload) → a v2m.tokens payload.
+
+    `model` is an nn.Module with new_cache/forward_cached (LoadedModel.model). With `rerank`, the
+    `num_samples` candidates are scored by what the report will show — the beats heard in each candidate's
+    rendered mix (arranged as `arrangement` says, the record decode replays) against the video's beats — and
+    the best becomes `ids` (ties: the earlier; so never one that scores below candidate 0); all scores are
+    recorded. Without it, the first sample is `ids` and the others go to `samples`. `style` (a name, path or
+    Style) shapes the line itself (plan.melody_settings: density, onset grid, shortest note, register, feel);
+    without it only the picture's register limits the pitches.
+    """
+    request = prepare(vocab, controls, config, prime_ids=prime_ids, style=style)
+    window = config.window or context_window(model)
+    steps = len(request.plan.bars) * TOKENS_PER_BAR
+    pieces = sample_parts(model, [request.part(config)], vocab, config, window=window,
+                          compile=cuda_engine(model, steps, config.num_samples) if compile else False,
+                          decoders=decoders)[0]
+    return finish(request, pieces, vocab, rerank=rerank, arrangement=arrangement)
+
+
+def generate_many(model, vocab, requests: list[Request], config: GenerateConfig, *, rows: int,
+                  compile: bool = False, decoders: DecoderPool | None = None) -> list[list[list[int]]]:
+    """The samples of several prepared pieces decoded as one batch of `rows` rows (padded: a piece's tokens do
+    not depend on which pieces share the batch; sample_parts). Pieces that pin different numbers of tokens (a
+    --prime theme) go in batches of their own. Returns each request's samples, in order."""
+    window = config.window or context_window(model)
+    out: list = [None] * len(requests)
+    groups: dict[int, list[int]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(len(request.part(config).pinned()), []).append(i)
+    for members in groups.values():
+        for at in range(0, len(members), max(1, rows // config.num_samples)):
+            chunk = members[at:at + max(1, rows // config.num_samples)]
+            steps = max(len(requests[i].plan.bars) for i in chunk) * TOKENS_PER_BAR
+            got = sample_parts(model, [requests[i].part(config) for i in chunk], vocab, config, window=window,
+                               compile=cuda_engine(model, steps, rows) if compile else False, decoders=decoders,
+                               rows=rows)
+            for i, pieces in zip(chunk, got):
+                out[i] = pieces
+    return out
+
+
+def finish(request: Request, pieces: list[list[int]], vocab, *, rerank: bool = False,
+           arrangement: dict | None = None) -> dict:
+    """The v2m.tokens payload of a request's sampled pieces (reranked by heard beats when asked)."""
+    controls, settings = request.controls, request.settings
     data = {"tokenizer_hash": vocab.hash, "ids": pieces[0], "meter": int(controls["meter"]),
             "beat_times": controls["beat_times"], "downbeats": controls["downbeats"], "controls": controls}
     if settings:
@@ -213,15 +305,25 @@ def generate(model, vocab, controls: dict, config: GenerateConfig, *, prime_ids:
     return data
 
 
-def cuda_engine(model) -> bool | str:
-    """The compiled decode engine: on CUDA the graph of the eager kernels ("graph"). Inductor's kernels under the
-    graph cost 15 s more warm-up in every process and decoded slower here (977 vs 1,533 steps/s on an H200,
-    generate's loop at batch 1: bench/gpu_warmup.py, BENCHMARKS.md), so `generate` does not use them; elsewhere
-    torch.compile's default (`True`)."""
+# When Inductor's fused kernels pay for their compile (bench/gpu_warmup.py on an H200, default model, batch 1: the
+# graph of eager kernels warms up in 1.7 s and decodes 1,591 steps/s; over Inductor's kernels 3,075-3,111 steps/s
+# after 32.8 s of warm-up with a cold cache, 6.5 s with a warm one): the decode steps from which the slower warm-up
+# is won back.
+INDUCTOR_STEPS_WARM = 16_000
+INDUCTOR_STEPS_COLD = 100_000
+TOKENS_PER_BAR = 28  # decode steps a bar takes, on average (5,522 steps for 200 bars of a 20 s clip's controls)
+
+
+def cuda_engine(model, steps: int = 0, batch: int = 1) -> bool | str:
+    """The compiled decode engine for a generation of about `steps` decode steps: on CUDA the graph of the eager
+    kernels ("graph"), or the graph of Inductor's kernels ("graph+inductor") once the piece is long enough to win
+    back its compile — sooner when this model's kernels are already in Inductor's cache from an earlier process
+    (engines/graph.py `inductor_ready`); elsewhere torch.compile's default (`True`)."""
     weight = next(model.parameters(), None)
     if weight is None or weight.device.type != "cuda":
         return True
-    return "graph"
+    threshold = INDUCTOR_STEPS_WARM if inductor_ready(model, batch) else INDUCTOR_STEPS_COLD
+    return "graph+inductor" if steps >= threshold else "graph"
 
 
 def context_window(model) -> int:

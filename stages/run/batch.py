@@ -14,6 +14,7 @@ from typing import Callable
 
 from v2m import log
 from v2m.errors import V2MError
+from v2m.limits import MAX_BATCH
 from v2m.media import VIDEO_SUFFIXES, media_files
 from v2m.models.loading import resolve_device
 from v2m.stages.arrange.styles import load_style
@@ -25,13 +26,23 @@ from v2m.stages.session import model_identity
 _WORKER: dict = {}
 
 
-def run_config(*, jobs: int = 1, arrange: str = "auto", device: str = "auto", **settings) -> RunConfig:
-    """A RunConfig from command-line values, checked: --jobs/--candidates ≥ 1, --arrange auto|none, the device."""
-    if jobs < 1 or settings.get("candidates", 1) < 1:
-        raise V2MError("--jobs and --candidates must be ≥ 1")
+GPU_BATCH = 8  # --batch's default on a GPU: a decode step of 8 rows costs about one of 1 there (BENCHMARKS.md)
+
+
+def run_config(*, jobs: int = 1, batch: int | None = None, arrange: str = "auto", device: str = "auto",
+               **settings) -> RunConfig:
+    """A RunConfig from command-line values, checked: --jobs/--batch/--candidates ≥ 1, --arrange auto|none, the
+    device; --batch defaults to GPU_BATCH on a GPU and 1 on the CPU."""
+    if jobs < 1 or settings.get("candidates", 1) < 1 or (batch is not None and batch < 1):
+        raise V2MError("--jobs, --batch and --candidates must be ≥ 1")
     if arrange not in ("auto", "none"):
         raise V2MError(f"--arrange {arrange!r}: expected 'auto' or 'none'")
-    return RunConfig(arrange=arrange == "auto", device=resolve_device(device), **settings)
+    device = resolve_device(device)
+    if batch is None:
+        batch = GPU_BATCH if device.startswith("cuda") else 1
+    if batch > MAX_BATCH:
+        raise V2MError(f"--batch {batch}: more than {MAX_BATCH} videos in one batch")
+    return RunConfig(arrange=arrange == "auto", device=device, batch=batch, **settings)
 
 
 def prepare(source: Path, output: Path, config: RunConfig) -> tuple[list[VideoJob], dict]:
@@ -95,6 +106,8 @@ def run_batch(jobs_list: list[VideoJob], config: RunConfig, expected: dict, *, j
     say = status or (lambda key, what: None)
     done = on_result or (lambda result: None)
     jobs = max(1, min(jobs, len(jobs_list)))
+    if jobs == 1 and config.batch > 1 and len(jobs_list) > 1:
+        return _run_threads(jobs_list, config, expected, force, say, done)
     if jobs == 1:
         engine = Engine(config)
         results = []
@@ -130,6 +143,33 @@ def run_batch(jobs_list: list[VideoJob], config: RunConfig, expected: dict, *, j
                 results[by_future[future]] = result
                 done(result)
         _drain(messages, say, queue_mod.Empty)
+    return [r for r in results if r is not None]
+
+
+def _run_threads(jobs_list: list[VideoJob], config: RunConfig, expected: dict, force: bool, say: Status,
+                 done: Callable[[VideoResult], None]) -> list[VideoResult]:
+    """`batch` videos in flight in threads of this process, one model: their pieces are decoded together
+    (run/batcher.py) while the CPU stages of the others go on. Results are reported as they finish."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    engine = Engine(config)
+    engine.session  # opened once, before the threads start
+    batcher = engine.batcher
+
+    def one(job: VideoJob) -> VideoResult:
+        batcher.enter()
+        try:
+            return process(job, engine, expected, force, say)
+        finally:
+            batcher.leave()
+
+    results: list[VideoResult | None] = [None] * len(jobs_list)
+    with ThreadPoolExecutor(max_workers=min(config.batch, len(jobs_list)), thread_name_prefix="v2m-video") as pool:
+        by_future = {pool.submit(one, job): index for index, job in enumerate(jobs_list)}
+        for future in as_completed(by_future):
+            results[by_future[future]] = future.result()  # process() never raises for a bad video
+            done(results[by_future[future]])
+    log.debug(f"run: {len(batcher.batches)} generation batch(es) of {batcher.batches} video(s), {batcher.rows} rows")
     return [r for r in results if r is not None]
 
 

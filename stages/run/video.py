@@ -31,8 +31,9 @@ from v2m.config import to_dict
 from v2m.errors import V2MError
 from v2m.stages.decode import render as decode
 from v2m.stages.evaluate import report as evaluate
-from v2m.stages.generate.sampler import DEFAULT_STYLE, GenerateConfig, arrangement_record, generate
+from v2m.stages.generate.sampler import DEFAULT_STYLE, GenerateConfig, arrangement_record, finish, generate, prepare
 from v2m.stages.rhythm.extract import RhythmConfig, extract_rhythm, grid_warning
+from v2m.stages.run.batcher import PieceBatcher
 from v2m.stages.session import Session, open_model
 from v2m.stages.tokens.video_controls import controls_from_rhythm
 
@@ -62,6 +63,7 @@ class RunConfig:
     top_k: int = 0
     top_p: float = 0.95
     candidates: int = 1  # > 1: decode this many as one batch, keep the best rhythm agreement (generate --rerank)
+    batch: int = 1  # > 1: the pieces of up to this many videos are decoded as one batch of `batch` rows (a GPU)
     soundfont: str | None = None
     tempo: float | None = None  # extract-rhythm's --tempo, --meter and --sync, passed through
     meter: int | None = None
@@ -152,8 +154,10 @@ def fingerprint(config: RunConfig, model_sha256: str | None) -> dict:
     """The settings a finished video is checked against on resume (the model by content, not by path)."""
     settings = to_dict(config)
     settings.pop("model")
-    # devices differ only by float noise: moving to a GPU is no reason to redo finished videos
+    # devices (and batch sizes: the rows a step computes) differ only by float noise: moving to a GPU is no reason
+    # to redo finished videos
     settings.pop("device")
+    settings.pop("batch")
     return {"settings": settings, "model_sha256": model_sha256}
 
 
@@ -215,6 +219,7 @@ class Engine:
     def __init__(self, config: RunConfig):
         self.config = config
         self._session: Session | None = None
+        self._batcher: PieceBatcher | None = None
 
     @property
     def session(self) -> Session:
@@ -225,6 +230,28 @@ class Engine:
 
     def recorded(self) -> dict:
         return {**to_dict(self.config), "kernel": self.session.kernels()}
+
+    @property
+    def batcher(self) -> PieceBatcher | None:
+        """With `batch` > 1 the videos in flight meet here to decode their pieces together (run/batcher.py)."""
+        if self.config.batch > 1 and self._batcher is None:
+            session = self.session
+            self._batcher = PieceBatcher(session.loaded.model, session.vocab, self.config.sampling(),
+                                         rows=self.config.batch * self.config.candidates,
+                                         compile=self.config.device.startswith("cuda"), decoders=session.decoders)
+        return self._batcher
+
+    def generate(self, controls: dict, record: dict | None) -> dict:
+        """The tokens payload of one video's controls: alone, or batched with the other videos in flight."""
+        config, session = self.config, self.session
+        style = config.style or DEFAULT_STYLE
+        if self.batcher is None:
+            return generate(session.loaded.model, session.vocab, controls, config.sampling(),
+                            rerank=config.candidates > 1, compile=config.device.startswith("cuda"),
+                            decoders=session.decoders, arrangement=record, style=style)
+        request = prepare(session.vocab, controls, config.sampling(), style=style)
+        return finish(request, self.batcher.sample(request), session.vocab, rerank=config.candidates > 1,
+                      arrangement=record)
 
 
 # ---------------------------------------------------------------- one video
@@ -281,15 +308,13 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         rhythm_artifact = extract_rhythm(str(job.source), config.rhythm())
         rhythm = rhythm_artifact["data"]
         artifacts.write_artifact(rhythm_artifact, job.output("rhythm.json"), force=True)
-    loaded, vocab = session.loaded, session.vocab
+    vocab = session.vocab
     with timer("controls"):
         controls = controls_from_rhythm(rhythm, vocab)
         save("controls.json", "v2m.controls", controls, "encode-tokens")
     with timer("generate"):
         record = arrangement_record(config.style, config.arrange, config.seed)
-        tokens = generate(loaded.model, vocab, controls, config.sampling(), rerank=config.candidates > 1,
-                          compile=config.device.startswith("cuda"), decoders=session.decoders, arrangement=record,
-                          style=config.style or DEFAULT_STYLE)
+        tokens = engine.generate(controls, record)
         tokens["arrange"] = record
         save("tokens.json", "v2m.tokens", tokens, "generate", engine=session.engine())
     with timer("decode"):

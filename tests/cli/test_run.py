@@ -52,7 +52,7 @@ def test_killed_batch_resumes_without_redoing_finished_videos(tmp_path, debug_mo
 @pytest.mark.parametrize("argv,message", [
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{model}"], "no video files found"),
     (["run", "{tmp}/missing.mp4", "-o", "{tmp}/out", "--model", "{model}"], "no such file or folder"),
-    (["run", "{tmp}/empty", "-o", "{tmp}/out", "--jobs", "0", "--model", "{model}"], "--jobs and --candidates must be"),
+    (["run", "{tmp}/empty", "-o", "{tmp}/out", "--jobs", "0", "--model", "{model}"], "--jobs, --batch and --candidates must be"),
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{tmp}/none.safetensors"], "no such checkpoint"),
     (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{tmp}/clip.mp4"], "expected a v2m.model checkpoint"),
     (["run", "{tmp}/empty", "-o", "{tmp}/out", "--model", "{model}", "--style", "nope"], "available:"),
@@ -106,3 +106,23 @@ def test_edited_clip_tempo_confidence_and_the_planned_grid_warning(tmp_path, cap
     assert code == 0
     rhythm = json.loads((tmp_path / "given" / "edit.rhythm.json").read_text())["data"]
     assert rhythm["tempo"]["source"] == "hint" and rhythm["tempo"]["bpm"] == 96.0 and rhythm["meter"] == 3
+
+
+def test_batched_videos_get_the_music_they_get_alone(tmp_path, capsys, debug_model):  # noqa: F811
+    """--batch 3: three videos in flight in threads, their pieces decoded together; a broken one fails alone; each
+    video's tokens are exactly those of the same video run by itself with the same --batch."""
+    videos = tmp_path / "videos"
+    for i, (name, bpm) in enumerate((("a", 100.0), ("b", 132.0))):
+        small_video(videos / f"{name}.mp4", seed=i, duration=4.0, bpm=bpm)
+    (videos / "c.mp4").write_bytes(b"not a video")
+    common = ["--model", str(debug_model[0]), "--device", "cpu", "--batch", "3", "--seed", "1"]
+    code = main(["-v", "run", str(videos), "-o", str(tmp_path / "together"), *common])
+    err = capsys.readouterr().err
+    assert code == 1 and "c failed" in err and "generation batch(es) of [2]" in err
+    code = main(["-q", "run", str(videos / "b.mp4"), "-o", str(tmp_path / "alone"), *common])
+    assert code == 0
+    ids = {where: json.loads((tmp_path / where / "b.tokens.json").read_text())["data"]["ids"]
+           for where in ("together", "alone")}
+    assert ids["together"] == ids["alone"]
+    a = json.loads((tmp_path / "together" / "a.tokens.json").read_text())["data"]["ids"]
+    assert a != ids["alone"] and (tmp_path / "together" / "a.done.json").exists()

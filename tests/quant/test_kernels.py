@@ -143,3 +143,47 @@ def test_moving_or_casting_keeps_the_kernel_and_the_scales():
     y = layer(torch.randn(2, 256, dtype=torch.bfloat16))
     assert layer.kernel_name == "cpu-int8" and y.dtype == torch.bfloat16
     assert layer.scale.dtype == torch.float16 and torch.equal(layer.scale, scale)
+
+
+# dequant-bf16: the reference's arithmetic with bf16 weights and a bf16 matmul (≥ 35 dB against the fp32 reference
+# for every scheme: bf16 keeps 8 significant bits of a product of dequantized weights and quantized activations)
+@pytest.mark.parametrize("scheme,group", [("w8a8", None), ("w4", 64), ("fp8", None)])
+def test_dequant_bf16_matches_reference(scheme, group):
+    _, layer = quant_layer(scheme, group=group, asym=scheme == "w4", device="cuda" if CUDA else "cpu")
+    x = torch.randn(5, 256, device=layer.packed.device)
+    assert sqnr_db(outputs(layer, x, "reference"), outputs(layer, x, "dequant-bf16")) >= 35
+
+
+def test_measured_choice_takes_the_fastest_and_restores_the_layer():
+    from v2m.quant import kernels
+
+    _, layer = quant_layer("w8a8")
+    layer.set_kernel("cpu-int8")
+    seen = []
+
+    def timer(fn, calls):  # a stated cost per kernel, read off the layer being timed (each must really run)
+        fn()
+        seen.append(layer.kernel_name)
+        return {"cpu-int8": 3e-5, "int-mm": 1e-5, "dequant-bf16": 2e-5}[layer.kernel_name]
+
+    kernels._MEASURED.clear()
+    chosen, times = kernels.measured_choice(layer, ["cpu-int8", "int-mm", "dequant-bf16"], timer=timer)
+    assert chosen == "int-mm" and seen == ["cpu-int8", "int-mm", "dequant-bf16"] and times["int-mm"] == 1e-5
+    assert layer.kernel_name == "cpu-int8"
+    again = kernels.measured_choice(layer, ["cpu-int8", "int-mm", "dequant-bf16"], timer=timer)
+    assert again[0] == "int-mm" and len(seen) == 3  # once per (device, scheme, shape, rows) in a process
+
+
+@needs_cuda
+def test_auto_on_the_gpu_is_never_slower_than_bf16():
+    from v2m.quant import kernels
+
+    model = torch.nn.Sequential()
+    for scheme, group in (("w8a8", None), ("w4", 64), ("fp8", None)):
+        _, layer = quant_layer(scheme, k=512, n=256, group=group, asym=scheme == "w4", device="cuda")
+        model.add_module(scheme, layer)
+    chosen = set_kernels(model, "auto", log_choice=False)
+    for name, layer in model.named_children():
+        key = next(k for k in kernels._MEASURED if k[2] == layer.scheme.label())
+        times = kernels._MEASURED[key][1]
+        assert times[chosen[name]] <= times["dequant-bf16"]
