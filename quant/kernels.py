@@ -352,11 +352,12 @@ def auto_kernel(scheme: Scheme, shape: tuple[int, int], device: torch.device) ->
 # rows a small layer is launch-bound, and the integer/FP8 kernels' extra work (quantizing the activations, scales)
 # made the default model 0.42-0.51x as fast as bf16 (BENCHMARKS.md). So each capable kernel and the dequantized
 # bf16 matmul (`dequant-bf16`) are timed on the layer itself, once per (GPU, scheme, shape) in a process.
-MEASURE_ROWS = 1       # a decode step's rows: what generation runs most
+MEASURE_ROWS = (1, 64)  # a decode step's rows, and a batch's or a prefill's
+MANY_ROWS = 16          # calls of this many rows or more take the kernel measured fastest at 64 rows
 _MEASURED: dict[tuple, tuple[str, dict[str, float]]] = {}
 
 
-def measured_choice(layer, candidates: list[str], rows: int = MEASURE_ROWS, calls: int = 30,
+def measured_choice(layer, candidates: list[str], rows: int = 1, calls: int = 30,
                     timer=None) -> tuple[str, dict[str, float]]:
     """The fastest of `candidates` (kernel names that can run `layer`) on the layer itself at `rows` rows, and
     each one's time per call in seconds. `timer(fn, calls)` measures (default: CUDA-synchronised wall clock)."""
@@ -366,12 +367,12 @@ def measured_choice(layer, candidates: list[str], rows: int = MEASURE_ROWS, call
     if key not in _MEASURED:
         timer = timer or _cuda_timer
         x = torch.randn(rows, layer.in_features, device=device, dtype=torch.bfloat16)
-        before = layer.kernel_name
+        before = layer.kernel_name, layer.many
         times = {}
         for name in candidates:
             layer.set_kernel(name)
             times[name] = timer(lambda: layer(x), calls)
-        layer.set_kernel(before)
+        layer.set_kernel(*before)
         _MEASURED[key] = (min(times, key=times.get), times)
     return _MEASURED[key]
 

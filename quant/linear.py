@@ -41,6 +41,10 @@ class QuantLinear(nn.Module):
         self.kernel_name = "reference"
         self._kernel: kernel_registry.Kernel | None = None
         self._state = None
+        # another kernel for calls of many rows (a batch, a prefill): (name, from how many rows), chosen by measuring
+        # on a GPU where the fastest kernel at one row is not the fastest at many (kernels.measured_choice)
+        self.many: tuple[str, int] | None = None
+        self._many = None
         self.native = None  # the NativeMatrix native_matrix() handed out, while it is current (see there)
 
     @classmethod
@@ -62,12 +66,24 @@ class QuantLinear(nn.Module):
     def qtensor(self) -> QTensor:
         return QTensor(self.packed, self.scale, self.zero, self.global_scale, (self.out_features, self.in_features), self.scheme)
 
-    def set_kernel(self, name: str) -> None:
-        """Prepare kernel `name` (already resolved, not "auto") for the layer's current device."""
+    def set_kernel(self, name: str, many: tuple[str, int] | None = None) -> None:
+        """Prepare kernel `name` (already resolved, not "auto") for the layer's current device, and `many` = (kernel,
+        rows) for calls of at least that many rows."""
         self._kernel = kernel_registry.KERNELS.get(name)()
         self.kernel_name = name
         self._state = self._kernel.prepare(self)
+        self.many, self._many = many, None
+        if many is not None:
+            kernel = kernel_registry.KERNELS.get(many[0])()
+            self._many = (kernel, kernel.prepare(self))
         self.native = None
+
+    def kernel_label(self) -> str:
+        """The kernel(s) this layer runs, as artifacts record them: "cuda-int4", or "cuda-int4 (< 16 rows),
+        dequant-bf16" when calls of many rows take another."""
+        if self.many is None:
+            return self.kernel_name
+        return f"{self.kernel_name} (< {self.many[1]} rows), {self.many[0]}"
 
     def native_matrix(self):
         """This layer as a fused C decode step can call it (a v2m.c_build.NativeMatrix), or None.
@@ -88,17 +104,19 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel = self._kernel
         if kernel is None:  # never prepared, or moved since: prepare the chosen kernel (again)
-            self.set_kernel(self.kernel_name)
+            self.set_kernel(self.kernel_name, self.many)
             kernel = self._kernel
         if self._buffers["smooth"] is not None:
             x = x / self._buffers["smooth"].to(x.dtype)
+        if self._many is not None and x.numel() >= self.many[1] * x.shape[-1]:  # shapes only: static under capture
+            return self._many[0].forward(self._many[1], x, self)
         return kernel.forward(self._state, x, self)
 
     def _apply(self, fn, recurse=True):
         # model.to(device) moves the packed buffers; model.to(bfloat16) must not recast fp16 scales
         # (lossy), so only the device part of `fn` applies here. The chosen kernel is prepacked again
         # on the next forward.
-        self._kernel, self._state, self.native = None, None, None
+        self._kernel, self._state, self.native, self._many = None, None, None, None
 
         def move_only(t):
             return t.to(fn(t.new_empty(0)).device)
@@ -106,7 +124,7 @@ class QuantLinear(nn.Module):
         return super()._apply(move_only, recurse)
 
     def extra_repr(self) -> str:
-        return f"{self.in_features} → {self.out_features}, {self.scheme.label()}, kernel={self.kernel_name}"
+        return f"{self.in_features} → {self.out_features}, {self.scheme.label()}, kernel={self.kernel_label()}"
 
 
 def quant_linears(model: nn.Module) -> dict[str, QuantLinear]:
@@ -118,7 +136,7 @@ def set_kernels(model: nn.Module, kernel: str = "auto", log_choice: bool = True)
 
     A kernel named explicitly that cannot run some layer, or is not available here, is a V2MError.
     """
-    chosen, reasons = {}, {}
+    chosen, reasons, many = {}, {}, {}
     for name, layer in quant_linears(model).items():
         device, shape = layer.packed.device, (layer.out_features, layer.in_features)
         chosen[name] = kernel_registry.resolve(kernel, layer.scheme, shape, device, name)
@@ -126,11 +144,14 @@ def set_kernels(model: nn.Module, kernel: str = "auto", log_choice: bool = True)
             # on a GPU the capable kernels and the dequantized bf16 matmul race on this layer (kernels.measured_choice)
             capable = [k for k in kernel_registry.AUTO_PREFERENCES["cuda"]
                        if kernel_registry.passed_over(k, layer.scheme, shape, device) is None]
-            chosen[name], times = kernel_registry.measured_choice(layer, capable + ["dequant-bf16"])
-            if chosen[name] == "dequant-bf16" and capable:
-                reasons.setdefault("kernel " + "/".join(capable) + " not used: slower than the dequantized bf16 "
-                                   "matmul here (" + ", ".join(f"{k} {t * 1e6:.0f} µs" for k, t in times.items())
-                                   + f" per call at {kernel_registry.MEASURE_ROWS} row)", name)
+            few, many_rows = kernel_registry.MEASURE_ROWS
+            chosen[name], times = kernel_registry.measured_choice(layer, capable + ["dequant-bf16"], rows=few)
+            at_many, times_many = kernel_registry.measured_choice(layer, capable + ["dequant-bf16"], rows=many_rows)
+            if at_many != chosen[name]:
+                many[name] = (at_many, kernel_registry.MANY_ROWS)
+            for rows, best, measured in ((few, chosen[name], times), (many_rows, at_many, times_many)):
+                reasons.setdefault(f"kernel at {rows} row(s): {best} (" + ", ".join(
+                    f"{k} {t * 1e6:.1f} µs" for k, t in measured.items()) + " per call in a CUDA graph)", name)
             continue
         if kernel == "auto":  # what auto passed over, and why (said once per reason at -v)
             for preferred in kernel_registry.AUTO_PREFERENCES["cpu" if device.type == "cpu" else "cuda"]:
@@ -141,9 +162,10 @@ def set_kernels(model: nn.Module, kernel: str = "auto", log_choice: bool = True)
     for reason, first in reasons.items():
         log.debug(f"{reason} ({first} and others like it)")
     for name, layer in quant_linears(model).items():
-        layer.set_kernel(chosen[name])
+        layer.set_kernel(chosen[name], many.get(name))
     if chosen and log_choice:
-        kernel_registry.log_choice(chosen, next(iter(quant_linears(model).values())).packed.device)
+        labels = {name: layer.kernel_label() for name, layer in quant_linears(model).items()}
+        kernel_registry.log_choice(labels, next(iter(quant_linears(model).values())).packed.device)
     return chosen
 
 

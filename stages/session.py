@@ -35,7 +35,7 @@ class Session:
         reference ×4"); "float" for a model without quantized layers. What artifacts record, never "auto"."""
         counts: dict[str, int] = {}
         for layer in quant_linears(self.loaded.model).values():
-            counts[layer.kernel_name] = counts.get(layer.kernel_name, 0) + 1
+            counts[layer.kernel_label()] = counts.get(layer.kernel_label(), 0) + 1
         if not counts:
             return "float"
         if len(counts) == 1:

@@ -38,13 +38,24 @@ PROFILES = {  # Krumhansl & Kessler (1982) key profiles, tonic first
 }
 
 
+def _rolled(profile) -> np.ndarray:
+    """The profile for each of the 12 tonics (row t = the profile rolled by t), centred and of unit norm."""
+    rows = np.stack([np.roll(np.asarray(profile, dtype=float), tonic) for tonic in range(12)])
+    rows -= rows.mean(axis=1, keepdims=True)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+ROLLED = {mode: _rolled(profile) for mode, profile in PROFILES.items()}
+
+
 def key_of(pitch_counts: np.ndarray, mode: str) -> int | None:
-    """The tonic pitch class whose `mode` profile best correlates with the counts (None: too few notes)."""
+    """The tonic pitch class whose `mode` profile best correlates (Pearson) with the counts (None: too few notes).
+    One product with the 12 rolled, normalised profiles (the sampler asks after every new pitch)."""
     if pitch_counts.sum() < MIN_KEY_NOTES or np.ptp(pitch_counts) == 0:  # too few notes, or all twelve alike
         return None
-    profile = np.asarray(PROFILES[mode])
-    scores = [np.corrcoef(pitch_counts, np.roll(profile, tonic))[0, 1] for tonic in range(12)]
-    return int(np.nanargmax(scores))
+    centred = pitch_counts - pitch_counts.mean()
+    # rounded: two tonics that tie exactly (a symmetric set of counts) go to the lower one, not to float rounding
+    return int(np.argmax(np.round(ROLLED[mode] @ (centred / np.linalg.norm(centred)), 12)))
 
 
 def transpose_diatonic(pitch: int, steps: int, tonic: int, mode: str) -> int:

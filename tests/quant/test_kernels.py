@@ -174,6 +174,19 @@ def test_measured_choice_takes_the_fastest_and_restores_the_layer():
     assert again[0] == "int-mm" and len(seen) == 3  # once per (device, scheme, shape, rows) in a process
 
 
+def test_many_rows_take_their_own_kernel():
+    _, layer = quant_layer("w8a8")
+    layer.set_kernel("cpu-int8", many=("reference", 16))
+    few, many = torch.randn(3, 256), torch.randn(2, 8, 256)  # 16 rows: the second kernel
+    assert torch.equal(layer(few), outputs(layer, few, "cpu-int8"))
+    layer.set_kernel("cpu-int8", many=("reference", 16))
+    assert torch.equal(layer(many), outputs(layer, many, "reference"))
+    layer.set_kernel("cpu-int8", many=("reference", 16))
+    assert layer.kernel_label() == "cpu-int8 (< 16 rows), reference"
+    layer.to("cpu")  # a move prepares both again on the next call
+    assert torch.equal(layer(many), outputs(layer, many, "reference"))
+
+
 @needs_cuda
 def test_auto_on_the_gpu_is_never_slower_than_bf16():
     from v2m.quant import kernels
@@ -182,8 +195,11 @@ def test_auto_on_the_gpu_is_never_slower_than_bf16():
     for scheme, group in (("w8a8", None), ("w4", 64), ("fp8", None)):
         _, layer = quant_layer(scheme, k=512, n=256, group=group, asym=scheme == "w4", device="cuda")
         model.add_module(scheme, layer)
-    chosen = set_kernels(model, "auto", log_choice=False)
+    kernels._MEASURED.clear()
+    set_kernels(model, "auto", log_choice=False)
     for name, layer in model.named_children():
-        key = next(k for k in kernels._MEASURED if k[2] == layer.scheme.label())
-        times = kernels._MEASURED[key][1]
-        assert times[chosen[name]] <= times["dequant-bf16"]
+        for rows in kernels.MEASURE_ROWS:
+            key = next(k for k in kernels._MEASURED if k[2] == layer.scheme.label() and k[5] == rows)
+            times = kernels._MEASURED[key][1]
+            runs = layer.kernel_name if rows < kernels.MANY_ROWS or layer.many is None else layer.many[0]
+            assert times[runs] <= times["dequant-bf16"], (name, rows, times)
