@@ -38,7 +38,7 @@ def prepare(source: Path, output: Path, config: RunConfig) -> tuple[list[VideoJo
     """The videos of `source` (a file, or a folder searched recursively) as jobs writing under `output`, and the
     settings a finished video is checked against. What would fail every video fails here, once: a missing or
     wrong model, an unknown style, no videos, an output that is not a folder."""
-    model_sha256 = model_identity(config.model)["sha256"]
+    model_sha256 = model_identity(config.model, config.backend)["sha256"]
     if config.style is not None:
         load_style(config.style)
     if source.is_dir():

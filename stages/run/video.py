@@ -31,6 +31,7 @@ from v2m.config import to_dict
 from v2m.errors import V2MError
 from v2m.stages.decode import render as decode
 from v2m.stages.evaluate import report as evaluate
+from v2m.stages.generate.diffusion import diffusion_settings, generate_diffusion
 from v2m.stages.generate.sampler import DEFAULT_STYLE, GenerateConfig, arrangement_record, generate
 from v2m.stages.rhythm.extract import RhythmConfig, extract_rhythm, grid_warning
 from v2m.stages.session import Session, open_model
@@ -66,11 +67,14 @@ class RunConfig:
     tempo: float | None = None  # extract-rhythm's --tempo, --meter and --sync, passed through
     meter: int | None = None
     sync: str = "auto"
+    steps: int | None = None  # the diffusion backend's sampler (None: its defaults)
+    guidance: float | None = None
 
     def __post_init__(self):
         # bad settings are one line before any video starts, not a failure per video
         self.sampling()
         self.rhythm().check()
+        diffusion_settings(self.steps, self.guidance)
 
     def rhythm(self) -> RhythmConfig:
         """The rhythm stage's settings."""
@@ -287,9 +291,13 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         save("controls.json", "v2m.controls", controls, "encode-tokens")
     with timer("generate"):
         record = arrangement_record(config.style, config.arrange, config.seed)
-        tokens = generate(loaded.model, vocab, controls, config.sampling(), rerank=config.candidates > 1,
-                          compile=config.device.startswith("cuda"), decoders=session.decoders, arrangement=record,
-                          style=config.style or DEFAULT_STYLE)
+        if loaded.backend == "diffusion":  # melody, bass and accompaniment from the roll (generate/diffusion.py)
+            tokens = generate_diffusion(loaded.model, vocab, controls, diffusion_settings(config.steps, config.guidance),
+                                        seed=config.seed)
+        else:
+            tokens = generate(loaded.model, vocab, controls, config.sampling(), rerank=config.candidates > 1,
+                              compile=config.device.startswith("cuda"), decoders=session.decoders, arrangement=record,
+                              style=config.style or DEFAULT_STYLE)
         tokens["arrange"] = record
         save("tokens.json", "v2m.tokens", tokens, "generate", engine=session.engine())
     with timer("decode"):
