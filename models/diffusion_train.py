@@ -39,8 +39,7 @@ from .diffusion import (
     DiffusionConfig,
     condition_features,
     diffusion_loss,
-    smooth_onsets,
-)
+    )
 from .loading import resolve_device, save_model
 from .train_state import say, side_paths
 
@@ -167,48 +166,55 @@ class Batcher:
         self.piece_bar_lines = torch.zeros(total, dtype=torch.bool)
         self.piece_bar_lines[torch.as_tensor(bar_starts)] = True
         self.piece_bar_lines = self.piece_bar_lines.to(device)
+        self.train_bars_t = torch.as_tensor(self.train_bars, device=device)
+        self.val_bars_t = torch.as_tensor(self.val_bars, device=device)
+        self.bar_starts_t = torch.as_tensor(bar_starts, device=device)
+        self.bar_piece_t = torch.as_tensor(bar_piece, device=device)
 
-    def batch(self, rng: np.random.Generator, val: bool = False):
-        """(x0, known, mask, features, affect, valid) for one batch drawn with `rng`."""
+    def batch(self, gen, val: bool = False):
+        """(x0, known, mask, features, affect, valid) for one batch drawn with the torch.Generator `gen` (on the
+        batcher's device); all on the device, no host round trip."""
         import torch
 
-        bars = self.val_bars if val else self.train_bars
-        pick = rng.choice(bars, size=self.cfg.batch)
-        starts = torch.as_tensor(self.bar_starts[pick], device=self.device)
-        index = starts[:, None] + torch.arange(self.W, device=self.device)[None]
-        onset, frame = self.onset[index], self.frame[index]  # [B, W, roles, P]
-        shifts = rng.integers(-self.cfg.transpose, self.cfg.transpose + 1, size=len(pick))
-        x = torch.stack([onset, frame], dim=3)  # [B, W, roles, planes, P]
-        present = (x.flatten(1, 3).any(1)).cpu().numpy()  # [B, P] pitches used
-        rolled = []
-        for b, k in enumerate(shifts):
-            used = np.flatnonzero(present[b])
-            if len(used):  # the nearest shift that keeps every note in range
-                k = int(np.clip(k, -used[0], N_PITCH - 1 - used[-1]))
-            rolled.append(torch.roll(x[b], int(k), dims=-1) if k else x[b])
-        x0 = torch.stack(rolled).flatten(2).float() * 2 - 1  # [B, W, CHANNELS]
+        dev, B, W = self.device, self.cfg.batch, self.W
+        bars = self.val_bars_t if val else self.train_bars_t
+        pick = bars[torch.randint(len(bars), (B,), device=dev, generator=gen)]
+        index = self.bar_starts_t[pick][:, None] + torch.arange(W, device=dev)[None]
+        x = torch.stack([self.onset[index], self.frame[index]], dim=3)  # [B, W, roles, planes, P] bool
+        # transposition: a random shift, clipped so that every note of the window stays in the roll's range
+        present = x.flatten(1, 3).any(1)  # [B, P]
+        pitches = torch.arange(N_PITCH, device=dev)
+        low = torch.where(present, pitches, N_PITCH).min(1).values
+        high = torch.where(present, pitches, -1).max(1).values
+        shift = torch.randint(-self.cfg.transpose, self.cfg.transpose + 1, (B,), device=dev, generator=gen)
+        shift = torch.where(high >= 0, torch.minimum(torch.maximum(shift, -low), N_PITCH - 1 - high), 0)
+        source = pitches[None] - shift[:, None]  # [B, P]: the pitch each output pitch comes from
+        inside = (source >= 0) & (source < N_PITCH)
+        gathered = torch.gather(x, 4, source.clamp(0, N_PITCH - 1)[:, None, None, None].expand_as(x))
+        x = gathered & inside[:, None, None, None]
+        x0 = x.flatten(2).float() * 2 - 1  # [B, W, CHANNELS]
         features = self.features[index].clone()
         # the rhythm condition from the window's own onsets: 0.5 for one note starting, 1 for several (a strong
-        # onset), thinned (10 % dropped) and with 5 % spurious impulses, then smoothed
-        count = self.any_onset[index].float()
-        impulses = torch.clamp(count / 2.0, max=1.0)
-        drop = torch.as_tensor(rng.random(impulses.shape) < 0.1, device=self.device)
-        spurious = torch.as_tensor(rng.random(impulses.shape) < 0.05, device=self.device)
-        impulses = torch.where(drop, torch.zeros_like(impulses), impulses)
-        impulses = torch.where(spurious & (impulses == 0), torch.full_like(impulses, 0.5), impulses)
-        features[..., 0] = torch.as_tensor(np.stack([smooth_onsets(row) for row in impulses.cpu().numpy()]),
-                                           device=self.device)
+        # onset), thinned (10 % dropped) and with 5 % spurious impulses, then spread to the neighbours at 0.5
+        impulses = torch.clamp(self.any_onset[index].float() / 2.0, max=1.0)
+        noise = torch.rand(impulses.shape, device=dev, generator=gen)
+        impulses = torch.where(noise < 0.1, torch.zeros_like(impulses), impulses)
+        impulses = torch.where((noise > 0.95) & (impulses == 0), torch.full_like(impulses, 0.5), impulses)
+        spread = impulses.clone()
+        spread[:, 1:] = torch.maximum(spread[:, 1:], 0.5 * impulses[:, :-1])
+        spread[:, :-1] = torch.maximum(spread[:, :-1], 0.5 * impulses[:, 1:])
+        features[..., 0] = spread
         valid = self.valid[index]
-        # a known prefix of whole bars (≤ half the window) for known_share of the windows
-        mask = torch.zeros((len(pick), self.W), device=self.device)
-        lines = self.piece_bar_lines[index].cpu().numpy()
-        for b in range(len(pick)):
-            if rng.random() < self.cfg.known_share:
-                cuts = np.flatnonzero(lines[b, 1:self.W // 2 + 1]) + 1
-                if len(cuts):
-                    mask[b, :int(rng.choice(cuts))] = 1.0
-        affect = self.affect[torch.as_tensor(self.bar_piece[pick], device=self.device)]
-        return x0, x0.clone(), mask, features, affect, valid
+        # a known prefix of whole bars (a bar line in the first half of the window) for known_share of the windows
+        lines = self.piece_bar_lines[index].clone()
+        lines[:, 0] = False
+        lines[:, W // 2 + 1:] = False
+        score = torch.rand((B, W), device=dev, generator=gen) * lines
+        cut = score.argmax(1)
+        use = (torch.rand(B, device=dev, generator=gen) < self.cfg.known_share) & lines.any(1)
+        mask = ((torch.arange(W, device=dev)[None] < cut[:, None]) & use[:, None]).float()
+        affect = self.affect[self.bar_piece_t[pick]]
+        return x0, x0, mask, features, affect, valid
 
 
 # ---------------------------------------------------------------- the loop
@@ -248,16 +254,16 @@ def train_diffusion(rolls_path: str, output: str, *, preset: str = "diffusion", 
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else \
         (lambda: torch.autocast("cpu", enabled=False))
     generator = torch.Generator(device=dev).manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    batches = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
 
     def evaluate() -> float:
         model.eval()
-        vrng = np.random.default_rng(1234)
-        vgen = torch.Generator(device=dev).manual_seed(1234)
+        vbatches = torch.Generator(device=dev).manual_seed(1234)
+        vgen = torch.Generator(device=dev).manual_seed(1235)
         total = 0.0
         with torch.no_grad(), autocast():
             for _ in range(cfg.eval_batches):
-                x0, known, mask, feats, affect, valid = batcher.batch(vrng, val=True)
+                x0, known, mask, feats, affect, valid = batcher.batch(vbatches, val=True)
                 total += float(diffusion_loss(model, x0, known, mask, feats, affect, valid, generator=vgen))
         model.train()
         return total / cfg.eval_batches
@@ -277,7 +283,7 @@ def train_diffusion(rolls_path: str, output: str, *, preset: str = "diffusion", 
             lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))))
         for group in opt.param_groups:
             group["lr"] = lr
-        x0, known, mask, feats, affect, valid = batcher.batch(rng)
+        x0, known, mask, feats, affect, valid = batcher.batch(batches)
         with autocast():
             loss = diffusion_loss(model, x0, known, mask, feats, affect, valid, generator=generator)
         opt.zero_grad(set_to_none=True)
