@@ -13,6 +13,7 @@ Examples:
   v2m encode-tokens --source music21 -o corpus/ --jobs 2
   v2m encode-tokens my_midis/ -o corpus/            # resumes if interrupted; --force rebuilds
   v2m encode-tokens --source music21 -o corpus/ --calibrate presets/tokenizer.json   # re-derive the control classes
+  v2m encode-tokens --source music21 --rolls -o rolls.safetensors   # the diffusion backend's training set
 """
 
 from __future__ import annotations
@@ -40,9 +41,25 @@ def command(
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=64, help="Corpus only: longest sequence; longer pieces "
                                             "are cut at bar lines.")] = 2048,
     keep_work: Annotated[bool, typer.Option("--keep-work", help="Corpus only: keep the per-file analyses (DIR/.work).")] = False,
+    rolls: Annotated[bool, typer.Option("--rolls", help="With a folder or --source music21: write the diffusion "
+                                        "backend's roll set instead (-o ROLLS.safetensors): the multi-part pieces' "
+                                        "notes by role (melody, bass, accompaniment) on their beat grid, with "
+                                        "their controls; train it with `v2m train ROLLS --backend diffusion`.")] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output.")] = False,
 ) -> None:
     from v2m.stages.tokens.encode import corpus_from, encode_file
+
+    if rolls:
+        from v2m.stages.tokens.rolls import rolls_from
+        from v2m.stages.tokens.vocab import load_tokenizer
+
+        if output in (None, "-"):
+            raise V2MError("a roll set is a file, not a stream", "pass -o ROLLS.safetensors")
+        artifacts.check_output(output, force, inputs=[input, tokenizer])
+        summary = rolls_from(source, input, output, load_tokenizer(tokenizer), jobs=jobs, force=force)
+        log.info(f"roll set: {summary['pieces']} multi-part pieces, {summary['notes']} notes, {summary['steps']} steps "
+                 f"({summary['files']} files read; without a multi-part piece: {summary['skipped']})")
+        return
 
     if source is not None or (input not in (None, "-") and Path(input).is_dir()):
         corpus_from(input, source, output, tokenizer, calibrate, jobs, max_tokens, keep_work, force)

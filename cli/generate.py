@@ -19,6 +19,11 @@ Examples:
   v2m generate clip.controls.json -n 8 --rerank -o best.tokens.json
 
   v2m generate clip.controls.json --prime theme.mid --model q.safetensors
+
+  v2m generate clip.rhythm.json --model presets/diffusion.safetensors --steps 20 --guidance 2
+
+With a diffusion checkpoint (--backend diffusion) the model writes melody, bass and accompaniment as a piano roll
+on the video's beat grid (the arranger then adds drums, and only the roles the model left empty).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ def command(
     output: Annotated[str, typer.Option("--output", "-o", help="The v2m.tokens artifact ('-' = stdout).")] = "-",
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint (.safetensors, quantized ones "
                                                  "too); default: presets/default.safetensors.")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Require this model backend (e.g. transformer).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Require this model backend: transformer or diffusion.")] = None,
     kernel: Annotated[str, typer.Option(help="Kernel for quantized weights: auto, reference, ...")] = "auto",
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when present).")] = "auto",
     temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0); lower is more predictable.")] = 1.0,
@@ -57,13 +62,20 @@ def command(
                                                      ".toml file); default: pop.")] = None,
     arrange: Annotated[str, typer.Option(help="'auto' records the arrangement for decode; 'none' keeps the "
                                               "generated line alone.")] = "auto",
+    steps: Annotated[Optional[int], typer.Option(help="Diffusion backend: denoising steps of the DDIM sampler "
+                                                    "(default 20; fewer is faster, 10 is usable).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Diffusion backend: classifier-free guidance weight "
+                                                          "(default 2; 1 = none; higher follows the video's rhythm "
+                                                          "and controls more closely).")] = None,
     force: Force = False,
 ) -> None:
     from v2m.stages.generate.artifact import generate_file, sampling_config
+    from v2m.stages.generate.diffusion import diffusion_settings
 
     artifacts.check_output(output, force, inputs=[controls, model, prime, style])
     config = sampling_config(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples,
                              bars=bars)
     data = generate_file(controls, config, model=model, backend=backend, kernel=kernel, device=device, rerank=rerank,
-                         prime=prime, style=style, arrange=arrange)
+                         prime=prime, style=style, arrange=arrange,
+                         diffusion=None if steps is None and guidance is None else diffusion_settings(steps, guidance))
     artifacts.write_artifact(data, output, force)

@@ -70,6 +70,11 @@ def command(
     sync: Annotated[str, typer.Option("--sync", help="auto: each scene's motion pulse where confident, else beats "
                                       "planned on the cuts; pulse: always the motion; cuts: always planned (as "
                                       "extract-rhythm --sync).")] = "auto",
+    backend: Annotated[Optional[str], typer.Option(help="Require this model backend: transformer or diffusion (with "
+                                                        "no --model, diffusion takes presets/diffusion.safetensors).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Diffusion backend: denoising steps (default 20).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Diffusion backend: classifier-free guidance weight "
+                                                          "(default 2; 1 = none).")] = None,
     force: Force = False,
 ) -> None:
     from v2m.stages.run.batch import exit_code, prepare, run_batch, run_config
@@ -77,7 +82,7 @@ def command(
     config = run_config(jobs=jobs, batch=batch, arrange=arrange, device=device, model=model, kernel=kernel, style=style,
                         seed=seed,
                         temperature=temperature, top_p=top_p, candidates=candidates, tempo=tempo, meter=meter,
-                        sync=sync)
+                        sync=sync, backend=backend, steps=steps, guidance=guidance)
     jobs_list, expected = prepare(input, output, config)
     started = time.perf_counter()
     with BatchDisplay(jobs_list) as display:

@@ -13,6 +13,9 @@ Examples:
   v2m train corpus/ -o model.safetensors --resume model.ckpt.safetensors
 
   torchrun --nproc_per_node 2 -m v2m train corpus/ -o model.safetensors   # several GPUs (DDP)
+
+  v2m encode-tokens --source music21 --rolls -o rolls.safetensors      # the diffusion backend's roll set
+  v2m train rolls.safetensors --backend diffusion -o diffusion.safetensors --max-minutes 6 --save-dtype bfloat16
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ from v2m.cli.common import Force
 def command(
     corpus: Annotated[str, typer.Argument(help="Corpus folder (index.json + shards) from `v2m encode-tokens`.")],
     output: Annotated[str, typer.Option("--output", "-o", help="The trained model (.safetensors).")],
-    preset: Annotated[str, typer.Option(help="Model+training preset: debug, small, base, or a .toml path.")] = "small",
+    preset: Annotated[Optional[str], typer.Option(help="Model+training preset: debug, small, base (transformer), "
+                                                       "diffusion, diffusion-debug (diffusion), or a .toml path "
+                                                       "[default: small, or diffusion].")] = None,
+    backend: Annotated[str, typer.Option(help="transformer (CORPUS is a token corpus folder) or diffusion (CORPUS "
+                                              "is a roll set from `v2m encode-tokens --rolls`).")] = "transformer",
     steps: Annotated[Optional[int], typer.Option(help="Optimiser steps (default: the preset's).")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Global batch in sequences.")] = None,
     context: Annotated[Optional[int], typer.Option(help="Training window in tokens.")] = None,
@@ -46,6 +53,21 @@ def command(
     force: Force = False,
 ) -> None:
     from v2m.stages.train import train_model
+
+    if backend == "diffusion":
+        from v2m.stages.train import train_diffusion_model
+
+        overrides = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "eval_every": eval_every}
+        train_diffusion_model(corpus, output, preset=preset or "diffusion", overrides=overrides, device=device,
+                              max_minutes=max_minutes, save_dtype=save_dtype, force=force,
+                              ignored={"--context": context, "--resume": resume, "--init": init,
+                                       "--checkpoint": checkpoint, "--ckpt-every": ckpt_every, "--compile": compile})
+        return
+    if backend != "transformer":
+        from v2m.errors import V2MError
+
+        raise V2MError(f"--backend {backend!r}: expected transformer or diffusion")
+    preset = preset or "small"
 
     overrides = {"steps": steps, "batch": batch, "context": context, "lr": lr, "seed": seed,
                  "eval_every": eval_every, "ckpt_every": ckpt_every, "compile": compile}

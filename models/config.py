@@ -102,8 +102,13 @@ def load_model_preset(name_or_path: str) -> Preset:
     return preset
 
 
-def model_config_from_dict(data: dict) -> ModelConfig:
-    """The model config recorded in a checkpoint's metadata."""
+def model_config_from_dict(data: dict):
+    """The model config recorded in a checkpoint's metadata: a ModelConfig, or the config class of the backend it
+    names (the diffusion backend's DiffusionConfig)."""
+    if isinstance(data, dict) and data.get("backend") == "diffusion":
+        from .diffusion import DiffusionConfig
+
+        return from_dict(DiffusionConfig, data, where="checkpoint config")
     return from_dict(ModelConfig, data, where="checkpoint config")
 
 

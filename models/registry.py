@@ -10,6 +10,7 @@ from v2m.registry import Registry
 
 BACKENDS = Registry("model backend")
 BACKENDS.register_lazy("transformer", "v2m.models.transformer:Transformer")
+BACKENDS.register_lazy("diffusion", "v2m.models.diffusion:Diffusion")
 
 
 def build_model(config):

@@ -47,12 +47,16 @@ class Session:
         return self.decoders.last.describe() if self.decoders.last is not None else None
 
 
-def model_path(path: str | Path | None) -> Path:
-    """The checkpoint to load: `path`, or presets/default.safetensors for None; one clear line if it is missing."""
+DEFAULT_MODELS = {"transformer": "default.safetensors", "diffusion": "diffusion.safetensors"}
+
+
+def model_path(path: str | Path | None, backend: str | None = None) -> Path:
+    """The checkpoint to load: `path`, or for None the preset of `backend` (presets/default.safetensors, or
+    presets/diffusion.safetensors for --backend diffusion); one clear line if it is missing."""
     if path is None:
-        default = presets_dir() / "default.safetensors"
+        default = presets_dir() / DEFAULT_MODELS.get(backend or "transformer", "default.safetensors")
         if not default.is_file():
-            raise V2MError("no model given and presets/default.safetensors does not exist",
+            raise V2MError(f"no model given and presets/{default.name} does not exist",
                            "pass --model CHECKPOINT.safetensors (make one with: v2m train CORPUS -o model.safetensors)")
         return default
     if not Path(path).is_file():
@@ -69,7 +73,7 @@ def check_kernel(kernel: str) -> None:
 def open_model(path: str | Path | None, backend: str | None = None, kernel: str = "auto",
                device: str = "cpu") -> Session:
     """Load a checkpoint (None = the default preset) and its vocabulary."""
-    path = model_path(path)
+    path = model_path(path, backend)
     check_kernel(kernel)
     loaded = load_model(path, device=device, kernel=kernel)
     if backend is not None and loaded.backend != backend:
@@ -78,9 +82,9 @@ def open_model(path: str | Path | None, backend: str | None = None, kernel: str 
     return Session(loaded, load_tokenizer(loaded.meta["tokenizer"]))
 
 
-def model_identity(model: str | Path | None) -> dict:
+def model_identity(model: str | Path | None, backend: str | None = None) -> dict:
     """The checkpoint by name and content hash, so the artifact says exactly which weights made it. A missing
     file or one that is not a v2m model is one line here (its header is read before the whole file is hashed)."""
-    path = model_path(model)
+    path = model_path(model, backend)
     read_meta(path)
     return {"name": path.name, "sha256": sha256_file(path)}

@@ -53,7 +53,11 @@ class Arrangement:
     settings: dict             # the resolved style and arranger settings, for artifacts
 
 
-def arrange(score, controls: dict, style: str | Style | dict = "pop", seed: int = 0):
+# a role a multi-track model may write (stages/generate/diffusion.py: the tokens' `parts`) → the arranger's role
+GIVEN_ROLES = {"bass": "bass", "accompaniment": "harmony"}
+
+
+def arrange(score, controls: dict, style: str | Style | dict = "pop", seed: int = 0, given: dict | None = None):
     """Arrange `score` (a symusic Score: the generated line) with `controls` (a v2m.controls `data` dict).
 
     `style`: a bundled style name, a path to a style TOML, a Style, or the `settings` dict that
@@ -61,8 +65,13 @@ def arrange(score, controls: dict, style: str | Style | dict = "pop", seed: int 
 
     Returns a symusic Score with one named track per role (melody, harmony, bass, drums; a role the
     style turns off is left out). Same inputs and seed → the same Score.
+
+    `given`: parts the model wrote itself ({"bass": Score, "accompaniment": Score}, on the same grid as `score`):
+    a given part with notes takes its role's place (accompaniment → harmony) with the style's instrument and
+    dynamics, and the rules fill only the roles left empty (and the drums); chords are then read off all the
+    given notes, and the melody keeps the model's register (moving it alone would break the voicing).
     """
-    return arrange_detailed(score, controls, style, seed).score
+    return arrange_detailed(score, controls, style, seed, given).score
 
 
 def arrangement_settings(style: str | Style | dict, seed: int = 0) -> dict:
@@ -71,7 +80,8 @@ def arrangement_settings(style: str | Style | dict, seed: int = 0) -> dict:
     return {"style": resolved.name, "seed": seed, "settings": resolved_settings(resolved)}
 
 
-def arrange_detailed(score, controls: dict, style: str | Style | dict = "pop", seed: int = 0) -> Arrangement:
+def arrange_detailed(score, controls: dict, style: str | Style | dict = "pop", seed: int = 0,
+                     given: dict | None = None) -> Arrangement:
     """`arrange`, also returning the key, the chords and the per-bar levels it used."""
     import symusic
 
@@ -81,10 +91,13 @@ def arrange_detailed(score, controls: dict, style: str | Style | dict = "pop", s
     seconds = score if unit == "second" else score.to("second")
     end, bars = beat_grid(controls, style)
     notes = notes_array(seconds)
-    key = find_key(notes, fallback_mode=controls.get("mode", "major"))
+    written = {GIVEN_ROLES[role]: notes_array(part) for role, part in (given or {}).items() if role in GIVEN_ROLES}
+    written = {role: rows for role, rows in written.items() if len(rows)}
+    heard = np.concatenate([notes, *written.values()]) if written else notes  # chords from every written note
+    key = find_key(heard, fallback_mode=controls.get("mode", "major"))
     beat_times = [b for bar in bars for b in bar.beats[:-1]]
     starts = [b.start for b in bars]
-    estimated = estimate_chords(notes, segment_bounds(starts, beat_times, end, style.harmony.chords_per_bar), key, starts)
+    estimated = estimate_chords(heard, segment_bounds(starts, beat_times, end, style.harmony.chords_per_bar), key, starts)
     chords = [dominant_for_leading_tone(chord, key) for chord in estimated]
     if len(bars) >= 2:  # an authentic cadence closes the piece: V7 into the tonic on the last bar, to the end
         chords = closing_cadence(chords, key, bars[-1].start)
@@ -94,10 +107,14 @@ def arrange_detailed(score, controls: dict, style: str | Style | dict = "pop", s
     for kind in ("tempos", "time_signatures", "key_signatures"):
         getattr(out, kind).extend(getattr(seconds, kind))
     parts: dict[str, tuple[list[tuple[float, float, int, int]], int, bool]] = {
-        "melody": (melody_part(notes, style, loudness), style.instruments.melody, False)}
-    if style.harmony.pattern != "none":
+        "melody": (melody_part(notes, style, loudness, keep_register=bool(given)), style.instruments.melody, False)}
+    if "harmony" in written:
+        parts["harmony"] = (written_part(written["harmony"], loudness), style.instruments.harmony, False)
+    elif style.harmony.pattern != "none":
         parts["harmony"] = (harmony_part(chords, bars, style, loudness, rng), style.instruments.harmony, False)
-    if style.bass.pattern != "none":
+    if "bass" in written:
+        parts["bass"] = (written_part(written["bass"], loudness), style.instruments.bass, False)
+    elif style.bass.pattern != "none":
         parts["bass"] = (bass_part(chords, bars, style, loudness), style.instruments.bass, False)
     if style.drums.family != "none":
         parts["drums"] = (drum_part(bars, controls, end, style, loudness, rng), style.instruments.drum_kit, True)
@@ -216,16 +233,16 @@ def dynamics_curve(bars: list[Bar], end: float, style: Style, envelope=None) -> 
 
 # ---------------------------------------------------------------- parts
 
-def melody_part(notes: np.ndarray, style: Style, loudness: Callable[..., float]) -> list:
-    """The generated notes, moved by whole octaves into the style's melody register when outside it, as long as
-    the style's articulation says, velocities following the motion curve (the line's own accents kept as a
-    ±30 % relative factor)."""
+def melody_part(notes: np.ndarray, style: Style, loudness: Callable[..., float], keep_register: bool = False) -> list:
+    """The generated notes, moved by whole octaves into the style's melody register when outside it (unless
+    `keep_register`), as long as the style's articulation says, velocities following the motion curve (the line's
+    own accents kept as a ±30 % relative factor)."""
     if not len(notes):
         return []
     low, high = style.register.melody
     median = float(np.median(notes[:, 2]))
     # generate samples inside the style's register already (the picture's part of it): such a line stays put
-    shift = 0 if low <= median <= high else 12 * int(round(((low + high) / 2 - median) / 12))
+    shift = 0 if keep_register or low <= median <= high else 12 * int(round(((low + high) / 2 - median) / 12))
     mean_velocity = float(np.mean(notes[:, 3])) or 1.0
     sounding = style.melody.articulation
     events = []
@@ -234,6 +251,11 @@ def melody_part(notes: np.ndarray, style: Style, loudness: Callable[..., float])
         length = max((offset - onset) * sounding, min(offset - onset, 0.05))  # staccato, never below 50 ms
         events.append((onset, length, int(np.clip(pitch + shift, 0, 127)), _vel(loudness(onset) * relative)))
     return events
+
+
+def written_part(notes: np.ndarray, loudness: Callable[..., float]) -> list:
+    """A part the model wrote (rows of notes_array), as it is, its velocities following the motion curve."""
+    return [(onset, max(offset - onset, 0.05), int(pitch), _vel(loudness(onset))) for onset, offset, pitch, _ in notes]
 
 
 def drum_part(bars: list[Bar], controls: dict, end: float, style: Style, loudness: Callable[..., float],

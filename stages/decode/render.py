@@ -71,10 +71,34 @@ def music_score(data: dict, vocab, *, sample: int = 0, program: int = 0, arrange
     line arranged with the style `generate` recorded (`data["arrange"]`: settings + seed, so custom styles replay
     without their TOML). Without a record, or with `arrange=False`, music is the melody itself."""
     melody = tokens_to_score(data, vocab, sample=sample, program=program)
+    given = part_scores(data, vocab, program=program) if sample == 0 else {}
     record = data.get("arrange")
     if not arrange or not record:
-        return melody, melody
-    return arrange_score(melody, data.get("controls") or {}, record["settings"], seed=record["seed"]), melody
+        return with_parts(melody, given), melody
+    return arrange_score(melody, data.get("controls") or {}, record["settings"], seed=record["seed"],
+                         given=given), melody
+
+
+def part_scores(data: dict, vocab, *, program: int = 0) -> dict:
+    """The other parts a multi-track model wrote (`data["parts"]`: role → ids on the same bars, the diffusion
+    backend's bass and accompaniment) as Scores on the same tempo map as the melody; {} for a single line."""
+    return {role: tokens_to_score({**data, "ids": ids}, vocab, program=program)
+            for role, ids in sorted((data.get("parts") or {}).items()) if ids}
+
+
+def with_parts(melody, given: dict):
+    """The melody with the given parts' tracks beside it (named by role), for music without an arrangement."""
+    if not given:
+        return melody
+    out = melody.copy()
+    for track in out.tracks:
+        track.name = "melody"
+    for role, part in given.items():
+        for track in part.tracks:
+            track = track.copy()
+            track.name = role
+            out.tracks.append(track)
+    return out
 
 
 def midi_bytes(score) -> bytes:

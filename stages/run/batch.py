@@ -49,7 +49,7 @@ def prepare(source: Path, output: Path, config: RunConfig) -> tuple[list[VideoJo
     """The videos of `source` (a file, or a folder searched recursively) as jobs writing under `output`, and the
     settings a finished video is checked against. What would fail every video fails here, once: a missing or
     wrong model, an unknown style, no videos, an output that is not a folder."""
-    model_sha256 = model_identity(config.model)["sha256"]
+    model_sha256 = model_identity(config.model, config.backend)["sha256"]
     if config.style is not None:
         load_style(config.style)
     if source.is_dir():
@@ -109,12 +109,7 @@ def run_batch(jobs_list: list[VideoJob], config: RunConfig, expected: dict, *, j
     if jobs == 1 and config.batch > 1 and len(jobs_list) > 1:
         return _run_threads(jobs_list, config, expected, force, say, done)
     if jobs == 1:
-        engine = Engine(config)
-        results = []
-        for job in jobs_list:
-            results.append(process(job, engine, expected, force, say))
-            done(results[-1])
-        return results
+        return _run_here(jobs_list, Engine(config), expected, force, say, done)
 
     import multiprocessing as mp
     import queue as queue_mod
@@ -146,6 +141,16 @@ def run_batch(jobs_list: list[VideoJob], config: RunConfig, expected: dict, *, j
     return [r for r in results if r is not None]
 
 
+def _run_here(jobs_list: list[VideoJob], engine: Engine, expected: dict, force: bool, say: Status,
+              done: Callable[[VideoResult], None]) -> list[VideoResult]:
+    """One video after another in this process."""
+    results = []
+    for job in jobs_list:
+        results.append(process(job, engine, expected, force, say))
+        done(results[-1])
+    return results
+
+
 def _run_threads(jobs_list: list[VideoJob], config: RunConfig, expected: dict, force: bool, say: Status,
                  done: Callable[[VideoResult], None]) -> list[VideoResult]:
     """`batch` videos in flight in threads of this process, one model: their pieces are decoded together
@@ -155,6 +160,8 @@ def _run_threads(jobs_list: list[VideoJob], config: RunConfig, expected: dict, f
     engine = Engine(config)
     engine.session  # opened once, before the threads start
     batcher = engine.batcher
+    if batcher is None:  # a backend that generates whole pieces at once (diffusion): one video after another
+        return _run_here(jobs_list, engine, expected, force, say, done)
 
     def one(job: VideoJob) -> VideoResult:
         batcher.enter()

@@ -31,6 +31,7 @@ from v2m.config import to_dict
 from v2m.errors import V2MError
 from v2m.stages.decode import render as decode
 from v2m.stages.evaluate import report as evaluate
+from v2m.stages.generate.diffusion import diffusion_settings, generate_diffusion
 from v2m.stages.generate.sampler import DEFAULT_STYLE, GenerateConfig, arrangement_record, finish, generate, prepare
 from v2m.stages.rhythm.extract import RhythmConfig, extract_rhythm, grid_warning
 from v2m.stages.run.batcher import PieceBatcher
@@ -68,11 +69,14 @@ class RunConfig:
     tempo: float | None = None  # extract-rhythm's --tempo, --meter and --sync, passed through
     meter: int | None = None
     sync: str = "auto"
+    steps: int | None = None  # the diffusion backend's sampler (None: its defaults)
+    guidance: float | None = None
 
     def __post_init__(self):
         # bad settings are one line before any video starts, not a failure per video
         self.sampling()
         self.rhythm().check()
+        diffusion_settings(self.steps, self.guidance)
 
     def rhythm(self) -> RhythmConfig:
         """The rhythm stage's settings."""
@@ -234,7 +238,7 @@ class Engine:
     @property
     def batcher(self) -> PieceBatcher | None:
         """With `batch` > 1 the videos in flight meet here to decode their pieces together (run/batcher.py)."""
-        if self.config.batch > 1 and self._batcher is None:
+        if self.config.batch > 1 and self._batcher is None and self.session.loaded.backend != "diffusion":
             session = self.session
             self._batcher = PieceBatcher(session.loaded.model, session.vocab, self.config.sampling(),
                                          rows=self.config.batch * self.config.candidates,
@@ -245,6 +249,9 @@ class Engine:
         """The tokens payload of one video's controls: alone, or batched with the other videos in flight."""
         config, session = self.config, self.session
         style = config.style or DEFAULT_STYLE
+        if session.loaded.backend == "diffusion":  # melody, bass and accompaniment from the roll (generate/diffusion.py)
+            return generate_diffusion(session.loaded.model, session.vocab, controls,
+                                      diffusion_settings(config.steps, config.guidance), seed=config.seed)
         if self.batcher is None:
             return generate(session.loaded.model, session.vocab, controls, config.sampling(),
                             rerank=config.candidates > 1, compile=config.device.startswith("cuda"),

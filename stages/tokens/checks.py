@@ -30,6 +30,8 @@ def check_tokens(data: dict, vocab, name: str) -> None:
     check_ids(data.get("ids") or [], vocab, name)
     for s, sample in enumerate(data.get("samples") or []):
         check_ids(sample, vocab, name, f"data.samples[{s}]")
+    for role, part in sorted((data.get("parts") or {}).items()):
+        check_ids(part, vocab, name, f"data.parts.{role}")
     if data.get("controls"):
         check_controls(data["controls"], vocab, name, "data.controls")
 
