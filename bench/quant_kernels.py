@@ -31,22 +31,9 @@ SHAPES_384 = {"qkv": (384, 1152), "out": (384, 384), "up": (384, 2048), "down": 
 def graphed(candidates: dict, calls: int) -> dict:
     """Each candidate as one replay of a CUDA graph of `calls` calls (what the decode engine sees: no launch
     overhead); best_times then divides by `calls` once more, so pass calls=1 to it."""
-    import torch
+    from v2m.quant.kernels import graph_of
 
-    out = {}
-    for name, fn in candidates.items():
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                fn()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(calls):
-                fn()
-        out[name] = graph.replay
-    return out
+    return {name: graph_of(fn, calls) for name, fn in candidates.items()}
 
 
 def best_times(candidates: dict, rounds: int, calls: int) -> dict:

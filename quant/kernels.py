@@ -377,22 +377,27 @@ def measured_choice(layer, candidates: list[str], rows: int = 1, calls: int = 30
     return _MEASURED[key]
 
 
+def graph_of(fn, calls: int):
+    """`calls` calls of `fn` captured in one CUDA graph (after 3 warm-up calls on a side stream): its replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return graph.replay
+
+
 def _cuda_timer(fn, calls: int) -> float:
     """Seconds per call of `fn` as the decode engine runs it: `calls` calls captured in one CUDA graph and replayed
     (no launch overhead: the graph engine has none), best of 3; eager calls if the kernel will not capture."""
     with torch.no_grad():
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                fn()
-        torch.cuda.current_stream().wait_stream(stream)
         try:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                for _ in range(calls):
-                    fn()
-            run = graph.replay
+            run = graph_of(fn, calls)
         except RuntimeError:
             def run():
                 for _ in range(calls):
