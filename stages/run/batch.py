@@ -1,14 +1,16 @@
-"""A batch of videos for `run`, in this process or in N worker processes; each video goes through
-stages/run/video.py's `process` (resume, error isolation) with one model load per process.
+"""A batch of videos for `run`: the settings checked (`run_config`), the videos found and split into shards
+(`prepare`, `--shard I/N`), and every video made by an executor (`run_batch`; stages/run/executors.py: here, in
+worker processes, or on a Ray cluster), each through stages/run/video.py's `process` (resume, claimed work, error
+isolation) with one model load per process or actor.
 
-Workers are spawned (never forked: the parent may hold OpenMP threads), each builds its Engine once in the pool's
-initializer and reports each video's progress through a queue; the CPU threads are split between them. A worker
-gets SIGKILL when the batch process dies, so `kill -9` of the batch leaves no orphan writing files.
+Videos another process has claimed (a second `run` on the same output folder, an overlapping shard) are looked at
+again once the executor is through the rest, until they are finished there or their claim goes stale.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -17,27 +19,32 @@ from v2m.errors import V2MError
 from v2m.media import VIDEO_SUFFIXES, media_files
 from v2m.models.loading import resolve_device
 from v2m.stages.arrange.styles import load_style
-from v2m.stages.run.video import Engine, RunConfig, Status, VideoJob, VideoResult, fingerprint, plan, process
+from v2m.stages.run import claims
+from v2m.stages.run.claims import LEASE_SECONDS
+from v2m.stages.run.executors import EXECUTORS, Work
+from v2m.stages.run.video import RunConfig, Status, VideoJob, VideoResult, finished, fingerprint, is_done, plan
 from v2m.stages.session import model_identity
 
-# The one piece of module state: a worker process's Engine and status queue, set once by the pool's initializer
-# (per process by design: a spawned worker has no other way to keep its model between videos).
-_WORKER: dict = {}
 
-
-def run_config(*, jobs: int = 1, arrange: str = "auto", device: str = "auto", **settings) -> RunConfig:
-    """A RunConfig from command-line values, checked: --jobs/--candidates ≥ 1, --arrange auto|none, the device."""
+def run_config(*, jobs: int = 1, arrange: str = "auto", device: str = "auto", executor: str | None = None,
+               **settings) -> RunConfig:
+    """A RunConfig from command-line values, checked: --jobs/--candidates ≥ 1, --arrange auto|none, the executor,
+    the device."""
     if jobs < 1 or settings.get("candidates", 1) < 1:
         raise V2MError("--jobs and --candidates must be ≥ 1")
+    if executor is not None and executor not in EXECUTORS:
+        raise V2MError(f"--executor {executor!r}: unknown", f"available: {', '.join(EXECUTORS)}")
     if arrange not in ("auto", "none"):
         raise V2MError(f"--arrange {arrange!r}: expected 'auto' or 'none'")
     return RunConfig(arrange=arrange == "auto", device=resolve_device(device), **settings)
 
 
-def prepare(source: Path, output: Path, config: RunConfig) -> tuple[list[VideoJob], dict]:
-    """The videos of `source` (a file, or a folder searched recursively) as jobs writing under `output`, and the
-    settings a finished video is checked against. What would fail every video fails here, once: a missing or
-    wrong model, an unknown style, no videos, an output that is not a folder."""
+def prepare(source: Path, output: Path, config: RunConfig,
+            shard: tuple[int, int] | None = None) -> tuple[list[VideoJob], dict]:
+    """The videos of `source` (a file, or a folder searched recursively) as jobs writing under `output` (only
+    shard I of N of them, when given), and the settings a finished video is checked against. What would fail every
+    video fails here, once: a missing or wrong model, an unknown style, no videos, an output that is not a
+    folder."""
     model_sha256 = model_identity(config.model)["sha256"]
     if config.style is not None:
         load_style(config.style)
@@ -56,90 +63,87 @@ def prepare(source: Path, output: Path, config: RunConfig) -> tuple[list[VideoJo
         raise V2MError(f"{source}: no such file or folder")
     if output.exists() and not output.is_dir():
         raise V2MError(f"{output}: exists and is not a folder", "pass -o a folder path")
-    return plan(videos, root, output), fingerprint(config, model_sha256)
+    return select_shard(plan(videos, root, output), output, shard), fingerprint(config, model_sha256)
 
 
-def _die_with_parent() -> None:
-    """Linux: a worker gets SIGKILL when the batch process dies, so `kill -9` leaves no orphan writing files."""
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`--shard I/N` → (I, N), 0 ≤ I < N; None for no shard."""
+    if text is None:
+        return None
     try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: an orphan finishes its video; outputs stay consistent (atomic writes, same seed)
-
-
-def _worker_init(config: RunConfig, queue, threads: int) -> None:
-    _die_with_parent()
-    import torch  # the spawned worker's own thread budget (torch is loaded by then: the stages import it)
-
-    torch.set_num_threads(threads)
-    _WORKER["engine"] = Engine(config)
-    _WORKER["queue"] = queue
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise V2MError(f"--shard {text!r}: expected I/N with 0 ≤ I < N (e.g. 0/4 … 3/4)",
+                       "in a Slurm array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT with --array=0-(N-1)")
+    return index, count
 
 
-def _worker_process(job: VideoJob, expected: dict, force: bool) -> VideoResult:
-    queue = _WORKER["queue"]
-    return process(job, _WORKER["engine"], expected, force, status=lambda key, what: queue.put((key, what)))
+def in_shard(relative: str, shard: tuple[int, int]) -> bool:
+    """Whether the video at `relative` (its path under the output folder, without suffix, '/'-separated) is in
+    shard I of N: a hash of the path, so the split is the same on every machine and a video never moves to another
+    shard when others are added or removed."""
+    index, count = shard
+    return int.from_bytes(hashlib.sha256(relative.encode()).digest()[:8], "big") % count == index
+
+
+def select_shard(jobs_list: list[VideoJob], output: Path, shard: tuple[int, int] | None) -> list[VideoJob]:
+    """The jobs of shard I/N (all of them for None)."""
+    if shard is None:
+        return jobs_list
+    return [job for job in jobs_list if in_shard(job.stem.relative_to(output).as_posix(), shard)]
 
 
 def run_batch(jobs_list: list[VideoJob], config: RunConfig, expected: dict, *, jobs: int = 1, force: bool = False,
-              status: Status | None = None,
-              on_result: Callable[[VideoResult], None] | None = None) -> list[VideoResult]:
+              status: Status | None = None, on_result: Callable[[VideoResult], None] | None = None,
+              executor: str | None = None, address: str | None = None, lease: float = LEASE_SECONDS,
+              poll: float = 1.0) -> list[VideoResult]:
     """Process every video; results come back in input order. Never raises for a bad video.
 
-    `jobs` > 1 runs that many worker processes (spawned, each loading the model once) and splits the CPU
-    threads between them; `status(key, stage)` reports each video's progress, `on_result` each outcome.
+    `executor` (executors.EXECUTORS: local, processes, ray; default local for one job, processes for more) runs
+    the videos, `jobs` at a time (worker processes, or Ray's model actors); `status(key, stage)` reports each
+    video's progress, `on_result` each outcome as it comes. A video another process has claimed is looked at
+    again every `poll` seconds until it is finished there (skipped here) or its claim goes stale (made here).
     """
     say = status or (lambda key, what: None)
     done = on_result or (lambda result: None)
-    jobs = max(1, min(jobs, len(jobs_list)))
-    if jobs == 1:
-        engine = Engine(config)
-        results = []
-        for job in jobs_list:
-            results.append(process(job, engine, expected, force, say))
-            done(results[-1])
-        return results
-
-    import multiprocessing as mp
-    import queue as queue_mod
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    context = mp.get_context("spawn")  # never fork a process that may hold OpenMP threads
-    messages = context.Queue()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    by_future = {}
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
-                             initargs=(config, messages, threads)) as pool:
-        for index, job in enumerate(jobs_list):
-            by_future[pool.submit(_worker_process, job, expected, force)] = index
-        results: list[VideoResult | None] = [None] * len(jobs_list)
-        pending = set(by_future)
-        while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(messages, say, queue_mod.Empty)
-            for future in finished:
-                job = jobs_list[by_future[future]]
-                try:
-                    result = future.result()
-                except Exception as e:  # the worker itself died (e.g. killed, out of memory)
-                    result = VideoResult(job.key, str(job.source), "failed",
-                                         error=f"worker process failed: {type(e).__name__}: {e}")
-                results[by_future[future]] = result
+    run = EXECUTORS[executor or ("processes" if jobs > 1 else "local")]
+    work = Work(config, expected, force, lease)
+    results: list[VideoResult | None] = [None] * len(jobs_list)
+    todo = list(range(len(jobs_list)))
+    while todo:
+        claimed = []
+        for position, result in run([jobs_list[i] for i in todo], work, say, jobs=jobs, address=address):
+            index = todo[position]
+            if result.status == "claimed":
+                say(result.key, result.error or "claimed")
+                claimed.append(index)
+            else:
+                results[index] = result
                 done(result)
-        _drain(messages, say, queue_mod.Empty)
+        todo = _wait_for_claims(jobs_list, claimed, work, say, done, results, poll)
     return [r for r in results if r is not None]
 
 
-def _drain(messages, say: Status, empty: type) -> None:
-    while True:
-        try:
-            key, what = messages.get_nowait()
-        except empty:
-            return
-        say(key, what)
+def _wait_for_claims(jobs_list, claimed: list[int], work: Work, say: Status, done, results, poll: float) -> list[int]:
+    """Wait until each video another process claimed is finished (its result: skipped) or claimable again (it is
+    returned, to be made here). The look is in this process: no executor starts, no model loads, while waiting."""
+    while claimed:
+        free = []
+        for index in claimed:
+            job = jobs_list[index]
+            if not work.force and is_done(job, work.expected):
+                results[index] = finished(job, say)
+                done(results[index])
+            elif claims.claimable(job.stem, work.lease):
+                free.append(index)
+        claimed = [i for i in claimed if results[i] is None and i not in free]
+        if free:
+            return free  # made now; any still claimed are looked at again after them
+        if claimed:
+            time.sleep(poll)
+    return []
 
 
 def exit_code(results: list[VideoResult]) -> int:

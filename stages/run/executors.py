@@ -1,0 +1,127 @@
+"""Where a batch's videos run: the executors `run_batch` chooses between (stages/run/batch.py).
+
+An executor takes the videos to make and the Work (settings, marker fingerprint, --force, the claim lease), runs
+stages/run/video.py's `process` on each somewhere, and yields (index, VideoResult) as each video finishes, in
+whatever order they finish; `say(key, stage)` reports progress in the calling process. It never raises for a bad
+video. Claims, resume and error isolation live in `process`, so every executor gets them alike.
+
+- `local`: here, one video after another, one model load.
+- `processes`: N spawned worker processes (never forked: the parent may hold OpenMP threads), each building its
+  Engine once in the pool's initializer and reporting progress through a queue; the CPU threads are split
+  between them. A worker gets SIGKILL when the batch process dies, so `kill -9` of the batch leaves no orphan
+  writing files.
+- `ray`: a Ray cluster (stages/run/on_ray.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from v2m.stages.run.claims import LEASE_SECONDS
+from v2m.stages.run.video import Engine, RunConfig, Status, VideoJob, VideoResult, process
+
+Results = Iterator[tuple[int, VideoResult]]
+
+
+@dataclass(frozen=True)
+class Work:
+    """What every video of a batch is made with: the settings, the marker's fingerprint, --force, the lease."""
+
+    config: RunConfig
+    expected: dict
+    force: bool = False
+    lease: float = LEASE_SECONDS
+
+    def process(self, job: VideoJob, engine, status: Status) -> VideoResult:
+        return process(job, engine, self.expected, self.force, status, self.lease)
+
+
+def local(videos: list[VideoJob], work: Work, say: Status, jobs: int = 1, **_) -> Results:
+    """One video after another in this process (one model load, on the first video that needs it)."""
+    engine = Engine(work.config)
+    for index, job in enumerate(videos):
+        yield index, work.process(job, engine, say)
+
+
+# The one piece of module state: a worker process's Engine and status queue, set once by the pool's initializer
+# (per process by design: a spawned worker has no other way to keep its model between videos).
+_WORKER: dict = {}
+
+
+def die_with_parent() -> None:
+    """Linux: a worker gets SIGKILL when the batch process dies, so `kill -9` leaves no orphan writing files."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: an orphan finishes its video; outputs stay consistent (atomic writes, same seed)
+
+
+def _worker_init(config: RunConfig, queue, threads: int) -> None:
+    die_with_parent()
+    import torch  # the spawned worker's own thread budget (torch is loaded by then: the stages import it)
+
+    torch.set_num_threads(threads)
+    _WORKER["engine"] = Engine(config)
+    _WORKER["queue"] = queue
+
+
+def _worker_process(job: VideoJob, work: Work) -> VideoResult:
+    queue = _WORKER["queue"]
+    return work.process(job, _WORKER["engine"], lambda key, what: queue.put((key, what)))
+
+
+def worker_died(job: VideoJob, error: BaseException) -> VideoResult:
+    """The result of a video whose worker itself died (killed, out of memory): failed, and named."""
+    return VideoResult(job.key, str(job.source), "failed", error=f"worker process failed: {type(error).__name__}: "
+                                                                  f"{error}")
+
+
+def processes(videos: list[VideoJob], work: Work, say: Status, jobs: int = 2, **_) -> Results:
+    """`jobs` spawned worker processes, one model load each, the CPU threads split between them."""
+    import multiprocessing as mp
+    import queue as queue_mod
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    jobs = max(1, min(jobs, len(videos)))
+    context = mp.get_context("spawn")  # never fork a process that may hold OpenMP threads
+    messages = context.Queue()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                             initargs=(work.config, messages, threads)) as pool:
+        by_future = {pool.submit(_worker_process, job, work): index for index, job in enumerate(videos)}
+        pending = set(by_future)
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(messages, say, queue_mod.Empty)
+            for future in finished:
+                index = by_future[future]
+                try:
+                    result = future.result()
+                except Exception as e:  # the worker itself died (e.g. killed, out of memory)
+                    result = worker_died(videos[index], e)
+                yield index, result
+        _drain(messages, say, queue_mod.Empty)
+
+
+def _drain(messages, say: Status, empty: type) -> None:
+    while True:
+        try:
+            key, what = messages.get_nowait()
+        except empty:
+            return
+        say(key, what)
+
+
+def ray(videos: list[VideoJob], work: Work, say: Status, jobs: int = 1, address: str | None = None) -> Results:
+    """A Ray cluster (stages/run/on_ray.py); imported only when asked for (Ray is an optional extra)."""
+    from v2m.stages.run.on_ray import run_on_ray
+
+    return run_on_ray(videos, work, say, jobs=jobs, address=address)
+
+
+EXECUTORS: dict[str, Callable[..., Results]] = {"local": local, "processes": processes, "ray": ray}
