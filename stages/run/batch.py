@@ -10,6 +10,7 @@ again once the executor is through the rest, until they are finished there or th
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import time
 from pathlib import Path
 from typing import Callable
@@ -34,6 +35,8 @@ def run_config(*, jobs: int = 1, arrange: str = "auto", device: str = "auto", ex
         raise V2MError("--jobs and --candidates must be ≥ 1")
     if executor is not None and executor not in EXECUTORS:
         raise V2MError(f"--executor {executor!r}: unknown", f"available: {', '.join(EXECUTORS)}")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise V2MError("--executor ray needs Ray, an optional extra", "pip install 'v2m[ray]'")
     if arrange not in ("auto", "none"):
         raise V2MError(f"--arrange {arrange!r}: expected 'auto' or 'none'")
     return RunConfig(arrange=arrange == "auto", device=resolve_device(device), **settings)
