@@ -20,11 +20,22 @@ from v2m.errors import V2MError
 from v2m.media import VIDEO_SUFFIXES, media_files
 from v2m.models.loading import resolve_device
 from v2m.stages.arrange.styles import load_style
-from v2m.stages.run import claims
+from v2m.stages.run import claims, executors
 from v2m.stages.run.claims import LEASE_SECONDS
-from v2m.stages.run.executors import EXECUTORS, Work
-from v2m.stages.run.video import RunConfig, Status, VideoJob, VideoResult, finished, fingerprint, is_done, plan
+from v2m.stages.run.executors import Results, Work
+from v2m.stages.run.video import RunConfig, Status, VideoJob, VideoResult, fingerprint, finished, is_done, plan
 from v2m.stages.session import model_identity
+
+
+def _on_ray(videos: list[VideoJob], work: Work, say: Status, jobs: int = 1, address: str | None = None) -> Results:
+    """A Ray cluster (stages/run/on_ray.py); imported only when asked for (Ray is an optional extra)."""
+    from v2m.stages.run.on_ray import run_on_ray
+
+    return run_on_ray(videos, work, say, jobs=jobs, address=address)
+
+
+EXECUTORS: dict[str, Callable[..., Results]] = {"local": executors.local, "processes": executors.processes,
+                                                "ray": _on_ray}
 
 
 def run_config(*, jobs: int = 1, arrange: str = "auto", device: str = "auto", executor: str | None = None,

@@ -10,14 +10,16 @@ video. Claims, resume and error isolation live in `process`, so every executor g
   Engine once in the pool's initializer and reporting progress through a queue; the CPU threads are split
   between them. A worker gets SIGKILL when the batch process dies, so `kill -9` of the batch leaves no orphan
   writing files.
-- `ray`: a Ray cluster (stages/run/on_ray.py).
+- `ray`: a Ray cluster (stages/run/on_ray.py, imported only when asked for: Ray is an optional extra).
+
+batch.py's EXECUTORS names them.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 from v2m.stages.run.claims import LEASE_SECONDS
 from v2m.stages.run.video import Engine, RunConfig, Status, VideoJob, VideoResult, process
@@ -97,7 +99,7 @@ def processes(videos: list[VideoJob], work: Work, say: Status, jobs: int = 2, **
         pending = set(by_future)
         while pending:
             finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(messages, say, queue_mod.Empty)
+            drain(messages, say, queue_mod.Empty)
             for future in finished:
                 index = by_future[future]
                 try:
@@ -105,23 +107,14 @@ def processes(videos: list[VideoJob], work: Work, say: Status, jobs: int = 2, **
                 except Exception as e:  # the worker itself died (e.g. killed, out of memory)
                     result = worker_died(videos[index], e)
                 yield index, result
-        _drain(messages, say, queue_mod.Empty)
+        drain(messages, say, queue_mod.Empty)
 
 
-def _drain(messages, say: Status, empty: type) -> None:
+def drain(messages, say: Status, empty: type) -> None:
+    """Report every (video, stage) message waiting in a queue (`get_nowait` raising `empty` when there is none)."""
     while True:
         try:
             key, what = messages.get_nowait()
         except empty:
             return
         say(key, what)
-
-
-def ray(videos: list[VideoJob], work: Work, say: Status, jobs: int = 1, address: str | None = None) -> Results:
-    """A Ray cluster (stages/run/on_ray.py); imported only when asked for (Ray is an optional extra)."""
-    from v2m.stages.run.on_ray import run_on_ray
-
-    return run_on_ray(videos, work, say, jobs=jobs, address=address)
-
-
-EXECUTORS: dict[str, Callable[..., Results]] = {"local": local, "processes": processes, "ray": ray}

@@ -24,7 +24,7 @@ import functools
 import os
 
 from v2m.errors import V2MError
-from v2m.stages.run.executors import Results, Work, worker_died
+from v2m.stages.run.executors import Results, Work, drain, worker_died
 from v2m.stages.run.video import Engine, RunConfig, Status, VideoJob, VideoResult
 
 TASK_RETRIES = 3  # a video's task is retried this often when its worker process dies (Ray's system failures)
@@ -116,7 +116,7 @@ def run_on_ray(videos: list[VideoJob], work: Work, say: Status, jobs: int = 1, a
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=0.2)
-            _drain(messages, say, Empty)
+            drain(messages, say, Empty)
             for ref in ready:
                 index = refs[ref]
                 try:
@@ -124,7 +124,7 @@ def run_on_ray(videos: list[VideoJob], work: Work, say: Status, jobs: int = 1, a
                 except Exception as e:  # retries spent: the worker kept dying (out of memory, a lost node)
                     result = worker_died(videos[index], e)
                 yield index, result
-        _drain(messages, say, Empty)
+        drain(messages, say, Empty)
     finally:
         for ref in pending:  # interrupted: no task of ours goes on writing
             ray.cancel(ref, force=True)
@@ -132,11 +132,3 @@ def run_on_ray(videos: list[VideoJob], work: Work, say: Status, jobs: int = 1, a
             ray.kill(actor)
         ray.kill(messages.actor)
 
-
-def _drain(messages, say: Status, empty: type) -> None:
-    while True:
-        try:
-            key, what = messages.get_nowait()
-        except empty:
-            return
-        say(key, what)
