@@ -26,6 +26,7 @@ DATA = HERE / ".work" / "memory"
 V2M = [sys.executable, "-m", "v2m.cli.main"]
 
 ANALYSIS = r"""
+import hashlib
 import sys
 from pathlib import Path
 import numpy as np
@@ -35,25 +36,33 @@ path = Path(sys.argv[2])
 if sys.argv[1] == "whole":  # as evaluate read a render before issue 22
     samples = ev.read_audio(path)
     onsets = ev.mr.audio_onsets(samples, ev.SAMPLE_RATE)
-    beats = rhythm_from_audio(samples, ev.SAMPLE_RATE, RhythmConfig(sync="pulse"))["beats"]
+    rhythm = rhythm_from_audio(samples, ev.SAMPLE_RATE, RhythmConfig(sync="pulse"))
+    beats, bpm = rhythm["beats"], rhythm["tempo"]["bpm"]
 else:
     music = ev.music_from_audio_file(path)
-    onsets, beats = music.onsets, music.beats
-print(len(onsets), len(beats))
+    onsets, beats, bpm = music.onsets, music.beats, music.bpm
+arrays = [np.asarray(onsets, np.float64), np.asarray(beats, np.float64), np.float64(bpm)]
+print(len(onsets), len(beats), hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()[:16])
 """
 
 
 def peak_rss_of(command: list[str], env: dict) -> tuple[float, str]:
-    """Run `command` and read its own peak RSS through wait4 (Popen would reap it first)."""
+    """(peak RSS in MB, stdout) of `command`, read through wait4 (Popen would reap it first)."""
+    read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child becomes the command
+        os.close(read)
+        os.dup2(write, 1)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         os.execvpe(command[0], command, env)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        out = pipe.read()
     _, status, usage = os.wait4(pid, 0)
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"{' '.join(command)} exited {os.waitstatus_to_exitcode(status)}")
-    return usage.ru_maxrss / 1024, ""
+    return usage.ru_maxrss / 1024, out
 
 
 def clip(seconds: float) -> Path:
@@ -74,23 +83,29 @@ def main() -> None:
     rows = []
     for seconds in args.seconds:
         video = clip(seconds)
-        runs, whole, streamed = [], [], []
+        runs, whole, streamed, same = [], [], [], []
         with tempfile.TemporaryDirectory(dir=DATA) as scratch:
             out = Path(scratch) / "out"
             for _ in range(args.repeats):
                 runs.append(peak_rss_of([*V2M, "run", str(video), "-o", str(out), "--force"], env)[0])
             wav = out / f"{video.stem}.wav"
             for _ in range(args.repeats):
-                whole.append(peak_rss_of([sys.executable, "-c", ANALYSIS, "whole", str(wav)], env)[0])
-                streamed.append(peak_rss_of([sys.executable, "-c", ANALYSIS, "blocks", str(wav)], env)[0])
-        rows.append((seconds, statistics.median(runs), statistics.median(whole), statistics.median(streamed)))
+                whole_mb, whole_out = peak_rss_of([sys.executable, "-c", ANALYSIS, "whole", str(wav)], env)
+                blocks_mb, blocks_out = peak_rss_of([sys.executable, "-c", ANALYSIS, "blocks", str(wav)], env)
+                whole.append(whole_mb)
+                streamed.append(blocks_mb)
+                same.append(whole_out == blocks_out)  # onsets, beats and tempo, to the bit
+        rows.append((seconds, statistics.median(runs), statistics.median(whole), statistics.median(streamed),
+                     all(same)))
         print(f"  {seconds:g} s: run {rows[-1][1]:.0f} MB", file=sys.stderr, flush=True)
     base = rows[0][1]
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
           f" (shared: other jobs run beside this)")
-    print(f"{'video':>8} | {'run peak RSS':>12} | {'× first':>7} | {'WAV analysis whole':>18} | {'blocks':>7}")
-    for seconds, run, whole_mb, blocks_mb in rows:
-        print(f"{seconds:>7g}s | {run:>9.0f} MB | {run / base:>7.2f} | {whole_mb:>15.0f} MB | {blocks_mb:>4.0f} MB")
+    print(f"{'video':>8} | {'run peak RSS':>12} | {'× first':>7} | {'WAV analysis whole':>18} | {'blocks':>7} | "
+          "same onsets, beats, tempo")
+    for seconds, run, whole_mb, blocks_mb, equal in rows:
+        print(f"{seconds:>7g}s | {run:>9.0f} MB | {run / base:>7.2f} | {whole_mb:>15.0f} MB | {blocks_mb:>4.0f} MB | "
+              f"{'yes' if equal else 'NO'}")
     shutil.rmtree(DATA / "out", ignore_errors=True)
 
 

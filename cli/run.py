@@ -51,7 +51,8 @@ def command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created; sub-folders of INPUT "
                                                                 "are kept).")],
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Videos processed in parallel, one worker process "
-                                                           "(and one model load) each.")] = 1,
+                                                           "(and one model load) each; with --executor ray, the "
+                                                           "number of model actors.")] = 1,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint; default: "
                                                                        "presets/default.safetensors.")] = None,
     kernel: Annotated[str, typer.Option(help="Kernel for quantized weights: auto, reference, ...")] = "auto",

@@ -50,13 +50,13 @@ def test_block_by_block_equals_the_whole_array(tmp_path):
 
 
 def test_memory_does_not_grow_with_the_length(tmp_path):
-    """Peak traced allocations of the analysis of 30 s and of 240 s of music: the 8× longer one within 1.5× (read
+    """Peak traced allocations of the analysis of 20 s and of 160 s of music: the 8× longer one within 1.5× (read
     whole it was ~6×: every step held a copy of the samples or their spectra). What still grows is the analysis of
     the envelope (43 frames/s: running medians, the tempo's dynamic programme), ~40 KB per second of music."""
     import tracemalloc
 
     peaks = []
-    for seconds in (30.0, 240.0):
+    for seconds in (20.0, 160.0):
         wav = tmp_path / f"m{seconds:.0f}.wav"
         soundfile.write(wav, _music(seconds), 44100, subtype="PCM_16")
         tracemalloc.start()

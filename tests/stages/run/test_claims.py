@@ -1,5 +1,5 @@
 """Claimed work: a claim file per video, taken atomically, a lease renewed while held, taken over only when stale;
-and the shard split of `--shard I/N`."""
+the shard split of `--shard I/N`; the Ray executor asked for without Ray."""
 
 from __future__ import annotations
 
@@ -101,3 +101,14 @@ def test_shards_split_by_relative_path():
 
 def test_claim_files_are_hidden_beside_the_outputs():
     assert claims.claim_path(Path("out/sub/clip")) == Path("out/sub/.clip.claim")
+
+
+def test_without_ray_the_executor_is_one_line_naming_the_extra(monkeypatch):
+    import importlib.util
+
+    from v2m.stages.run.batch import run_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(V2MError, match=r"pip install 'v2m\[ray\]'"):
+        run_config(executor="ray", device="cpu")
