@@ -141,20 +141,21 @@ def run_batch(jobs_list: list[VideoJob], config: RunConfig, expected: dict, *, j
 
 
 def _wait_for_claims(jobs_list, claimed: list[int], work: Work, say: Status, done, results, poll: float) -> list[int]:
-    """Wait until each video another process claimed is finished (its result: skipped) or claimable again (it is
-    returned, to be made here). The look is in this process: no executor starts, no model loads, while waiting."""
+    """Wait until a video another process claimed is finished (its result: skipped) or claimable again; return the
+    videos still to hand to the executor then (those claimed elsewhere come back "claimed" from it, cheaply: no model
+    is loaded for them, and are waited for again). The look is in this process, while nothing is claimable.
+
+    A marker that appears while waiting counts as finished even with --force: the other process made the video
+    during this run, with these settings (the marker's fingerprint says so)."""
     while claimed:
-        free = []
         for index in claimed:
             job = jobs_list[index]
-            if not work.force and is_done(job, work.expected):
+            if is_done(job, work.expected):
                 results[index] = finished(job, say)
                 done(results[index])
-            elif claims.claimable(job.stem, work.lease):
-                free.append(index)
-        claimed = [i for i in claimed if results[i] is None and i not in free]
-        if free:
-            return free  # made now; any still claimed are looked at again after them
+        claimed = [i for i in claimed if results[i] is None]
+        if any(claims.claimable(jobs_list[i].stem, work.lease) for i in claimed):
+            return claimed
         if claimed:
             time.sleep(poll)
     return []

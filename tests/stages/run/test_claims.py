@@ -112,3 +112,21 @@ def test_without_ray_the_executor_is_one_line_naming_the_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     with pytest.raises(V2MError, match=r"pip install 'v2m\[ray\]'"):
         run_config(executor="ray", device="cpu")
+
+
+def test_videos_claimed_elsewhere_are_waited_for_then_all_handed_back(tmp_path):
+    """run_batch's wait: nothing is handed back while every claim is live; once one goes stale, every video still
+    unfinished is (those still claimed come back "claimed" from the executor and are waited for again)."""
+    from v2m.stages.run.batch import _wait_for_claims
+    from v2m.stages.run.executors import Work
+    from v2m.stages.run.video import RunConfig, VideoJob
+
+    jobs = [VideoJob(tmp_path / f"{name}.mp4", tmp_path / "out" / name) for name in ("a", "b")]
+    (tmp_path / "out").mkdir()
+    for job in jobs:
+        claims.claim_path(job.stem).write_text(json.dumps({"host": "elsewhere", "pid": 7, "token": job.key}))
+    work = Work(RunConfig(), {"settings": {}}, lease=0.6)
+    started = time.monotonic()
+    os.utime(claims.claim_path(jobs[1].stem), (time.time() + 5, time.time() + 5))  # b's owner keeps renewing
+    again = _wait_for_claims(jobs, [0, 1], work, lambda *a: None, lambda r: None, [None, None], poll=0.05)
+    assert again == [0, 1] and 0.5 < time.monotonic() - started < 5  # a's lease ran out first: both handed back
