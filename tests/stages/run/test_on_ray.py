@@ -22,7 +22,6 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'v2m[
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray cluster of 2 CPUs in this process; `run` joins it (connect() reuses an initialised Ray)."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
