@@ -21,6 +21,14 @@ Examples:
 
   v2m run dance.mp4 -o out/ --tempo 96 --meter 3   # you know the tempo
 
+  v2m run videos/ -o scored/ --shard 2/8    # job 2 of an array of 8
+
+  v2m run videos/ -o scored/ --executor ray --ray-address HEAD:6379
+
+Two runs (or shards) on one output folder share the work: a video is
+claimed (OUT/.NAME.claim, a lease renewed while it is made) and made once;
+a killed run's claims are taken over by the next run.
+
 The table shows each video's tempo and its confidence; a video whose beats
 were planned on its cuts (no confident pulse in the motion) gets a one-line
 warning saying so.
@@ -43,7 +51,8 @@ def command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created; sub-folders of INPUT "
                                                                 "are kept).")],
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Videos processed in parallel, one worker process "
-                                                           "(and one model load) each.")] = 1,
+                                                           "(and one model load) each; with --executor ray, the "
+                                                           "number of model actors.")] = 1,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint; default: "
                                                                        "presets/default.safetensors.")] = None,
     kernel: Annotated[str, typer.Option(help="Kernel for quantized weights: auto, reference, ...")] = "auto",
@@ -75,19 +84,33 @@ def command(
     steps: Annotated[Optional[int], typer.Option(help="Diffusion backend: denoising steps (default 20).")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Diffusion backend: classifier-free guidance weight "
                                                           "(default 2; 1 = none).")] = None,
+    executor: Annotated[Optional[str], typer.Option(
+        "--executor", help="Where videos run: local (this process), processes (--jobs worker processes), ray (a Ray "
+        "cluster: a task per video, --jobs model actors; pip install 'v2m[ray]'). Default: local, or processes "
+        "with --jobs > 1.", show_default=False)] = None,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="The Ray cluster to join (e.g. HEAD:6379, or 'auto'); default: RAY_ADDRESS, else a "
+        "local cluster on this machine's CPUs.", show_default=False)] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", help="Only shard I of N (0 ≤ I < N) of the videos, split by relative path: one job of a Slurm "
+        "array (--shard $SLURM_ARRAY_TASK_ID/N). Shards, and runs, may share an output folder: each video is "
+        "claimed while made, never made twice.", show_default=False)] = None,
     force: Force = False,
 ) -> None:
-    from v2m.stages.run.batch import exit_code, prepare, run_batch, run_config
+    from v2m.stages.run.batch import exit_code, parse_shard, prepare, run_batch, run_config
 
-    config = run_config(jobs=jobs, batch=batch, arrange=arrange, device=device, model=model, kernel=kernel, style=style,
-                        seed=seed,
-                        temperature=temperature, top_p=top_p, candidates=candidates, tempo=tempo, meter=meter,
-                        sync=sync, backend=backend, steps=steps, guidance=guidance)
-    jobs_list, expected = prepare(input, output, config)
+    config = run_config(jobs=jobs, batch=batch, arrange=arrange, device=device, executor=executor, model=model,
+                        kernel=kernel, style=style, seed=seed, temperature=temperature, top_p=top_p,
+                        candidates=candidates, tempo=tempo, meter=meter, sync=sync, backend=backend, steps=steps,
+                        guidance=guidance)
+    part = parse_shard(shard)
+    jobs_list, expected = prepare(input, output, config, shard=part)
+    if part is not None:
+        log.info(f"shard {part[0]}/{part[1]}: {len(jobs_list)} video(s)")
     started = time.perf_counter()
     with BatchDisplay(jobs_list) as display:
-        results = run_batch(jobs_list, config, expected, jobs=jobs, force=force,
-                            status=display.status, on_result=display.result)
+        results = run_batch(jobs_list, config, expected, jobs=jobs, force=force, executor=executor,
+                            address=ray_address, status=display.status, on_result=display.result)
     summarise(results, time.perf_counter() - started)
     code = exit_code(results)
     if code:
@@ -121,6 +144,9 @@ class BatchDisplay:
     def status(self, key: str, stage: str) -> None:
         if stage in ("done", "skipped", "failed"):
             self.active.pop(key, None)
+        elif stage.startswith("being made by") and key not in self.active:
+            log.info(f"{key}: {stage} (claimed); waiting for it")
+            self.active[key] = "claimed elsewhere"
         else:
             self.active[key] = stage
         if self.bar is not None:

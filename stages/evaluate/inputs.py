@@ -15,14 +15,12 @@ from v2m.artifacts import STDIO, describe, parse_artifact, read_bytes, sniff, sn
 from v2m.errors import V2MError
 from v2m.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
 from v2m.stages.evaluate.report import (
-    SAMPLE_RATE,
     Music,
     clean,
     evaluate_pair,
-    music_from_audio,
+    music_from_audio_file,
     music_from_score,
     music_metrics,
-    read_audio,
     reference_from_controls,
     reference_from_rhythm,
     summarize,
@@ -69,7 +67,7 @@ def load_input(path: str | Path, tokenizer=None) -> Input:
     if kind in ("json", "midi"):
         return _from_bytes(kind, p.read_bytes(), name, source, tokenizer)
     if kind == "riff" or p.suffix.lower() in AUDIO_SUFFIXES:
-        return Input("music", name, music_from_audio(read_audio(p), SAMPLE_RATE, name), source)
+        return Input("music", name, music_from_audio_file(p, name), source)
     if p.suffix.lower() in VIDEO_SUFFIXES:
         raise V2MError(f"{name}: a video, not a rhythm or music file",
                        f"extract its rhythm first: v2m extract-rhythm {name}; or, to score its soundtrack as the music, "

@@ -12,7 +12,8 @@ What is measured depends on what is given (the CLI sniffs files by content):
 
 The functions here work on in-memory objects (`Music`, rhythm payload dicts); the file edge
 (inputs sniffed by content, folders grouped by name) is evaluate/inputs.py, shared by the CLI
-and folder mode. `read_audio` stays here: `music_from_render` (used by `run`) reads its render with it.
+and folder mode. Audio is analysed block by block (evaluate/audio_stream.py: memory flat in its length);
+`read_audio` reads a file whole (codecs soundfile cannot read, and generate's candidate ranking).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from v2m.errors import V2MError
 from v2m.stages.evaluate import beat_metrics as mr
+from v2m.stages.evaluate.audio_stream import Heard, hear, hear_file, split
 from v2m.stages.evaluate.music_metrics import music_statistics as stats
 from v2m.stages.evaluate.structure import structure_metrics
 from v2m.stages.rhythm import stream
@@ -169,16 +171,18 @@ def read_audio(path: Path) -> np.ndarray:
 
 
 def music_from_audio(samples: np.ndarray, sample_rate: int, name: str = "audio") -> Music:
-    """Mono audio → Music: onsets and beats (stages/rhythm/audio.py, librosa's algorithms)."""
-    samples = np.asarray(samples, dtype=np.float32)
-    if not np.all(np.isfinite(samples)):
-        raise V2MError(f"{name}: the audio has NaN or infinite samples (a corrupt or float file written wrong)")
-    if samples.size == 0 or float(np.max(np.abs(samples))) < 1e-4:
-        raise V2MError(f"{name}: the music is empty (silent audio)", "evaluate audio that has sound")
-    envelope = mr.onset_envelope(samples, sample_rate)
-    onsets = mr.onsets_from_envelope(envelope, sample_rate)
-    bpm, beats = heard_beats(samples, sample_rate)
-    return Music(kind="audio", onsets=onsets, beats=beats, bpm=bpm, duration=samples.size / sample_rate,
+    """Mono audio → Music: onsets and beats (stages/rhythm/audio.py, librosa's algorithms), computed block by block
+    (stages/evaluate/audio_stream.py) as for a file."""
+    return _music_heard(hear(split(np.asarray(samples, dtype=np.float32)), sample_rate, name))
+
+
+def music_from_audio_file(path: Path, name: str | None = None) -> Music:
+    """An audio file → Music, read in blocks where soundfile can (memory flat in its length), else whole."""
+    return _music_heard(hear_file(Path(path), SAMPLE_RATE, read_audio, name))
+
+
+def _music_heard(heard: Heard) -> Music:
+    return Music(kind="audio", onsets=heard.onsets, beats=heard.beats, bpm=heard.bpm, duration=heard.duration,
                  beats_source=BEATS_FROM_AUDIO)
 
 
@@ -206,7 +210,7 @@ def with_heard_beats(music: Music, heard: Music) -> Music:
 
 def music_from_render(score, audio_path: str | Path, kind: str = "midi", requested_controls: dict | None = None) -> Music:
     """A score and its rendered audio file → Music: onsets and statistics from the score, beats heard in the audio."""
-    heard = music_from_audio(read_audio(Path(audio_path)), SAMPLE_RATE, str(audio_path))
+    heard = music_from_audio_file(Path(audio_path))
     return with_heard_beats(music_from_score(score, kind, requested_controls), heard)
 
 

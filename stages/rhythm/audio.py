@@ -78,10 +78,162 @@ def onset_strength(samples: np.ndarray, sample_rate: int, hop_length: int, n_fft
 
 def spectral_centroid(samples: np.ndarray, sample_rate: int, hop_length: int, n_fft: int = 2048) -> np.ndarray:
     """Hz per frame: the magnitude-weighted mean frequency (librosa.feature.spectral_centroid); 0 in silence."""
-    mags = magnitudes(samples, n_fft, hop_length)
+    return centroid_of(magnitudes(samples, n_fft, hop_length), sample_rate, n_fft)
+
+
+def centroid_of(mags: np.ndarray, sample_rate: int, n_fft: int) -> np.ndarray:
+    """The spectral centroid (Hz) of each column of |STFT| `mags` [1 + n_fft/2, frames]."""
     total = mags.sum(axis=0)
     weights = mags / np.where(total < np.finfo(np.float32).tiny, 1.0, total)
     return (np.fft.rfftfreq(n_fft, 1.0 / sample_rate)[:, None] * weights).sum(axis=0)
+
+
+# ---------------------------------------------------------------- the same, on audio that arrives in blocks
+#
+# `v2m run` scores a render as long as the video: held whole, a 10-minute WAV and its spectrograms took ~1 GB
+# (float64 frames of every hop, their complex spectra). These classes compute what `magnitudes`, `onset_strength`
+# and `decimate` compute, from blocks of samples, holding a block and its frames at a time; memory does not grow
+# with the length. What must see the whole piece first (onset strength's dB floor is 80 dB under the loudest mel
+# bin of the piece) is spilled to an unlinked temporary file and read back in blocks.
+
+class Frames:
+    """Centred STFT magnitudes (`magnitudes`) of a signal fed in blocks: `feed` returns the frames complete so
+    far, `finish` the rest (the zero pad at the end); the frames are those of `magnitudes` on the whole signal."""
+
+    def __init__(self, n_fft: int, hop_length: int):
+        self.n_fft, self.hop = n_fft, hop_length
+        self.window = _hann(n_fft)
+        self.pending = np.zeros(n_fft // 2, dtype=np.float32)  # the centring pad at the start
+
+    def feed(self, block: np.ndarray) -> np.ndarray:
+        self.pending = np.concatenate((self.pending, np.asarray(block, dtype=np.float32)))
+        if len(self.pending) < self.n_fft:
+            return np.zeros((self.n_fft // 2 + 1, 0), dtype=np.float32)
+        count = (len(self.pending) - self.n_fft) // self.hop + 1
+        frames = np.lib.stride_tricks.sliding_window_view(self.pending, self.n_fft)[::self.hop][:count]
+        mags = np.abs(np.fft.rfft(frames * self.window, axis=-1).astype(np.complex64)).T
+        self.pending = self.pending[count * self.hop:]
+        return mags
+
+    def finish(self) -> np.ndarray:
+        return self.feed(np.zeros(self.n_fft // 2, dtype=np.float32))
+
+
+class OnsetStrength:
+    """`onset_strength` of a signal fed in blocks: `feed` blocks of mono samples, then `envelope()`.
+
+    Pass 1 (feed): the mel power of each frame, appended to an unlinked temporary file (`spill_dir`, default the
+    system's), and the loudest bin so far. Pass 2 (envelope): the frames read back a block at a time, in dB floored
+    at 80 dB under the loudest, and their flux. `on_frames(mags)` sees each block's |STFT| (e.g. the centroid).
+    """
+
+    BLOCK_FRAMES = 2048
+
+    def __init__(self, sample_rate: int, hop_length: int, n_fft: int, spill_dir=None, on_frames=None):
+        import tempfile
+
+        self.hop, self.n_fft = hop_length, n_fft
+        self.frames = Frames(n_fft, hop_length)
+        self.filters = mel_filters(sample_rate, n_fft)
+        self.spill = tempfile.TemporaryFile(dir=spill_dir)
+        self.count, self.loudest = 0, np.zeros(1, dtype=np.float32)
+        self.on_frames = on_frames
+        self.batch: list[np.ndarray] = []
+        self.batched = 0
+
+    def feed(self, block: np.ndarray) -> None:
+        mags = self.frames.feed(block)
+        if mags.shape[1]:
+            if self.on_frames is not None:
+                self.on_frames(mags)
+            self.batch.append(mags)
+            self.batched += mags.shape[1]
+        if self.batched >= self.BLOCK_FRAMES:
+            self._add()
+
+    def _add(self) -> None:
+        """The mel power of the frames batched so far, spilled. Batched: OpenBLAS multiplies a few hundred frames
+        at a time up to 10× slower per frame than thousands, threads contending on a busy machine."""
+        if not self.batched:
+            return
+        mags = np.concatenate(self.batch, axis=1) if len(self.batch) > 1 else self.batch[0]
+        self.batch, self.batched = [], 0
+        mel = self.filters @ np.ascontiguousarray(mags ** 2)  # [mels, frames] (BLAS is slow on an F-order one)
+        self.loudest = np.maximum(self.loudest, mel.max(keepdims=True).ravel())
+        self.spill.write(np.ascontiguousarray(mel.T).tobytes())  # frame after frame
+        self.count += mel.shape[1]
+
+    def envelope(self) -> np.ndarray:
+        """The onset-strength envelope [frames] (float32), as `onset_strength` of the whole signal gives it."""
+        mags = self.frames.finish()
+        if mags.shape[1] and self.on_frames is not None:
+            self.on_frames(mags)
+        self.batch.append(mags)
+        self.batched += mags.shape[1]
+        self._add()
+        floor = 10.0 * np.log10(np.maximum(1e-10, self.loudest)) - TOP_DB  # float32, as db.max() - TOP_DB
+        flux = np.zeros(max(0, self.count - 1), dtype=np.float32)
+        self.spill.seek(0)
+        previous, done = None, 0
+        while done < self.count:
+            take = min(self.BLOCK_FRAMES, self.count - done)
+            mel = np.frombuffer(self.spill.read(take * N_MELS * 4), dtype=np.float32).reshape(take, N_MELS)
+            db = 10.0 * np.log10(np.maximum(1e-10, np.ascontiguousarray(mel.T)))
+            db = np.maximum(db, floor[0])
+            if previous is not None:
+                db = np.concatenate((previous, db), axis=1)
+            flux[max(0, done - 1): done + take - 1] = np.maximum(0.0, db[:, 1:] - db[:, :-1]).mean(axis=0)
+            previous, done = db[:, -1:], done + take
+        self.spill.close()
+        pad = 1 + self.n_fft // (2 * self.hop)  # lag 1, plus the centring shift
+        return np.pad(flux, (pad, 0))[: self.count].astype(np.float32)
+
+
+class Decimator:
+    """`decimate` of a signal fed in blocks (the same filter; each output sample the same sum of taps)."""
+
+    def __init__(self, factor: int):
+        self.factor = factor
+        half = 10 * factor
+        taps = np.arange(2 * half + 1) - half
+        h = (1.0 / factor) * np.sinc(taps / factor) * np.kaiser(2 * half + 1, 5.0)
+        self.h = h / h.sum()
+        self.half = half
+        # the whole-signal output y[k] = sum_j h[j] x[k·factor + j − half]: keep the inputs before this block
+        self.history = np.zeros(half, dtype=np.float64)  # x[-half:0] = 0
+        self.next_out = 0  # the index k of the next output sample
+        self.seen = 0  # input samples fed so far
+
+    def feed(self, block: np.ndarray) -> np.ndarray:
+        x = np.asarray(block, dtype=np.float64)
+        if self.factor == 1:
+            return x
+        buffer = np.concatenate((self.history, x))  # buffer[i] = x[start + i]
+        start = self.seen - len(self.history)
+        self.seen += len(x)
+        return self._emit(buffer, start, last=self.seen - 1 - self.half)
+
+    def finish(self) -> np.ndarray:
+        if self.factor == 1:
+            return np.zeros(0)
+        buffer = np.concatenate((self.history, np.zeros(self.half)))
+        start = self.seen - len(self.history)
+        n_out = -(-self.seen // self.factor)
+        return self._emit(buffer, start, last=(n_out - 1) * self.factor)
+
+    def _emit(self, buffer: np.ndarray, start: int, last: int) -> np.ndarray:
+        """Outputs k with centre k·factor ≤ `last` whose taps lie within the buffer; keep what later ones need."""
+        first_centre = self.next_out * self.factor
+        lo = first_centre - self.half - start  # buffer index of the first output's first tap
+        if last < first_centre:
+            self.history = buffer[lo:]
+            return np.zeros(0)
+        count = (last - first_centre) // self.factor + 1
+        span = buffer[lo: lo + (count - 1) * self.factor + len(self.h)]
+        out = np.convolve(span, self.h[::-1], mode="valid")[::self.factor]
+        self.next_out += count
+        self.history = buffer[lo + count * self.factor:]
+        return out
 
 
 def pick_onsets(envelope: np.ndarray, sample_rate: int, hop_length: int) -> np.ndarray:

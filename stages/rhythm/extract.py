@@ -100,13 +100,23 @@ def rhythm_from_frames(chunks: Iterable[np.ndarray], rate: float, source_fps: fl
     return payload
 
 
+AUDIO_HOP, AUDIO_FFT = 512, 2048  # samples at 22.05 kHz: the frames `rhythm_from_audio` reads audio in
+
+
 def rhythm_from_audio(samples: np.ndarray, sample_rate: int, config: RhythmConfig = RhythmConfig()) -> dict:
     """The rhythm payload of mono audio: the onset envelope is the spectral flux of stages/rhythm/audio.py
     (librosa's onset strength)."""
-    hop = 512
-    duration = len(samples) / sample_rate
-    strength = onset_strength(samples, sample_rate, hop, 2048)
-    rate = sample_rate / hop
+    hop = AUDIO_HOP
+    strength = onset_strength(samples, sample_rate, hop, AUDIO_FFT)
+    centroid = spectral_centroid(samples, sample_rate, hop, AUDIO_FFT)
+    return rhythm_from_audio_features(strength, centroid, len(samples) / sample_rate, sample_rate / hop, config)
+
+
+def rhythm_from_audio_features(strength: np.ndarray, centroid: np.ndarray, duration: float, rate: float,
+                               config: RhythmConfig = RhythmConfig()) -> dict:
+    """The rhythm payload of audio from its onset strength and spectral centroid per frame (`rate` frames per
+    second, AUDIO_HOP/AUDIO_FFT frames): what `rhythm_from_audio` computes from samples, and evaluate from a WAV
+    read in blocks (stages/evaluate/audio_stream.py)."""
     n = int(round(duration * rate))
     strength = np.pad(strength, (0, max(0, n - len(strength))))[:n]
     envelope = onset_envelope(strength, rate, [], blank=0)
@@ -116,7 +126,6 @@ def rhythm_from_audio(samples: np.ndarray, sample_rate: int, config: RhythmConfi
     payload["cuts"] = []
     # affect of sound, by analogy: motion = onset activity, brightness = spectral centroid (the timbre
     # "brightness" of psychoacoustics) over 4 kHz, saturation = none (sound has no colour)
-    centroid = spectral_centroid(samples, sample_rate, hop)
     payload["segments"] = []
     for start, end in _split(0.0, round(duration, 3), config.max_segment):
         lo, hi = int(start * rate), max(int(start * rate) + 1, int(end * rate))

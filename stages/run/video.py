@@ -20,6 +20,8 @@ A batch of videos, in this process or in worker processes, is stages/run/batch.p
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from v2m.stages.evaluate import report as evaluate
 from v2m.stages.generate.diffusion import diffusion_settings, generate_diffusion
 from v2m.stages.generate.sampler import DEFAULT_STYLE, GenerateConfig, arrangement_record, finish, generate, prepare
 from v2m.stages.rhythm.extract import RhythmConfig, extract_rhythm, grid_warning
+from v2m.stages.run import claims
 from v2m.stages.run.batcher import PieceBatcher
 from v2m.stages.session import Session, open_model
 from v2m.stages.tokens.video_controls import controls_from_rhythm
@@ -206,7 +209,8 @@ def write_marker(job: VideoJob, expected: dict, result: VideoResult, source: dic
         outputs[path.name] = {"bytes": path.stat().st_size, "sha256": artifacts.sha256_file(path)}
     marker = {"version": MARKER_VERSION, "source": source, "fingerprint": expected,
               "outputs": outputs, "seconds": result.seconds, "wall_seconds": result.wall, "duration": result.duration,
-              "metrics": result.metrics, "tempo": result.tempo, "warning": result.warning}
+              "metrics": result.metrics, "tempo": result.tempo, "warning": result.warning,
+              "made_by": {"host": socket.gethostname(), "pid": os.getpid()}}  # who did the work (claimed work)
     artifacts.atomic_write_bytes(job.marker, artifacts.dumps(marker))
 
 
@@ -218,7 +222,12 @@ def read_marker(job: VideoJob) -> dict:
 
 class Engine:
     """The model session (model, vocabulary, decoders), opened once per process on first use and reused across
-    stages and videos; `recorded` is the config artifacts record, with the kernels that actually run."""
+    stages and videos; `recorded` is the config artifacts record, with the kernels that actually run.
+
+    This is the seam between a video's CPU stages and generation: `run_video` asks an engine only for `vocab`,
+    `recorded()` and `generate(controls)`. Here the model is in this process; stages/run/on_ray.py's engine
+    hands the controls to a model actor instead (one model load per actor, serving many videos).
+    """
 
     def __init__(self, config: RunConfig):
         self.config = config
@@ -231,6 +240,10 @@ class Engine:
             self._session = open_model(self.config.model, backend=self.config.backend, kernel=self.config.kernel,
                                        device=self.config.device)
         return self._session
+
+    @property
+    def vocab(self):
+        return self.session.vocab
 
     def recorded(self) -> dict:
         return {**to_dict(self.config), "kernel": self.session.kernels()}
@@ -245,20 +258,26 @@ class Engine:
                                          compile=self.config.device.startswith("cuda"), decoders=session.decoders)
         return self._batcher
 
-    def generate(self, controls: dict, record: dict | None) -> dict:
-        """The tokens payload of one video's controls: alone, or batched with the other videos in flight."""
+    def generate(self, controls: dict) -> tuple[dict, str | None]:
+        """The tokens payload for `controls` (its `arrange` record included) and the decode engine that ran: alone,
+        or batched with the other videos in flight (`batcher`); a diffusion checkpoint writes melody, bass and
+        accompaniment from its roll (generate/diffusion.py)."""
         config, session = self.config, self.session
+        record = arrangement_record(config.style, config.arrange, config.seed)
         style = config.style or DEFAULT_STYLE
-        if session.loaded.backend == "diffusion":  # melody, bass and accompaniment from the roll (generate/diffusion.py)
-            return generate_diffusion(session.loaded.model, session.vocab, controls,
-                                      diffusion_settings(config.steps, config.guidance), seed=config.seed)
-        if self.batcher is None:
-            return generate(session.loaded.model, session.vocab, controls, config.sampling(),
-                            rerank=config.candidates > 1, compile=config.device.startswith("cuda"),
-                            decoders=session.decoders, arrangement=record, style=style)
-        request = prepare(session.vocab, controls, config.sampling(), style=style)
-        return finish(request, self.batcher.sample(request), session.vocab, rerank=config.candidates > 1,
-                      arrangement=record)
+        if session.loaded.backend == "diffusion":
+            tokens = generate_diffusion(session.loaded.model, session.vocab, controls,
+                                        diffusion_settings(config.steps, config.guidance), seed=config.seed)
+        elif self.batcher is None:
+            tokens = generate(session.loaded.model, session.vocab, controls, config.sampling(),
+                              rerank=config.candidates > 1, compile=config.device.startswith("cuda"),
+                              decoders=session.decoders, arrangement=record, style=style)
+        else:
+            request = prepare(session.vocab, controls, config.sampling(), style=style)
+            tokens = finish(request, self.batcher.sample(request), session.vocab, rerank=config.candidates > 1,
+                            arrangement=record)
+        tokens["arrange"] = record
+        return tokens, session.engine()
 
 
 # ---------------------------------------------------------------- one video
@@ -303,7 +322,6 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
     config = engine.config
     timer = _Timer(job.key, status or (lambda key, what: None))
     source = artifacts.source_of(job.source)
-    session = engine.session
     recorded = engine.recorded()
 
     def save(suffix: str, fmt: str, data: dict, stage: str, **more) -> None:
@@ -315,15 +333,13 @@ def run_video(job: VideoJob, engine: Engine, expected: dict, status: Status | No
         rhythm_artifact = extract_rhythm(str(job.source), config.rhythm())
         rhythm = rhythm_artifact["data"]
         artifacts.write_artifact(rhythm_artifact, job.output("rhythm.json"), force=True)
-    vocab = session.vocab
+    vocab = engine.vocab
     with timer("controls"):
         controls = controls_from_rhythm(rhythm, vocab)
         save("controls.json", "v2m.controls", controls, "encode-tokens")
     with timer("generate"):
-        record = arrangement_record(config.style, config.arrange, config.seed)
-        tokens = engine.generate(controls, record)
-        tokens["arrange"] = record
-        save("tokens.json", "v2m.tokens", tokens, "generate", engine=session.engine())
+        tokens, decode_engine = engine.generate(controls)
+        save("tokens.json", "v2m.tokens", tokens, "generate", engine=decode_engine)
     with timer("decode"):
         # the recorded settings, not the style's name: exactly what the tokens artifact says, custom styles included
         score, melody = decode.music_score(tokens, vocab)
@@ -357,20 +373,36 @@ def _evaluate(job: VideoJob, rhythm: dict, controls: dict, score, melody, timer:
                 "melody": {"metrics": evaluate.clean(melody_metrics), "labels": melody_labels}, "gates": []}
 
 
-def process(job: VideoJob, engine: Engine, expected: dict, force: bool, status: Status | None = None) -> VideoResult:
-    """run_video with resume and error isolation: never raises for a bad input, returns the outcome."""
+def finished(job: VideoJob, status: Status) -> VideoResult:
+    """The result of a video whose marker is valid (made by an earlier run, or by another process)."""
+    marker = read_marker(job)
+    status(job.key, "skipped")
+    return VideoResult(job.key, str(job.source), "skipped", seconds=marker.get("seconds", {}),
+                       duration=marker.get("duration"), metrics=marker.get("metrics", {}),
+                       wall=marker.get("wall_seconds"), tempo=marker.get("tempo", {}), warning=marker.get("warning"))
+
+
+def process(job: VideoJob, engine: Engine, expected: dict, force: bool, status: Status | None = None,
+            lease: float = claims.LEASE_SECONDS) -> VideoResult:
+    """run_video with resume, claimed work and error isolation: never raises for a bad input, returns the outcome:
+    done, skipped (finished earlier), failed, or claimed (another live process is making it: look again later)."""
     say = status or (lambda key, what: None)
     if not force and is_done(job, expected):
-        marker = read_marker(job)
-        say(job.key, "skipped")
-        return VideoResult(job.key, str(job.source), "skipped", seconds=marker.get("seconds", {}),
-                           duration=marker.get("duration"), metrics=marker.get("metrics", {}),
-                           wall=marker.get("wall_seconds"), tempo=marker.get("tempo", {}),
-                           warning=marker.get("warning"))
+        return finished(job, say)
     try:
-        job.marker.unlink(missing_ok=True)  # a stale marker must never vouch for new, half-written outputs
-        clear_partials(job)
-        result = run_video(job, engine, expected, say)
+        claim = claims.take(job.stem, lease)
+    except OSError as e:
+        say(job.key, "failed")
+        return VideoResult(job.key, str(job.source), "failed", error=f"cannot claim {job.key}: {e}")
+    if isinstance(claim, str):
+        return VideoResult(job.key, str(job.source), "claimed", error=f"being made by {claim}")
+    try:
+        with claim:
+            if not force and is_done(job, expected):  # finished by another process between our look and our claim
+                return finished(job, say)
+            job.marker.unlink(missing_ok=True)  # a stale marker must never vouch for new, half-written outputs
+            clear_partials(job)
+            result = run_video(job, engine, expected, say)
         say(job.key, "done")
         return result
     except V2MError as e:

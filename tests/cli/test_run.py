@@ -66,6 +66,9 @@ def test_killed_batch_resumes_without_redoing_finished_videos(tmp_path, debug_mo
      "cannot take --tempo"),
     (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{model}", "--sync", "beat"], "unknown sync"),
     (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{model}", "--meter", "0"], "meter 0 is not valid"),
+    # where and which videos: an unknown executor, a shard outside 0..N-1
+    (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{model}", "--executor", "slurm"], "available: local"),
+    (["run", "{tmp}/clip.mp4", "-o", "{tmp}/out", "--model", "{model}", "--shard", "4/4"], "expected I/N"),
 ])
 def test_bad_invocations_are_one_line_errors(tmp_path, capsys, argv, message, debug_model):  # noqa: F811
     (tmp_path / "empty").mkdir()
