@@ -33,7 +33,7 @@ class QuantLinear(nn.Module):
         groups = in_features // scheme.group if scheme.group else 1
         self.register_buffer("packed", torch.zeros(out_features, packed_width(in_features, scheme.bits), dtype=torch.uint8))
         self.register_buffer("scale", torch.zeros(out_features, groups, dtype=_scale_dtype(scheme)))
-        self.register_buffer("zero", torch.zeros(out_features, groups, dtype=torch.uint8)
+        self.register_buffer("zero", torch.zeros(out_features, groups, dtype=torch.float16 if scheme.float_zero else torch.uint8)
                              if scheme.kind == "int" and not scheme.symmetric else None)
         self.register_buffer("global_scale", torch.zeros(()) if scheme.kind == "nvfp4" else None)
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)

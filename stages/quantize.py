@@ -10,28 +10,30 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from v2m import log
 from v2m.artifacts import check_output
 from v2m.checkpoint import read_meta, stored_bytes
 from v2m.errors import V2MError
-from v2m.models.data import read_corpus
+from v2m.models.data import Split, read_corpus
 from v2m.models.loading import load_model
 from v2m.quant.calibrate import Calibration, sample_windows
-from v2m.quant.formats import make_scheme
-from v2m.quant.pipeline import QuantizeConfig, parse_method, quantize_model
+from v2m.quant.pipeline import QuantizeConfig, config_scheme, parse_method, quantize_model
 from v2m.quant.storage import save_quantized
 
 
 @dataclass(frozen=True)
 class CalibrationSource:
-    """Where calibration windows come from: a corpus folder, its split, how many windows of how many tokens."""
+    """Where calibration windows come from: a corpus folder, its split, how many windows of how many tokens;
+    `holdout` > 0 leaves out the pieces `held_out` keeps for scoring when the same split is scored too."""
 
     corpus: str
     split: str = "train"
     samples: int = 32
     length: int = 256
+    holdout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,28 @@ def check_request(output: str, config: QuantizeConfig, has_calibration: bool) ->
         raise V2MError(f"--alpha must be within 0..1, got {config.alpha}")
     if config.damp <= 0 or config.block < 1:
         raise V2MError("--damp must be > 0 and --block ≥ 1")
-    parse_method(config.method, make_scheme(config.scheme, config.group, config.asym), has_calibration)
+    parse_method(config.method, config_scheme(config), has_calibration)
+
+
+def held_out(split: Split, fraction: float) -> tuple[Split, Split]:
+    """(the rest, the held-out pieces) of a split: every n-th piece (n = round(1/fraction)), counted from the last,
+    is held out — deterministic, spread over the whole split, and whole pieces, so a piece is never scored on
+    and calibrated on at once. Refused (one line) when the split has fewer than 2 pieces."""
+    if not 0.0 < fraction < 1.0:
+        raise V2MError(f"--holdout must be within 0..1 (exclusive), got {fraction}")
+    if split.pieces < 2:
+        raise V2MError(f"the '{split.name}' split has {split.pieces} piece(s): too few to hold some out for scoring",
+                       "encode more music into the corpus, or score another split (--split)")
+    step = max(2, round(1 / fraction))
+    held = [p for p in range(split.pieces) if (split.pieces - 1 - p) % step == 0]
+    rest = [p for p in range(split.pieces) if (split.pieces - 1 - p) % step != 0]
+    return _pieces(split, rest, f"{split.name}-rest"), _pieces(split, held, f"{split.name}-heldout")
+
+
+def _pieces(split: Split, pieces: list[int], name: str) -> Split:
+    parts = [split.piece(p) for p in pieces]
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in parts])]).astype(np.int64)
+    return Split(name, np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64), offsets)
 
 
 def calibration_windows(source: CalibrationSource, tokenizer_hash: str, max_len: int, seed: int) -> Calibration:
@@ -61,9 +84,14 @@ def calibration_windows(source: CalibrationSource, tokenizer_hash: str, max_len:
         raise V2MError(f"calibration corpus {source.corpus} comes from another tokenizer "
                        f"(corpus {corpus.tokenizer_hash[:12] or 'none'}, model {tokenizer_hash[:12] or 'none'})",
                        "calibrate on a corpus encoded with the model's tokenizer")
-    tokens = corpus.load(source.split).tokens
-    return sample_windows(tokens, source.samples, min(source.length, max_len), seed, corpus=source.corpus,
-                          split=source.split)
+    split = corpus.load(source.split)
+    if source.holdout:
+        split = held_out(split, source.holdout)[0]
+    if len(split.tokens) < 2:
+        raise V2MError(f"{source.corpus}: the '{source.split}' split is empty: nothing to calibrate on",
+                       "calibrate on a split that has tokens (--calib-split)")
+    return sample_windows(split.tokens, source.samples, min(source.length, max_len), seed, corpus=source.corpus,
+                          split=split.name)
 
 
 def quantize_checkpoint(model: str, output: str, config: QuantizeConfig, calibration: CalibrationSource | None = None,
