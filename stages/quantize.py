@@ -45,6 +45,28 @@ class QuantizeResult:
     seconds: float
 
 
+def capability_tables() -> tuple[list[str], list[tuple[str, list[str | None]]], list[tuple[str, str, list[str | None]]]]:
+    """What `v2m quantize --list` prints, derived from the code that decides it (nothing kept by hand):
+    (schemes, [(method, [why refused | None per scheme])], [(kernel, unavailable-here reason or "", [why it cannot
+    run the scheme | None per scheme])]). Kernel support is asked of each kernel for a 1024 × 1024 layer."""
+    import torch
+
+    from v2m.quant.formats import SCHEMES, make_scheme
+    from v2m.quant.kernels import KERNELS
+    from v2m.quant.pipeline import combinations, valid_for
+
+    schemes = list(SCHEMES)
+    methods = [(m, [valid_for(s, m) for s in schemes]) for m in combinations()]
+    kernels = []
+    for name in KERNELS.names():
+        kernel = KERNELS.get(name)()
+        here = kernel.unavailable(torch.device("cpu"))
+        if here and "CUDA" in here:
+            here = kernel.unavailable(torch.device("cuda")) if torch.cuda.is_available() else here
+        kernels.append((name, here or "", [kernel.unsupported(make_scheme(s), (1024, 1024)) for s in schemes]))
+    return schemes, methods, kernels
+
+
 def check_request(output: str, config: QuantizeConfig, has_calibration: bool) -> None:
     """Everything that can be refused before a model is read: the output, the flags, the method × scheme."""
     if output == "-":
