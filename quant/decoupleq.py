@@ -31,7 +31,8 @@ import torch
 from .formats import Params, QTensor, Scheme, quantize_tensor, unpack
 from .gptq import GPTQConfig, gptq_quantize
 
-MAX_ZERO = 1024.0  # |zero| beyond this (a near-constant group with a tiny scale) keeps the previous grid
+MAX_ZERO = 1024.0
+REFINE_BLOCK = 64  # columns per lazy update of the coordinate descent  # |zero| beyond this (a near-constant group with a tiny scale) keeps the previous grid
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class DecoupleQConfig:
     the codes per integer step; gptq: the start's settings."""
 
     rounds: int = 8
-    sweeps: int = 4
+    sweeps: int = 2
     gptq: GPTQConfig = GPTQConfig()
 
 
@@ -143,28 +144,46 @@ def refine_codes(weight: torch.Tensor, codes: torch.Tensor, grid: Params, hessia
     Moving code k of a row by δ changes the objective by -2·s·δ·(eH)_k + s²·δ²·H_kk (e = w - ŵ), a parabola
     whose best integer step is round((eH)_k / (s·H_kk)) clamped to the code range — so no step raises the
     error, and starting from GPTQ's codes the result is at least as good as GPTQ's. Returns float64 codes [N, K]."""
-    codes = codes.double().clone()
-    h = hessian.double()
-    scale = grid.scale.double().repeat_interleave(group, 1)
-    zero = grid.zero.double().repeat_interleave(group, 1)
-    e_h = (weight.double() - (codes - zero) * scale) @ h       # [N, K]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of small column operations: threads cost more than they give (3× here)
+    try:
+        return _descend(weight, codes, grid, hessian, group, bits, sweeps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _descend(weight, codes, grid, hessian, group, bits, sweeps) -> torch.Tensor:
+    codes = codes.float().clone()
+    h = hessian.float()
+    w = weight.float()
+    scale = grid.scale.float().repeat_interleave(group, 1)
+    zero = grid.zero.float().repeat_interleave(group, 1)
     maxq = float(2 ** bits - 1)
     diag = torch.diagonal(h)
+    k = codes.shape[1]
     for _ in range(sweeps):
+        # (eH) afresh each sweep (no drift), then kept current lazily in blocks of columns as GPTQ does: a move
+        # of column c updates the rest of its block at once and the columns after the block once per block
+        e_h = (w - (codes - zero) * scale) @ h
         moved = 0
-        for col in range(codes.shape[1]):
-            s = scale[:, col]
-            step = torch.round(e_h[:, col] / (s * diag[col]).where(s != 0, torch.ones_like(s)))
-            new = (codes[:, col] + step).clamp(0, maxq)
-            delta = new - codes[:, col]
-            if not bool(delta.any()):
-                continue
-            moved += int((delta != 0).sum())
-            codes[:, col] = new
-            e_h -= (s * delta)[:, None] * h[col][None, :]
+        for b1 in range(0, k, REFINE_BLOCK):
+            b2 = min(b1 + REFINE_BLOCK, k)
+            step_w = torch.zeros(codes.shape[0], b2 - b1)
+            for col in range(b1, b2):
+                s = scale[:, col]
+                step = torch.round(e_h[:, col] / (s * diag[col]).where(s != 0, torch.ones_like(s)))
+                new = (codes[:, col] + step).clamp(0, maxq)
+                delta = new - codes[:, col]
+                codes[:, col] = new
+                change = s * delta
+                step_w[:, col - b1] = change
+                e_h[:, col:b2] -= change[:, None] * h[col, col:b2][None, :]
+            moved += int((step_w != 0).sum())
+            if b2 < k:
+                e_h[:, b2:] -= step_w @ h[b1:b2, b2:]
         if not moved:
             break
-    return codes
+    return codes.double()
 
 
 def _dequantize(codes: torch.Tensor, grid: Params, group: int) -> torch.Tensor:
