@@ -15,7 +15,6 @@ from v2m import log
 from . import kernels as kernel_registry
 from .formats import QTensor, Scheme, packed_width
 
-
 NATIVE_KERNELS = ("cpu-vnni", "cpu-lowbit")  # kernels whose state has a `matrix` for the fused C step
 
 

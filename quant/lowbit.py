@@ -22,6 +22,8 @@ import torch
 
 from v2m.c_build import NativeMatrix, address, build, needs
 
+from .vnni import build_error
+
 SOURCES = (Path(__file__).resolve().parent / "csrc" / "lowbit_gemv.c",)
 FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-shared", "-fPIC"]
 BITS = (2, 3, 4)
@@ -30,16 +32,7 @@ LANES = 16  # codes per FMA: K and the group must be multiples
 
 def unavailable() -> str | None:
     """Why the kernel cannot run here (None = it can): CPU features, a C compiler, a successful build."""
-    return needs({"avx512f", "avx512bw", "avx512dq"}) or _build_error()
-
-
-@functools.cache
-def _build_error() -> str | None:
-    try:
-        library()
-    except (RuntimeError, OSError) as e:
-        return f"could not be built here ({e})"
-    return None
+    return needs({"avx512f", "avx512bw", "avx512dq"}) or build_error(library)
 
 
 @functools.cache

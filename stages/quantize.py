@@ -78,18 +78,31 @@ def check_request(output: str, config: QuantizeConfig, has_calibration: bool) ->
     parse_method(config.method, config_scheme(config), has_calibration)
 
 
+HEAD_TOKENS = 3  # BOS, tempo class, mode: the head every chunk of a piece repeats (stages/tokens/controls.py)
+
+
 def held_out(split: Split, fraction: float) -> tuple[Split, Split]:
     """(the rest, the held-out pieces) of a split: every n-th piece (n = round(1/fraction)), counted from the last,
     is held out — deterministic, spread over the whole split, and whole pieces, so a piece is never scored on
-    and calibrated on at once. Refused (one line) when the split has fewer than 2 pieces."""
+    and calibrated on at once. A corpus stores a long piece as consecutive chunks that repeat the piece's head
+    (BOS and its global controls), so a run of consecutive chunks with the same head is one unit here (two
+    neighbouring pieces with equal heads go together: a coarser unit, never a split piece). Refused (one line)
+    when the split has fewer than 2 units."""
     if not 0.0 < fraction < 1.0:
         raise V2MError(f"--holdout must be within 0..1 (exclusive), got {fraction}")
-    if split.pieces < 2:
-        raise V2MError(f"the '{split.name}' split has {split.pieces} piece(s): too few to hold some out for scoring",
+    units: list[list[int]] = []
+    for p in range(split.pieces):
+        head = tuple(split.piece(p)[:HEAD_TOKENS])
+        if units and tuple(split.piece(units[-1][-1])[:HEAD_TOKENS]) == head:
+            units[-1].append(p)
+        else:
+            units.append([p])
+    if len(units) < 2:
+        raise V2MError(f"the '{split.name}' split has {len(units)} piece(s): too few to hold some out for scoring",
                        "encode more music into the corpus, or score another split (--split)")
     step = max(2, round(1 / fraction))
-    held = [p for p in range(split.pieces) if (split.pieces - 1 - p) % step == 0]
-    rest = [p for p in range(split.pieces) if (split.pieces - 1 - p) % step != 0]
+    held = [p for i, unit in enumerate(units) if (len(units) - 1 - i) % step == 0 for p in unit]
+    rest = [p for i, unit in enumerate(units) if (len(units) - 1 - i) % step != 0 for p in unit]
     return _pieces(split, rest, f"{split.name}-rest"), _pieces(split, held, f"{split.name}-heldout")
 
 

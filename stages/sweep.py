@@ -194,8 +194,9 @@ def choose_scoring(corpus, split: str, calib_split: str, holdout: float) -> Scor
                                           "or --split with a split that has tokens")
     if split == calib_split:
         rest, held = held_out(corpus.load(split), holdout)
-        return Scoring(held, calib_split, holdout, f"{split}: {held.pieces} held-out pieces of {held.pieces + rest.pieces} "
-                                                   f"({len(held.tokens):,} tokens), calibration on the other {rest.pieces}")
+        return Scoring(held, calib_split, holdout, f"{split}: {held.pieces} held-out sequences of {held.pieces + rest.pieces} "
+                                                   f"({len(held.tokens):,} tokens, whole pieces), calibration on the "
+                                                   f"other {rest.pieces}")
     scored = corpus.load(split)
     return Scoring(scored, calib_split, 0.0, f"{split} ({scored.pieces} pieces, {len(scored.tokens):,} tokens); "
                                              f"calibration on {calib_split}")

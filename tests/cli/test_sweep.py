@@ -103,7 +103,7 @@ def test_a_corpus_without_test_pieces_scores_held_out_train_pieces(files, capsys
     assert code == 0, err
     assert "scoring a held-out 20% of the 'train' pieces" in err
     report = json.loads((tmp_path / "a" / "report.json").read_text())
-    assert report["data"]["labels"]["scored"].startswith("train: 2 held-out pieces of 10")
+    assert report["data"]["labels"]["scored"].startswith("train: 2 held-out sequences of 10")
     # calibration saw the other 8 pieces only (recorded in the checkpoint)
     from v2m.checkpoint import read_meta
 
