@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("train", "v2m.cli.train"),
     ("evaluate", "v2m.cli.evaluate"),
     ("quantize", "v2m.cli.quantize"),
+    ("sweep", "v2m.cli.sweep"),
     ("generate", "v2m.cli.generate"),
     ("run", "v2m.cli.run"),
     ("sample", "v2m.cli.sample"),

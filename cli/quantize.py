@@ -6,9 +6,13 @@ Schemes: w8a8 (int8 weights and per-token int8 activations), w8, w4, w3, w2
 16-element blocks with E4M3 scales and one fp32 scale per tensor).
 
 Methods (combine with '+'): rtn (round to nearest), gptq (error-compensating,
-needs --calib), smoothquant (for w8a8/fp8, needs --calib), rotate (random
-Hadamard rotation of the residual stream, QuaRot-style; rotate+gptq),
-mixed (per-layer bits from measured sensitivity under --budget-bits).
+needs --calib), decoupleq (2/3-bit: GPTQ, then alternately the float
+scale/zero and the integer codes against the layer-output error, float zero
+points; needs --calib), smoothquant (for w8a8/fp8, needs --calib), rotate
+(random Hadamard rotation of the residual stream, QuaRot-style; rotate+gptq),
+mixed (per-layer widths from measured sensitivity under --budget-bits: the
+--scheme is the widest, w8a8 included; --group groups the narrower ones).
+`v2m quantize --list` prints which schemes, methods and kernels combine.
 
 The output is a v2m.model safetensors file with packed codes, scales and zero
 points; generate, evaluate and run accept it with --kernel auto | reference |
@@ -24,9 +28,13 @@ Examples:
 
   v2m quantize model.safetensors -o model.w3.safetensors --scheme w3 --group 64 --asym --method rotate+gptq --calib corpus/
 
-  v2m quantize model.safetensors -o model.mix.safetensors --scheme w4 --group 64 --method mixed+gptq --budget-bits 3.5 --calib corpus/
+  v2m quantize model.safetensors -o model.w2.safetensors --scheme w2 --group 32 --method decoupleq --calib corpus/
+
+  v2m quantize model.safetensors -o model.mix.safetensors --scheme w8a8 --group 64 --method mixed+gptq --budget-bits 6 --calib corpus/
 
   v2m evaluate --model model.w8a8.safetensors --reference model.safetensors --corpus corpus/ --fail-if "nll_delta>0.01,kl>0.01"
+
+Several at once, gated, with a CI summary: v2m sweep (examples/sweep.toml).
 """
 
 from __future__ import annotations
@@ -40,11 +48,42 @@ from v2m import log
 from v2m.cli.common import Force
 
 
+def print_list(value: bool) -> None:
+    """--list: the schemes × methods × kernels table, from the code's own checks (stages.quantize.capability_tables)."""
+    if not value:
+        return
+    from rich.table import Table
+
+    from v2m.stages.quantize import capability_tables
+
+    schemes, methods, kernels = capability_tables()
+    console = log.console()
+    table = Table(title="methods × schemes (✓ combines; --method a+b, --scheme S)", title_justify="left")
+    table.add_column("method")
+    for name in schemes:
+        table.add_column(name, justify="center")
+    for method, refusals in methods:
+        table.add_row(method, *["✓" if why is None else "·" for why in refusals])
+    console.print(table)
+    table = Table(title="kernels × schemes (✓ runs it; --kernel K, auto picks per layer)", title_justify="left")
+    table.add_column("kernel")
+    for name in schemes:
+        table.add_column(name, justify="center")
+    table.add_column("here")
+    for kernel, unavailable, refusals in kernels:
+        table.add_row(kernel, *["✓" if why is None else "·" for why in refusals], "yes" if not unavailable else f"no: {unavailable}")
+    console.print(table)
+    console.print("group sizes must divide each layer's input width; w8a8 and fp8 are per channel, nvfp4 blocks of 16; "
+                  "decoupleq stores a float16 zero point per group", markup=False)
+    raise typer.Exit(0)
+
+
 def command(
     model: Annotated[str, typer.Argument(help="Float model checkpoint (.safetensors from v2m train).", show_default=False)],
     output: Annotated[str, typer.Option("--output", "-o", help="Quantized checkpoint to write.", show_default=False)],
     scheme: Annotated[str, typer.Option("--scheme", "-s", help="w8a8, w8, w4, w3, w2, fp8, fp4 or nvfp4.")] = "w8a8",
-    method: Annotated[str, typer.Option("--method", "-m", help="rtn, gptq, smoothquant, rotate, mixed; combine with '+'.")] = "rtn",
+    method: Annotated[str, typer.Option("--method", "-m", help="rtn, gptq, decoupleq, smoothquant, rotate, mixed; "
+                                                              "combine with '+' (see --list).")] = "rtn",
     calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration corpus folder (v2m encode-tokens -o DIR/).")] = None,
     calib_split: Annotated[str, typer.Option("--calib-split", help="Corpus split to calibrate on.")] = "train",
     calib_samples: Annotated[int, typer.Option("--calib-samples", help="Calibration windows.")] = 32,
@@ -60,13 +99,16 @@ def command(
     block: Annotated[int, typer.Option("--block", help="GPTQ: columns per lazy update block.")] = 128,
     budget_bits: Annotated[float, typer.Option("--budget-bits", help="mixed: average stored bits per weight "
                                                                      "(codes + scales + zeros).")] = 4.5,
+    rounds: Annotated[int, typer.Option("--rounds", help="decoupleq: float/integer alternations after the GPTQ start.")] = 8,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the rotation and the calibration windows.")] = 0,
     force: Force = False,
+    list_: Annotated[bool, typer.Option("--list", help="Print which schemes, methods and kernels combine, and exit.",
+                                        is_eager=True, callback=print_list)] = False,
 ) -> None:
     from v2m.stages.quantize import CalibrationSource, QuantizeConfig, quantize_checkpoint
 
     config = QuantizeConfig(scheme=scheme, method=method, group=group, asym=asym, alpha=alpha, damp=damp,
-                            act_order=act_order, block=block, budget_bits=budget_bits, seed=seed)
+                            act_order=act_order, block=block, budget_bits=budget_bits, rounds=rounds, seed=seed)
     source = CalibrationSource(calib, calib_split, calib_samples, calib_length) if calib is not None else None
     result = quantize_checkpoint(model, output, config, source, force=force)
     log.info(f"{Path(output).name}: {scheme} {result.method}, {result.layers} layers, "

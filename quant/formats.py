@@ -34,7 +34,9 @@ class Scheme:
 
     kind: "int", "fp8", "fp4" or "nvfp4"; bits: bits per weight code; group: input columns
     sharing one scale (0 = one scale per output channel); symmetric: no zero point;
-    act: activation quantization at run time ("none", "int8" per-token dynamic, "fp8" per-token dynamic).
+    act: activation quantization at run time ("none", "int8" per-token dynamic, "fp8" per-token dynamic);
+    float_zero: the zero point is a float16 (any real offset, decoupleQ's float zero) instead of an integer code
+    (integer asymmetric schemes only; the grid then need not contain 0).
     """
 
     name: str
@@ -43,6 +45,7 @@ class Scheme:
     group: int = 0
     symmetric: bool = True
     act: str = "none"
+    float_zero: bool = False
 
     def label(self) -> str:
         """Short human label, e.g. "w4 g128 asym" or "w8a8"."""
@@ -50,11 +53,14 @@ class Scheme:
         if self.kind != "nvfp4":
             parts.append(f"g{self.group}" if self.group else "per-channel")
         if self.kind == "int" and not self.symmetric:
-            parts.append("asym")
+            parts.append("float-zero" if self.float_zero else "asym")
         return " ".join(parts)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        obj = dataclasses.asdict(self)
+        if not self.float_zero:  # absent = integer zero: checkpoints of the other schemes keep their bytes
+            del obj["float_zero"]
+        return obj
 
     @staticmethod
     def from_json(obj: dict) -> "Scheme":
@@ -177,6 +183,8 @@ def encode(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, sche
     w = w.float()
     if scheme.kind == "int":
         maxq = 2 ** scheme.bits - 1
+        if scheme.float_zero:  # a fractional zero shifts the grid: round after adding it
+            return torch.clamp(torch.round(w / scale + zero), 0, maxq).to(torch.uint8)
         return torch.clamp(torch.round(w / scale) + zero, 0, maxq).to(torch.uint8)
     if scheme.kind == "fp8":
         v = (w / scale).clamp(-FP8_MAX, FP8_MAX)
@@ -256,7 +264,7 @@ class QTensor:
     """A packed quantized weight [out_features, in_features].
 
     packed: uint8 [N, packed_width(K)]; scale: [N, G] (float16, or E4M3 bits as uint8 for nvfp4, float32 for fp8);
-    zero: uint8 [N, G] or None (symmetric); global_scale: fp32 scalar (nvfp4) or None.
+    zero: uint8 [N, G] (float16 for a float-zero scheme) or None (symmetric); global_scale: fp32 scalar (nvfp4) or None.
     """
 
     packed: torch.Tensor
@@ -314,7 +322,9 @@ def quantize_tensor(weight: torch.Tensor, scheme: Scheme, params: Params | None 
         stored_scale = params.scale.float()
     else:
         stored_scale = params.scale.half()
-    stored_zero = zero.to(torch.uint8) if (scheme.kind == "int" and not scheme.symmetric) else None
+    stored_zero = None
+    if scheme.kind == "int" and not scheme.symmetric:
+        stored_zero = zero.half() if scheme.float_zero else zero.to(torch.uint8)
     gs = None if params.global_scale is None else params.global_scale.reshape(()).float()
     return QTensor(pack(codes, scheme.bits), stored_scale, stored_zero, gs, (n, k), scheme)
 

@@ -60,8 +60,12 @@ def _params_at(w: torch.Tensor, scheme: Scheme, global_scale) -> tuple[torch.Ten
 
 
 @torch.no_grad()
-def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, scheme: Scheme, config: GPTQConfig = GPTQConfig()) -> GPTQResult:
-    """Quantize `weight` [N, K] with GPTQ given H [K, K]; returns the packed tensor (codes exactly on the grid)."""
+def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, scheme: Scheme, config: GPTQConfig = GPTQConfig(),
+                  grid: Params | None = None) -> GPTQResult:
+    """Quantize `weight` [N, K] with GPTQ given H [K, K]; returns the packed tensor (codes exactly on the grid).
+
+    `grid` fixes every group's scale and zero ([N, G] each) instead of choosing them: only the codes are solved
+    (decoupleQ's integer step)."""
     w = weight.detach().float().clone()
     h = hessian.detach().float().clone()
     n, k = w.shape
@@ -72,7 +76,10 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, scheme: Scheme, c
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
 
-    static = params_for(w, scheme) if (scheme.group == 0 or config.act_order) else None
+    if grid is not None:
+        static = grid
+    else:
+        static = params_for(w, scheme) if (scheme.group == 0 or config.act_order) else None
     scales = torch.zeros(n, k // group, device=w.device)
     zeros = torch.zeros(n, k // group, device=w.device) if scheme.kind == "int" else None
     if static is not None:

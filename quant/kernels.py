@@ -335,9 +335,36 @@ class CudaInt4(Kernel):
         return y.to(x.dtype).reshape(*x.shape[:-1], -1)
 
 
+@KERNELS.register("cpu-lowbit")
+class CpuLowBit(Kernel):
+    description = ("weight-only 2/3/4-bit integer product on the packed codes (AVX-512, float activations, integer "
+                   "or float zero points), built on first use with the system C compiler (quant/lowbit.py; CPU)")
+
+    def unavailable(self, device):
+        from . import lowbit
+
+        return "is a CPU kernel" if device.type != "cpu" else lowbit.unavailable()
+
+    def unsupported(self, scheme, shape):
+        from . import lowbit
+
+        if scheme.kind != "int" or scheme.act != "none":
+            return f"runs weight-only integer schemes only, not {scheme.label()}"
+        return lowbit.unsupported(scheme.bits, scheme.group, shape)
+
+    def prepare(self, layer):
+        from .lowbit import LowBit
+
+        return LowBit(layer)
+
+    def forward(self, state, x, layer):
+        y = state(_rows(x))
+        return (y if y.dtype == x.dtype else y.to(x.dtype)).reshape(*x.shape[:-1], -1)
+
+
 # ---------------------------------------------------------------- selection
 
-AUTO_PREFERENCES = {"cpu": ("cpu-vnni", "cpu-int8"), "cuda": ("cuda-fp8", "cuda-int-mm", "cuda-int4")}
+AUTO_PREFERENCES = {"cpu": ("cpu-vnni", "cpu-int8", "cpu-lowbit"), "cuda": ("cuda-fp8", "cuda-int-mm", "cuda-int4")}
 
 
 def auto_kernel(scheme: Scheme, shape: tuple[int, int], device: torch.device) -> str:

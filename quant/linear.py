@@ -15,6 +15,8 @@ from v2m import log
 from . import kernels as kernel_registry
 from .formats import QTensor, Scheme, packed_width
 
+NATIVE_KERNELS = ("cpu-vnni", "cpu-lowbit")  # kernels whose state has a `matrix` for the fused C step
+
 
 def _scale_dtype(scheme: Scheme) -> torch.dtype:
     return {"nvfp4": torch.uint8, "fp8": torch.float32}.get(scheme.kind, torch.float16)
@@ -33,7 +35,7 @@ class QuantLinear(nn.Module):
         groups = in_features // scheme.group if scheme.group else 1
         self.register_buffer("packed", torch.zeros(out_features, packed_width(in_features, scheme.bits), dtype=torch.uint8))
         self.register_buffer("scale", torch.zeros(out_features, groups, dtype=_scale_dtype(scheme)))
-        self.register_buffer("zero", torch.zeros(out_features, groups, dtype=torch.uint8)
+        self.register_buffer("zero", torch.zeros(out_features, groups, dtype=torch.float16 if scheme.float_zero else torch.uint8)
                              if scheme.kind == "int" and not scheme.symmetric else None)
         self.register_buffer("global_scale", torch.zeros(()) if scheme.kind == "nvfp4" else None)
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
@@ -88,14 +90,15 @@ class QuantLinear(nn.Module):
     def native_matrix(self):
         """This layer as a fused C decode step can call it (a v2m.c_build.NativeMatrix), or None.
 
-        Only the cpu-vnni kernel has a C product such a step can take (it calls it through the matrix's
-        function pointer: core/csrc/v2m_matrix.h); a layer that divides its input by `smooth` first does not
-        fit a plain product. The same object comes back while the layer's kernel state lasts, and stays in the
-        `native` attribute until that state changes, so a step can tell by identity when the layer changed."""
-        if self.kernel_name != "cpu-vnni" or self._buffers["smooth"] is not None:
+        The kernels with a C product such a step can take (it calls it through the matrix's function pointer:
+        core/csrc/v2m_matrix.h) keep it as their state's `matrix`: cpu-vnni and cpu-lowbit. A layer that divides
+        its input by `smooth` first does not fit a plain product. The same object comes back while the layer's
+        kernel state lasts, and stays in the `native` attribute until that state changes, so a step can tell by
+        identity when the layer changed."""
+        if self.kernel_name not in NATIVE_KERNELS or self._buffers["smooth"] is not None:
             return None
         if self._state is None:
-            self.set_kernel("cpu-vnni")
+            self.set_kernel(self.kernel_name)
         # kept in `native` until the kernel state changes (set_kernel, a move): a step that holds the matrix checks
         # `layer.native is matrix` every token, a dict lookup where a method call would cost ~0.2 µs a layer
         self.native = self._state.matrix

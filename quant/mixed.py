@@ -1,5 +1,8 @@
 """Mixed precision: bits per layer from measured sensitivity, under an average size budget.
 
+The --scheme is the widest a layer gets (w8a8 layers keep per-channel weights and int8 activations; the narrower
+widths are weight-only, grouped by --group), and the budget decides which layers go narrower.
+
 Each candidate layer is quantized alone (round-to-nearest) at each candidate bit width and the
 damage is measured on calibration windows as KL(p_float ‖ p_quantized) of the next-token
 distributions — a direct, end-to-end sensitivity in the spirit of HAWQ's per-layer sensitivity
@@ -93,10 +96,23 @@ def allocate(sizes: dict[str, tuple[int, int]], sensitivity: dict[str, dict[int,
     return bits, used / total_weights
 
 
+def candidate_schemes(top: Scheme, group: int | None, asym: bool) -> dict[int, Scheme]:
+    """The widths a layer may get under --scheme `top`: `top` itself (w8a8 included, per channel) and every
+    narrower weight-only integer width of CANDIDATE_BITS, grouped by `group` (their default when None)."""
+    if top.kind != "int":
+        raise V2MError(f"--method mixed assigns integer widths per layer, not {top.name}",
+                       "use it with an integer scheme (w8a8, w8, w4, w3); see v2m quantize --list")
+    schemes = {b: make_scheme(f"w{b}", group, asym) for b in CANDIDATE_BITS if b < top.bits}
+    if not schemes:
+        raise V2MError(f"--method mixed needs a scheme wider than the narrowest width ({min(CANDIDATE_BITS)} bits), "
+                       f"not {top.name}", "use --scheme w3 or wider; see v2m quantize --list")
+    return {**schemes, top.bits: top}
+
+
 def mixed_precision(model: nn.Module, layers: dict[str, nn.Linear], ids: torch.Tensor, budget_bits: float,
-                    group: int | None, asym: bool) -> Allocation:
-    """Measure sensitivities on `ids` [n, T] and allocate integer weight-only widths under `budget_bits`."""
-    schemes = {b: make_scheme(f"w{b}", group, asym) for b in CANDIDATE_BITS}
+                    schemes: dict[int, Scheme]) -> Allocation:
+    """Measure sensitivities on `ids` [n, T] and allocate the candidate `schemes` (bits → scheme, see
+    `candidate_schemes`) under `budget_bits`."""
     # layers × widths forward passes: a slice of the calibration data ranks the layers well enough
     sensitivity = measure_sensitivity(model, layers, ids[:SENSITIVITY_WINDOWS, :SENSITIVITY_TOKENS], schemes)
     sizes = {name: (layer.out_features, layer.in_features) for name, layer in layers.items()}

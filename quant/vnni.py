@@ -42,14 +42,15 @@ BLOCK_N, BLOCK_K = 16, 4  # weight block: 16 output rows × 4 input columns (one
 def unavailable() -> str | None:
     """Why the kernel cannot run here (None = it can): CPU features, a C compiler, a successful build."""
     reason = needs({"avx512f", "avx512bw", "avx512_vnni"})
-    return reason or _build_error()
+    return reason or build_error(library)
 
 
 @functools.cache
-def _build_error() -> str | None:
-    """Build (or load the cached build) once per process; why it failed, or None."""
+def build_error(load) -> str | None:
+    """Build (or load the cached build) of a kernel library once per process (`load`: its `library`); why it
+    failed, or None."""
     try:
-        library()
+        load()
     except (RuntimeError, OSError) as e:
         return f"could not be built here ({e})"
     return None

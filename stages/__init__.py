@@ -9,6 +9,7 @@ function its `v2m` subcommand calls. They use models, quant and core; never cli 
     evaluate/  evaluate         rhythm agreement, music statistics, model quality → v2m.report; CI gates
     run/       run              a video or a folder → every output above, resumable, in parallel
     quantize.py  quantize       a float checkpoint → a packed quantized one
+    sweep.py     sweep          a sweep file's rows quantized and gated against the float model → v2m.report
     train.py     train          a corpus → a checkpoint
     session.py   (generate, evaluate, run)  a checkpoint opened with its vocabulary and decoders
 """

@@ -10,28 +10,30 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from v2m import log
 from v2m.artifacts import check_output
 from v2m.checkpoint import read_meta, stored_bytes
 from v2m.errors import V2MError
-from v2m.models.data import read_corpus
+from v2m.models.data import Split, read_corpus
 from v2m.models.loading import load_model
 from v2m.quant.calibrate import Calibration, sample_windows
-from v2m.quant.formats import make_scheme
-from v2m.quant.pipeline import QuantizeConfig, parse_method, quantize_model
+from v2m.quant.pipeline import QuantizeConfig, config_scheme, parse_method, quantize_model
 from v2m.quant.storage import save_quantized
 
 
 @dataclass(frozen=True)
 class CalibrationSource:
-    """Where calibration windows come from: a corpus folder, its split, how many windows of how many tokens."""
+    """Where calibration windows come from: a corpus folder, its split, how many windows of how many tokens;
+    `holdout` > 0 leaves out the pieces `held_out` keeps for scoring when the same split is scored too."""
 
     corpus: str
     split: str = "train"
     samples: int = 32
     length: int = 256
+    holdout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,28 @@ class QuantizeResult:
     seconds: float
 
 
+def capability_tables() -> tuple[list[str], list[tuple[str, list[str | None]]], list[tuple[str, str, list[str | None]]]]:
+    """What `v2m quantize --list` prints, derived from the code that decides it (nothing kept by hand):
+    (schemes, [(method, [why refused | None per scheme])], [(kernel, unavailable-here reason or "", [why it cannot
+    run the scheme | None per scheme])]). Kernel support is asked of each kernel for a 1024 × 1024 layer."""
+    import torch
+
+    from v2m.quant.formats import SCHEMES, make_scheme
+    from v2m.quant.kernels import KERNELS
+    from v2m.quant.pipeline import combinations, valid_for
+
+    schemes = list(SCHEMES)
+    methods = [(m, [valid_for(s, m) for s in schemes]) for m in combinations()]
+    kernels = []
+    for name in KERNELS.names():
+        kernel = KERNELS.get(name)()
+        here = kernel.unavailable(torch.device("cpu"))
+        if here and "CUDA" in here:
+            here = kernel.unavailable(torch.device("cuda")) if torch.cuda.is_available() else here
+        kernels.append((name, here or "", [kernel.unsupported(make_scheme(s), (1024, 1024)) for s in schemes]))
+    return schemes, methods, kernels
+
+
 def check_request(output: str, config: QuantizeConfig, has_calibration: bool) -> None:
     """Everything that can be refused before a model is read: the output, the flags, the method × scheme."""
     if output == "-":
@@ -51,7 +75,41 @@ def check_request(output: str, config: QuantizeConfig, has_calibration: bool) ->
         raise V2MError(f"--alpha must be within 0..1, got {config.alpha}")
     if config.damp <= 0 or config.block < 1:
         raise V2MError("--damp must be > 0 and --block ≥ 1")
-    parse_method(config.method, make_scheme(config.scheme, config.group, config.asym), has_calibration)
+    parse_method(config.method, config_scheme(config), has_calibration)
+
+
+HEAD_TOKENS = 3  # BOS, tempo class, mode: the head every chunk of a piece repeats (stages/tokens/controls.py)
+
+
+def held_out(split: Split, fraction: float) -> tuple[Split, Split]:
+    """(the rest, the held-out pieces) of a split: every n-th piece (n = round(1/fraction)), counted from the last,
+    is held out — deterministic, spread over the whole split, and whole pieces, so a piece is never scored on
+    and calibrated on at once. A corpus stores a long piece as consecutive chunks that repeat the piece's head
+    (BOS and its global controls), so a run of consecutive chunks with the same head is one unit here (two
+    neighbouring pieces with equal heads go together: a coarser unit, never a split piece). Refused (one line)
+    when the split has fewer than 2 units."""
+    if not 0.0 < fraction < 1.0:
+        raise V2MError(f"--holdout must be within 0..1 (exclusive), got {fraction}")
+    units: list[list[int]] = []
+    for p in range(split.pieces):
+        head = tuple(split.piece(p)[:HEAD_TOKENS])
+        if units and tuple(split.piece(units[-1][-1])[:HEAD_TOKENS]) == head:
+            units[-1].append(p)
+        else:
+            units.append([p])
+    if len(units) < 2:
+        raise V2MError(f"the '{split.name}' split has {len(units)} piece(s): too few to hold some out for scoring",
+                       "encode more music into the corpus, or score another split (--split)")
+    step = max(2, round(1 / fraction))
+    held = [p for i, unit in enumerate(units) if (len(units) - 1 - i) % step == 0 for p in unit]
+    rest = [p for i, unit in enumerate(units) if (len(units) - 1 - i) % step != 0 for p in unit]
+    return _pieces(split, rest, f"{split.name}-rest"), _pieces(split, held, f"{split.name}-heldout")
+
+
+def _pieces(split: Split, pieces: list[int], name: str) -> Split:
+    parts = [split.piece(p) for p in pieces]
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in parts])]).astype(np.int64)
+    return Split(name, np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64), offsets)
 
 
 def calibration_windows(source: CalibrationSource, tokenizer_hash: str, max_len: int, seed: int) -> Calibration:
@@ -61,9 +119,14 @@ def calibration_windows(source: CalibrationSource, tokenizer_hash: str, max_len:
         raise V2MError(f"calibration corpus {source.corpus} comes from another tokenizer "
                        f"(corpus {corpus.tokenizer_hash[:12] or 'none'}, model {tokenizer_hash[:12] or 'none'})",
                        "calibrate on a corpus encoded with the model's tokenizer")
-    tokens = corpus.load(source.split).tokens
-    return sample_windows(tokens, source.samples, min(source.length, max_len), seed, corpus=source.corpus,
-                          split=source.split)
+    split = corpus.load(source.split)
+    if source.holdout:
+        split = held_out(split, source.holdout)[0]
+    if len(split.tokens) < 2:
+        raise V2MError(f"{source.corpus}: the '{source.split}' split is empty: nothing to calibrate on",
+                       "calibrate on a split that has tokens (--calib-split)")
+    return sample_windows(split.tokens, source.samples, min(source.length, max_len), seed, corpus=source.corpus,
+                          split=split.name)
 
 
 def quantize_checkpoint(model: str, output: str, config: QuantizeConfig, calibration: CalibrationSource | None = None,

@@ -106,6 +106,7 @@ def evaluate_model(model: str, corpus: str, split: str, reference: str | None, *
     check_tokenizers(read_meta(model), data, "model")  # before the weights are read
     check_kernel(kernel)
     loaded = load_model(model, device=config.device, kernel=kernel)
+    warn_if_calibrated_on(loaded.meta, corpus, split)
     ref = None
     if reference is not None:
         ref = load_model(reference, device=config.device)
@@ -119,6 +120,19 @@ def evaluate_model(model: str, corpus: str, split: str, reference: str | None, *
     if reference:
         sources.append(artifacts.source_of(reference, path=reference))
     return metrics, sources
+
+
+def warn_if_calibrated_on(meta: dict, corpus: str, split: str) -> None:
+    """A quantized model scored on the split it was calibrated on (its checkpoint records where: quant.calibration)
+    would look better than it is: said on stderr, not silently (`v2m sweep` holds pieces out instead)."""
+    calibration = (meta.get("quant") or {}).get("calibration") or {}
+    if not calibration.get("corpus"):
+        return
+    same_corpus = Path(calibration["corpus"]).resolve() == Path(corpus).resolve()
+    calib_split = str(calibration.get("split", ""))
+    if same_corpus and (calib_split == split or calib_split.startswith(f"{split}-")):
+        log.warn(f"the model was calibrated on {corpus} ({calib_split}): scoring the '{split}' split shares pieces "
+                 "with its calibration (score another --split)")
 
 
 def draw_plot(path: str, loaded: list[Input], metrics: dict, mode: str) -> None:

@@ -76,3 +76,19 @@ def test_kernel_that_cannot_run_the_scheme(files, capsys, tmp_path):
     captured = capsys.readouterr()
     assert code == 1 and captured.out == ""
     one_line_error(captured.err, "kernel 'cpu-int8' cannot run layer blocks.0.attn.qkv (w4 g32): it runs w8a8")
+
+
+def test_list_prints_the_table_without_a_model(capsys):
+    code, stdout, err = run(capsys, "--list")
+    assert code == 0 and stdout == ""
+    assert "methods × schemes" in err and "kernels × schemes" in err
+    assert "decoupleq" in err and "cpu-lowbit" in err and "mixed+gptq" in err
+
+
+def test_refusals_point_at_the_list(files, capsys, tmp_path):
+    folder, model, corpus = files
+    code, _, err = run(capsys, model, "-o", tmp_path / "x.safetensors", "--scheme", "fp8", "--method", "decoupleq",
+                       "--calib", corpus)
+    one_line_error(err, "v2m quantize --list")
+    code, _, err = run(capsys, model, "-o", tmp_path / "x.safetensors", "--scheme", "w4", "--method", "magic")
+    one_line_error(err, "v2m quantize --list")

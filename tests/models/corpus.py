@@ -36,7 +36,8 @@ def tokenizer(name: str = "synthetic") -> tuple[dict, str]:
 
 
 def make_corpus(folder: Path, pieces=(60, 10, 10), seed: int = 0, name: str = "synthetic") -> Path:
-    """Write a corpus with train/val/test splits of `pieces` pieces (80–200 tokens each) to `folder`."""
+    """Write a corpus with train/val/test splits of `pieces` pieces (80–200 tokens each) to `folder` (0: an empty split,
+    as a corpus made from a few files has)."""
     from safetensors.numpy import save_file
 
     folder = Path(folder)
@@ -46,7 +47,7 @@ def make_corpus(folder: Path, pieces=(60, 10, 10), seed: int = 0, name: str = "s
     splits = {}
     for split, count in zip(("train", "val", "test"), pieces):
         seqs = [synthetic_piece(rng, int(rng.integers(80, 200))) for _ in range(count)]
-        tokens = np.concatenate(seqs)
+        tokens = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.uint16)
         offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
         shard = f"{split}-00000.safetensors"
         save_file({"tokens": tokens, "offsets": offsets}, str(folder / shard))

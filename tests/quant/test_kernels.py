@@ -75,6 +75,44 @@ def test_cpu_vnni_refuses_widths_off_its_blocks():
     assert "runs w8a8" in KERNELS.get("cpu-vnni")().unsupported(make_scheme("w4", 64), (192, 256))
 
 
+# Weight-only low-bit on CPU: cpu-lowbit multiplies the packed codes by float activations, the reference's
+# arithmetic in another summation order (the zero point folded out): float round-off only, ≥ 100 dB.
+LOWBIT = KERNELS.get("cpu-lowbit")().unavailable(torch.device("cpu"))
+needs_lowbit = pytest.mark.skipif(LOWBIT is not None, reason=f"cpu-lowbit {LOWBIT}")
+
+
+@needs_lowbit
+@pytest.mark.parametrize("scheme,group,asym,float_zero,k,n,rows", [
+    ("w2", 32, True, False, 256, 192, 1), ("w2", 64, True, True, 320, 960, 3), ("w3", 64, True, True, 832, 320, 1),
+    ("w3", 0, False, False, 128, 48, 17), ("w4", 64, False, False, 320, 64, 2), ("w4", 16, True, True, 64, 16, 1)])
+def test_cpu_lowbit_matches_reference(scheme, group, asym, float_zero, k, n, rows):
+    from v2m.quant.decoupleq import float_zero_scheme
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(k, n)
+    sch = make_scheme(scheme, group, asym)
+    sch = float_zero_scheme(sch) if float_zero else sch
+    w = linear.weight.detach()
+    params = None
+    if float_zero:  # a fractional zero point, as decoupleQ stores
+        from v2m.quant.formats import params_for
+
+        params = params_for(w, make_scheme(scheme, group, True))
+        params.zero = (params.zero + 0.37).half().float()
+    layer = QuantLinear.from_qtensor(quantize_tensor(w, sch, params), linear.bias.detach())
+    assert layer.zero is None or layer.zero.dtype == (torch.float16 if float_zero else torch.uint8)
+    x = torch.randn(rows, k)
+    assert sqnr_db(outputs(layer, x, "reference"), outputs(layer, x, "cpu-lowbit")) >= 100
+    assert layer.native_matrix() is not None and layer.native_matrix() is layer.native  # the fused step can call it
+
+
+def test_cpu_lowbit_refuses_what_it_cannot_run():
+    kernel = KERNELS.get("cpu-lowbit")()
+    assert "weight-only integer" in kernel.unsupported(make_scheme("w8a8"), (64, 64))
+    assert "runs 2/3/4-bit" in kernel.unsupported(make_scheme("w8", 0), (64, 64))
+    assert "divisible by 16" in kernel.unsupported(make_scheme("w4", 8), (64, 64))
+
+
 def test_batched_shapes_pass_through():
     _, layer = quant_layer("w8a8")
     x = torch.randn(2, 7, 256)
@@ -88,10 +126,12 @@ def test_auto_picks_by_capability_and_logs(capsys):
     expected = "cpu-vnni" if VNNI is None else "cpu-int8" if has_int8 else "reference"
     assert auto_kernel(w8a8, (192, 256), cpu) == expected
     assert auto_kernel(w8a8, (40, 256), cpu) == ("cpu-int8" if has_int8 else "reference")  # 40 rows: not 16-blocks
-    assert auto_kernel(w4, (192, 256), cpu) == "reference"  # no CPU int4 kernel beats float here
+    lowbit = "cpu-lowbit" if LOWBIT is None else "reference"
+    assert auto_kernel(w4, (192, 256), cpu) == lowbit
+    assert auto_kernel(make_scheme("w4", 24), (192, 264), cpu) == "reference"  # groups off its 16 lanes
     model = torch.nn.Sequential(quant_layer("w8a8")[1], torch.nn.ReLU(), quant_layer("w4", k=192, n=64, group=64)[1])
     chosen = set_kernels(model, "auto")
-    assert chosen["2"] == "reference"
+    assert chosen["2"] == lowbit
     assert "kernels (CPU" in capsys.readouterr().err
 
 

@@ -107,7 +107,7 @@ def test_pipeline_mixed_and_errors():
     calib = Calibration(ids, "memory", "train", "x", 0)
     meta = quantize_model(model, QuantizeConfig("w4", "mixed+gptq", group=32, asym=True, budget_bits=3.3), calib)
     assert meta["mixed"]["average_bits"] <= 3.3 and meta["method"] == "mixed+gptq"
-    assert {s["bits"] for s in meta["layers"].values()} <= set(mixed.CANDIDATE_BITS)
+    assert {s["bits"] for s in meta["layers"].values()} <= {2, 3, 4}  # --scheme w4 is the widest a layer gets
     with pytest.raises(V2MError, match="already quantized"):
         quantize_model(model, QuantizeConfig("w4", "rtn", group=32))
     with pytest.raises(V2MError, match="needs calibration data"):
@@ -116,3 +116,42 @@ def test_pipeline_mixed_and_errors():
         quantize_model(perturbed_model(), QuantizeConfig("w4", "smoothquant", group=32), calib)
     with pytest.raises(V2MError, match="group size 128 does not divide layer blocks.0.attn.qkv"):
         quantize_model(perturbed_model(), QuantizeConfig("w4", "rtn", group=128))
+
+
+def test_mixed_honours_the_scheme_and_combines_with_w8a8():
+    from v2m.quant.calibrate import Calibration
+
+    calib = Calibration(torch.randint(0, 48, (4, 32)), "memory", "train", "x", 0)
+    # w8a8 is the widest: its layers stay per channel with int8 activations, --group groups the narrower widths
+    meta = quantize_model(perturbed_model(), QuantizeConfig("w8a8", "mixed+gptq", group=32, budget_bits=6.0), calib)
+    layers = meta["layers"].values()
+    assert {s["bits"] for s in layers} <= {2, 3, 4, 8} and any(s["act"] == "int8" for s in layers)
+    assert all(s["group"] == 0 for s in layers if s["bits"] == 8) and all(s["group"] == 32 for s in layers if s["bits"] < 8)
+    meta = quantize_model(perturbed_model(), QuantizeConfig("w3", "mixed+rtn", group=32, budget_bits=3.0), calib)
+    assert {s["bits"] for s in meta["layers"].values()} <= {2, 3}
+    with pytest.raises(V2MError, match="not fp4.*v2m quantize --list"):
+        quantize_model(perturbed_model(), QuantizeConfig("fp4", "mixed", group=32), calib)
+    with pytest.raises(V2MError, match="not w2.*--list"):
+        quantize_model(perturbed_model(), QuantizeConfig("w2", "mixed", group=32), calib)
+
+
+def test_list_table_comes_from_the_same_checks_as_quantize():
+    from v2m.quant.pipeline import combinations, valid_for
+    from v2m.stages.quantize import capability_tables
+
+    schemes, methods, kernels = capability_tables()
+    table = dict(methods)
+    assert table["smoothquant+rtn"][schemes.index("w8a8")] is None and "keeps activations in float" in table["smoothquant+rtn"][schemes.index("w4")]
+    assert table["mixed+gptq"][schemes.index("w8a8")] is None and table["decoupleq"][schemes.index("w8a8")] is not None
+    assert set(combinations()) == set(table)
+    from v2m.quant.calibrate import Calibration
+
+    calib = Calibration(torch.randint(0, 48, (2, 16)), "memory", "train", "x", 0)
+    for method in ("rtn", "mixed+rtn", "smoothquant+rtn"):  # a ✓ in the table is a run that is not refused
+        for scheme in schemes:
+            if valid_for(scheme, method) is None:
+                group = None if scheme in ("fp8", "nvfp4") or (scheme == "w8a8" and "mixed" not in method) else 32
+                quantize_model(perturbed_model(), QuantizeConfig(scheme, method, group=group, budget_bits=9), calib)
+    by_kernel = {name: refusals for name, _here, refusals in kernels}
+    assert by_kernel["reference"] == [None] * len(schemes) and by_kernel["cpu-lowbit"][schemes.index("w2")] is None
+
