@@ -178,7 +178,7 @@ def curves(model_path: str, controls_files: list[Path], args) -> None:
     print(f"\n## Guidance vs rhythm agreement ({args.steps} steps)")
     print(f"\n| guidance {head}")
     print("|---:" * 8 + "|")
-    for guidance in (1.0, 1.5, 2.0, 3.0, 5.0):
+    for guidance in (1.0, 2.0, 3.0, 5.0):
         m = measure(args.steps, guidance)
         print(f"| {guidance:g} | " + " | ".join(f"{x:.3f}" for x in m[:6]) + f" | {m[6]:.2f} |")
 
@@ -225,11 +225,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-run", action="store_true", help="score the outputs already in WORK/out-*")
+    parser.add_argument("--first", type=int, default=0, help="score only the first N clips")
     parser.add_argument("--reuse", action="store_true", help="keep a backend's outputs when every clip has a report")
     parser.add_argument("--only", choices=("table", "curves", "timing"), default=None)
     args = parser.parse_args()
     clips = args.work / "clips"
     names = make_clips(clips, args.clips)
+    if args.first:  # score only the first clips (their outputs must be in WORK/out-*; with --reuse)
+        names = names[:args.first]
     print(f"# diffusion_vs_transformer — {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, python "
           f"{platform.python_version()}; {len(names)} clips, seed {args.seed}; diffusion {Path(args.diffusion).name} "
           f"(steps {args.steps}, guidance {args.guidance}), transformer {Path(args.transformer).name}")
