@@ -225,6 +225,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-run", action="store_true", help="score the outputs already in WORK/out-*")
+    parser.add_argument("--timing-controls", type=Path, default=None,
+                        help="the controls artifact timed (default: the longest clip's)")
     parser.add_argument("--first", type=int, default=0, help="score only the first N clips")
     parser.add_argument("--reuse", action="store_true", help="keep a backend's outputs when every clip has a report")
     parser.add_argument("--only", choices=("table", "curves", "timing"), default=None)
@@ -265,7 +267,9 @@ def main() -> None:
     if args.only in (None, "curves"):
         out = args.work / "out-diffusion"
         curves(args.diffusion, [out / f"{n}.controls.json" for n in names[:args.curve_clips]], args)
-    if args.only in (None, "timing"):
+    if args.only in (None, "timing") and args.timing_controls:
+        timings(args, args.timing_controls)
+    elif args.only in (None, "timing"):
         longest = max(names, key=lambda n: json.loads((args.work / "out-transformer" / f"{n}.controls.json")
                                                       .read_text())["data"].get("duration", 0))
         timings(args, args.work / "out-transformer" / f"{longest}.controls.json")
