@@ -155,6 +155,7 @@ def test_bad_inputs_are_one_line(model_path, tmp_path):
         (["generate", str(controls), "--model", str(model_path), "--rerank", "-n", "2"], "transformer backend only"),
         (["train", str(controls), "--backend", "diffusion", "-o", str(tmp_path / "m.safetensors")],
          "not a v2m roll set"),
+        (["evaluate", "--model", str(model_path), "--corpus", str(tmp_path)], "a diffusion checkpoint"),
     ]
     for args, expected in cases:
         result = _cli(*args, "-o", str(tmp_path / "out.json"), cwd=tmp_path) if args[0] == "generate" \
