@@ -71,17 +71,30 @@ def multitrack(midi: Path) -> dict:
     return out
 
 
+def written_controls(tokens: dict, controls: dict) -> dict:
+    """Control accuracy of what the model wrote (the line, or every part; no arrangement): per-bar density and beat
+    strength measured with the encoder's code against the controls the video asked for."""
+    from v2m.stages.decode.render import music_score
+    from v2m.stages.evaluate.report import control_accuracy, measured_controls
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    vocab = load_tokenizer()
+    score, _ = music_score({**tokens, "arrange": None}, vocab)
+    accuracy = control_accuracy(controls["bars"], measured_controls(score, None))
+    return {k: accuracy.get(k) for k in ("density_accuracy", "density_within1", "strength_accuracy")}
+
+
 def clip_row(out: Path, name: str) -> dict:
     from v2m.stages.evaluate.inputs import music_from_tokens
     from v2m.stages.evaluate.structure import structure_metrics
 
     report = json.loads((out / f"{name}.report.json").read_text())["data"]
     metrics = report["metrics"]
-    row = {k: metrics.get(k) for k in ("beat_f1", "onset_f1", "density_accuracy", "density_within1",
-                                       "strength_accuracy", *STATS)}
+    row = {k: metrics.get(k) for k in ("beat_f1", "onset_f1", *STATS)}
     row["melody_onset_f1"] = (report.get("melody") or {}).get("metrics", {}).get("onset_f1")
     tokens = json.loads((out / f"{name}.tokens.json").read_text())["data"]
     controls = json.loads((out / f"{name}.controls.json").read_text())["data"]
+    row.update(written_controls(tokens, controls))
     structure, _ = structure_metrics(music_from_tokens(tokens).score, controls["bars"])
     row["bar_repeated_or_varied"] = structure.get("bar_repeated_or_varied")
     row.update(multitrack(out / f"{name}.mid"))
@@ -129,6 +142,7 @@ def onset_f(controls: dict, data: dict, vocab, melody_only: bool) -> float:
 
 
 def curves(model_path: str, controls_files: list[Path], args) -> None:
+    from v2m.stages.evaluate.music_metrics import music_statistics
     from v2m.stages.evaluate.report import control_accuracy, measured_controls
     from v2m.stages.generate.diffusion import DiffusionSettings, generate_diffusion
     from v2m.stages.session import open_model
@@ -148,22 +162,25 @@ def curves(model_path: str, controls_files: list[Path], args) -> None:
 
             score, _ = music_score({**data, "arrange": None}, vocab)
             accuracy = control_accuracy(controls["bars"], measured_controls(score, vocab.to_json()))
+            stats = music_statistics(score)
             rows.append([onset_f(controls, data, vocab, True), onset_f(controls, data, vocab, False),
-                         accuracy.get("density_within1", np.nan), accuracy.get("strength_accuracy", np.nan), seconds])
+                         accuracy.get("density_within1", np.nan), accuracy.get("strength_accuracy", np.nan),
+                         stats["scale_consistency"], stats["pitch_class_entropy"], seconds])
         return np.nanmedian(np.array(rows, float), axis=0).tolist()
 
     print(f"\n## Steps vs quality (guidance {args.guidance}; median over {len(all_controls)} clips' controls, CPU)")
-    print("\n| DDIM steps | melody onset F | all parts onset F | density within 1 | strength acc. | generate s |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    head = "| melody onset F | all parts onset F | density within 1 | strength acc. | in scale | pc entropy | generate s |"
+    print(f"\n| DDIM steps {head}")
+    print("|---:" * 8 + "|")
     for steps in (10, 20, 50):
         m = measure(steps, args.guidance)
-        print(f"| {steps} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} | {m[3]:.3f} | {m[4]:.2f} |")
+        print(f"| {steps} | " + " | ".join(f"{x:.3f}" for x in m[:6]) + f" | {m[6]:.2f} |")
     print(f"\n## Guidance vs rhythm agreement ({args.steps} steps)")
-    print("\n| guidance | melody onset F | all parts onset F | density within 1 | strength acc. | generate s |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for guidance in (1.0, 1.5, 2.0, 3.0, 5.0):
+    print(f"\n| guidance {head}")
+    print("|---:" * 8 + "|")
+    for guidance in (1.0, 2.0, 3.0, 5.0):
         m = measure(args.steps, guidance)
-        print(f"| {guidance:g} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} | {m[3]:.3f} | {m[4]:.2f} |")
+        print(f"| {guidance:g} | " + " | ".join(f"{x:.3f}" for x in m[:6]) + f" | {m[6]:.2f} |")
 
 
 def timings(args, controls_30s: Path) -> None:
@@ -208,11 +225,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-run", action="store_true", help="score the outputs already in WORK/out-*")
+    parser.add_argument("--timing-controls", type=Path, default=None,
+                        help="the controls artifact timed (default: the longest clip's)")
+    parser.add_argument("--first", type=int, default=0, help="score only the first N clips")
     parser.add_argument("--reuse", action="store_true", help="keep a backend's outputs when every clip has a report")
     parser.add_argument("--only", choices=("table", "curves", "timing"), default=None)
     args = parser.parse_args()
     clips = args.work / "clips"
     names = make_clips(clips, args.clips)
+    if args.first:  # score only the first clips (their outputs must be in WORK/out-*; with --reuse)
+        names = names[:args.first]
     print(f"# diffusion_vs_transformer — {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, python "
           f"{platform.python_version()}; {len(names)} clips, seed {args.seed}; diffusion {Path(args.diffusion).name} "
           f"(steps {args.steps}, guidance {args.guidance}), transformer {Path(args.transformer).name}")
@@ -245,7 +267,9 @@ def main() -> None:
     if args.only in (None, "curves"):
         out = args.work / "out-diffusion"
         curves(args.diffusion, [out / f"{n}.controls.json" for n in names[:args.curve_clips]], args)
-    if args.only in (None, "timing"):
+    if args.only in (None, "timing") and args.timing_controls:
+        timings(args, args.timing_controls)
+    elif args.only in (None, "timing"):
         longest = max(names, key=lambda n: json.loads((args.work / "out-transformer" / f"{n}.controls.json")
                                                       .read_text())["data"].get("duration", 0))
         timings(args, args.work / "out-transformer" / f"{longest}.controls.json")

@@ -30,7 +30,8 @@ trained with random known prefixes, so a continuation agrees with what precedes 
 probability `cond_dropout` (zero features and the null affect); at sampling the conditional and unconditional
 predictions are mixed with weight `guidance` (1 = no guidance).
 
-**Sampler**: deterministic DDIM (Song et al. 2021) on a cosine schedule (Nichol & Dhariwal 2021) with
+**Sampler**: deterministic DDIM (Song et al. 2021), optionally with Diffusion-LM's clamping trick (Li et al.
+2022: each step's clean estimate rounded to the data's values, here {-1, +1}) and a channel constraint, on a cosine schedule (Nichol & Dhariwal 2021) with
 v-prediction (Salimans & Ho 2022), `steps` model evaluations (×2 with guidance, batched as one pass). One
 torch.Generator seeded from the request draws the initial noise: the same seed gives the same roll.
 """
@@ -304,11 +305,23 @@ def diffusion_loss(model: Diffusion, x0, known, mask, features, affect, valid, g
     return ((v.float() - target) ** 2 * weight).sum() / (weight.sum() * x0.shape[-1]).clamp(min=1.0)
 
 
+def scale_channels(pitch_classes) -> torch.Tensor:
+    """Bool [CHANNELS]: True on the roll channels (every role and plane) whose pitch is in `pitch_classes`."""
+    allowed = torch.tensor([(PITCH_LOW + p) % 12 in set(pitch_classes) for p in range(N_PITCH)])
+    return allowed.repeat(len(ROLES) * PLANES)
+
+
 @torch.no_grad()
 def ddim_sample(model: Diffusion, known, mask, features, affect, *, steps: int, guidance: float,
-                generator: torch.Generator) -> torch.Tensor:
+                generator: torch.Generator, allowed: torch.Tensor | None = None,
+                clamp_binary: bool = False) -> torch.Tensor:
     """Deterministic DDIM (eta 0) from t = 1 to 0 in `steps` steps with classifier-free guidance `guidance`;
-    known steps are held at `known` in the result. Shapes as Diffusion.forward; returns x0 [B, T, CHANNELS]."""
+    known steps are held at `known` in the result. Shapes as Diffusion.forward; returns x0 [B, T, CHANNELS].
+
+    `clamp_binary`: round each step's clean estimate to {-1, +1} (the clamping trick, see the module docstring).
+    `allowed` (bool [CHANNELS], e.g. `scale_channels`): a hard constraint — at every step the clean estimate is
+    projected onto rolls with no note in the other channels (the diffusion counterpart of the transformer's
+    logit masks), so the trajectory, not only the result, lives in the allowed set."""
     b, T = known.shape[:2]
     device = known.device
     x = torch.randn((b, T, CHANNELS), device=device, generator=generator, dtype=torch.float32).to(known.dtype)
@@ -328,6 +341,10 @@ def ddim_sample(model: Diffusion, known, mask, features, affect, *, steps: int, 
         else:
             v = model(x, tt, known, mask, features, affect)
         x0 = (a * x - s * v).clamp(-1.0, 1.0)
+        if clamp_binary:  # Diffusion-LM's clamping trick: the estimate rounded to the nearest roll
+            x0 = torch.where(x0 > 0, 1.0, -1.0).to(x0.dtype)
+        if allowed is not None:
+            x0 = torch.where(allowed.to(x0.device), x0, torch.full_like(x0, -1.0))
         eps = (x - a * x0) / s.clamp(min=1e-4)
         a_next, s_next = alpha_sigma(t_next)
         x = a_next * x0 + s_next * eps

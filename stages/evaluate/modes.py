@@ -102,6 +102,10 @@ def evaluate_model(model: str, corpus: str, split: str, reference: str | None, *
     from v2m.stages.session import check_kernel
 
     config = ModelEvalConfig(context=context, max_tokens=max_tokens, device=device)
+    for path in (model, reference):
+        if path is not None and read_meta(path).get("backend") == "diffusion":
+            raise V2MError(f"{path}: a diffusion checkpoint; evaluate --model measures a token model's NLL on a corpus",
+                           "score its music instead: v2m run (or generate + decode) and v2m evaluate the outputs")
     data = read_corpus(corpus)
     check_tokenizers(read_meta(model), data, "model")  # before the weights are read
     check_kernel(kernel)

@@ -17,6 +17,14 @@ denoised as a piano roll on the video's beat grid, then written as the same REMI
    as Position/Pitch/Duration. decode maps bar i onto the video's downbeat i for every part, and the arranger
    adds drums and only the roles the model left empty (arrange/arranger.py).
 
+The sampler uses two projections of the clean estimate at every DDIM step (models/diffusion.py `ddim_sample`):
+the clamping trick of Diffusion-LM (Li et al. 2022) — the estimate rounded to the roll's two values, {-1, +1} —
+without which the few-step trajectory drifts into a roll with an onset at nearly every step (measured: 3–6× the
+notes of real windows of the same conditions, BENCHMARKS.md issue 20), and the scale constraint (the mode's
+scale, SCALES; `DiffusionSettings.scale`), the diffusion counterpart of the transformer's logit masks: the shipped
+model, trained 132 s, learned where notes go (rhythm, density, texture, registers) but not yet which pitch classes
+belong together.
+
 Same controls, model, settings and seed → the same ids: one torch.Generator seeded by `seed` draws every noise.
 """
 
@@ -36,6 +44,7 @@ from v2m.models.diffusion import (
     condition_features,
     ddim_sample,
     roll_to_notes,
+    scale_channels,
     smooth_onsets,
 )
 from v2m.stages.generate.plan import STEPS_PER_BEAT as POSITIONS_PER_BEAT
@@ -44,6 +53,9 @@ from v2m.stages.tokens.controls import PEAK_PICKING
 from v2m.stages.tokens.structure import bar_beats, check_structure, plan_structure
 from v2m.stages.tokens.video_controls import pick_peaks
 
+# the scale constraint: pitch classes of the key the piece is written in (the video gives the mode, not a tonic:
+# C major, A minor with its raised leading tone G♯ for the cadences)
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (9, 11, 0, 2, 4, 5, 7, 8)}
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 2.0
 MAX_STEPS = 1000
@@ -56,6 +68,7 @@ class DiffusionSettings:
 
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
+    scale: bool = True  # constrain pitches to the mode's scale (C major / A minor with its leading tone G#)
 
     def __post_init__(self):
         if not 1 <= int(self.steps) <= MAX_STEPS:
@@ -168,6 +181,7 @@ def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings
     generator = torch.Generator(device=device).manual_seed(int(seed))
     affect_t = torch.tensor([affect] * samples, dtype=torch.long, device=device)
     plan = windows(bar_step, steps, W)
+    allowed = scale_channels(SCALES.get(controls.get("mode"), SCALES["major"])) if settings.scale else None
     for index, (start, known, end) in enumerate(plan):
         n = end - start
         x_known = torch.full((samples, W, channels), -1.0)
@@ -177,7 +191,8 @@ def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings
         feats = torch.zeros((samples, W, features.shape[1]))
         feats[:, :n] = torch.as_tensor(features[start:end])
         x0 = ddim_sample(model, x_known.to(device, dtype), mask.to(device, dtype), feats.to(device, dtype), affect_t,
-                         steps=settings.steps, guidance=settings.guidance, generator=generator)
+                         steps=settings.steps, guidance=settings.guidance, generator=generator, allowed=allowed,
+                         clamp_binary=True)
         roll[:, start + known:end] = x0[:, known:n].float().cpu()
         if progress is not None:
             progress(index + 1, len(plan))

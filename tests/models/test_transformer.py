@@ -85,7 +85,7 @@ def test_generate_stops_at_eos_and_respects_max_len():
 
 def test_registry_and_presets():
     assert "transformer" in BACKENDS.names()
-    with pytest.raises(V2MError, match="available: transformer"):
+    with pytest.raises(V2MError, match="available: diffusion, transformer"):
         BACKENDS.get("nope")
     small = load_model_preset("small")
     model = build_model(small.model.with_vocab(512))

@@ -76,8 +76,11 @@ def test_generate_writes_every_role_on_the_bars_and_is_deterministic(model_path)
     assert data["ids"] == again["ids"] and data["parts"] == again["parts"]
     assert (data["ids"], data["parts"]) != (other["ids"], other["parts"])
     assert data["diffusion"]["windows"] > 2
+    names = vocab.token_names()
     for ids in [data["ids"], *data["parts"].values()]:
         assert ids.count(vocab.bar_id) == 12 and ids[0] == vocab.bos and ids[-1] == vocab.eos
+        # the scale constraint: every pitch in the minor mode's scale (A minor with G#)
+        assert {int(names[i][6:]) % 12 for i in ids if names[i].startswith("Pitch_")} <= {9, 11, 0, 2, 4, 5, 7, 8}
 
 
 def test_roll_to_tokens_to_roll(model_path):
@@ -152,6 +155,7 @@ def test_bad_inputs_are_one_line(model_path, tmp_path):
         (["generate", str(controls), "--model", str(model_path), "--rerank", "-n", "2"], "transformer backend only"),
         (["train", str(controls), "--backend", "diffusion", "-o", str(tmp_path / "m.safetensors")],
          "not a v2m roll set"),
+        (["evaluate", "--model", str(model_path), "--corpus", str(tmp_path)], "a diffusion checkpoint"),
     ]
     for args, expected in cases:
         result = _cli(*args, "-o", str(tmp_path / "out.json"), cwd=tmp_path) if args[0] == "generate" \
