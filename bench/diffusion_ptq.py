@@ -112,7 +112,7 @@ def f1(a: set, b: set) -> float:
 
 def piece(model, vocab, controls, settings, seed):
     """(roll, tokens data, seconds) for one clip."""
-    from v2m.stages.generate.diffusion import generate_diffusion, sample_rolls
+    from v2m.stages.generate.diffusion import roll_ids, sample_rolls
     from v2m.stages.generate.plan import extend_grid
     from v2m.stages.tokens.structure import plan_structure
 
@@ -121,7 +121,9 @@ def piece(model, vocab, controls, settings, seed):
     started = time.perf_counter()
     roll = sample_rolls(model, c, vocab.stats, settings, seed)[0]
     seconds = time.perf_counter() - started
-    data = generate_diffusion(model, vocab, copy.deepcopy(controls), settings, seed=seed)
+    ids = roll_ids(roll, c, vocab)  # as generate_diffusion writes them
+    data = {"tokenizer_hash": vocab.hash, "ids": ids["melody"], "parts": {k: v for k, v in ids.items() if k != "melody"},
+            "meter": int(c["meter"]), "beat_times": c["beat_times"], "downbeats": c["downbeats"], "controls": c}
     return roll, data, seconds
 
 

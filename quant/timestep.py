@@ -45,7 +45,7 @@ DIFFUSION_SCHEMES = {"w8a8": (8, 8), "w6a6": (6, 6), "w4a8": (4, 8)}  # name →
 RANGES = ("single", "trajectory", "timestep")
 ACTS = ("static", "dynamic")
 CLIP_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4)
-ROWS_PER_GROUP = 2048  # recorded input rows kept per layer and timestep group (for the clip search)
+ROWS_PER_GROUP = 512  # recorded input rows kept per layer and timestep group (for the clip search)
 W4_GROUP = 64
 
 
