@@ -101,6 +101,8 @@ def evaluate_model(model: str, corpus: str, split: str, reference: str | None, *
     from v2m.stages.evaluate.model_metrics import ModelEvalConfig, check_tokenizers, model_metrics
     from v2m.stages.session import check_kernel
 
+    if read_meta(model).get("backend") == "diffusion":
+        return _evaluate_diffusion(model, corpus, reference, speed=speed, device=device, kernel=kernel)
     config = ModelEvalConfig(context=context, max_tokens=max_tokens, device=device)
     data = read_corpus(corpus)
     check_tokenizers(read_meta(model), data, "model")  # before the weights are read
@@ -116,6 +118,35 @@ def evaluate_model(model: str, corpus: str, split: str, reference: str | None, *
                             measure_speed=speed)
     index = Path(corpus) / "index.json"
     sources = [artifacts.source_of(model, path=model), artifacts.source_of(index, path=index)]
+    if reference:
+        sources.append(artifacts.source_of(reference, path=reference))
+    return metrics, sources
+
+
+def _evaluate_diffusion(model: str, controls: str, reference: str | None, *, speed: bool, device: str,
+                        kernel: str) -> tuple[dict, list]:
+    """Model mode for a diffusion checkpoint: `--corpus` is controls (a v2m.controls file or folder), the metrics
+    are stages/evaluate/diffusion_metrics.py's (per-step v error and note F1 against `reference`, statistics,
+    onset F, size, time per step)."""
+    from v2m.checkpoint import read_meta
+    from v2m.models.loading import load_model
+    from v2m.stages.evaluate.diffusion_metrics import diffusion_model_metrics
+    from v2m.stages.quantize_diffusion import read_controls
+    from v2m.stages.session import check_kernel
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    check_kernel(kernel)
+    if reference is not None and read_meta(reference).get("backend") != "diffusion":
+        raise V2MError(f"{reference} is not a diffusion checkpoint", "compare a diffusion model with a diffusion reference")
+    payloads = read_controls(controls)
+    loaded = load_model(model, device=device, kernel=kernel)
+    ref = load_model(reference, device=device) if reference is not None else None
+    vocab = load_tokenizer(loaded.meta["tokenizer"])
+    log.info(f"sampling {model} on {len(payloads)} controls from {controls}" + (f" against {reference}" if reference else ""))
+    metrics = diffusion_model_metrics(loaded, payloads, vocab, Path(model).stat().st_size, reference=ref,
+                                      reference_size_bytes=Path(reference).stat().st_size if reference else None,
+                                      measure_speed=speed)
+    sources = [artifacts.source_of(model, path=model)]
     if reference:
         sources.append(artifacts.source_of(reference, path=reference))
     return metrics, sources

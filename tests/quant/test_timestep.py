@@ -120,3 +120,20 @@ def test_quantize_cli_round_trip_and_generate(setup, tmp_path):
     assert data["ids"] and set(data["parts"]) == {"bass", "accompaniment"}
     bad = run("quantize", str(model_path), "-o", str(tmp_path / "b.safetensors"), "--scheme", "w8a8")
     assert bad.returncode == 1 and "calib" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_evaluate_gates_a_quantized_diffusion_model(setup, tmp_path):
+    model_path, controls, _ = setup
+    out = tmp_path / "q.safetensors"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "v2m", *a], capture_output=True, text=True, cwd=tmp_path)  # noqa: E731
+    assert run("quantize", str(model_path), "-o", str(out), "--scheme", "w8a8", "--calib", str(controls),
+               "--calib-samples", "2", "--calib-steps", "6").returncode == 0
+    report = tmp_path / "r.json"
+    ok = run("evaluate", "--model", str(out), "--reference", str(model_path), "--corpus", str(controls), "--no-speed",
+             "--fail-if", "note_f1<0.5,v_err>0.1,scale_consistency<0.1", "-o", str(report))
+    assert ok.returncode == 0, ok.stderr
+    metrics = json.loads(report.read_text())["data"]["metrics"]
+    assert 0.5 <= metrics["note_f1"] <= 1.0 and 0.0 <= metrics["v_err"] < 0.1 and metrics["size_ratio"] < 1.0
+    planted = run("evaluate", "--model", str(out), "--reference", str(model_path), "--corpus", str(controls),
+                  "--no-speed", "--fail-if", "v_err>-1")  # a bar no model can pass: the failure path exits 3
+    assert planted.returncode == 3, planted.stderr
