@@ -34,12 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from v2m.stages.evaluate.diffusion_metrics import STATS
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from diffusion_vs_transformer import corpus_range, onset_f  # noqa: E402
+from diffusion_vs_transformer import corpus_range  # noqa: E402
 
 BASE = ROOT / "bench" / "data" / "decode_controls_20s.json"
-STATS = ("pitch_class_entropy", "scale_consistency", "groove_consistency", "polyphony")
 
 
 def variants(n: int, seed: int) -> list[dict]:
@@ -63,95 +64,25 @@ def variants(n: int, seed: int) -> list[dict]:
     return out
 
 
-def guided_v(model, x, t, known, mask, feats, affect, guidance):
-    from v2m.models.diffusion import null_affect
-
-    b = x.shape[0]
-    tt = t.expand(b)
-    v_c, v_u = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([known, known]), torch.cat([mask, mask]),
-                     torch.cat([feats, torch.zeros_like(feats)]), torch.cat([affect, null_affect(b)])).chunk(2)
-    return v_u + guidance * (v_c - v_u)
-
-
-@torch.no_grad()
-def v_error(fmodel, qmodel, controls: dict, stats: dict, steps: int, guidance: float, seed: int) -> float:
-    """Mean over steps of ||v_q − v_f||² / ||v_f||² along the float model's DDIM trajectory (first window)."""
-    from v2m.models.diffusion import CHANNELS, alpha_sigma
-    from v2m.stages.quantize_diffusion import calibration_conditions
-
-    known, mask, feats, affect = calibration_conditions([controls], fmodel, stats, 1)
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn((1, fmodel.config.window, CHANNELS), generator=g)
-    times = torch.linspace(1.0, 0.0, steps + 1)
-    errs = []
-    for i in range(steps):
-        t = times[i]
-        vf = guided_v(fmodel, x, t, known, mask, feats, affect, guidance)
-        vq = guided_v(qmodel, x, t, known, mask, feats, affect, guidance)
-        errs.append(float(((vq - vf) ** 2).sum() / (vf ** 2).sum().clamp(min=1e-12)))
-        a, s = alpha_sigma(t)
-        x0 = (a * x - s * vf).clamp(-1, 1)
-        eps = (x - a * x0) / s.clamp(min=1e-4)
-        a2, s2 = alpha_sigma(times[i + 1])
-        x = a2 * x0 + s2 * eps
-    return float(np.mean(errs))
-
-
-def note_set(roll) -> set:
-    from v2m.models.diffusion import roll_to_notes
-
-    return {(int(s), int(p), int(r)) for s, _, p, r in roll_to_notes(roll)}
-
-
-def f1(a: set, b: set) -> float:
-    if not a and not b:
-        return 1.0
-    tp = len(a & b)
-    return 2 * tp / max(1, len(a) + len(b))
-
-
-def piece(model, vocab, controls, settings, seed):
-    """(roll, tokens data, seconds) for one clip."""
-    from v2m.stages.generate.diffusion import roll_ids, sample_rolls
-    from v2m.stages.generate.plan import extend_grid
-    from v2m.stages.tokens.structure import plan_structure
-
-    c = extend_grid(copy.deepcopy(controls), len(controls["bars"]))
-    c = {**c, "structure": plan_structure(c)}
-    started = time.perf_counter()
-    roll = sample_rolls(model, c, vocab.stats, settings, seed)[0]
-    seconds = time.perf_counter() - started
-    ids = roll_ids(roll, c, vocab)  # as generate_diffusion writes them
-    data = {"tokenizer_hash": vocab.hash, "ids": ids["melody"], "parts": {k: v for k, v in ids.items() if k != "melody"},
-            "meter": int(c["meter"]), "beat_times": c["beat_times"], "downbeats": c["downbeats"], "controls": c}
-    return roll, data, seconds
-
-
-def statistics_of(data, vocab) -> dict:
-    from v2m.stages.decode.render import music_score
-    from v2m.stages.evaluate.music_metrics import music_statistics
-
-    score, _ = music_score({**data, "arrange": None}, vocab)
-    s = music_statistics(score)
-    return {k: s.get(k) for k in STATS}
-
-
 def measure(model, fmodel, vocab, clips, settings, reference, args) -> dict:
+    from v2m.stages.evaluate.diffusion_metrics import note_f1, note_set, piece, piece_metrics, v_error
+
     rows = {"v_err": [], "note_f1": [], "onset_f": [], **{k: [] for k in STATS}}
     times = []
     for i, c in enumerate(clips):
         roll, data, _ = piece(model, vocab, c, settings, seed=args.seed + i)
         if fmodel is not model:
-            rows["v_err"].append(v_error(fmodel, model, c, vocab.stats, settings.steps, settings.guidance, args.seed + i))
-            rows["note_f1"].append(f1(note_set(roll), reference[i]))
+            rows["v_err"].append(v_error(model, fmodel, c, vocab.stats, settings.steps, settings.guidance, args.seed + i))
+            rows["note_f1"].append(note_f1(note_set(roll), reference[i]))
         else:
             reference.append(note_set(roll))
             rows["v_err"].append(0.0)
             rows["note_f1"].append(1.0)
-        rows["onset_f"].append(onset_f(c, data, vocab, melody_only=False))
-        for k, v in statistics_of(data, vocab).items():
-            if v is not None and np.isfinite(v):
-                rows[k].append(v)
+        m = piece_metrics(data, vocab)
+        rows["onset_f"].append(m["onset_f1"])
+        for k in STATS:
+            if m.get(k) is not None and np.isfinite(m[k]):
+                rows[k].append(m[k])
     for _ in range(args.repeats):  # sampling time, first clip
         _, _, seconds = piece(model, vocab, clips[0], settings, seed=args.seed)
         times.append(seconds)
@@ -217,6 +148,17 @@ def main() -> None:
             results[name] = {**measure(q.model, floaded.model, vocab, clips, settings, reference, args),
                              "bytes": stored_bytes(out), "quantize_s": time.perf_counter() - started}
             print(f"{name}: {results[name]}", flush=True)
+    # per-step time side by side: float and each W8A8 checkpoint alternately (a busy machine slows both alike)
+    from v2m.stages.evaluate.diffusion_metrics import step_ms
+
+    side = {}
+    for name in [n for n in results if n.startswith("w8a8")][-1:]:
+        q = load_model(str(work / (name.replace(" ", "-") + ".safetensors")))
+        f, w = [], []
+        for _ in range(args.repeats * 3):
+            f.append(step_ms(floaded.model, floaded.config.window, floaded.config.n_features))
+            w.append(step_ms(q.model, floaded.config.window, floaded.config.n_features))
+        side[name] = (statistics.median(f), statistics.median(w))
     span = corpus_range(Path(args.rolls)) if args.rolls else {}
     fms = results["float"]["ms_per_step"]
     print(f"\n{len(clips)} clips, DDIM {args.steps} steps, guidance 2, weights {args.method}; "
@@ -232,6 +174,9 @@ def main() -> None:
               f"{r['pitch_class_entropy']:.3f} | {r['scale_consistency']:.3f} | {r['groove_consistency']:.3f} | "
               f"{r['polyphony']:.2f} | {inside} | {r['bytes'] / 1e6:.2f} | {r['ms_per_step']:.1f} | "
               f"{fms / r['ms_per_step']:.2f}× |")
+    for name, (f, w) in side.items():
+        print(f"side by side, one guided DDIM step (batch 2 × window), median of {args.repeats * 3} alternating runs: "
+              f"float {f:.1f} ms, {name} {w:.1f} ms: {f / w:.2f}×")
     if span:
         print("corpus p10/median/p90: " + ", ".join(f"{k} {v[0]:.3f}/{v[1]:.3f}/{v[2]:.3f}" for k, v in span.items()))
     if args.json:
