@@ -259,7 +259,7 @@ def _weight_qtensor(weight: torch.Tensor, bits: int, hess: torch.Tensor | None, 
     if bits == 6:  # a 6-bit grid in the int8 container: codes within ±31, the int8 kernels run it
         scale = (w.abs().amax(1) / 31).clamp(min=1e-8).half().float()
         return quantize_tensor(torch.round(w / scale[:, None]).clamp(-31, 31) * scale[:, None], scheme,
-                               Params(scale[:, None]))
+                               Params(scale[:, None], torch.full_like(scale[:, None], 128.0)))
     return quantize_tensor(w, scheme)
 
 
