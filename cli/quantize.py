@@ -53,7 +53,7 @@ from v2m.cli.common import Force
 def command(
     model: Annotated[str, typer.Argument(help="Float model checkpoint (.safetensors from v2m train).", show_default=False)],
     output: Annotated[str, typer.Option("--output", "-o", help="Quantized checkpoint to write.", show_default=False)],
-    scheme: Annotated[str, typer.Option("--scheme", "-s", help="w8a8, w8, w4, w3, w2, fp8, fp4 or nvfp4.")] = "w8a8",
+    scheme: Annotated[str, typer.Option("--scheme", "-s", help="w8a8, w8, w4, w3, w2, fp8, fp4 or nvfp4; a diffusion model: w8a8, w6a6 or w4a8.")] = "w8a8",
     method: Annotated[str, typer.Option("--method", "-m", help="rtn, gptq, smoothquant, rotate, mixed; combine with '+'.")] = "rtn",
     calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration corpus folder (v2m encode-tokens -o DIR/).")] = None,
     calib_split: Annotated[str, typer.Option("--calib-split", help="Corpus split to calibrate on.")] = "train",

@@ -14,6 +14,7 @@
 #   KERNEL=auto        kernel for the quantized models
 #   GATE_SCALE=1       multiplies every NLL gate below (-100 makes every gate fail: a test of the failure path)
 #   ROWS="..."         which rows to run (names from the table below), default all
+#   DIFFUSION=, CONTROLS=  a diffusion checkpoint and v2m.controls (file or folder): adds its W8A8/W4A8 rows
 set -uo pipefail
 
 if [ $# -lt 2 ]; then
@@ -72,6 +73,34 @@ for config in "${CONFIGS[@]}"; do
   reports+=("$name=$report")
 done
 
+# the diffusion backend (issue 21), when DIFFUSION=model.safetensors and CONTROLS=controls.json|folder/ are set:
+# timestep-aware W8A8 and W4A8 against the float model from the same seeds, gated on v-prediction error and note F1
+dreports=()
+if [ -n "${DIFFUSION:-}" ] && [ -n "${CONTROLS:-}" ]; then
+  for config in "w8a8|0.01|0.9" "w4a8|0.05|0.8"; do
+    IFS='|' read -r scheme verr f1 <<<"$config"
+    name="diffusion-$scheme-timestep"
+    echo "== $name" >&2
+    if ! "$V2M" quantize "$DIFFUSION" -o "$OUT/$name.safetensors" --scheme "$scheme" --calib "$CONTROLS" --force; then
+      echo "quantize failed: $name" >&2
+      status=1
+      continue
+    fi
+    limit=$("$PYTHON" -c "print($verr * $GATE_SCALE)")
+    "$V2M" evaluate --model "$OUT/$name.safetensors" --reference "$DIFFUSION" --corpus "$CONTROLS" --kernel "$KERNEL" \
+      "$SPEED" --json --fail-if "v_err>$limit,note_f1<$f1" -o "$OUT/$name.report.json" --force >/dev/null
+    code=$?
+    if [ "$code" -eq 3 ]; then
+      [ "$status" -eq 0 ] && status=3
+    elif [ "$code" -ne 0 ]; then
+      echo "evaluate failed: $name (exit $code)" >&2
+      status=1
+      continue
+    fi
+    dreports+=("$name=$OUT/$name.report.json")
+  done
+fi
+
 # one table (stdout): everything measured against the float model on the same test split
 "$PYTHON" - "${reports[@]}" <<'EOF'
 import json, sys
@@ -88,4 +117,19 @@ for name, path in rows:
     print(f"| {name} | {m['size_ratio']:.3f} | {100 * m['nll_delta']:+.2f} | {m['kl']:.4f} | {speed} | "
           f"{'FAIL ' + ', '.join(failed) if failed else 'pass'} |")
 EOF
+if [ ${#dreports[@]} -gt 0 ]; then
+  "$PYTHON" - "${dreports[@]}" <<'EOF'
+import json, sys
+
+print("| diffusion scheme | size ratio | v error per step | note F1 vs float | onset F | step time ratio | gate |")
+print("|---|---|---|---|---|---|---|")
+for name, path in (arg.split("=", 1) for arg in sys.argv[1:]):
+    data = json.load(open(path))
+    m = data["metrics"]
+    failed = [g["gate"] for g in data.get("gates") or [] if g["failed"]]
+    speed = f"{m['sample_speedup']:.2f}×" if "sample_speedup" in m else "—"
+    print(f"| {name} | {m['size_ratio']:.3f} | {m['v_err']:.4f} | {m['note_f1']:.3f} | "
+          f"{m.get('onset_f1', float('nan')):.3f} | {speed} | {'FAIL ' + ', '.join(failed) if failed else 'pass'} |")
+EOF
+fi
 exit "$status"
