@@ -47,6 +47,19 @@ ROWS=${ROWS:-$(printf '%s\n' "${CONFIGS[@]}" | cut -d'|' -f1 | tr '\n' ' ')}
 
 status=0
 reports=()
+
+# evaluate's exit code $1 for row $2 into the status: 3 (a gate failed) is kept unless a step already errored;
+# any other failure is an error (returns 1: skip the row)
+gated() {
+  if [ "$1" -eq 3 ]; then
+    [ "$status" -eq 0 ] && status=3
+  elif [ "$1" -ne 0 ]; then
+    echo "evaluate failed: $2 (exit $1)" >&2
+    status=1
+    return 1
+  fi
+  return 0
+}
 for config in "${CONFIGS[@]}"; do
   IFS='|' read -r name args gate <<<"$config"
   case " $ROWS " in *" $name "*) ;; *) continue ;; esac
@@ -62,14 +75,7 @@ for config in "${CONFIGS[@]}"; do
   limit=$("$PYTHON" -c "print($gate * $GATE_SCALE)")
   "$V2M" evaluate --model "$qmodel" --reference "$MODEL" --corpus "$CORPUS" --split test --kernel "$KERNEL" \
     --max-tokens "$MAX_TOKENS" "$SPEED" --json --fail-if "nll_delta>$limit" -o "$report" --force >/dev/null
-  code=$?
-  if [ "$code" -eq 3 ]; then
-    [ "$status" -eq 0 ] && status=3
-  elif [ "$code" -ne 0 ]; then
-    echo "evaluate failed: $name (exit $code)" >&2
-    status=1
-    continue
-  fi
+  gated $? "$name" || continue
   reports+=("$name=$report")
 done
 
@@ -89,14 +95,7 @@ if [ -n "${DIFFUSION:-}" ] && [ -n "${CONTROLS:-}" ]; then
     limit=$("$PYTHON" -c "print($verr * $GATE_SCALE)")
     "$V2M" evaluate --model "$OUT/$name.safetensors" --reference "$DIFFUSION" --corpus "$CONTROLS" --kernel "$KERNEL" \
       "$SPEED" --json --fail-if "v_err>$limit,note_f1<$f1" -o "$OUT/$name.report.json" --force >/dev/null
-    code=$?
-    if [ "$code" -eq 3 ]; then
-      [ "$status" -eq 0 ] && status=3
-    elif [ "$code" -ne 0 ]; then
-      echo "evaluate failed: $name (exit $code)" >&2
-      status=1
-      continue
-    fi
+    gated $? "$name" || continue
     dreports+=("$name=$OUT/$name.report.json")
   done
 fi
