@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from v2m.stages.evaluate.diffusion_metrics import STATS
+from v2m.stages.diffusion_eval import STATS
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -65,7 +65,7 @@ def variants(n: int, seed: int) -> list[dict]:
 
 
 def measure(model, fmodel, vocab, clips, settings, reference, args) -> dict:
-    from v2m.stages.evaluate.diffusion_metrics import note_f1, note_set, piece, piece_metrics, v_error
+    from v2m.stages.diffusion_eval import note_f1, note_set, piece, piece_metrics, v_error
 
     rows = {"v_err": [], "note_f1": [], "onset_f": [], **{k: [] for k in STATS}}
     times = []
@@ -149,7 +149,7 @@ def main() -> None:
                              "bytes": stored_bytes(out), "quantize_s": time.perf_counter() - started}
             print(f"{name}: {results[name]}", flush=True)
     # per-step time side by side: float and each W8A8 checkpoint alternately (a busy machine slows both alike)
-    from v2m.stages.evaluate.diffusion_metrics import step_ms
+    from v2m.stages.diffusion_eval import step_ms
 
     side = {}
     for name in [n for n in results if n.startswith("w8a8")][-1:]:

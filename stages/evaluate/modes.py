@@ -36,7 +36,8 @@ class Report:
 def evaluate_request(inputs: list[str], *, model: str | None = None, corpus: str | None = None, split: str = "test",
                      reference: str | None = None, max_tokens: int = 32768, context: int = 0, speed: bool = True,
                      device: str = "cpu", kernel: str = "auto", tokenizer: str | None = None, plot: str | None = None,
-                     fail_if: str | None = None, progress: Callable | None = None) -> Report:
+                     fail_if: str | None = None, progress: Callable | None = None,
+                     diffusion: Callable | None = None) -> Report:
     """Evaluate what `inputs` and the options ask for (see the CLI's help); gates are parsed before any work."""
     gates = parse_gates(fail_if)  # a typo in a gate must not cost a model run
     config = {"split": split, "max_tokens": max_tokens, "context": context, "speed": speed, "device": device,
@@ -50,7 +51,7 @@ def evaluate_request(inputs: list[str], *, model: str | None = None, corpus: str
             raise V2MError("--model needs --corpus: the token corpus to score it on", "e.g. --corpus corpus/ --split test")
         mode = "model"
         metrics, sources = evaluate_model(model, corpus, split, reference, max_tokens=max_tokens, context=context,
-                                          speed=speed, device=device, kernel=kernel)
+                                          speed=speed, device=device, kernel=kernel, diffusion=diffusion)
     elif corpus is not None or reference is not None:
         raise V2MError("--corpus and --reference measure a model", "add --model M.safetensors")
     elif not inputs:
@@ -92,8 +93,11 @@ def check_outcome(report: Report) -> None:
 
 
 def evaluate_model(model: str, corpus: str, split: str, reference: str | None, *, max_tokens: int = 32768,
-                   context: int = 0, speed: bool = True, device: str = "cpu", kernel: str = "auto") -> tuple[dict, list]:
-    """Model mode: NLL/KL/size/speed of `model` on a corpus split (against `reference`), and the sources."""
+                   context: int = 0, speed: bool = True, device: str = "cpu", kernel: str = "auto",
+                   diffusion: Callable | None = None) -> tuple[dict, list]:
+    """Model mode: NLL/KL/size/speed of `model` on a corpus split (against `reference`), and the sources. A diffusion
+    checkpoint goes to `diffusion` (v2m.stages.diffusion_eval.evaluate_diffusion: sampling needs stages.generate,
+    which imports this package, so the caller hands it over)."""
     # imported here, not at the top: model mode needs torch (~1.3 s to import), scoring music needs none
     from v2m.checkpoint import read_meta
     from v2m.models.data import read_corpus
@@ -102,7 +106,9 @@ def evaluate_model(model: str, corpus: str, split: str, reference: str | None, *
     from v2m.stages.session import check_kernel
 
     if read_meta(model).get("backend") == "diffusion":
-        return _evaluate_diffusion(model, corpus, reference, speed=speed, device=device, kernel=kernel)
+        if diffusion is None:
+            raise V2MError(f"{model} is a diffusion checkpoint; this caller cannot sample it", "use v2m evaluate")
+        return diffusion(model, corpus, reference, speed=speed, device=device, kernel=kernel)
     config = ModelEvalConfig(context=context, max_tokens=max_tokens, device=device)
     data = read_corpus(corpus)
     check_tokenizers(read_meta(model), data, "model")  # before the weights are read
@@ -118,35 +124,6 @@ def evaluate_model(model: str, corpus: str, split: str, reference: str | None, *
                             measure_speed=speed)
     index = Path(corpus) / "index.json"
     sources = [artifacts.source_of(model, path=model), artifacts.source_of(index, path=index)]
-    if reference:
-        sources.append(artifacts.source_of(reference, path=reference))
-    return metrics, sources
-
-
-def _evaluate_diffusion(model: str, controls: str, reference: str | None, *, speed: bool, device: str,
-                        kernel: str) -> tuple[dict, list]:
-    """Model mode for a diffusion checkpoint: `--corpus` is controls (a v2m.controls file or folder), the metrics
-    are stages/evaluate/diffusion_metrics.py's (per-step v error and note F1 against `reference`, statistics,
-    onset F, size, time per step)."""
-    from v2m.checkpoint import read_meta
-    from v2m.models.loading import load_model
-    from v2m.stages.evaluate.diffusion_metrics import diffusion_model_metrics
-    from v2m.stages.quantize_diffusion import read_controls
-    from v2m.stages.session import check_kernel
-    from v2m.stages.tokens.vocab import load_tokenizer
-
-    check_kernel(kernel)
-    if reference is not None and read_meta(reference).get("backend") != "diffusion":
-        raise V2MError(f"{reference} is not a diffusion checkpoint", "compare a diffusion model with a diffusion reference")
-    payloads = read_controls(controls)
-    loaded = load_model(model, device=device, kernel=kernel)
-    ref = load_model(reference, device=device) if reference is not None else None
-    vocab = load_tokenizer(loaded.meta["tokenizer"])
-    log.info(f"sampling {model} on {len(payloads)} controls from {controls}" + (f" against {reference}" if reference else ""))
-    metrics = diffusion_model_metrics(loaded, payloads, vocab, Path(model).stat().st_size, reference=ref,
-                                      reference_size_bytes=Path(reference).stat().st_size if reference else None,
-                                      measure_speed=speed)
-    sources = [artifacts.source_of(model, path=model)]
     if reference:
         sources.append(artifacts.source_of(reference, path=reference))
     return metrics, sources

@@ -1,4 +1,5 @@
-"""Model mode for a diffusion checkpoint (issue 21): a (quantized) denoiser against its float reference on
+"""evaluate's model mode for a diffusion checkpoint (issue 21; `evaluate_diffusion`, handed to
+v2m.stages.evaluate by the CLI: sampling needs stages.generate, which imports stages.evaluate): a (quantized) denoiser against its float reference on
 controls, not on a token corpus.
 
 For each controls payload (`--corpus` is then a v2m.controls file or a folder of them) the model and the
@@ -18,10 +19,13 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from v2m import artifacts, log
+from v2m.errors import V2MError
 from v2m.models.diffusion import CHANNELS, alpha_sigma, null_affect, roll_to_notes
 from v2m.stages.generate.diffusion import DEFAULT_GUIDANCE, DiffusionSettings, roll_ids, sample_rolls
 from v2m.stages.generate.plan import extend_grid
@@ -145,3 +149,31 @@ def diffusion_model_metrics(loaded, controls: list[dict], vocab, size_bytes: int
         if theirs:
             metrics["sample_speedup"] = statistics.median(theirs) / metrics["sample_ms_step"]
     return metrics
+
+
+def evaluate_diffusion(model: str, controls: str, reference: str | None, *, speed: bool, device: str,
+                        kernel: str) -> tuple[dict, list]:
+    """Model mode for a diffusion checkpoint: `--corpus` is controls (a v2m.controls file or folder), the metrics
+    are this module's (per-step v error and note F1 against `reference`, statistics,
+    onset F, size, time per step)."""
+    from v2m.checkpoint import read_meta
+    from v2m.models.loading import load_model
+    from v2m.stages.quantize_diffusion import read_controls
+    from v2m.stages.session import check_kernel
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    check_kernel(kernel)
+    if reference is not None and read_meta(reference).get("backend") != "diffusion":
+        raise V2MError(f"{reference} is not a diffusion checkpoint", "compare a diffusion model with a diffusion reference")
+    payloads = read_controls(controls)
+    loaded = load_model(model, device=device, kernel=kernel)
+    ref = load_model(reference, device=device) if reference is not None else None
+    vocab = load_tokenizer(loaded.meta["tokenizer"])
+    log.info(f"sampling {model} on {len(payloads)} controls from {controls}" + (f" against {reference}" if reference else ""))
+    metrics = diffusion_model_metrics(loaded, payloads, vocab, Path(model).stat().st_size, reference=ref,
+                                      reference_size_bytes=Path(reference).stat().st_size if reference else None,
+                                      measure_speed=speed)
+    sources = [artifacts.source_of(model, path=model)]
+    if reference:
+        sources.append(artifacts.source_of(reference, path=reference))
+    return metrics, sources
