@@ -84,7 +84,7 @@ def command(
         check_output(plot, force, inputs=[*sources, output])
     report = evaluate_request(list(inputs or []), model=model, corpus=corpus, split=split, reference=reference,
                               max_tokens=max_tokens, context=context, speed=speed, device=device, kernel=kernel,
-                              tokenizer=tokenizer, plot=plot, fail_if=fail_if)
+                              tokenizer=tokenizer, plot=plot, fail_if=fail_if, diffusion=_diffusion)
     write_output(dumps(report.data if as_json else report.artifact()), output, force)
     _table(report.data)
     check_outcome(report)
@@ -151,3 +151,10 @@ def _table(data: dict) -> None:
     for gate in data["gates"]:
         verdict = "[red]FAILED[/red]" if gate["failed"] else "[green]passed[/green]"
         console.print(f"gate {gate['gate']}: {verdict} ({gate['detail']})")
+
+
+def _diffusion(*args, **kwargs):
+    """Model mode for a diffusion checkpoint (imported only then: it needs torch and the sampler)."""
+    from v2m.stages.diffusion_eval import evaluate_diffusion
+
+    return evaluate_diffusion(*args, **kwargs)

@@ -20,6 +20,14 @@ cpu-vnni | cpu-int8 | int-mm | inductor | cuda-int-mm | cuda-fp8 | cuda-int4
 (auto picks per layer by CPU ISA / GPU compute capability and logs it).
 The group size must divide every quantized layer's input width.
 
+A diffusion checkpoint (train --backend diffusion) takes --scheme w8a8, w6a6 or
+w4a8 and --method rtn or gptq; --calib is then a v2m.controls file or folder:
+the DDIM sampler runs on those conditions and every Linear's inputs are
+recorded along the trajectory (uniform + normally distributed steps), with
+activation ranges per --t-groups group of timesteps (--ranges timestep,
+clip-searched), the time-embedding/adaLN path kept at int8 weights and float
+activations. --ranges single is the naive one-step calibration.
+
 Examples:
 
   v2m quantize model.safetensors -o model.w8a8.safetensors --scheme w8a8 --method smoothquant --calib corpus/
@@ -31,6 +39,8 @@ Examples:
   v2m quantize model.safetensors -o model.w2.safetensors --scheme w2 --group 32 --method decoupleq --calib corpus/
 
   v2m quantize model.safetensors -o model.mix.safetensors --scheme w8a8 --group 64 --method mixed+gptq --budget-bits 6 --calib corpus/
+
+  v2m quantize presets/diffusion.safetensors -o diffusion.w8a8.safetensors --scheme w8a8 --calib controls/
 
   v2m evaluate --model model.w8a8.safetensors --reference model.safetensors --corpus corpus/ --fail-if "nll_delta>0.01,kl>0.01"
 
@@ -81,7 +91,8 @@ def print_list(value: bool) -> None:
 def command(
     model: Annotated[str, typer.Argument(help="Float model checkpoint (.safetensors from v2m train).", show_default=False)],
     output: Annotated[str, typer.Option("--output", "-o", help="Quantized checkpoint to write.", show_default=False)],
-    scheme: Annotated[str, typer.Option("--scheme", "-s", help="w8a8, w8, w4, w3, w2, fp8, fp4 or nvfp4.")] = "w8a8",
+    scheme: Annotated[str, typer.Option("--scheme", "-s", help="w8a8, w8, w4, w3, w2, fp8, fp4 or nvfp4; a diffusion "
+                                                              "model: w8a8, w6a6 or w4a8.")] = "w8a8",
     method: Annotated[str, typer.Option("--method", "-m", help="rtn, gptq, decoupleq, smoothquant, rotate, mixed; "
                                                               "combine with '+' (see --list).")] = "rtn",
     calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration corpus folder (v2m encode-tokens -o DIR/).")] = None,
@@ -101,16 +112,24 @@ def command(
                                                                      "(codes + scales + zeros).")] = 4.5,
     rounds: Annotated[int, typer.Option("--rounds", help="decoupleq: float/integer alternations after the GPTQ start.")] = 8,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the rotation and the calibration windows.")] = 0,
+    ranges: Annotated[str, typer.Option("--ranges", help="Diffusion: activation ranges: timestep (per timestep group, "
+                                                         "clip search), trajectory (one range over the trajectory) or "
+                                                         "single (one calibration step: the naive baseline).")] = "timestep",
+    act: Annotated[str, typer.Option("--act", help="Diffusion: activations static (calibrated ranges) or dynamic "
+                                                   "(per token at run time).")] = "static",
+    t_groups: Annotated[int, typer.Option("--t-groups", help="Diffusion: timestep groups with their own ranges.")] = 4,
+    calib_steps: Annotated[int, typer.Option("--calib-steps", help="Diffusion: DDIM steps of the calibration runs.")] = 20,
     force: Force = False,
     list_: Annotated[bool, typer.Option("--list", help="Print which schemes, methods and kernels combine, and exit.",
                                         is_eager=True, callback=print_list)] = False,
 ) -> None:
-    from v2m.stages.quantize import CalibrationSource, QuantizeConfig, quantize_checkpoint
+    from v2m.stages.quantize import CalibrationSource, DiffusionOptions, QuantizeConfig, quantize_checkpoint
 
     config = QuantizeConfig(scheme=scheme, method=method, group=group, asym=asym, alpha=alpha, damp=damp,
                             act_order=act_order, block=block, budget_bits=budget_bits, rounds=rounds, seed=seed)
     source = CalibrationSource(calib, calib_split, calib_samples, calib_length) if calib is not None else None
-    result = quantize_checkpoint(model, output, config, source, force=force)
+    result = quantize_checkpoint(model, output, config, source, force=force,
+                                 diffusion=DiffusionOptions(ranges, act, t_groups, calib_steps))
     log.info(f"{Path(output).name}: {scheme} {result.method}, {result.layers} layers, "
              f"{result.bytes_after / 1e6:.2f} MB ({result.bytes_after / result.bytes_before:.3f}× the bf16 model) "
              f"in {result.seconds:.1f} s")

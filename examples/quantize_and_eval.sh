@@ -7,6 +7,9 @@
 # table goes to stdout (append it to "$GITHUB_STEP_SUMMARY" in CI); OUT_DIR also gets report.json, summary.md,
 # junit.xml and one checkpoint per row. Exits 0 when every gate holds, 3 when a gate failed, 1 when a row errored.
 #   V2M=v2m   SWEEP=examples/sweep.toml
+# The diffusion backend (issue 21), when DIFFUSION=model.safetensors and CONTROLS=controls.json|folder/ are set:
+# timestep-aware W8A8 and W4A8 rows against the float diffusion model from the same seeds, gated on the
+# v-prediction error and note F1 (GATE_SCALE=-100 makes those gates fail: a test of the failure path).
 set -uo pipefail
 
 if [ $# -lt 2 ]; then
@@ -24,4 +27,33 @@ SWEEP=${SWEEP:-$(dirname "${BASH_SOURCE[0]}")/sweep.toml}
 "$V2M" sweep "$SWEEP" --model "$MODEL" --corpus "$CORPUS" -o "$OUT" --junit "$OUT/junit.xml" --force "$@"
 status=$?
 [ -f "$OUT/summary.md" ] && cat "$OUT/summary.md"
+
+if [ -n "${DIFFUSION:-}" ] && [ -n "${CONTROLS:-}" ]; then
+  GATE_SCALE=${GATE_SCALE:-1}
+  echo "| diffusion row | gate | result |"
+  echo "|---|---|---|"
+  for config in "w8a8|0.01|0.9" "w4a8|0.05|0.8"; do
+    IFS='|' read -r scheme verr f1 <<<"$config"
+    name="diffusion-$scheme-timestep"
+    if ! "$V2M" quantize "$DIFFUSION" -o "$OUT/$name.safetensors" --scheme "$scheme" --calib "$CONTROLS" --force; then
+      echo "quantize failed: $name" >&2
+      status=1
+      continue
+    fi
+    limit=$(awk -v a="$verr" -v b="$GATE_SCALE" 'BEGIN { print a * b }')
+    gate="v_err>$limit,note_f1<$f1"
+    "$V2M" evaluate --model "$OUT/$name.safetensors" --reference "$DIFFUSION" --corpus "$CONTROLS" --json \
+      --fail-if "$gate" -o "$OUT/$name.report.json" --force >/dev/null
+    code=$?
+    if [ "$code" -eq 3 ]; then
+      echo "| $name | $gate | FAIL |"
+      [ "$status" -eq 0 ] && status=3
+    elif [ "$code" -ne 0 ]; then
+      echo "evaluate failed: $name (exit $code)" >&2
+      status=1
+    else
+      echo "| $name | $gate | pass |"
+    fi
+  done
+fi
 exit "$status"

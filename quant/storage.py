@@ -74,6 +74,10 @@ def load_quantized(model: nn.Module, tensors: dict, meta: dict, *, path: str, de
         layer = QuantLinear(linear.in_features, linear.out_features, Scheme.from_json(scheme_json),
                             bias=f"{name}.bias" in tensors, smooth=f"{name}.smooth" in tensors)
         replace_module(model, name, layer)
+    if quant.get("activations"):  # a diffusion checkpoint's timestep-aware activation quantization
+        from .timestep import attach
+
+        attach(model, quant)
     quantized = set(quant["layers"])
     tensors = {k: v.float() if v.is_floating_point() and k.rpartition(".")[0] not in quantized else v for k, v in tensors.items()}
     try:

@@ -37,6 +37,17 @@ class CalibrationSource:
 
 
 @dataclass(frozen=True)
+class DiffusionOptions:
+    """What only a diffusion checkpoint takes (v2m.quant.timestep): activation ranges, static or dynamic
+    activations, timestep groups, the calibration sampler's steps."""
+
+    ranges: str = "timestep"
+    act: str = "static"
+    groups: int = 4
+    sampler_steps: int = 20
+
+
+@dataclass(frozen=True)
 class QuantizeResult:
     method: str
     layers: int
@@ -130,9 +141,12 @@ def calibration_windows(source: CalibrationSource, tokenizer_hash: str, max_len:
 
 
 def quantize_checkpoint(model: str, output: str, config: QuantizeConfig, calibration: CalibrationSource | None = None,
-                        force: bool = False) -> QuantizeResult:
-    """Quantize the float checkpoint `model` into `output` (atomically; an existing file only with `force`)."""
+                        force: bool = False, diffusion: DiffusionOptions | None = None) -> QuantizeResult:
+    """Quantize the float checkpoint `model` into `output` (atomically; an existing file only with `force`).
+    A diffusion checkpoint goes to quantize_diffusion (its calibration is controls, `diffusion` its settings)."""
     check_output(output, force, inputs=[model] + ([calibration.corpus] if calibration is not None else []))
+    if read_meta(model).get("backend") == "diffusion" and not read_meta(model).get("quant"):
+        return _quantize_diffusion(model, output, config, calibration, diffusion, force)
     check_request(output, config, calibration is not None)
     meta = read_meta(model)
     if meta.get("quant"):
@@ -149,6 +163,35 @@ def quantize_checkpoint(model: str, output: str, config: QuantizeConfig, calibra
                  f"({calibration.split}), sha256 {windows.sha256[:12]}")
     before = sum(2 * t.numel() for t in loaded.model.state_dict().values() if t.is_floating_point())  # as bf16
     quant = quantize_model(loaded.model, config, windows)
+    save_quantized(output, loaded.model, loaded, quant, force=force)
+    return QuantizeResult(quant["method"], len(quant["layers"]), before, stored_bytes(output),
+                          time.perf_counter() - started)
+
+
+def _quantize_diffusion(model: str, output: str, config: QuantizeConfig, calibration: CalibrationSource | None,
+                        options: DiffusionOptions | None, force: bool) -> QuantizeResult:
+    from v2m.quant.timestep import DiffusionQuantConfig
+    from v2m.stages.quantize_diffusion import quantize_diffusion_model
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    options = options or DiffusionOptions()
+    dconfig = DiffusionQuantConfig(scheme=config.scheme, method=config.method, ranges=options.ranges, act=options.act,
+                                   groups=options.groups, sampler_steps=options.sampler_steps, seed=config.seed)
+    dconfig.check()
+    if dconfig.act == "static" and calibration is None:
+        raise V2MError("a diffusion model's static activation ranges need calibration conditions",
+                       "pass --calib CONTROLS (a v2m.controls file or folder), or --act dynamic")
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    loaded = load_model(model, device="cpu")
+    before = sum(2 * t.numel() for t in loaded.model.state_dict().values() if t.is_floating_point())  # as bf16
+    if calibration is None:  # dynamic activations, RTN weights: no data needed, but the metadata is the same
+        from v2m.quant.timestep import quantize_diffusion
+
+        quant = quantize_diffusion(loaded.model, dconfig, None, {})
+    else:
+        quant = quantize_diffusion_model(loaded, dconfig, calibration.corpus, calibration.samples,
+                                         load_tokenizer(loaded.meta["tokenizer"]).stats)
     save_quantized(output, loaded.model, loaded, quant, force=force)
     return QuantizeResult(quant["method"], len(quant["layers"]), before, stored_bytes(output),
                           time.perf_counter() - started)

@@ -36,7 +36,8 @@ class Report:
 def evaluate_request(inputs: list[str], *, model: str | None = None, corpus: str | None = None, split: str = "test",
                      reference: str | None = None, max_tokens: int = 32768, context: int = 0, speed: bool = True,
                      device: str = "cpu", kernel: str = "auto", tokenizer: str | None = None, plot: str | None = None,
-                     fail_if: str | None = None, progress: Callable | None = None) -> Report:
+                     fail_if: str | None = None, progress: Callable | None = None,
+                     diffusion: Callable | None = None) -> Report:
     """Evaluate what `inputs` and the options ask for (see the CLI's help); gates are parsed before any work."""
     gates = parse_gates(fail_if)  # a typo in a gate must not cost a model run
     config = {"split": split, "max_tokens": max_tokens, "context": context, "speed": speed, "device": device,
@@ -50,7 +51,7 @@ def evaluate_request(inputs: list[str], *, model: str | None = None, corpus: str
             raise V2MError("--model needs --corpus: the token corpus to score it on", "e.g. --corpus corpus/ --split test")
         mode = "model"
         metrics, sources = evaluate_model(model, corpus, split, reference, max_tokens=max_tokens, context=context,
-                                          speed=speed, device=device, kernel=kernel)
+                                          speed=speed, device=device, kernel=kernel, diffusion=diffusion)
     elif corpus is not None or reference is not None:
         raise V2MError("--corpus and --reference measure a model", "add --model M.safetensors")
     elif not inputs:
@@ -92,8 +93,11 @@ def check_outcome(report: Report) -> None:
 
 
 def evaluate_model(model: str, corpus: str, split: str, reference: str | None, *, max_tokens: int = 32768,
-                   context: int = 0, speed: bool = True, device: str = "cpu", kernel: str = "auto") -> tuple[dict, list]:
-    """Model mode: NLL/KL/size/speed of `model` on a corpus split (against `reference`), and the sources."""
+                   context: int = 0, speed: bool = True, device: str = "cpu", kernel: str = "auto",
+                   diffusion: Callable | None = None) -> tuple[dict, list]:
+    """Model mode: NLL/KL/size/speed of `model` on a corpus split (against `reference`), and the sources. A diffusion
+    checkpoint goes to `diffusion` (v2m.stages.diffusion_eval.evaluate_diffusion: sampling needs stages.generate,
+    which imports this package, so the caller hands it over)."""
     # imported here, not at the top: model mode needs torch (~1.3 s to import), scoring music needs none
     from v2m.checkpoint import read_meta
     from v2m.models.data import read_corpus
@@ -101,6 +105,10 @@ def evaluate_model(model: str, corpus: str, split: str, reference: str | None, *
     from v2m.stages.evaluate.model_metrics import ModelEvalConfig, check_tokenizers, model_metrics
     from v2m.stages.session import check_kernel
 
+    if read_meta(model).get("backend") == "diffusion":
+        if diffusion is None:
+            raise V2MError(f"{model} is a diffusion checkpoint; this caller cannot sample it", "use v2m evaluate")
+        return diffusion(model, corpus, reference, speed=speed, device=device, kernel=kernel)
     config = ModelEvalConfig(context=context, max_tokens=max_tokens, device=device)
     for path in (model, reference):
         if path is not None and read_meta(path).get("backend") == "diffusion":

@@ -59,6 +59,8 @@ METRICS: dict[str, int] = {
     "nll": -1, "ppl": -1, "ref_nll": 0, "kl": -1, "nll_delta": -1, "nll_delta_abs": -1, "tokens_evaluated": 0,
     "context": 0, "params": 0, "size_mb": -1, "bits_per_param": -1, "size_ratio": -1, "prefill_tok_s": 1,
     "decode_tok_s": 1, "prefill_speedup": 1, "decode_speedup": 1,
+    # diffusion model (stages/diffusion_eval.py): vs the float reference from the same seed and noise
+    "v_err": -1, "note_f1": 1, "sample_ms_step": -1, "sample_speedup": 1,
     # folder
     "files": 0, "failed": -1,
 }

@@ -1,0 +1,327 @@
+"""Diffusion-aware post-training quantization: calibration along the sampling trajectory, activation ranges per
+group of timesteps, the time-embedding path kept apart.
+
+A language model's activations have one distribution; a diffusion denoiser's change with the timestep, so a
+calibration taken at one step fits that step and breaks the others. The remedies, brought to any denoiser whose
+forward takes the timestep t ∈ [0, 1] as its second positional argument (v2m's DiT, models/diffusion.py):
+
+- **Trajectory calibration** (PTQ4DM, Shang et al. 2023; Q-Diffusion, Li et al. 2023): the caller runs its own
+  sampler on calibration conditions (`sample()`), and each Linear's inputs are recorded at a set of sampler steps
+  drawn uniformly over the trajectory plus steps drawn from a normal distribution (PTQ4DM's normally distributed
+  time-step calibration, centred late in the trajectory where the output is decided), not at one step.
+- **Timestep-aware activation ranges** (TFMQ-DM, Huang et al. 2024; ViDiT-Q, Zhao et al. 2024): static
+  asymmetric activation ranges per group of timesteps (`groups` equal slices of t); at run time a forward
+  pre-hook on the model reads t and every TimestepQuantLinear uses its group's range.
+- **Distribution-aware clipping** (PD-Quant, Liu et al. 2023): each layer's range per group is the absolute range
+  times the clip ratio from a grid that minimises the layer's output error ||Q(X)Wᵀ − XWᵀ||² on the recorded rows.
+- **The time-embedding path apart** (TFMQ-DM): the timestep MLP and the adaLN modulation layers (`time.*`,
+  `*.ada`) get int8 weights with float activations (their inputs are one row per sample: no speed to win, and an
+  error there shifts every token of every block), never the low-bit scheme.
+
+Schemes: w8a8 (int8 weights per channel, int8 activations: the CPU int8 kernels run the product), w6a6 (weights
+on a 6-bit grid stored in the int8 container, 6-bit activations: the same kernels), w4a8 (packed 4-bit weights,
+8-bit activations, reference kernel). Activations are `static` (ranges per timestep group) or `dynamic` (per-token
+absmax at run time). `ranges`: `single` (the naive baseline: one mid-trajectory step, absolute ranges, every
+layer at the scheme), `trajectory` (uniform + normal steps, one absolute range, time path apart) or `timestep`
+(per-group ranges with the clip search, time path apart).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from v2m import log
+from v2m.errors import V2MError
+
+from .formats import Params, make_scheme, quantize_tensor
+from .gptq import GPTQConfig, gptq_quantize
+from .linear import QuantLinear, replace_module
+
+DIFFUSION_SCHEMES = {"w8a8": (8, 8), "w6a6": (6, 6), "w4a8": (4, 8)}  # name → (weight bits, activation bits)
+RANGES = ("single", "trajectory", "timestep")
+ACTS = ("static", "dynamic")
+CLIP_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4)
+ROWS_PER_GROUP = 512  # recorded input rows kept per layer and timestep group (for the clip search)
+W4_GROUP = 64
+
+
+@dataclass(frozen=True)
+class DiffusionQuantConfig:
+    scheme: str = "w8a8"
+    method: str = "rtn"        # weights: rtn or gptq
+    ranges: str = "timestep"   # single | trajectory | timestep
+    act: str = "static"        # static (per timestep group) | dynamic (per token)
+    groups: int = 4            # timestep groups (ranges = timestep)
+    sampler_steps: int = 20    # DDIM steps of the calibration runs
+    uniform: int = 6           # steps recorded uniformly over the trajectory
+    normal: int = 6            # steps recorded from the normal distribution (PTQ4DM)
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.scheme not in DIFFUSION_SCHEMES:
+            raise V2MError(f"scheme '{self.scheme}' is not one of the diffusion schemes",
+                           f"a diffusion checkpoint takes {', '.join(DIFFUSION_SCHEMES)}")
+        if self.method not in ("rtn", "gptq"):
+            raise V2MError(f"--method {self.method}: a diffusion checkpoint takes rtn or gptq weights")
+        if self.method == "gptq" and self.scheme == "w6a6":
+            raise V2MError("--method gptq has no 6-bit weight format here", "use --method rtn with w6a6")
+        if self.ranges not in RANGES:
+            raise V2MError(f"--ranges {self.ranges}: expected one of {', '.join(RANGES)}")
+        if self.act not in ACTS:
+            raise V2MError(f"--act {self.act}: expected static or dynamic")
+        if not 1 <= self.groups <= 50:
+            raise V2MError(f"--t-groups must be 1..50, got {self.groups}")
+        if not 2 <= self.sampler_steps <= 1000:
+            raise V2MError(f"--calib-steps must be 2..1000, got {self.sampler_steps}")
+
+
+def time_path(name: str) -> bool:
+    """The timestep-embedding MLP and the adaLN modulation layers (TFMQ-DM's temporal features)."""
+    return name.startswith("time.") or name == "ada" or name.endswith(".ada")
+
+
+def targets(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every nn.Linear a QuantLinear can replace (nn.MultiheadAttention reads its projections' weights directly)."""
+    skip = {f"{n}.out_proj" for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in skip}
+
+
+def group_of(t: float, groups: int) -> int:
+    """Timestep group of t ∈ [0, 1]: equal slices, group 0 the noisiest (t near 1)."""
+    return min(groups - 1, max(0, int((1.0 - float(t)) * groups)))
+
+
+def calibration_steps(config: DiffusionQuantConfig) -> list[int]:
+    """Sampler step indices whose inputs are recorded (0 = the first, noisiest step)."""
+    s = config.sampler_steps
+    if config.ranges == "single":
+        return [s // 2]
+    uniform = {int(round(i * (s - 1) / max(1, config.uniform - 1))) for i in range(config.uniform)}
+    g = torch.Generator().manual_seed(config.seed)
+    # PTQ4DM's NDTC: steps from N(μ, σ) with μ late in the trajectory (t ≈ 0.4), σ a quarter of it
+    drawn = torch.randn(config.normal, generator=g) * 0.25 * s + 0.6 * s
+    normal = {int(min(s - 1, max(0, round(float(v))))) for v in drawn}
+    return sorted(uniform | normal)
+
+
+class _Record:
+    def __init__(self, in_features: int, groups: int, hessian: bool):
+        self.lo = torch.full((groups,), math.inf)
+        self.hi = torch.full((groups,), -math.inf)
+        self.rows: list[list[torch.Tensor]] = [[] for _ in range(groups)]
+        self.kept = [0] * groups
+        self.xtx = torch.zeros(in_features, in_features, dtype=torch.float64) if hessian else None
+        self.n = 0
+
+
+@torch.no_grad()
+def collect_trajectory(model: nn.Module, layers: dict[str, nn.Module], sample, config: DiffusionQuantConfig,
+                       hessian: bool = False) -> tuple[dict[str, _Record], list[int]]:
+    """Run `sample()` (the caller's sampler over its calibration conditions, `config.sampler_steps` steps) and
+    record each layer's inputs at the calibration steps, by timestep group. Returns (records, steps seen)."""
+    groups = config.groups if config.ranges == "timestep" else 1
+    wanted = set(calibration_steps(config))
+    records = {n: _Record(m.in_features, groups, hessian) for n, m in layers.items()}
+    state = {"on": False, "group": 0}
+    seen: list[int] = []
+    g = torch.Generator().manual_seed(config.seed + 1)
+
+    def on_model(_m, args):
+        t = float(args[1].reshape(-1)[0])
+        step = int(round((1.0 - t) * config.sampler_steps))
+        state["on"] = step in wanted
+        state["group"] = group_of(t, groups)
+        if state["on"]:
+            seen.append(step)
+
+    def on_layer(name):
+        def hook(_m, args):
+            if not state["on"]:
+                return
+            r, k = records[name], state["group"]
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).float().cpu()
+            r.lo[k] = min(r.lo[k], float(x.min()))
+            r.hi[k] = max(r.hi[k], float(x.max()))
+            if r.xtx is not None:
+                r.xtx += (x.T @ x).double()
+                r.n += x.shape[0]
+            room = ROWS_PER_GROUP - r.kept[k]
+            if room > 0:
+                pick = x[torch.randperm(x.shape[0], generator=g)[:min(room, 256)]]
+                r.rows[k].append(pick)
+                r.kept[k] += pick.shape[0]
+        return hook
+
+    handles = [model.register_forward_pre_hook(on_model)]
+    handles += [m.register_forward_pre_hook(on_layer(n)) for n, m in layers.items()]
+    try:
+        sample()
+    finally:
+        for h in handles:
+            h.remove()
+    if not seen:
+        raise V2MError("the calibration sampler never reached a recorded step", "check --calib-steps")
+    return records, sorted(set(seen))
+
+
+# ---------------------------------------------------------------- activation quantization
+
+def fake_quant_static(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
+    """Asymmetric static quantization of x onto 2^bits levels spanning [lo, hi] (clipped outside)."""
+    levels = 2 ** bits - 1
+    scale = max(hi - lo, 1e-8) / levels
+    zero = round(-lo / scale)
+    q = torch.clamp(torch.round(x / scale) + zero, 0, levels)
+    return (q - zero) * scale
+
+
+def fake_quant_dynamic(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symmetric per-token (per-row) quantization at `bits` bits."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = (x.abs().amax(-1, keepdim=True) / qmax).clamp(min=1e-8)
+    return torch.round(x / scale).clamp(-qmax, qmax) * scale
+
+
+def clip_search(rows: torch.Tensor, weight: torch.Tensor, lo: float, hi: float, bits: int) -> tuple[float, float, float]:
+    """PD-Quant-style distribution-aware range: the clip ratio of CLIP_GRID whose quantized inputs give the least
+    output error ||Q(X)Wᵀ − XWᵀ||² on the recorded rows. Returns (lo, hi, ratio)."""
+    reference = rows @ weight.T
+    best = (math.inf, lo, hi, 1.0)
+    for r in CLIP_GRID:
+        err = float(((fake_quant_static(rows, lo * r, hi * r, bits) @ weight.T - reference) ** 2).mean())
+        if err < best[0]:
+            best = (err, lo * r, hi * r, r)
+    return best[1], best[2], best[3]
+
+
+class TimestepQuantLinear(QuantLinear):
+    """A QuantLinear whose input is quantized first: statically with the range of the current timestep group
+    (`act_range` [groups, 2]: lo, hi; the group is set by the model's pre-hook, see `attach`) or dynamically per
+    token (no `act_range`). The weight product then runs on the layer's kernel (for w8a8/w6a6 the CPU int8 ones,
+    whose own per-token int8 step sees inputs already on the static grid)."""
+
+    def __init__(self, in_features, out_features, scheme, bias, act_bits: int, groups: int | None):
+        super().__init__(in_features, out_features, scheme, bias)
+        self.act_bits = act_bits
+        self.group = 0
+        self.register_buffer("act_range", torch.zeros(groups, 2) if groups else None)
+
+    def forward(self, x):
+        if self._buffers["act_range"] is not None:
+            lo, hi = self._buffers["act_range"][self.group].tolist()
+            x = fake_quant_static(x, lo, hi, self.act_bits)
+        else:
+            x = fake_quant_dynamic(x, self.act_bits)
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        mode = f"static ×{self.act_range.shape[0]} t-groups" if self.act_range is not None else "dynamic"
+        return super().extra_repr() + f", a{self.act_bits} {mode}"
+
+
+def _timestep_hook(model: nn.Module, groups: int):
+    layers = [m for m in model.modules() if isinstance(m, TimestepQuantLinear)]
+
+    def hook(_m, args):
+        k = group_of(float(args[1].reshape(-1)[0]), groups)
+        for layer in layers:
+            layer.group = k
+    return model.register_forward_pre_hook(hook)
+
+
+def attach(model: nn.Module, quant: dict) -> None:
+    """Loading: turn the layers with recorded activation quantization into TimestepQuantLinear (before the state
+    dict is loaded into them) and install the pre-hook that selects each step's timestep group."""
+    acts = quant.get("activations") or {}
+    for name, a in acts.items():
+        old = model.get_submodule(name)
+        new = TimestepQuantLinear(old.in_features, old.out_features, old.scheme, old._buffers["bias"] is not None,
+                                  int(a["bits"]), int(a["groups"]) if a["mode"] == "static" else None)
+        replace_module(model, name, new)
+    if acts:
+        _timestep_hook(model, int(quant["diffusion"]["groups"]))
+
+
+# ---------------------------------------------------------------- the whole model
+
+def _weight_qtensor(weight: torch.Tensor, bits: int, hess: torch.Tensor | None, method: str):
+    w = weight.detach().float()
+    if bits == 4:
+        scheme = make_scheme("w4", W4_GROUP if w.shape[1] % W4_GROUP == 0 else 0)
+    else:
+        scheme = make_scheme("w8a8")
+    if method == "gptq" and hess is not None:
+        return gptq_quantize(w, hess, scheme, GPTQConfig()).qtensor
+    if bits == 6:  # a 6-bit grid in the int8 container: codes within ±31, the int8 kernels run it
+        scale = (w.abs().amax(1) / 31).clamp(min=1e-8).half().float()
+        return quantize_tensor(torch.round(w / scale[:, None]).clamp(-31, 31) * scale[:, None], scheme,
+                               Params(scale[:, None], torch.full_like(scale[:, None], 128.0)))
+    return quantize_tensor(w, scheme)
+
+
+def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, calibration: dict) -> dict:
+    """Quantize the denoiser `model` in place; `sample()` runs the caller's sampler over the calibration conditions
+    (described by `calibration`). Returns the checkpoint's `quant` metadata."""
+    config.check()
+    model.eval()
+    wbits, abits = DIFFUSION_SCHEMES[config.scheme]
+    layers = targets(model)
+    apart = {n for n in layers if time_path(n)} if config.ranges != "single" else set()
+    main = {n: m for n, m in layers.items() if n not in apart}
+    groups = config.groups if config.ranges == "timestep" else 1
+    if sample is None:  # dynamic activations with RTN weights need no calibration
+        if config.act == "static" or config.method == "gptq":
+            raise V2MError(f"{config.method} weights with {config.act} activations need calibration conditions")
+        records, seen = {n: _Record(m.in_features, groups, False) for n, m in layers.items()}, []
+    else:
+        records, seen = collect_trajectory(model, layers, sample, config, hessian=config.method == "gptq")
+    log.info(f"calibration: {len(seen)} sampler steps of {config.sampler_steps} recorded ({seen}), "
+             f"{groups} timestep group(s), {len(main)} layers at {config.scheme}, {len(apart)} on the time path at w8")
+    acts, clips = {}, {}
+    for name, layer in layers.items():
+        r = records[name]
+        bias = None if layer.bias is None else layer.bias.detach()
+        if name in apart:  # TFMQ-DM: int8 weights, float activations
+            q = QuantLinear.from_qtensor(quantize_tensor(layer.weight.detach().float(), make_scheme("w8")), bias)
+            replace_module(model, name, q)
+            continue
+        hess = (2.0 * r.xtx / max(r.n, 1)).float() if r.xtx is not None else None
+        qt = _weight_qtensor(layer.weight, wbits, hess, config.method)
+        static = config.act == "static"
+        new = TimestepQuantLinear(layer.in_features, layer.out_features, qt.scheme, bias is not None, abits,
+                                  groups if static else None)
+        new.packed.copy_(qt.packed)
+        new.scale.copy_(qt.scale)
+        if qt.zero is not None:
+            new.zero.copy_(qt.zero)
+        if bias is not None:
+            new.bias.copy_(bias.float())
+        if static:
+            for k in range(groups):
+                lo, hi = float(r.lo[k]), float(r.hi[k])
+                if not math.isfinite(lo):  # a group no recorded step fell in: the nearest recorded one
+                    near = min((j for j in range(groups) if math.isfinite(float(r.lo[j]))), key=lambda j: abs(j - k))
+                    lo, hi = float(r.lo[near]), float(r.hi[near])
+                if config.ranges == "timestep" and r.rows[k]:
+                    lo, hi, ratio = clip_search(torch.cat(r.rows[k]), qt.dequantize().float(), lo, hi, abits)
+                    clips.setdefault(name, []).append(ratio)
+                new.act_range[k] = torch.tensor([lo, hi])
+        replace_module(model, name, new.to(layer.weight.device))
+        acts[name] = {"bits": abits, "mode": config.act, "groups": groups}
+    _timestep_hook(model, groups)
+    return {
+        "version": 1,
+        "scheme": config.scheme,
+        "method": f"{config.method}+{config.ranges}" + ("" if config.act == "static" else "+dynamic"),
+        "hyperparameters": asdict(config),
+        "calibration": {**calibration, "steps_recorded": seen},
+        "diffusion": {"weight_bits": wbits, "act_bits": abits, "ranges": config.ranges, "act": config.act,
+                      "groups": groups, "time_path": sorted(apart),
+                      "clip_ratios": {n: v for n, v in clips.items()}},
+        "layers": {n: m.scheme.to_json() for n, m in model.named_modules() if isinstance(m, QuantLinear)},
+        "activations": acts,
+    }

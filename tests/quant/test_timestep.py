@@ -1,0 +1,139 @@
+"""Diffusion-aware PTQ (quant/timestep.py, issue 21) on the tiny debug diffusion model: trajectory calibration
+records several timesteps, each step selects its timestep group's ranges, W8A8 stays close to float, and the
+packed checkpoint round-trips through save/load and `generate --backend diffusion`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.models.test_diffusion import shared_folder, trained
+from tests.stages.generate.test_diffusion import controls_for
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from v2m import artifacts
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    model_path = trained(shared_folder(tmp_path_factory))[0]
+    folder = tmp_path_factory.mktemp("dptq")
+    controls = folder / "controls.json"
+    artifacts.write_artifact(artifacts.make_artifact("v2m.controls", controls_for(load_tokenizer(), bars=8), stage="test",
+                                                     config={}, seed=0), str(controls), True)
+    return model_path, controls, folder
+
+
+def _inputs(model, t: float, seed: int = 0):
+    from v2m.models.diffusion import CHANNELS, null_affect
+
+    g = torch.Generator().manual_seed(seed)
+    W = model.config.window
+    x = torch.randn((2, W, CHANNELS), generator=g)
+    feats = torch.rand((2, W, model.config.n_features), generator=g)
+    return x, torch.full((2,), t), -torch.ones_like(x), torch.zeros(2, W), feats, null_affect(2)
+
+
+def _quantized(model_path, controls, **options):
+    import v2m.quant  # noqa: F401  (registers the quantized loader)
+    from v2m.models.loading import load_model
+    from v2m.quant.timestep import DiffusionQuantConfig
+    from v2m.stages.quantize_diffusion import quantize_diffusion_model
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    loaded = load_model(str(model_path))
+    quant = quantize_diffusion_model(loaded, DiffusionQuantConfig(sampler_steps=6, **options), str(controls), 2,
+                                     load_tokenizer(loaded.meta["tokenizer"]).stats)
+    return loaded, quant
+
+
+def test_trajectory_calibration_records_several_timesteps(setup):
+    from v2m.quant.timestep import DiffusionQuantConfig, calibration_steps
+
+    steps = calibration_steps(DiffusionQuantConfig(sampler_steps=20))
+    assert len(steps) >= 6 and min(steps) == 0 and max(steps) == 19  # uniform ends + normal draws
+    assert calibration_steps(DiffusionQuantConfig(sampler_steps=20, ranges="single")) == [10]
+    _, quant = _quantized(*setup[:2])
+    assert len(quant["calibration"]["steps_recorded"]) >= 4
+    ranges = [m for m in quant["activations"].values()]
+    assert ranges and all(a["groups"] == 4 and a["mode"] == "static" for a in ranges)
+    _, naive = _quantized(*setup[:2], ranges="single")
+    assert naive["calibration"]["steps_recorded"] == [3] and naive["diffusion"]["time_path"] == []
+
+
+def test_each_step_selects_its_timestep_groups_ranges(setup):
+    from v2m.quant.timestep import TimestepQuantLinear
+
+    loaded, _ = _quantized(*setup[:2])
+    model = loaded.model
+    layers = [m for m in model.modules() if isinstance(m, TimestepQuantLinear)]
+    ranges = torch.stack([layer.act_range for layer in layers])
+    assert not torch.allclose(ranges[:, 0], ranges[:, -1])  # the noisiest and the cleanest group differ
+    with torch.no_grad():
+        model(*_inputs(model, 0.97))
+        assert {layer.group for layer in layers} == {0}
+        before = model(*_inputs(model, 0.03))
+        assert {layer.group for layer in layers} == {3}
+        for layer in layers:  # squash only group 3's ranges: a t in group 3 changes, a t in group 0 does not
+            layer.act_range[3] = layer.act_range[3] * 0.05
+        after = model(*_inputs(model, 0.03))
+        assert not torch.allclose(before, after)
+
+
+def test_w8a8_stays_close_to_float(setup):
+    from v2m.models.loading import load_model
+
+    float_model = load_model(str(setup[0])).model
+    loaded, _ = _quantized(*setup[:2])
+    with torch.no_grad():
+        for t in (0.9, 0.5, 0.1):
+            ref = float_model(*_inputs(float_model, t))
+            out = loaded.model(*_inputs(float_model, t))
+            assert float(((out - ref) ** 2).sum() / (ref ** 2).sum()) < 0.02, t
+
+
+def test_quantize_cli_round_trip_and_generate(setup, tmp_path):
+    import v2m.quant  # noqa: F401
+    from v2m.models.loading import load_model
+
+    model_path, controls, _ = setup
+    out = tmp_path / "q.safetensors"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "v2m", *a], capture_output=True, text=True, cwd=tmp_path)  # noqa: E731
+    result = run("quantize", str(model_path), "-o", str(out), "--scheme", "w4a8", "--calib", str(controls),
+                 "--calib-samples", "2", "--calib-steps", "6")
+    assert result.returncode == 0, result.stderr
+    loaded = load_model(str(out))
+    quant = loaded.meta["quant"]
+    assert loaded.backend == "diffusion" and quant["scheme"] == "w4a8" and quant["diffusion"]["ranges"] == "timestep"
+    again = load_model(str(out))
+    with torch.no_grad():
+        assert torch.equal(loaded.model(*_inputs(loaded.model, 0.4)), again.model(*_inputs(again.model, 0.4)))
+    tokens = tmp_path / "t.json"
+    result = run("generate", str(controls), "--model", str(out), "--backend", "diffusion", "--steps", "3",
+                 "-o", str(tokens))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(tokens.read_text())["data"]
+    assert data["ids"] and set(data["parts"]) == {"bass", "accompaniment"}
+    bad = run("quantize", str(model_path), "-o", str(tmp_path / "b.safetensors"), "--scheme", "w8a8")
+    assert bad.returncode == 1 and "calib" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_evaluate_gates_a_quantized_diffusion_model(setup, tmp_path):
+    model_path, controls, _ = setup
+    out = tmp_path / "q.safetensors"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "v2m", *a], capture_output=True, text=True, cwd=tmp_path)  # noqa: E731
+    assert run("quantize", str(model_path), "-o", str(out), "--scheme", "w8a8", "--calib", str(controls),
+               "--calib-samples", "2", "--calib-steps", "6").returncode == 0
+    report = tmp_path / "r.json"
+    ok = run("evaluate", "--model", str(out), "--reference", str(model_path), "--corpus", str(controls), "--no-speed",
+             "--fail-if", "note_f1<0.5,v_err>0.1,scale_consistency<0.1", "-o", str(report))
+    assert ok.returncode == 0, ok.stderr
+    metrics = json.loads(report.read_text())["data"]["metrics"]
+    assert 0.5 <= metrics["note_f1"] <= 1.0 and 0.0 <= metrics["v_err"] < 0.1 and metrics["size_ratio"] < 1.0
+    planted = run("evaluate", "--model", str(out), "--reference", str(model_path), "--corpus", str(controls),
+                  "--no-speed", "--fail-if", "v_err>-1")  # a bar no model can pass: the failure path exits 3
+    assert planted.returncode == 3, planted.stderr
