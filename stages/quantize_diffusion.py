@@ -38,10 +38,11 @@ def read_controls(source: str | Path) -> list[dict]:
         if isinstance(obj, dict) and obj.get("bars") and obj.get("beat_times"):
             out.append(obj)
         elif not path.is_dir():
-            raise V2MError(f"{f}: not a controls artifact", "calibrate a diffusion model on v2m.controls files "
-                                                             "(v2m encode-tokens RHYTHM.json -o controls.json)")
+            raise V2MError(f"{f}: not a controls artifact", "a diffusion model is calibrated and scored on v2m.controls "
+                                                             "files (v2m encode-tokens RHYTHM.json -o controls.json)")
     if not out:
-        raise V2MError(f"{source}: no controls files to calibrate on", "pass a v2m.controls file or a folder of them")
+        raise V2MError(f"{source}: no controls files found", "pass a v2m.controls file or a folder of them "
+                                                             "(v2m encode-tokens RHYTHM.json -o controls.json)")
     return out
 
 

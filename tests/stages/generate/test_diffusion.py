@@ -146,6 +146,8 @@ def test_bad_inputs_are_one_line(model_path, tmp_path):
 
     artifacts.write_artifact(artifacts.make_artifact("v2m.controls", controls_for(load_tokenizer()), stage="test",
                                                      config={}, seed=0), str(controls), True)
+    empty = tmp_path / "no-controls"
+    empty.mkdir()
     cases = [
         (["generate", str(controls), "--model", str(model_path), "--steps", "0"], "--steps 0"),
         (["generate", str(controls), "--backend", "diffusion", "--model", str(presets_dir() / "default.safetensors")],
@@ -155,7 +157,8 @@ def test_bad_inputs_are_one_line(model_path, tmp_path):
         (["generate", str(controls), "--model", str(model_path), "--rerank", "-n", "2"], "transformer backend only"),
         (["train", str(controls), "--backend", "diffusion", "-o", str(tmp_path / "m.safetensors")],
          "not a v2m roll set"),
-        (["evaluate", "--model", str(model_path), "--corpus", str(tmp_path)], "a diffusion checkpoint"),
+        # evaluate --model on a diffusion checkpoint scores it on controls (issue 21): a folder without any is one line
+        (["evaluate", "--model", str(model_path), "--corpus", str(empty)], "no controls files"),
     ]
     for args, expected in cases:
         result = _cli(*args, "-o", str(tmp_path / "out.json"), cwd=tmp_path) if args[0] == "generate" \
