@@ -213,6 +213,25 @@ def _modulate(x, shift, scale):
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention from plain nn.Linear projections (`qkv`, `out`) and torch's fused
+    scaled-dot-product kernel: the same arithmetic as nn.MultiheadAttention (whose forward reads its projection
+    weights as raw tensors), written so that post-training quantization can swap every projection for a quantized
+    layer with an integer kernel (issue 21: all four attention matmuls of a block run in int8 at W8A8)."""
+
+    def __init__(self, d: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
 class Block(nn.Module):
     """A DiT block with adaLN-Zero, plus the rhythm/structure injection FiLM-gated by the same embedding."""
 
@@ -220,7 +239,7 @@ class Block(nn.Module):
         super().__init__()
         d = c.d_model
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.attn = nn.MultiheadAttention(d, c.n_heads, batch_first=True)
+        self.attn = SelfAttention(d, c.n_heads)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.mlp = nn.Sequential(nn.Linear(d, c.d_ff), nn.GELU(approximate="tanh"), nn.Linear(c.d_ff, d))
         self.cond = nn.Linear(d, d)
@@ -232,7 +251,7 @@ class Block(nn.Module):
         s1, c1, g1, s2, c2, g2, cs, cg = self.ada(F.silu(emb)).chunk(8, dim=-1)
         x = x + (1 + cg[:, None]) * self.cond(cond) * (1 + cs[:, None])
         h = _modulate(self.norm1(x), s1, c1)
-        x = x + g1[:, None] * self.attn(h, h, h, need_weights=False)[0]
+        x = x + g1[:, None] * self.attn(h)
         return x + g2[:, None] * self.mlp(_modulate(self.norm2(x), s2, c2))
 
 

@@ -85,9 +85,8 @@ def time_path(name: str) -> bool:
 
 
 def targets(model: nn.Module) -> dict[str, nn.Linear]:
-    """Every nn.Linear a QuantLinear can replace (nn.MultiheadAttention reads its projections' weights directly)."""
-    skip = {f"{n}.out_proj" for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
-    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in skip}
+    """Every nn.Linear of the denoiser, the attention projections included (models/diffusion.py SelfAttention)."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
 
 
 def group_of(t: float, groups: int) -> int:
