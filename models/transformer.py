@@ -43,9 +43,11 @@ def make_norm(config: ModelConfig) -> nn.Module:
 
 
 def rope_tables(head_dim: int, max_len: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin [max_len, head_dim/2] for rotary embeddings (RoPE), in fp32."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
+    """cos and sin [max_len, head_dim/2] for rotary embeddings (RoPE), in fp32, computed on the CPU whatever the
+    default device (a skeleton built on the meta device would otherwise run these ops through torch._refs, which
+    imports torch._dynamo: models/loading.py `_no_init`)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim))
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float64, device="cpu"), inv_freq)
     return angles.cos().float(), angles.sin().float()
 
 
