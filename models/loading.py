@@ -15,7 +15,6 @@ under `best.*` and a `train_state` JSON entry;
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
