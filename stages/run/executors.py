@@ -99,9 +99,21 @@ def _worker_init(config: RunConfig, queue, threads: int) -> None:
     _WORKER["queue"] = queue
 
 
-def _worker_process(job: VideoJob, work: Work) -> VideoResult:
+def _worker_videos(videos: list[VideoJob], work: Work) -> list[VideoResult]:
+    """A worker's share: one video, or (--batch N) up to N videos in flight in its threads, their pieces generated
+    together as in `local` — so `--jobs J --batch N` keeps J × N videos in flight in J processes."""
     queue = _WORKER["queue"]
-    return work.process(job, _WORKER["engine"], lambda key, what: queue.put((key, what)))
+    engine = _WORKER["engine"]
+
+    def say(key, what):
+        queue.put((key, what))
+
+    if len(videos) > 1 and engine.batcher is not None:
+        results: list = [None] * len(videos)
+        for index, result in threads(videos, work, say, engine):
+            results[index] = result
+        return results
+    return [work.process(job, engine, say) for job in videos]
 
 
 def worker_died(job: VideoJob, error: BaseException) -> VideoResult:
@@ -111,7 +123,8 @@ def worker_died(job: VideoJob, error: BaseException) -> VideoResult:
 
 
 def processes(videos: list[VideoJob], work: Work, say: Status, jobs: int = 2, **_) -> Results:
-    """`jobs` spawned worker processes, one model load each, the CPU threads split between them."""
+    """`jobs` spawned worker processes, one model load each, the CPU threads split between them; with --batch N each
+    takes N videos at a time and makes them in its threads, their pieces generated as one batch (`_worker_videos`)."""
     import multiprocessing as mp
     import queue as queue_mod
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -122,18 +135,22 @@ def processes(videos: list[VideoJob], work: Work, say: Status, jobs: int = 2, **
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
                              initargs=(work.config, messages, threads)) as pool:
-        by_future = {pool.submit(_worker_process, job, work): index for index, job in enumerate(videos)}
+        size = max(1, min(work.config.batch, -(-len(videos) // jobs)))  # every worker gets work
+        by_future = {pool.submit(_worker_videos, videos[start:start + size], work): start
+                     for start in range(0, len(videos), size)}
         pending = set(by_future)
         while pending:
             finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             drain(messages, say, queue_mod.Empty)
             for future in finished:
-                index = by_future[future]
+                start = by_future[future]
+                share = videos[start:start + size]
                 try:
-                    result = future.result()
+                    results = future.result()
                 except Exception as e:  # the worker itself died (e.g. killed, out of memory)
-                    result = worker_died(videos[index], e)
-                yield index, result
+                    results = [worker_died(job, e) for job in share]
+                for offset, result in enumerate(results):
+                    yield start + offset, result
         drain(messages, say, queue_mod.Empty)
 
 

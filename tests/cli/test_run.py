@@ -113,7 +113,8 @@ def test_edited_clip_tempo_confidence_and_the_planned_grid_warning(tmp_path, cap
 
 def test_batched_videos_get_the_music_they_get_alone(tmp_path, capsys, debug_model):  # noqa: F811
     """--batch 3: three videos in flight in threads, their pieces decoded together; a broken one fails alone; each
-    video's tokens are exactly those of the same video run by itself with the same --batch."""
+    video's tokens are exactly those of the same video run by itself with the same --batch, and in worker processes
+    (--jobs 2 --batch 3)."""
     videos = tmp_path / "videos"
     for i, (name, bpm) in enumerate((("a", 100.0), ("b", 132.0))):
         small_video(videos / f"{name}.mp4", seed=i, duration=4.0, bpm=bpm)
@@ -129,3 +130,8 @@ def test_batched_videos_get_the_music_they_get_alone(tmp_path, capsys, debug_mod
     assert ids["together"] == ids["alone"]
     a = json.loads((tmp_path / "together" / "a.tokens.json").read_text())["data"]["ids"]
     assert a != ids["alone"] and (tmp_path / "together" / "a.done.json").exists()
+    # --jobs 2 --batch 3: worker processes that each take a share of the videos in flight in their threads
+    code = main(["-q", "run", str(videos), "-o", str(tmp_path / "workers"), *common, "--jobs", "2"])
+    assert code == 1 and not (tmp_path / "workers" / "c.done.json").exists()
+    for name, expected in (("a", a), ("b", ids["alone"])):
+        assert json.loads((tmp_path / "workers" / f"{name}.tokens.json").read_text())["data"]["ids"] == expected
