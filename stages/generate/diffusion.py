@@ -38,6 +38,7 @@ import torch
 from v2m.errors import V2MError
 from v2m.models.diffusion import (
     MODES,
+    N_PITCH,
     REGISTERS,
     ROLES,
     STEPS_PER_BEAT,
@@ -47,6 +48,7 @@ from v2m.models.diffusion import (
     scale_channels,
     smooth_onsets,
 )
+from v2m.stages.generate.diffusion_structure import RestatedBars, restatements
 from v2m.stages.generate.plan import STEPS_PER_BEAT as POSITIONS_PER_BEAT
 from v2m.stages.generate.plan import NoteTokens, build_plan, extend_grid
 from v2m.stages.tokens.controls import PEAK_PICKING
@@ -69,6 +71,7 @@ class DiffusionSettings:
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     scale: bool = True  # constrain pitches to the mode's scale (C major / A minor with its leading tone G#)
+    structure: bool = True  # restated bars of the structure plan written from their sources (diffusion_structure.py)
 
     def __post_init__(self):
         if not 1 <= int(self.steps) <= MAX_STEPS:
@@ -176,12 +179,15 @@ def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings
     dtype = next(model.parameters()).dtype
     features, bar_step, affect = piece_conditions(controls, config.n_density, stats)
     steps, W = len(features), config.window
+    scale = SCALES.get(controls.get("mode"), SCALES["major"])
+    restated = restatements(controls.get("structure"), bar_step, np.asarray(bar_beats(controls)), STEPS_PER_BEAT) \
+        if settings.structure else []
     channels = model.out.out_features
     roll = -torch.ones((samples, steps, channels), dtype=torch.float32)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     affect_t = torch.tensor([affect] * samples, dtype=torch.long, device=device)
     plan = windows(bar_step, steps, W)
-    allowed = scale_channels(SCALES.get(controls.get("mode"), SCALES["major"])) if settings.scale else None
+    allowed = scale_channels(scale) if settings.scale else None
     for index, (start, known, end) in enumerate(plan):
         n = end - start
         x_known = torch.full((samples, W, channels), -1.0)
@@ -190,9 +196,12 @@ def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings
         mask[:, :known] = 1.0
         feats = torch.zeros((samples, W, features.shape[1]))
         feats[:, :n] = torch.as_tensor(features[start:end])
+        tied = RestatedBars(restated, start, known, end, roll, scale,
+                            allowed[:N_PITCH] if allowed is not None else None)
+        tied.known(x_known, mask)
         x0 = ddim_sample(model, x_known.to(device, dtype), mask.to(device, dtype), feats.to(device, dtype), affect_t,
                          steps=settings.steps, guidance=settings.guidance, generator=generator, allowed=allowed,
-                         clamp_binary=True)
+                         clamp_binary=True, project=tied if tied else None)
         roll[:, start + known:end] = x0[:, known:n].float().cpu()
         if progress is not None:
             progress(index + 1, len(plan))
