@@ -48,7 +48,7 @@ from v2m.models.diffusion import (
     scale_channels,
     smooth_onsets,
 )
-from v2m.stages.generate.diffusion_structure import RestatedBars, restatements
+from v2m.stages.generate.diffusion_structure import RestatedBars, endings, restatements
 from v2m.stages.generate.plan import STEPS_PER_BEAT as POSITIONS_PER_BEAT
 from v2m.stages.generate.plan import NoteTokens, build_plan, extend_grid
 from v2m.stages.tokens.controls import PEAK_PICKING
@@ -58,6 +58,7 @@ from v2m.stages.tokens.video_controls import pick_peaks
 # the scale constraint: pitch classes of the key the piece is written in (the video gives the mode, not a tonic:
 # C major, A minor with its raised leading tone G♯ for the cadences)
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (9, 11, 0, 2, 4, 5, 7, 8)}
+TRIADS = {"major": (0, 4, 7), "minor": (9, 0, 4)}  # the tonic triads of those keys, tonic first (cadences, final)
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 2.0
 MAX_STEPS = 1000
@@ -180,8 +181,10 @@ def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings
     features, bar_step, affect = piece_conditions(controls, config.n_density, stats)
     steps, W = len(features), config.window
     scale = SCALES.get(controls.get("mode"), SCALES["major"])
-    restated = restatements(controls.get("structure"), bar_step, np.asarray(bar_beats(controls)), STEPS_PER_BEAT) \
-        if settings.structure else []
+    beats = np.asarray(bar_beats(controls))
+    restated = restatements(controls.get("structure"), bar_step, beats, STEPS_PER_BEAT) if settings.structure else []
+    ends = endings(controls.get("structure"), bar_step, beats, STEPS_PER_BEAT) if settings.structure else []
+    triad = TRIADS["minor" if controls.get("mode") == "minor" else "major"]
     channels = model.out.out_features
     roll = -torch.ones((samples, steps, channels), dtype=torch.float32)
     generator = torch.Generator(device=device).manual_seed(int(seed))
@@ -197,7 +200,7 @@ def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings
         feats = torch.zeros((samples, W, features.shape[1]))
         feats[:, :n] = torch.as_tensor(features[start:end])
         tied = RestatedBars(restated, start, known, end, roll, scale,
-                            allowed[:N_PITCH] if allowed is not None else None)
+                            allowed[:N_PITCH] if allowed is not None else None, ends, triad)
         tied.known(x_known, mask)
         x0 = ddim_sample(model, x_known.to(device, dtype), mask.to(device, dtype), feats.to(device, dtype), affect_t,
                          steps=settings.steps, guidance=settings.guidance, generator=generator, allowed=allowed,

@@ -45,6 +45,30 @@ class Restatement:
     steps: int  # scale steps (transpose)
 
 
+@dataclass(frozen=True)
+class Ending:
+    """A bar that ends a phrase or the piece (its first step `start`, `length` steps, `beats`): `breath` — no melody
+    in its last beat; `cadence` — the melody's second-half onsets on the tonic triad; `final` — the tonic chord held."""
+
+    start: int
+    length: int
+    beats: int
+    breath: bool
+    cadence: bool
+    final: bool
+
+
+def endings(structure: dict | None, bar_step: np.ndarray, beats: np.ndarray, steps_per_beat: int) -> list[Ending]:
+    """The plan's breath, cadence and final bars on the roll's grid (a restated bar's cadence is its source's)."""
+    out = []
+    for i, row in enumerate((structure or {}).get("bars") or []):
+        if i < len(bar_step) and (row.get("breath") or row.get("cadence") or row.get("role") == "final"):
+            out.append(Ending(int(bar_step[i]), int(beats[i]) * steps_per_beat, int(beats[i]), bool(row.get("breath")),
+                              bool(row.get("cadence")) and row.get("role") not in ("restate", "final"),
+                              row.get("role") == "final"))
+    return out
+
+
 def restatements(structure: dict | None, bar_step: np.ndarray, beats: np.ndarray, steps_per_beat: int
                  ) -> list[Restatement]:
     """The plan's restated bars on the roll's grid (an empty list without a plan)."""
@@ -96,8 +120,13 @@ class RestatedBars:
     `allowed_pitches` bool [N_PITCH] (None: all)."""
 
     def __init__(self, bars: list[Restatement], start: int, first_free: int, end: int, written: torch.Tensor,
-                 scale: tuple[int, ...], allowed_pitches: torch.Tensor | None):
+                 scale: tuple[int, ...], allowed_pitches: torch.Tensor | None, ends: list[Ending] = (),
+                 triad: tuple[int, ...] = (0, 4, 7)):
         self.bars = [r for r in bars if start + first_free <= r.target and r.target + r.length <= end]
+        self.ends = [e for e in ends if start + first_free <= e.start and e.start + e.length <= end]
+        self.triad, self.tonic = triad, triad[0]
+        self._off_triad = torch.as_tensor([(PITCH_LOW + p) % 12 not in triad for p in range(N_PITCH)])
+        self.first_free = first_free
         self.start, self.written = start, written
         self.maps = {s: transposition(scale, s) for s in {r.steps for r in self.bars if r.kind == "transpose"}}
         self.maps.update({-s: transposition(scale, -s) for s in list(self.maps)})
@@ -106,7 +135,7 @@ class RestatedBars:
         self.mask: torch.Tensor | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.bars)
+        return bool(self.bars or self.ends)
 
     def known(self, x_known: torch.Tensor, mask: torch.Tensor) -> None:
         """Exact and transposed copies of bars already written, put into the window's known context (in place;
@@ -120,20 +149,52 @@ class RestatedBars:
                 mask[:, at:at + r.length] = 1.0
 
     def __call__(self, x0: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-        """The clean estimate [B, W, CHANNELS] with every restated bar replaced by its source's copy."""
-        x0 = x0.clone()
+        """The clean estimate [B, W, CHANNELS] with the plan's bars projected, in bar order: a restated bar replaced
+        by its source's copy (a source after its own projection), then the phrase endings."""
         ref = x0.clone() if self.mask is None else torch.where(self.mask.to(x0.device)[..., None] > 0,
                                                                 self.x_known.to(x0.device, x0.dtype), x0)
-        for r in self.bars:
-            if r.source >= self.start:
-                source = ref[:, r.source - self.start:r.source - self.start + r.length]
-            else:
-                source = self.written[:, r.source:r.source + r.length].to(x0.device, x0.dtype)
-            at = r.target - self.start
-            copy = self._copy(r, self._view(source), self._view(raw[:, at:at + r.length])).flatten(2)
-            x0[:, at:at + r.length] = copy
-            ref[:, at:at + r.length] = copy  # a later bar restating this one reads the copy
-        return x0
+        events = sorted([(r.target, 0, r) for r in self.bars] + [(e.start, 1, e) for e in self.ends],
+                        key=lambda event: event[:2])
+        for _, _, event in events:
+            if isinstance(event, Restatement):
+                r = event
+                if r.source >= self.start:
+                    source = ref[:, r.source - self.start:r.source - self.start + r.length]
+                else:
+                    source = self.written[:, r.source:r.source + r.length].to(x0.device, x0.dtype)
+                at = r.target - self.start
+                ref[:, at:at + r.length] = self._copy(r, self._view(source),
+                                                      self._view(raw[:, at:at + r.length])).flatten(2)
+                continue
+            e = event
+            at = e.start - self.start
+            bar = self._view(ref[:, at:at + e.length])  # a view: written in place
+            if e.final:
+                bar.copy_(self._final_chord(self._view(ref), at, e.length))
+                continue
+            if e.cadence:  # the melody's onsets in the second half only on the tonic triad
+                bar[:, e.length // 2:, 0, 0, self._off_triad.to(x0.device)] = -1.0
+            if e.breath:  # the melody rests in the last beat (the last half beat of a bar of ≤ 2 beats)
+                bar[:, e.length - (e.length // e.beats if e.beats > 2 else e.length // (2 * e.beats)):, 0] = -1.0
+        out = x0.clone()  # the known context keeps the model's own estimate (its values are restored at the end)
+        out[:, self.first_free:] = ref[:, self.first_free:]
+        return out
+
+    def _final_chord(self, ref: torch.Tensor, at: int, length: int) -> torch.Tensor:
+        """The last bar: the tonic in the melody and the bass, the tonic triad in the accompaniment, each held from
+        the downbeat to the end, near where that part has been in this window (its median onset pitch)."""
+        out = torch.full_like(ref[:, at:at + length], -1.0)
+        before = (ref[:, :at, :, 0] > 0).cpu().numpy()  # [B, steps, roles, N_PITCH] onsets before the bar
+        for b in range(out.shape[0]):
+            for role, classes, default in ((0, (self.tonic,), 72), (1, (self.tonic,), 45), (2, self.triad, 60)):
+                played = np.flatnonzero(before[b, :, role].any(0))
+                centre = PITCH_LOW + int(np.median(played)) if len(played) else default
+                for pc in classes:
+                    pitch = min((p for p in range(PITCH_LOW, PITCH_LOW + N_PITCH) if p % 12 == pc),
+                                key=lambda p: abs(p - centre))
+                    out[b, 0, role, 0, pitch - PITCH_LOW] = 1.0
+                    out[b, :, role, 1, pitch - PITCH_LOW] = 1.0
+        return out
 
     @staticmethod
     def _view(block: torch.Tensor) -> torch.Tensor:

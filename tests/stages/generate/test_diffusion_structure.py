@@ -92,3 +92,29 @@ def test_generated_piece_repeats_bars_of_the_plan(model_path):
     assert any(r.get("kind") == "exact" for r in rows)
     metrics, _ = structure_metrics(music_from_tokens(data).score, data["controls"]["bars"])
     assert metrics["bar_repeat_exact"] > 0
+
+
+def test_phrase_endings_breathe_cadence_and_end_on_the_tonic(model_path):
+    from v2m.models.diffusion import PITCH_LOW, STEPS_PER_BEAT
+    from v2m.models.loading import load_model
+    from v2m.stages.generate.diffusion import TRIADS, DiffusionSettings, grid_steps, sample_rolls
+    from v2m.stages.tokens.structure import check_structure
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    loaded = load_model(model_path)
+    vocab = load_tokenizer(loaded.meta["tokenizer"])
+    controls = controls_for(vocab, bars=6, pickup=False)  # A minor
+    rows = [{"section": "A", "role": "free", "cadence": i == 2, "breath": i in (1, 2)} for i in range(6)]
+    rows[-1].update(role="final", cadence=True)
+    controls["structure"] = check_structure({"phrase_bars": 4, "sections": [], "phrases": [], "bars": rows}, 6, [4] * 6)
+    bar_step, _, _ = grid_steps(controls)
+    roll = sample_rolls(loaded.model, controls, vocab.stats, DiffusionSettings(3, 2.0), seed=2)[0] > 0
+    for i in (1, 2):  # no melody note starts or sounds in a breath bar's last beat
+        assert not roll[bar_step[i] + 3 * STEPS_PER_BEAT:bar_step[i] + 4 * STEPS_PER_BEAT, 0].any()
+    cadence = roll[bar_step[2] + 8:bar_step[2] + 16, 0, 0]  # the cadence bar's second half: onsets on A C E only
+    assert all((PITCH_LOW + p) % 12 in TRIADS["minor"] for p in np.flatnonzero(cadence.any(0)))
+    last = roll[bar_step[5]:]
+    for role, classes in ((0, {9}), (1, {9}), (2, {9, 0, 4})):  # held from the downbeat to the end
+        pitches = np.flatnonzero(last[0, role, 0])
+        assert {(PITCH_LOW + p) % 12 for p in pitches} == classes and last[:, role, 1][:, pitches].all()
+        assert not last[1:, role, 0].any()
