@@ -157,7 +157,9 @@ def piece_conditions(controls: dict, n_density: int, stats: dict) -> tuple[np.nd
 
 def windows(bar_step: np.ndarray, steps: int, window: int) -> list[tuple[int, int, int]]:
     """[(first step, known steps, end step)]: windows on bar lines covering the piece, each after the first
-    starting with the last bars of the previous window (≤ half a window) as its known context."""
+    starting with the last bars of the previous window (≤ half a window) as its known context. The last window
+    ends at the piece's end and takes as much context as fits (≤ half a window) when that is at least a quarter
+    window: a rest shorter than half a window costs no window of its own (a 30 s clip: 2 windows, not 3)."""
     lines = list(int(s) for s in bar_step) + [steps]
     out, start, known = [], 0, 0
     while True:
@@ -165,6 +167,10 @@ def windows(bar_step: np.ndarray, steps: int, window: int) -> list[tuple[int, in
         out.append((start, known, end))
         if end >= steps:
             return out
+        last = [s for s in lines if max(steps - window, end - window // 2) <= s <= end - window // 4]
+        if last:
+            start, known = last[0], end - last[0]
+            continue
         context = [s for s in lines if end - window // 2 <= s < end]
         nxt = context[0] if context else end
         start, known = nxt, end - nxt
