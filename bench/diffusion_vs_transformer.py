@@ -176,20 +176,24 @@ def curves(model_path: str, controls_files: list[Path], args) -> None:
                          shape["motif_recurrence"], shape["phrase_start_rest"], seconds])
         return np.nanmedian(np.array(rows, float), axis=0).tolist()
 
-    def table(title: str, label: str, settings: list[tuple[str, tuple]]) -> None:
+    def table(title: str, label: str, settings: list[tuple[str, tuple]], clips: int) -> None:
+        nonlocal all_controls
+        every, all_controls = all_controls, all_controls[:clips]
         print(f"\n## {title} (median over {len(all_controls)} clips' controls, in process, CPU)")
         print(f"\n| {label} | " + " | ".join(CURVE_COLUMNS) + " |")
         print("|---:" * (len(CURVE_COLUMNS) + 1) + "|")
         for name, setting in settings:
             m = measure(*setting)
             print(f"| {name} | " + " | ".join(f"{x:.3f}" for x in m[:-1]) + f" | {m[-1]:.2f} |", flush=True)
+        all_controls = every
 
     table(f"Structure plan off vs on ({args.steps} steps, guidance {args.guidance})", "plan followed",
-          [("no", (args.steps, args.guidance, False)), ("yes", (args.steps, args.guidance, True))])
+          [("no", (args.steps, args.guidance, False)), ("yes", (args.steps, args.guidance, True))], len(all_controls))
+    sweep = args.sweep_clips or len(all_controls)
     table(f"Steps vs quality (guidance {args.guidance})", "DDIM steps",
-          [(str(steps), (steps, args.guidance)) for steps in (10, 20, 50)])
+          [(str(steps), (steps, args.guidance)) for steps in (10, 20, 50)], sweep)
     table(f"Guidance vs rhythm agreement ({args.steps} steps)", "guidance",
-          [(f"{g:g}", (args.steps, g)) for g in (1.0, 2.0, 3.0, 5.0)])
+          [(f"{g:g}", (args.steps, g)) for g in (1.0, 2.0, 3.0, 5.0)], sweep)
 
 
 def timings(args, controls_30s: Path) -> None:
@@ -224,7 +228,9 @@ def timings(args, controls_30s: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=20)
-    parser.add_argument("--curve-clips", type=int, default=6)
+    parser.add_argument("--curve-clips", type=int, default=6, help="clips of the structure on/off table")
+    parser.add_argument("--sweep-clips", type=int, default=0, help="clips of the steps and guidance tables "
+                        "(default: --curve-clips)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/v2m-diffusion"))
     parser.add_argument("--diffusion", default=str(ROOT / "presets" / "diffusion.safetensors"))
     parser.add_argument("--transformer", default=str(ROOT / "presets" / "default.safetensors"))

@@ -59,7 +59,7 @@ from v2m.stages.tokens.video_controls import pick_peaks
 # C major, A minor with its raised leading tone G♯ for the cadences)
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (9, 11, 0, 2, 4, 5, 7, 8)}
 TRIADS = {"major": (0, 4, 7), "minor": (9, 0, 4)}  # the tonic triads of those keys, tonic first (cadences, final)
-DEFAULT_STEPS = 20
+DEFAULT_STEPS = 10  # 10, 20 and 50 give the same rolls with the clamping trick (BENCHMARKS.md, issue 20)
 DEFAULT_GUIDANCE = 2.0
 MAX_STEPS = 1000
 
