@@ -6,7 +6,8 @@
    video's (beat F), the melody's onsets against the video's beats (onset F), control accuracy (density and beat
    strength measured on the music vs requested), music statistics of the arranged piece (pitch-class entropy,
    scale and groove consistency, polyphony; the corpus range beside them: the same statistics of 16-bar
-   excerpts of the diffusion roll set's multi-part pieces), the melody's repeated bars; and a multi-track check
+   excerpts of the diffusion roll set's multi-part pieces), the melody's repeated bars (beside presets/structure_range.json's
+   corpus range of 20 s excerpts); and a multi-track check
    on each NAME.mid: the share of bass notes below the melody sounding at their onset, the share of
    accompaniment (harmony) notes between bass and melody, and the accompaniment's mean voices.
 2. **Wall time**: `generate` for a 30 s clip on CPU, both backends (median of `--repeats`), and the diffusion
@@ -235,7 +236,7 @@ def main() -> None:
     parser.add_argument("--diffusion", default=str(ROOT / "presets" / "diffusion.safetensors"))
     parser.add_argument("--transformer", default=str(ROOT / "presets" / "default.safetensors"))
     parser.add_argument("--rolls", type=Path, default=ROOT / ".carry" / "rolls.safetensors")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
@@ -267,6 +268,8 @@ def main() -> None:
             walls[backend] = time.perf_counter() - started
             results[backend] = [clip_row(out, name) for name in names]
         corpus = corpus_range(args.rolls) if args.rolls.is_file() else {}
+        shape = json.loads((ROOT / "presets" / "structure_range.json").read_text())["ranges"]["excerpt"]
+        corpus["bar_repeated_or_varied"] = [shape["bar_repeated_or_varied"][k] for k in ("p10", "median", "p90")]
         print(f"\n`v2m run` on the {len(names)} clips: " + ", ".join(f"{b} {w:.0f} s" for b, w in walls.items()))
         print("\n| metric (median over clips [p10–p90]) | transformer | diffusion | corpus p10 / median / p90 |")
         print("|---|---:|---:|---:|")
