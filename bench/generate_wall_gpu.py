@@ -108,6 +108,29 @@ def phases(controls_path: str, model: str, device: str, bars: int, steps: int | 
     print(json.dumps(out))
 
 
+def phase_report_of(args, bars: int, timeout: float) -> str:
+    """The phases table (run first, printed last): one child process on the accelerator."""
+    lines = [f"\n## where the diffusion backend's time goes on {args.device} (one process; generate_diffusion twice "
+             "per length: the first pays the warm-up)"]
+    try:
+        done = subprocess.run([sys.executable, __file__, "--phases", str(args.controls), args.diffusion,
+                               args.device, str(bars), str(args.steps or 0)],
+                              capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return "\n".join(lines + [f"phases: stopped after {timeout:.0f} s"])
+    if done.returncode:
+        return "\n".join(lines + ["phases failed: " + (done.stderr.strip().splitlines() or ["?"])[-1]])
+    p = json.loads(done.stdout.strip().splitlines()[-1])
+    lines += [f"\n{p['device_name']}, torch {p['torch']}, {p['threads']} CPU threads; steps {p['steps']}, "
+              f"guidance {p['guidance']}; import {p['import_s']:.2f} s, model load {p['load_s']:.2f} s",
+              "\n| piece | call | generate_diffusion s | of it denoising s | windows |", "|---|---|---:|---:|---:|"]
+    for key, v in p.items():
+        if isinstance(v, dict):
+            piece, call = key.rsplit(" ", 1)
+            lines.append(f"| {piece} | {call} | {v['total_s']:.2f} | {v['sampling_s']:.2f} | {v['windows']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--controls", type=Path, default=ROOT / "bench" / "data" / "clip30.controls.json")
@@ -143,6 +166,7 @@ def main() -> None:
     floor = time.perf_counter() - floor_started
     print(f"\nprocess floor (python -c 'import torch, v2m.cli.main'): {floor:.2f} s", flush=True)
 
+    phase_report = phase_report_of(args, bars, min(60.0, left()))  # first: a later row may run out of budget
     rows = [("diffusion", args.diffusion, args.device, None, args.repeats),
             ("diffusion", args.diffusion, args.device, bars, args.repeats),
             ("transformer", args.transformer, args.device, bars, 1),
@@ -174,34 +198,13 @@ def main() -> None:
             data = json.loads(last.read_text())["data"]
             steps = str(data.get("diffusion", {}).get("steps", "—"))
             windows = str(data.get("diffusion", {}).get("windows", "—"))
-        wall = statistics.median(times) if times else float("nan")
+        wall = f"{statistics.median(times):.2f}" if times else "—"
+        pace = f"{music / statistics.median(times):.1f}" if times else "—"
         same = ("yes" if len(set(hashes)) == 1 else "NO") if len(hashes) > 1 else "—"
-        print(f"| {backend} | {device} | {piece} | {wall:.2f} | {len(times)} | {music / wall if times else 0:.1f} | "
-              f"{steps} | {windows} | {same} | {note} |", flush=True)
+        print(f"| {backend} | {device} | {piece} | {wall} | {len(times)} | {pace} | {steps} | {windows} | {same} | "
+              f"{note} |", flush=True)
 
-    if left() > 20:
-        print(f"\n## where the diffusion backend's time goes on {args.device} (one process; generate_diffusion twice per "
-              "length: the first pays the warm-up)", flush=True)
-        try:
-            done = subprocess.run([sys.executable, __file__, "--phases", str(args.controls), args.diffusion,
-                                   args.device, str(bars), str(args.steps or 0)],
-                                  capture_output=True, text=True, timeout=left(), cwd=ROOT)
-            if done.returncode:
-                print("phases failed: " + (done.stderr.strip().splitlines() or ["?"])[-1])
-            else:
-                p = json.loads(done.stdout.strip().splitlines()[-1])
-                print(f"\n{p['device_name']}, torch {p['torch']}, {p['threads']} CPU threads; steps {p['steps']}, "
-                      f"guidance {p['guidance']}; import {p['import_s']:.2f} s, model load {p['load_s']:.2f} s")
-                print("\n| piece | call | generate_diffusion s | of it denoising s | windows |")
-                print("|---|---|---:|---:|---:|")
-                for key, v in p.items():
-                    if isinstance(v, dict):
-                        print(f"| {key.rsplit(' ', 1)[0]} | {key.rsplit(' ', 1)[1]} | {v['total_s']:.2f} | "
-                              f"{v['sampling_s']:.2f} | {v['windows']} |")
-        except subprocess.TimeoutExpired:
-            print("phases: stopped (budget)")
-    else:
-        print("\nphases: skipped (budget)")
+    print(phase_report)
     print(f"\ntotal {time.perf_counter() - started:.0f} s; outputs in {work}")
 
 
