@@ -6,7 +6,8 @@
    video's (beat F), the melody's onsets against the video's beats (onset F), control accuracy (density and beat
    strength measured on the music vs requested), music statistics of the arranged piece (pitch-class entropy,
    scale and groove consistency, polyphony; the corpus range beside them: the same statistics of 16-bar
-   excerpts of the diffusion roll set's multi-part pieces), the melody's repeated bars; and a multi-track check
+   excerpts of the diffusion roll set's multi-part pieces), the melody's repeated bars (beside presets/structure_range.json's
+   corpus range of 20 s excerpts); and a multi-track check
    on each NAME.mid: the share of bass notes below the melody sounding at their onset, the share of
    accompaniment (harmony) notes between bass and melody, and the accompaniment's mean voices.
 2. **Wall time**: `generate` for a 30 s clip on CPU, both backends (median of `--repeats`), and the diffusion
@@ -141,9 +142,17 @@ def onset_f(controls: dict, data: dict, vocab, melody_only: bool) -> float:
     return float(beat_f_measure(controls["beat_times"], merge_onsets(onsets)).f1) if len(onsets) else 0.0
 
 
+CURVE_COLUMNS = ("melody onset F", "all parts onset F", "density within 1", "strength acc.", "in scale", "pc entropy",
+                 "repeated/varied bars", "motif recurrence", "phrase-start rest", "generate s")
+
+
 def curves(model_path: str, controls_files: list[Path], args) -> None:
+    """Steps, guidance and the structure plan on/off, generated in process on the clips' controls."""
+    from v2m.stages.decode.render import music_score
+    from v2m.stages.evaluate.inputs import music_from_tokens
     from v2m.stages.evaluate.music_metrics import music_statistics
     from v2m.stages.evaluate.report import control_accuracy, measured_controls
+    from v2m.stages.evaluate.structure import structure_metrics
     from v2m.stages.generate.diffusion import DiffusionSettings, generate_diffusion
     from v2m.stages.session import open_model
 
@@ -151,36 +160,41 @@ def curves(model_path: str, controls_files: list[Path], args) -> None:
     model, vocab = session.loaded.model, session.vocab
     all_controls = [json.loads(p.read_text())["data"] for p in controls_files]
 
-    def measure(steps: int, guidance: float) -> list[float]:
+    def measure(steps: int, guidance: float, structure: bool = True) -> list[float]:
         rows = []
         for k, controls in enumerate(all_controls):
             started = time.perf_counter()
-            data = generate_diffusion(model, vocab, json.loads(json.dumps(controls)), DiffusionSettings(steps, guidance),
-                                      seed=args.seed + k)
+            data = generate_diffusion(model, vocab, json.loads(json.dumps(controls)),
+                                      DiffusionSettings(steps, guidance, structure=structure), seed=args.seed + k)
             seconds = time.perf_counter() - started
-            from v2m.stages.decode.render import music_score
-
             score, _ = music_score({**data, "arrange": None}, vocab)
             accuracy = control_accuracy(controls["bars"], measured_controls(score, vocab.to_json()))
             stats = music_statistics(score)
+            shape, _ = structure_metrics(music_from_tokens(data).score, controls["bars"])
             rows.append([onset_f(controls, data, vocab, True), onset_f(controls, data, vocab, False),
                          accuracy.get("density_within1", np.nan), accuracy.get("strength_accuracy", np.nan),
-                         stats["scale_consistency"], stats["pitch_class_entropy"], seconds])
+                         stats["scale_consistency"], stats["pitch_class_entropy"], shape["bar_repeated_or_varied"],
+                         shape["motif_recurrence"], shape["phrase_start_rest"], seconds])
         return np.nanmedian(np.array(rows, float), axis=0).tolist()
 
-    print(f"\n## Steps vs quality (guidance {args.guidance}; median over {len(all_controls)} clips' controls, CPU)")
-    head = "| melody onset F | all parts onset F | density within 1 | strength acc. | in scale | pc entropy | generate s |"
-    print(f"\n| DDIM steps {head}")
-    print("|---:" * 8 + "|")
-    for steps in (10, 20, 50):
-        m = measure(steps, args.guidance)
-        print(f"| {steps} | " + " | ".join(f"{x:.3f}" for x in m[:6]) + f" | {m[6]:.2f} |")
-    print(f"\n## Guidance vs rhythm agreement ({args.steps} steps)")
-    print(f"\n| guidance {head}")
-    print("|---:" * 8 + "|")
-    for guidance in (1.0, 2.0, 3.0, 5.0):
-        m = measure(args.steps, guidance)
-        print(f"| {guidance:g} | " + " | ".join(f"{x:.3f}" for x in m[:6]) + f" | {m[6]:.2f} |")
+    def table(title: str, label: str, settings: list[tuple[str, tuple]], clips: int) -> None:
+        nonlocal all_controls
+        every, all_controls = all_controls, all_controls[:clips]
+        print(f"\n## {title} (median over {len(all_controls)} clips' controls, in process, CPU)")
+        print(f"\n| {label} | " + " | ".join(CURVE_COLUMNS) + " |")
+        print("|---:" * (len(CURVE_COLUMNS) + 1) + "|")
+        for name, setting in settings:
+            m = measure(*setting)
+            print(f"| {name} | " + " | ".join(f"{x:.3f}" for x in m[:-1]) + f" | {m[-1]:.2f} |", flush=True)
+        all_controls = every
+
+    table(f"Structure plan off vs on ({args.steps} steps, guidance {args.guidance})", "plan followed",
+          [("no", (args.steps, args.guidance, False)), ("yes", (args.steps, args.guidance, True))], len(all_controls))
+    sweep = args.sweep_clips or len(all_controls)
+    table(f"Steps vs quality (guidance {args.guidance})", "DDIM steps",
+          [(str(steps), (steps, args.guidance)) for steps in (10, 20, 50)], sweep)
+    table(f"Guidance vs rhythm agreement ({args.steps} steps)", "guidance",
+          [(f"{g:g}", (args.steps, g)) for g in (1.0, 2.0, 3.0, 5.0)], sweep)
 
 
 def timings(args, controls_30s: Path) -> None:
@@ -215,12 +229,14 @@ def timings(args, controls_30s: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=20)
-    parser.add_argument("--curve-clips", type=int, default=6)
+    parser.add_argument("--curve-clips", type=int, default=6, help="clips of the structure on/off table")
+    parser.add_argument("--sweep-clips", type=int, default=0, help="clips of the steps and guidance tables "
+                        "(default: --curve-clips)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/v2m-diffusion"))
     parser.add_argument("--diffusion", default=str(ROOT / "presets" / "diffusion.safetensors"))
     parser.add_argument("--transformer", default=str(ROOT / "presets" / "default.safetensors"))
     parser.add_argument("--rolls", type=Path, default=ROOT / ".carry" / "rolls.safetensors")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
@@ -252,6 +268,8 @@ def main() -> None:
             walls[backend] = time.perf_counter() - started
             results[backend] = [clip_row(out, name) for name in names]
         corpus = corpus_range(args.rolls) if args.rolls.is_file() else {}
+        shape = json.loads((ROOT / "presets" / "structure_range.json").read_text())["ranges"]["excerpt"]
+        corpus["bar_repeated_or_varied"] = [shape["bar_repeated_or_varied"][k] for k in ("p10", "median", "p90")]
         print(f"\n`v2m run` on the {len(names)} clips: " + ", ".join(f"{b} {w:.0f} s" for b, w in walls.items()))
         print("\n| metric (median over clips [p10–p90]) | transformer | diffusion | corpus p10 / median / p90 |")
         print("|---|---:|---:|---:|")
@@ -265,7 +283,7 @@ def main() -> None:
             c = corpus.get(key)
             print(f"| {key} | {cells[0]} | {cells[1]} | " + (" / ".join(f"{x:.3f}" for x in c) if c else "—") + " |")
     if args.only in (None, "curves"):
-        out = args.work / "out-diffusion"
+        out = args.work / "out-transformer"  # the clips' controls (the same for both backends)
         curves(args.diffusion, [out / f"{n}.controls.json" for n in names[:args.curve_clips]], args)
     if args.only in (None, "timing") and args.timing_controls:
         timings(args, args.timing_controls)

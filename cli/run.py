@@ -81,7 +81,7 @@ def command(
                                       "extract-rhythm --sync).")] = "auto",
     backend: Annotated[Optional[str], typer.Option(help="Require this model backend: transformer or diffusion (with "
                                                         "no --model, diffusion takes presets/diffusion.safetensors).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Diffusion backend: denoising steps (default 20).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Diffusion backend: denoising steps (default 10).")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Diffusion backend: classifier-free guidance weight "
                                                           "(default 2; 1 = none).")] = None,
     executor: Annotated[Optional[str], typer.Option(

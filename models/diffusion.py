@@ -333,14 +333,16 @@ def scale_channels(pitch_classes) -> torch.Tensor:
 @torch.no_grad()
 def ddim_sample(model: Diffusion, known, mask, features, affect, *, steps: int, guidance: float,
                 generator: torch.Generator, allowed: torch.Tensor | None = None,
-                clamp_binary: bool = False) -> torch.Tensor:
+                clamp_binary: bool = False, project=None) -> torch.Tensor:
     """Deterministic DDIM (eta 0) from t = 1 to 0 in `steps` steps with classifier-free guidance `guidance`;
     known steps are held at `known` in the result. Shapes as Diffusion.forward; returns x0 [B, T, CHANNELS].
 
     `clamp_binary`: round each step's clean estimate to {-1, +1} (the clamping trick, see the module docstring).
     `allowed` (bool [CHANNELS], e.g. `scale_channels`): a hard constraint — at every step the clean estimate is
     projected onto rolls with no note in the other channels (the diffusion counterpart of the transformer's
-    logit masks), so the trajectory, not only the result, lives in the allowed set."""
+    logit masks), so the trajectory, not only the result, lives in the allowed set.
+    `project(x0, raw) -> x0`: a last projection of each step's clean estimate (`raw`: before the rounding), e.g. bars
+    tied to earlier bars (stages/generate/diffusion_structure.py); the last step returns its result."""
     b, T = known.shape[:2]
     device = known.device
     x = torch.randn((b, T, CHANNELS), device=device, generator=generator, dtype=torch.float32).to(known.dtype)
@@ -359,12 +361,16 @@ def ddim_sample(model: Diffusion, known, mask, features, affect, *, steps: int, 
             v = v_u + guidance * (v_c - v_u)
         else:
             v = model(x, tt, known, mask, features, affect)
-        x0 = (a * x - s * v).clamp(-1.0, 1.0)
+        x0 = raw = (a * x - s * v).clamp(-1.0, 1.0)
         if clamp_binary:  # Diffusion-LM's clamping trick: the estimate rounded to the nearest roll
             x0 = torch.where(x0 > 0, 1.0, -1.0).to(x0.dtype)
         if allowed is not None:
             x0 = torch.where(allowed.to(x0.device), x0, torch.full_like(x0, -1.0))
+        if project is not None:
+            x0 = project(x0, raw)
         eps = (x - a * x0) / s.clamp(min=1e-4)
         a_next, s_next = alpha_sigma(t_next)
         x = a_next * x0 + s_next * eps
+    if project is not None:  # the last step's x is its clean estimate up to s(0) ≈ 0.013 of noise: exact again
+        x = project(x, x)
     return torch.where(mask[..., None] > 0, known, x)

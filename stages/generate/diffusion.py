@@ -38,6 +38,7 @@ import torch
 from v2m.errors import V2MError
 from v2m.models.diffusion import (
     MODES,
+    N_PITCH,
     REGISTERS,
     ROLES,
     STEPS_PER_BEAT,
@@ -47,6 +48,7 @@ from v2m.models.diffusion import (
     scale_channels,
     smooth_onsets,
 )
+from v2m.stages.generate.diffusion_structure import RestatedBars, endings, restatements
 from v2m.stages.generate.plan import STEPS_PER_BEAT as POSITIONS_PER_BEAT
 from v2m.stages.generate.plan import NoteTokens, build_plan, extend_grid
 from v2m.stages.tokens.controls import PEAK_PICKING
@@ -56,7 +58,8 @@ from v2m.stages.tokens.video_controls import pick_peaks
 # the scale constraint: pitch classes of the key the piece is written in (the video gives the mode, not a tonic:
 # C major, A minor with its raised leading tone G♯ for the cadences)
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (9, 11, 0, 2, 4, 5, 7, 8)}
-DEFAULT_STEPS = 20
+TRIADS = {"major": (0, 4, 7), "minor": (9, 0, 4)}  # the tonic triads of those keys, tonic first (cadences, final)
+DEFAULT_STEPS = 10  # 10, 20 and 50 give the same rolls with the clamping trick (BENCHMARKS.md, issue 20)
 DEFAULT_GUIDANCE = 2.0
 MAX_STEPS = 1000
 
@@ -69,6 +72,7 @@ class DiffusionSettings:
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     scale: bool = True  # constrain pitches to the mode's scale (C major / A minor with its leading tone G#)
+    structure: bool = True  # restated bars of the structure plan written from their sources (diffusion_structure.py)
 
     def __post_init__(self):
         if not 1 <= int(self.steps) <= MAX_STEPS:
@@ -153,7 +157,9 @@ def piece_conditions(controls: dict, n_density: int, stats: dict) -> tuple[np.nd
 
 def windows(bar_step: np.ndarray, steps: int, window: int) -> list[tuple[int, int, int]]:
     """[(first step, known steps, end step)]: windows on bar lines covering the piece, each after the first
-    starting with the last bars of the previous window (≤ half a window) as its known context."""
+    starting with the last bars of the previous window (≤ half a window) as its known context. The last window
+    ends at the piece's end and takes as much context as fits (≤ half a window) when that is at least a quarter
+    window: a rest shorter than half a window costs no window of its own (a 30 s clip: 2 windows, not 3)."""
     lines = list(int(s) for s in bar_step) + [steps]
     out, start, known = [], 0, 0
     while True:
@@ -161,6 +167,10 @@ def windows(bar_step: np.ndarray, steps: int, window: int) -> list[tuple[int, in
         out.append((start, known, end))
         if end >= steps:
             return out
+        last = [s for s in lines if max(steps - window, end - window // 2) <= s <= end - window // 4]
+        if last:
+            start, known = last[0], end - last[0]
+            continue
         context = [s for s in lines if end - window // 2 <= s < end]
         nxt = context[0] if context else end
         start, known = nxt, end - nxt
@@ -176,12 +186,17 @@ def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings
     dtype = next(model.parameters()).dtype
     features, bar_step, affect = piece_conditions(controls, config.n_density, stats)
     steps, W = len(features), config.window
+    scale = SCALES.get(controls.get("mode"), SCALES["major"])
+    beats = np.asarray(bar_beats(controls))
+    restated = restatements(controls.get("structure"), bar_step, beats, STEPS_PER_BEAT) if settings.structure else []
+    ends = endings(controls.get("structure"), bar_step, beats, STEPS_PER_BEAT) if settings.structure else []
+    triad = TRIADS["minor" if controls.get("mode") == "minor" else "major"]
     channels = model.out.out_features
     roll = -torch.ones((samples, steps, channels), dtype=torch.float32)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     affect_t = torch.tensor([affect] * samples, dtype=torch.long, device=device)
     plan = windows(bar_step, steps, W)
-    allowed = scale_channels(SCALES.get(controls.get("mode"), SCALES["major"])) if settings.scale else None
+    allowed = scale_channels(scale) if settings.scale else None
     for index, (start, known, end) in enumerate(plan):
         n = end - start
         x_known = torch.full((samples, W, channels), -1.0)
@@ -190,9 +205,12 @@ def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings
         mask[:, :known] = 1.0
         feats = torch.zeros((samples, W, features.shape[1]))
         feats[:, :n] = torch.as_tensor(features[start:end])
+        tied = RestatedBars(restated, start, known, end, roll, scale,
+                            allowed[:N_PITCH] if allowed is not None else None, ends, triad)
+        tied.known(x_known, mask)
         x0 = ddim_sample(model, x_known.to(device, dtype), mask.to(device, dtype), feats.to(device, dtype), affect_t,
                          steps=settings.steps, guidance=settings.guidance, generator=generator, allowed=allowed,
-                         clamp_binary=True)
+                         clamp_binary=True, project=tied if tied else None)
         roll[:, start + known:end] = x0[:, known:n].float().cpu()
         if progress is not None:
             progress(index + 1, len(plan))

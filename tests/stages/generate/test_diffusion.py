@@ -48,6 +48,16 @@ def test_windows_cover_the_piece_with_context():
         assert e1 - s1 <= 128
 
 
+def test_last_window_ends_at_the_piece_end_with_context():
+    """A rest shorter than half a window costs no window of its own: 14 bars of 4/4 (224 steps) are 2 windows of
+    128, the second with 2 bars of context; with less than a quarter window of context the usual overlap stays."""
+    from v2m.stages.generate.diffusion import windows
+
+    assert windows(np.arange(0, 224, 16), 224, 128) == [(0, 0, 128), (96, 32, 224)]
+    assert windows(np.arange(0, 144, 16), 144, 128) == [(0, 0, 128), (64, 64, 144)]
+    assert windows(np.arange(0, 256, 16), 256, 128) == [(0, 0, 128), (64, 64, 192), (128, 64, 256)]
+
+
 def test_rhythm_condition_puts_peaks_on_the_grid():
     from v2m.stages.generate.diffusion import grid_steps, rhythm_condition
     from v2m.stages.tokens.vocab import load_tokenizer
