@@ -169,11 +169,16 @@ def collect_trajectory(model: nn.Module, layers: dict[str, nn.Module], sample, c
 
 # ---------------------------------------------------------------- activation quantization
 
-def fake_quant_static(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
-    """Asymmetric static quantization of x onto 2^bits levels spanning [lo, hi] (clipped outside)."""
+def static_grid(lo: float, hi: float, bits: int) -> tuple[float, int, int]:
+    """(scale, zero point, levels) of the asymmetric grid of 2^bits levels spanning [lo, hi]."""
     levels = 2 ** bits - 1
     scale = max(hi - lo, 1e-8) / levels
-    zero = round(-lo / scale)
+    return scale, round(-lo / scale), levels
+
+
+def fake_quant_static(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
+    """Asymmetric static quantization of x onto 2^bits levels spanning [lo, hi] (clipped outside)."""
+    scale, zero, levels = static_grid(lo, hi, bits)
     q = torch.clamp(torch.round(x / scale) + zero, 0, levels)
     return (q - zero) * scale
 
@@ -207,15 +212,37 @@ class TimestepQuantLinear(QuantLinear):
         super().__init__(in_features, out_features, scheme, bias)
         self.act_bits = act_bits
         self.group = 0
+        self._grid, self._grid_of = None, None  # (scale, zero, levels) per group, made from act_range on first use
         self.register_buffer("act_range", torch.zeros(groups, 2) if groups else None)
 
     def forward(self, x):
+        if self.kernel_name == "cpu-vnni" and x.device.type == "cpu" and self._buffers["smooth"] is None:
+            return self._fused(x)
         if self._buffers["act_range"] is not None:
             lo, hi = self._buffers["act_range"][self.group].tolist()
             x = fake_quant_static(x, lo, hi, self.act_bits)
         else:
             x = fake_quant_dynamic(x, self.act_bits)
         return super().forward(x)
+
+    def _fused(self, x):
+        """cpu-vnni: the kernel quantizes the input itself — with the group's static (scale, zero point) straight
+        to unsigned bytes, or per token at 8 bits (what fake_quant_dynamic does) — so no float fake-quantization
+        pass runs before the integer product, and the rows are split over torch's thread count."""
+        if self._kernel is None:
+            self.set_kernel(self.kernel_name, self.many)
+        if self._buffers["act_range"] is not None:
+            if self._grid is None or self._grid_of is not self._buffers["act_range"]:
+                self._grid = [static_grid(float(lo), float(hi), self.act_bits) for lo, hi in self.act_range.tolist()]
+                self._grid_of = self._buffers["act_range"]
+            scale, zero, levels = self._grid[self.group]
+        elif self.act_bits == 8:
+            scale, zero, levels = 1.0, 0, 0
+        else:  # fewer bits per token: the float pass, then the kernel's own (lossless on that grid) int8 step
+            return super().forward(fake_quant_dynamic(x, self.act_bits))
+        rows = x.reshape(-1, x.shape[-1])
+        y = self._state.static(rows, scale, zero, levels, torch.get_num_threads())
+        return (y if y.dtype == x.dtype else y.to(x.dtype)).reshape(*x.shape[:-1], -1)
 
     def extra_repr(self) -> str:
         mode = f"static ×{self.act_range.shape[0]} t-groups" if self.act_range is not None else "dynamic"
