@@ -178,7 +178,10 @@ def static_grid(lo: float, hi: float, bits: int) -> tuple[float, int, int]:
 
 def fake_quant_static(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
     """Asymmetric static quantization of x onto 2^bits levels spanning [lo, hi] (clipped outside)."""
-    scale, zero, levels = static_grid(lo, hi, bits)
+    return fake_quant_grid(x, *static_grid(lo, hi, bits))
+
+
+def fake_quant_grid(x: torch.Tensor, scale: float, zero: int, levels: int) -> torch.Tensor:
     q = torch.clamp(torch.round(x / scale) + zero, 0, levels)
     return (q - zero) * scale
 
@@ -215,12 +218,20 @@ class TimestepQuantLinear(QuantLinear):
         self._grid, self._grid_of = None, None  # (scale, zero, levels) per group, made from act_range on first use
         self.register_buffer("act_range", torch.zeros(groups, 2) if groups else None)
 
+    def grid(self) -> tuple[float, int, int]:
+        """(scale, zero, levels) of the current timestep group, as Python numbers: made from `act_range` once (on
+        a GPU reading the buffer every call would be a device sync per layer and step)."""
+        act_range = self._buffers["act_range"]
+        if self._grid is None or self._grid_of != (id(act_range), act_range._version):  # loaded or moved since
+            self._grid = [static_grid(float(lo), float(hi), self.act_bits) for lo, hi in act_range.tolist()]
+            self._grid_of = (id(act_range), act_range._version)
+        return self._grid[self.group]
+
     def forward(self, x):
         if self.kernel_name == "cpu-vnni" and x.device.type == "cpu" and self._buffers["smooth"] is None:
             return self._fused(x)
         if self._buffers["act_range"] is not None:
-            lo, hi = self._buffers["act_range"][self.group].tolist()
-            x = fake_quant_static(x, lo, hi, self.act_bits)
+            x = fake_quant_grid(x, *self.grid())
         else:
             x = fake_quant_dynamic(x, self.act_bits)
         return super().forward(x)
@@ -232,10 +243,7 @@ class TimestepQuantLinear(QuantLinear):
         if self._kernel is None:
             self.set_kernel(self.kernel_name, self.many)
         if self._buffers["act_range"] is not None:
-            if self._grid is None or self._grid_of is not self._buffers["act_range"]:
-                self._grid = [static_grid(float(lo), float(hi), self.act_bits) for lo, hi in self.act_range.tolist()]
-                self._grid_of = self._buffers["act_range"]
-            scale, zero, levels = self._grid[self.group]
+            scale, zero, levels = self.grid()
         elif self.act_bits == 8:
             scale, zero, levels = 1.0, 0, 0
         else:  # fewer bits per token: the float pass, then the kernel's own (lossless on that grid) int8 step
