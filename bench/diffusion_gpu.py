@@ -128,7 +128,7 @@ def main() -> None:
         sys.exit("no CUDA device here: run it on the GPU machine, or pass --device cpu")
 
     import v2m.quant  # noqa: F401  (registers the quantized-checkpoint loader)
-    from diffusion_ptq import variants
+    from diffusion_ptq import variants, write_controls
     from v2m.checkpoint import stored_bytes
     from v2m.models.loading import load_model
     from v2m.stages.diffusion_eval import note_f1, note_set
@@ -141,7 +141,7 @@ def main() -> None:
     calib = work / "calib"
     calib.mkdir()
     for i, c in enumerate(variants(4, seed=1000)):
-        (calib / f"c{i}.json").write_text(json.dumps(c))
+        write_controls(c, calib / f"c{i}.json")
     floaded = load_model(args.model, device=args.device)
     models = {"float32": floaded, "bf16": SimpleNamespace(**{**vars(floaded), "model": Autocast(floaded.model, args.device)})}
     sizes = {"float32": stored_bytes(args.model), "bf16": stored_bytes(args.model)}

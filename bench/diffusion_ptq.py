@@ -64,6 +64,14 @@ def variants(n: int, seed: int) -> list[dict]:
     return out
 
 
+def write_controls(payload: dict, path: Path) -> None:
+    """A controls payload as the v2m.controls artifact `v2m quantize --calib` reads."""
+    from v2m import artifacts
+
+    artifacts.write_artifact(artifacts.make_artifact("v2m.controls", payload, stage="bench", config={}, seed=0),
+                             str(path), True)
+
+
 def measure(model, fmodel, vocab, clips, settings, reference, args) -> dict:
     from v2m.stages.diffusion_eval import note_f1, note_set, piece, piece_metrics, v_error
 
@@ -105,7 +113,8 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=3)
     ap.add_argument("--calib", type=int, default=4, help="calibration windows (controls variants, other seed)")
     ap.add_argument("--schemes", default="w8a8,w6a6,w4a8")
-    ap.add_argument("--ranges", default="single,trajectory,timestep")
+    ap.add_argument("--ranges", default="single,trajectory,timestep",
+                    help="comma-separated; `single+apart` = the naive calibration with the time path apart too")
     ap.add_argument("--method", default="rtn")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
@@ -127,7 +136,7 @@ def main() -> None:
     calib = work / "calib"
     calib.mkdir()
     for i, c in enumerate(variants(args.calib, seed=1000 + args.seed)):
-        (calib / f"c{i}.json").write_text(json.dumps(c))
+        write_controls(c, calib / f"c{i}.json")
     clips = variants(args.clips, seed=args.seed)
     settings = DiffusionSettings(args.steps, 2.0)
     floaded = load_model(args.model)
@@ -143,7 +152,8 @@ def main() -> None:
             started = time.perf_counter()
             quantize_checkpoint(args.model, str(out), QuantizeConfig(scheme=scheme, method=args.method, seed=args.seed),
                                 CalibrationSource(str(calib), samples=args.calib),
-                                diffusion=DiffusionOptions(ranges=ranges, sampler_steps=args.steps))
+                                diffusion=DiffusionOptions(ranges=ranges.split("+")[0], sampler_steps=args.steps,
+                                                           time_path=(ranges.split("+") + ["auto"])[1]))
             q = load_model(str(out))
             results[name] = {**measure(q.model, floaded.model, vocab, clips, settings, reference, args),
                              "bytes": stored_bytes(out), "quantize_s": time.perf_counter() - started}

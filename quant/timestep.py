@@ -59,6 +59,7 @@ class DiffusionQuantConfig:
     sampler_steps: int = 20    # DDIM steps of the calibration runs
     uniform: int = 6           # steps recorded uniformly over the trajectory
     normal: int = 6            # steps recorded from the normal distribution (PTQ4DM)
+    time_path: str = "auto"    # auto (apart unless ranges = single) | apart (int8 weights, float activations) | scheme
     seed: int = 0
 
     def check(self) -> None:
@@ -75,6 +76,8 @@ class DiffusionQuantConfig:
             raise V2MError(f"--act {self.act}: expected static or dynamic")
         if not 1 <= self.groups <= 50:
             raise V2MError(f"--t-groups must be 1..50, got {self.groups}")
+        if self.time_path not in ("auto", "apart", "scheme"):
+            raise V2MError(f"--time-path {self.time_path}: expected auto, apart or scheme")
         if not 2 <= self.sampler_steps <= 1000:
             raise V2MError(f"--calib-steps must be 2..1000, got {self.sampler_steps}")
 
@@ -205,6 +208,9 @@ def clip_search(rows: torch.Tensor, weight: torch.Tensor, lo: float, hi: float, 
     return best[1], best[2], best[3]
 
 
+KERNEL_THREADS = 1  # threads cpu-vnni splits a layer's rows over (see TimestepQuantLinear._fused)
+
+
 class TimestepQuantLinear(QuantLinear):
     """A QuantLinear whose input is quantized first: statically with the range of the current timestep group
     (`act_range` [groups, 2]: lo, hi; the group is set by the model's pre-hook, see `attach`) or dynamically per
@@ -239,7 +245,7 @@ class TimestepQuantLinear(QuantLinear):
     def _fused(self, x):
         """cpu-vnni: the kernel quantizes the input itself — with the group's static (scale, zero point) straight
         to unsigned bytes, or per token at 8 bits (what fake_quant_dynamic does) — so no float fake-quantization
-        pass runs before the integer product, and the rows are split over torch's thread count."""
+        pass runs before the integer product (rows split over KERNEL_THREADS threads)."""
         if self._kernel is None:
             self.set_kernel(self.kernel_name, self.many)
         if self._buffers["act_range"] is not None:
@@ -249,7 +255,9 @@ class TimestepQuantLinear(QuantLinear):
         else:  # fewer bits per token: the float pass, then the kernel's own (lossless on that grid) int8 step
             return super().forward(fake_quant_dynamic(x, self.act_bits))
         rows = x.reshape(-1, x.shape[-1])
-        y = self._state.static(rows, scale, zero, levels, torch.get_num_threads())
+        # one thread by default: a thread started per call waits for a core on a busy machine — on the shared
+        # 2-core box a 2-thread split made a guided step 3× slower under load while torch's own pool kept its pace
+        y = self._state.static(rows, scale, zero, levels, KERNEL_THREADS)
         return (y if y.dtype == x.dtype else y.to(x.dtype)).reshape(*x.shape[:-1], -1)
 
     def extra_repr(self) -> str:
@@ -304,7 +312,8 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
     model.eval()
     wbits, abits = DIFFUSION_SCHEMES[config.scheme]
     layers = targets(model)
-    apart = {n for n in layers if time_path(n)} if config.ranges != "single" else set()
+    keep_apart = config.time_path == "apart" or (config.time_path == "auto" and config.ranges != "single")
+    apart = {n for n in layers if time_path(n)} if keep_apart else set()
     main = {n: m for n, m in layers.items() if n not in apart}
     groups = config.groups if config.ranges == "timestep" else 1
     if sample is None:  # dynamic activations with RTN weights need no calibration

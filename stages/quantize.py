@@ -45,6 +45,7 @@ class DiffusionOptions:
     act: str = "static"
     groups: int = 4
     sampler_steps: int = 20
+    time_path: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,8 @@ def _quantize_diffusion(model: str, output: str, config: QuantizeConfig, calibra
 
     options = options or DiffusionOptions()
     dconfig = DiffusionQuantConfig(scheme=config.scheme, method=config.method, ranges=options.ranges, act=options.act,
-                                   groups=options.groups, sampler_steps=options.sampler_steps, seed=config.seed)
+                                   groups=options.groups, sampler_steps=options.sampler_steps,
+                                   time_path=options.time_path, seed=config.seed)
     dconfig.check()
     if dconfig.act == "static" and calibration is None:
         raise V2MError("a diffusion model's static activation ranges need calibration conditions",
