@@ -59,6 +59,7 @@ def variants(n: int, seed: int) -> list[dict]:
             bar["density"] = int(np.clip(bar["density"] + rng.integers(-1, 2), 0, 6))
         env = np.asarray(c["rhythm"]["envelope"], np.float64)
         env *= rng.uniform(0.5, 1.5, size=env.shape) * (rng.random(env.shape) > 0.1)
+        env = np.clip(env, 0.0, 1.0)  # the controls schema bounds the envelope to 0..1
         c["rhythm"]["envelope"] = env.tolist()
         out.append(c)
     return out

@@ -29,7 +29,7 @@ layer at the scheme), `trajectory` (uniform + normal steps, one absolute range, 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ from v2m.errors import V2MError
 from .formats import Params, make_scheme, quantize_tensor
 from .gptq import GPTQConfig, gptq_quantize
 from .linear import QuantLinear, replace_module
+from .qalora import QALoRAConfig, qalora_finetune, record_calls
 
 DIFFUSION_SCHEMES = {"w8a8": (8, 8), "w6a6": (6, 6), "w4a8": (4, 8)}  # name → (weight bits, activation bits)
 RANGES = ("single", "trajectory", "timestep")
@@ -52,7 +53,7 @@ W4_GROUP = 64
 @dataclass(frozen=True)
 class DiffusionQuantConfig:
     scheme: str = "w8a8"
-    method: str = "rtn"        # weights: rtn or gptq
+    method: str = "rtn"        # weights: rtn, gptq, or qalora (fine-tuned low-rank adapters merged, then rtn)
     ranges: str = "timestep"   # single | trajectory | timestep
     act: str = "static"        # static (per timestep group) | dynamic (per token)
     groups: int = 4            # timestep groups (ranges = timestep)
@@ -60,14 +61,19 @@ class DiffusionQuantConfig:
     uniform: int = 6           # steps recorded uniformly over the trajectory
     normal: int = 6            # steps recorded from the normal distribution (PTQ4DM)
     time_path: str = "auto"    # auto (apart unless ranges = single) | apart (int8 weights, float activations) | scheme
+    qalora_steps: int = 150    # --method qalora: optimizer steps of the fine-tune (quant/qalora.py)
+    qalora_rank: int = 8
     seed: int = 0
 
     def check(self) -> None:
         if self.scheme not in DIFFUSION_SCHEMES:
             raise V2MError(f"scheme '{self.scheme}' is not one of the diffusion schemes",
                            f"a diffusion checkpoint takes {', '.join(DIFFUSION_SCHEMES)}")
-        if self.method not in ("rtn", "gptq"):
-            raise V2MError(f"--method {self.method}: a diffusion checkpoint takes rtn or gptq weights")
+        if self.method not in ("rtn", "gptq", "qalora"):
+            raise V2MError(f"--method {self.method}: a diffusion checkpoint takes rtn, gptq or qalora weights")
+        if self.method == "qalora" and not (1 <= self.qalora_steps <= 100000 and 1 <= self.qalora_rank <= 256):
+            raise V2MError(f"--qalora-steps {self.qalora_steps} / --qalora-rank {self.qalora_rank}: expected "
+                           "1..100000 steps and rank 1..256")
         if self.method == "gptq" and self.scheme == "w6a6":
             raise V2MError("--method gptq has no 6-bit weight format here", "use --method rtn with w6a6")
         if self.ranges not in RANGES:
@@ -305,15 +311,58 @@ def _weight_qtensor(weight: torch.Tensor, bits: int, hess: torch.Tensor | None, 
     return quantize_tensor(w, scheme)
 
 
+def _group_range(r: _Record, k: int) -> tuple[float, float]:
+    """A layer's recorded (lo, hi) in timestep group k; a group no recorded step fell in takes the nearest one's."""
+    if not math.isfinite(float(r.lo[k])):
+        k = min((j for j in range(len(r.lo)) if math.isfinite(float(r.lo[j]))), key=lambda j: abs(j - k))
+    return float(r.lo[k]), float(r.hi[k])
+
+
+def _split(model: nn.Module, config: DiffusionQuantConfig) -> tuple[dict, set]:
+    """(every target Linear, the names kept apart on the time path)."""
+    layers = targets(model)
+    keep_apart = config.time_path == "apart" or (config.time_path == "auto" and config.ranges != "single")
+    return layers, ({n for n in layers if time_path(n)} if keep_apart else set())
+
+
+def finetune_qalora(model: nn.Module, config: DiffusionQuantConfig, sample) -> dict:
+    """EfficientDM-style quantization-aware LoRA (quant/qalora.py) on the float `model`, adapters merged into its
+    weights: it then takes RTN weights and the usual calibration. The student trains through the RTN weight grid
+    of the scheme and the static per-group input ranges recorded along the float trajectory (or per-token
+    inputs with --act dynamic). Returns the record for the checkpoint."""
+    wbits, abits = DIFFUSION_SCHEMES[config.scheme]
+    layers, apart = _split(model, config)
+    main = {n: m for n, m in layers.items() if n not in apart}
+    groups = config.groups if config.ranges == "timestep" else 1
+    calls = record_calls(model, sample)
+    records, _ = collect_trajectory(model, main, sample, config)
+    grids = {n: [static_grid(*_group_range(records[n], k), abits) for k in range(groups)] for n in main}
+
+    def quantize_input(name, x, k):
+        return fake_quant_grid(x, *grids[name][k]) if config.act == "static" else fake_quant_dynamic(x, abits)
+
+    def quantize_weight(name, w):
+        return _weight_qtensor(w, wbits, None, "rtn").dequantize().to(w.dtype)
+
+    return qalora_finetune(model, main, calls, quantize_weight, quantize_input, lambda t: group_of(t, groups),
+                           QALoRAConfig(rank=config.qalora_rank, steps=config.qalora_steps, seed=config.seed))
+
+
 def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, calibration: dict) -> dict:
     """Quantize the denoiser `model` in place; `sample()` runs the caller's sampler over the calibration conditions
     (described by `calibration`). Returns the checkpoint's `quant` metadata."""
     config.check()
     model.eval()
+    asked = config
+    qalora = None
+    if config.method == "qalora":
+        if sample is None:
+            raise V2MError("--method qalora fine-tunes on the float model's sampling trajectories",
+                           "pass --calib CONTROLS (a v2m.controls file or folder)")
+        qalora = finetune_qalora(model, config, sample)
+        config = replace(config, method="rtn")  # the merged weights take the grid the adapters trained through
     wbits, abits = DIFFUSION_SCHEMES[config.scheme]
-    layers = targets(model)
-    keep_apart = config.time_path == "apart" or (config.time_path == "auto" and config.ranges != "single")
-    apart = {n for n in layers if time_path(n)} if keep_apart else set()
+    layers, apart = _split(model, config)
     main = {n: m for n, m in layers.items() if n not in apart}
     groups = config.groups if config.ranges == "timestep" else 1
     if sample is None:  # dynamic activations with RTN weights need no calibration
@@ -345,10 +394,7 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
             new.bias.copy_(bias.float())
         if static:
             for k in range(groups):
-                lo, hi = float(r.lo[k]), float(r.hi[k])
-                if not math.isfinite(lo):  # a group no recorded step fell in: the nearest recorded one
-                    near = min((j for j in range(groups) if math.isfinite(float(r.lo[j]))), key=lambda j: abs(j - k))
-                    lo, hi = float(r.lo[near]), float(r.hi[near])
+                lo, hi = _group_range(r, k)
                 if config.ranges == "timestep" and r.rows[k]:
                     lo, hi, ratio = clip_search(torch.cat(r.rows[k]), qt.dequantize().float(), lo, hi, abits)
                     clips.setdefault(name, []).append(ratio)
@@ -359,8 +405,10 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
     return {
         "version": 1,
         "scheme": config.scheme,
-        "method": f"{config.method}+{config.ranges}" + ("" if config.act == "static" else "+dynamic"),
-        "hyperparameters": asdict(config),
+        "method": ("qalora+" if qalora else "") + f"{config.method}+{config.ranges}"
+                  + ("" if config.act == "static" else "+dynamic"),
+        "hyperparameters": asdict(asked),
+        **({"qalora": qalora} if qalora else {}),
         "calibration": {**calibration, "steps_recorded": seen},
         "diffusion": {"weight_bits": wbits, "act_bits": abits, "ranges": config.ranges, "act": config.act,
                       "groups": groups, "time_path": sorted(apart),

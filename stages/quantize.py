@@ -46,6 +46,8 @@ class DiffusionOptions:
     groups: int = 4
     sampler_steps: int = 20
     time_path: str = "auto"
+    qalora_steps: int = 150
+    qalora_rank: int = 8
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,8 @@ def _quantize_diffusion(model: str, output: str, config: QuantizeConfig, calibra
     options = options or DiffusionOptions()
     dconfig = DiffusionQuantConfig(scheme=config.scheme, method=config.method, ranges=options.ranges, act=options.act,
                                    groups=options.groups, sampler_steps=options.sampler_steps,
-                                   time_path=options.time_path, seed=config.seed)
+                                   time_path=options.time_path, qalora_steps=options.qalora_steps,
+                                   qalora_rank=options.qalora_rank, seed=config.seed)
     dconfig.check()
     if dconfig.act == "static" and calibration is None:
         raise V2MError("a diffusion model's static activation ranges need calibration conditions",

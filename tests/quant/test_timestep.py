@@ -137,3 +137,22 @@ def test_evaluate_gates_a_quantized_diffusion_model(setup, tmp_path):
     planted = run("evaluate", "--model", str(out), "--reference", str(model_path), "--corpus", str(controls),
                   "--no-speed", "--fail-if", "v_err>-1")  # a bar no model can pass: the failure path exits 3
     assert planted.returncode == 3, planted.stderr
+
+
+def test_qalora_finetune_lowers_v_err_at_w4a8(setup):
+    """EfficientDM-style LoRA fine-tune (quant/qalora.py): the training loss falls, and the merged, RTN-quantized
+    model's per-step v error against float is below plain RTN W4A8's on held-out steps of the float trajectory."""
+    from v2m.models.loading import load_model
+    from v2m.stages.diffusion_eval import v_error
+    from v2m.stages.quantize_diffusion import read_controls
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    model_path, controls = setup[:2]
+    reference = load_model(str(model_path)).model
+    rtn, _ = _quantized(model_path, controls, scheme="w4a8")
+    tuned, quant = _quantized(model_path, controls, scheme="w4a8", method="qalora", qalora_steps=80)
+    assert quant["method"] == "qalora+rtn+timestep"
+    assert quant["qalora"]["loss_end"] < quant["qalora"]["loss_start"]
+    payload, stats = read_controls(controls)[0], load_tokenizer().stats
+    errors = [v_error(m.model, reference, payload, stats, 6, 2.0, seed=5) for m in (rtn, tuned)]
+    assert errors[1] < errors[0], errors
