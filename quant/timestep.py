@@ -38,6 +38,7 @@ from v2m import log
 from v2m.errors import V2MError
 
 from .formats import Params, make_scheme, quantize_tensor
+from .mixed import allocate
 from .gptq import GPTQConfig, gptq_quantize
 from .linear import QuantLinear, replace_module
 from .qalora import QALoRAConfig, qalora_finetune, record_calls
@@ -63,6 +64,8 @@ class DiffusionQuantConfig:
     time_path: str = "auto"    # auto (apart unless ranges = single) | apart (int8 weights, float activations) | scheme
     qalora_steps: int = 150    # --method qalora: optimizer steps of the fine-tune (quant/qalora.py)
     qalora_rank: int = 8
+    mixed: bool = False        # w4a8: the most sensitive layers at w8a8 under `budget_bits` (measured v error)
+    budget_bits: float = 5.0   # mixed: average stored bits per weight of the layers it allocates
     seed: int = 0
 
     def check(self) -> None:
@@ -84,6 +87,9 @@ class DiffusionQuantConfig:
             raise V2MError(f"--t-groups must be 1..50, got {self.groups}")
         if self.time_path not in ("auto", "apart", "scheme"):
             raise V2MError(f"--time-path {self.time_path}: expected auto, apart or scheme")
+        if self.mixed and (self.scheme != "w4a8" or self.method == "qalora"):
+            raise V2MError(f"--method mixed with {self.scheme}/{self.method}: a diffusion model mixes w4a8 and w8a8 "
+                           "layers, with rtn or gptq weights", "use --scheme w4a8 --method mixed+rtn or mixed+gptq")
         if not 2 <= self.sampler_steps <= 1000:
             raise V2MError(f"--calib-steps must be 2..1000, got {self.sampler_steps}")
 
@@ -348,6 +354,46 @@ def finetune_qalora(model: nn.Module, config: DiffusionQuantConfig, sample) -> d
                            QALoRAConfig(rank=config.qalora_rank, steps=config.qalora_steps, seed=config.seed))
 
 
+SENSITIVITY_CALLS, SENSITIVITY_ROWS = 4, 2  # recorded model calls (spread over the trajectory) and rows of each
+
+
+@torch.no_grad()
+def v_sensitivity(model: nn.Module, layers: dict[str, nn.Linear], calls, widths=(4, 8)) -> dict[str, dict[int, float]]:
+    """ViDiT-Q-style measured sensitivity: the relative output error ||v_q − v_f||² / ||v_f||² when only one
+    layer's weight is on the RTN grid of each width, everything else float, on recorded calls of the float
+    model's trajectory (SENSITIVITY_CALLS of them, spread over the steps)."""
+    picks = [calls[i] for i in torch.linspace(0, len(calls) - 1, min(SENSITIVITY_CALLS, len(calls))).round().long().tolist()]
+    picks = [(tuple(a[:SENSITIVITY_ROWS] for a in args), out[:SENSITIVITY_ROWS]) for args, out in picks]
+    result: dict[str, dict[int, float]] = {}
+    for name, layer in layers.items():
+        original = layer.weight.data.clone()
+        result[name] = {}
+        for bits in widths:
+            layer.weight.data.copy_(_weight_qtensor(original, bits, None, "rtn").dequantize().to(original.dtype))
+            errs = [float(((model(*args) - out) ** 2).sum() / (out ** 2).sum().clamp(min=1e-12)) for args, out in picks]
+            result[name][bits] = sum(errs) / len(errs)
+        layer.weight.data.copy_(original)
+    return result
+
+
+def mixed_bits(model: nn.Module, main: dict[str, nn.Linear], sample, budget_bits: float) -> tuple[dict[str, int], dict]:
+    """Per-layer weight bits (4 or 8) of a w4a8 model: measured sensitivities (`v_sensitivity`) allocated under
+    `budget_bits` by the transformer path's greedy allocator (quant/mixed.py `allocate`: most error saved per
+    extra stored bit first); a layer whose width the 4-bit groups do not divide is costed at 4 bits per channel,
+    as it is stored."""
+    grouped = main
+    sensitivity = v_sensitivity(model, grouped, record_calls(model, sample))
+    schemes = {4: make_scheme("w4", W4_GROUP), 8: make_scheme("w8a8")}
+    per_channel = {n: {4: make_scheme("w4", 0), 8: schemes[8]} for n, m in main.items() if m.in_features % W4_GROUP}
+    bits, average = allocate({n: (m.out_features, m.in_features) for n, m in grouped.items()}, sensitivity, schemes,
+                             budget_bits, per_channel)
+    at8 = sorted(n for n, b in bits.items() if b == 8)
+    log.info(f"mixed precision: {len(at8)} of {len(grouped)} layers at w8a8, {average:.3f} stored bits/weight "
+             f"(budget {budget_bits}): {', '.join(at8)}")
+    return bits, {"budget_bits": budget_bits, "average_bits": round(average, 4), "w8a8_layers": at8,
+                  "sensitivity_v_err": {n: {str(b): round(v, 6) for b, v in s.items()} for n, s in sensitivity.items()}}
+
+
 def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, calibration: dict) -> dict:
     """Quantize the denoiser `model` in place; `sample()` runs the caller's sampler over the calibration conditions
     (described by `calibration`). Returns the checkpoint's `quant` metadata."""
@@ -365,6 +411,12 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
     layers, apart = _split(model, config)
     main = {n: m for n, m in layers.items() if n not in apart}
     groups = config.groups if config.ranges == "timestep" else 1
+    bits, mixed = {}, None
+    if config.mixed:
+        if sample is None:
+            raise V2MError("--method mixed measures each layer's sensitivity on the sampling trajectory",
+                           "pass --calib CONTROLS (a v2m.controls file or folder)")
+        bits, mixed = mixed_bits(model, main, sample, config.budget_bits)
     if sample is None:  # dynamic activations with RTN weights need no calibration
         if config.act == "static" or config.method == "gptq":
             raise V2MError(f"{config.method} weights with {config.act} activations need calibration conditions")
@@ -382,7 +434,7 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
             replace_module(model, name, q)
             continue
         hess = (2.0 * r.xtx / max(r.n, 1)).float() if r.xtx is not None else None
-        qt = _weight_qtensor(layer.weight, wbits, hess, config.method)
+        qt = _weight_qtensor(layer.weight, bits.get(name, wbits), hess, config.method)
         static = config.act == "static"
         new = TimestepQuantLinear(layer.in_features, layer.out_features, qt.scheme, bias is not None, abits,
                                   groups if static else None)
@@ -405,10 +457,11 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
     return {
         "version": 1,
         "scheme": config.scheme,
-        "method": ("qalora+" if qalora else "") + f"{config.method}+{config.ranges}"
+        "method": ("qalora+" if qalora else "") + ("mixed+" if mixed else "") + f"{config.method}+{config.ranges}"
                   + ("" if config.act == "static" else "+dynamic"),
         "hyperparameters": asdict(asked),
         **({"qalora": qalora} if qalora else {}),
+        **({"mixed": mixed} if mixed else {}),
         "calibration": {**calibration, "steps_recorded": seen},
         "diffusion": {"weight_bits": wbits, "act_bits": abits, "ranges": config.ranges, "act": config.act,
                       "groups": groups, "time_path": sorted(apart),

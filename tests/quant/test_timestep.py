@@ -156,3 +156,28 @@ def test_qalora_finetune_lowers_v_err_at_w4a8(setup):
     payload, stats = read_controls(controls)[0], load_tokenizer().stats
     errors = [v_error(m.model, reference, payload, stats, 6, 2.0, seed=5) for m in (rtn, tuned)]
     assert errors[1] < errors[0], errors
+
+
+def test_mixed_precision_keeps_the_most_sensitive_layers_at_w8a8(setup):
+    """ViDiT-Q-style mixed precision: each layer's v error measured alone at 4 and 8 bits, the greedy allocator of
+    the transformer path (quant/mixed.py) spends the budget; the chosen layers are stored and run as w8a8, the
+    rest as w4, the average stays within the budget, and v error is no worse than all-w4a8."""
+    from v2m.models.loading import load_model
+    from v2m.quant.linear import quant_linears
+    from v2m.stages.diffusion_eval import v_error
+    from v2m.stages.quantize_diffusion import read_controls
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    model_path, controls = setup[:2]
+    reference = load_model(str(model_path)).model
+    plain, _ = _quantized(model_path, controls, scheme="w4a8")
+    mixed, quant = _quantized(model_path, controls, scheme="w4a8", mixed=True, budget_bits=5.5)
+    record = quant["mixed"]
+    assert quant["method"] == "mixed+rtn+timestep" and record["w8a8_layers"] and record["average_bits"] <= 5.5
+    sens = record["sensitivity_v_err"]
+    assert all(s["4"] >= s["8"] for s in sens.values())
+    bits = {n: m.scheme.bits for n, m in quant_linears(mixed.model).items()}
+    assert {bits[n] for n in record["w8a8_layers"]} == {8} and 4 in bits.values()
+    payload, stats = read_controls(controls)[0], load_tokenizer().stats
+    errors = [v_error(m.model, reference, payload, stats, 6, 2.0, seed=5) for m in (plain, mixed)]
+    assert errors[1] <= errors[0] * 1.05, errors
