@@ -116,7 +116,8 @@ def main() -> None:
     ap.add_argument("--schemes", default="w8a8,w6a6,w4a8")
     ap.add_argument("--ranges", default="single,trajectory,timestep",
                     help="comma-separated; `single+apart` = the naive calibration with the time path apart too")
-    ap.add_argument("--method", default="rtn")
+    ap.add_argument("--method", default="rtn", help="weights: rtn, gptq, qalora, mixed+rtn, ... (comma-separated: each)")
+    ap.add_argument("--budget-bits", type=float, default=5.0, help="mixed: average stored bits per weight")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
@@ -146,19 +147,21 @@ def main() -> None:
     results = {"float": {**measure(floaded.model, floaded.model, vocab, clips, settings, reference, args),
                          "bytes": stored_bytes(args.model)}}
     print(f"float: {results['float']}", flush=True)
-    for scheme in args.schemes.split(","):
-        for ranges in args.ranges.split(","):
-            name = f"{scheme} {ranges}"
-            out = work / f"{scheme}-{ranges}.safetensors"
-            started = time.perf_counter()
-            quantize_checkpoint(args.model, str(out), QuantizeConfig(scheme=scheme, method=args.method, seed=args.seed),
-                                CalibrationSource(str(calib), samples=args.calib),
-                                diffusion=DiffusionOptions(ranges=ranges.split("+")[0], sampler_steps=args.steps,
-                                                           time_path=(ranges.split("+") + ["auto"])[1]))
-            q = load_model(str(out))
-            results[name] = {**measure(q.model, floaded.model, vocab, clips, settings, reference, args),
-                             "bytes": stored_bytes(out), "quantize_s": time.perf_counter() - started}
-            print(f"{name}: {results[name]}", flush=True)
+    methods = args.method.split(",")
+    for scheme, ranges, method in [(s, r, m) for s in args.schemes.split(",") for m in methods
+                                   for r in args.ranges.split(",")]:
+        name = f"{scheme} {ranges}" + (f" {method}" if len(methods) > 1 else "")
+        out = work / f"{name.replace(' ', '-')}.safetensors"
+        started = time.perf_counter()
+        quantize_checkpoint(args.model, str(out), QuantizeConfig(scheme=scheme, method=method, seed=args.seed,
+                                                                 budget_bits=args.budget_bits),
+                            CalibrationSource(str(calib), samples=args.calib),
+                            diffusion=DiffusionOptions(ranges=ranges.split("+")[0], sampler_steps=args.steps,
+                                                       time_path=(ranges.split("+") + ["auto"])[1]))
+        q = load_model(str(out))
+        results[name] = {**measure(q.model, floaded.model, vocab, clips, settings, reference, args),
+                         "bytes": stored_bytes(out), "quantize_s": time.perf_counter() - started}
+        print(f"{name}: {results[name]}", flush=True)
     # per-step time side by side: float and each W8A8 checkpoint alternately (a busy machine slows both alike)
     from v2m.stages.diffusion_eval import step_ms
 
