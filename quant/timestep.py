@@ -220,6 +220,7 @@ def clip_search(rows: torch.Tensor, weight: torch.Tensor, lo: float, hi: float, 
     return best[1], best[2], best[3]
 
 
+LOWBIT_MAX_ROWS = 16  # calls of this many rows or more leave cpu-lowbit for the dequantized float weights
 KERNEL_THREADS = 1  # threads cpu-vnni splits a layer's rows over (see TimestepQuantLinear._fused)
 
 
@@ -235,6 +236,13 @@ class TimestepQuantLinear(QuantLinear):
         self.group = 0
         self._grid, self._grid_of = None, None  # (scale, zero, levels) per group, made from act_range on first use
         self.register_buffer("act_range", torch.zeros(groups, 2) if groups else None)
+
+    def set_kernel(self, name: str, many: tuple[str, int] | None = None) -> None:
+        # cpu-lowbit is a matrix-vector product (decode); a denoiser's call is a whole window of rows, where the
+        # weights dequantized once and torch's float matmul are several times faster (bench/diffusion_ptq.py w4a8)
+        if name == "cpu-lowbit" and many is None:
+            many = ("reference", LOWBIT_MAX_ROWS)
+        super().set_kernel(name, many)
 
     def grid(self) -> tuple[float, int, int]:
         """(scale, zero, levels) of the current timestep group, as Python numbers: made from `act_range` once (on
