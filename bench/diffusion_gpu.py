@@ -127,8 +127,9 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("no CUDA device here: run it on the GPU machine, or pass --device cpu")
 
-    import v2m.quant  # noqa: F401  (registers the quantized-checkpoint loader)
     from diffusion_ptq import variants, write_controls
+
+    import v2m.quant  # noqa: F401  (registers the quantized-checkpoint loader)
     from v2m.checkpoint import stored_bytes
     from v2m.models.loading import load_model
     from v2m.stages.diffusion_eval import note_f1, note_set

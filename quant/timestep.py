@@ -38,9 +38,9 @@ from v2m import log
 from v2m.errors import V2MError
 
 from .formats import Params, make_scheme, quantize_tensor
-from .mixed import allocate
 from .gptq import GPTQConfig, gptq_quantize
 from .linear import QuantLinear, replace_module
+from .mixed import allocate
 from .qalora import QALoRAConfig, qalora_finetune, record_calls
 
 DIFFUSION_SCHEMES = {"w8a8": (8, 8), "w6a6": (6, 6), "w4a8": (4, 8)}  # name → (weight bits, activation bits)

@@ -157,21 +157,15 @@ static void w8a8_gemm(const float *x, int64_t M, int64_t K, const int8_t *wb, co
     w8a8_rows(xu, xs, M, K, wb, comp, ws, bias, N, y, 128);
 }
 
-/* Returns 0, or -1 (nothing written) when the activation scratch cannot be allocated. */
+int v2m_w8a8_act(const float *x, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp, const float *ws,
+                 const float *bias, int64_t N, float *y, float scale, int32_t zero, int32_t levels, int64_t threads);
+
+/* Per-token activations on one thread. Returns 0, or -1 (nothing written) when the activation scratch cannot be
+   allocated. */
 int v2m_w8a8_gemv(const float *x, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp, const float *ws,
                   const float *bias, int64_t N, float *y)
 {
-    uint8_t *xu = malloc(M * K + 64);
-    float *xs = malloc((M > 0 ? M : 1) * sizeof(float));
-    if (!xu || !xs) {
-        free(xu);
-        free(xs);
-        return -1;
-    }
-    w8a8_gemm(x, M, K, wb, comp, ws, bias, N, y, xu, xs);
-    free(xu);
-    free(xs);
-    return 0;
+    return v2m_w8a8_act(x, M, K, wb, comp, ws, bias, N, y, 1.0f, 0, 0, 1);
 }
 
 /* The same product with the caller's scratch (xu: M·K + 64 bytes, xs: M floats): the v2m_gemm_fn a fused C step
