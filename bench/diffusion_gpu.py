@@ -5,7 +5,7 @@ and controls JSON (no media, no ffmpeg, no FluidSynth), and finishes in well und
     . scripts/device_env.sh; python3 bench/diffusion_gpu.py
 
 (options: --model presets/diffusion.safetensors --controls bench/data/decode_controls_20s.json --schemes w8a8,w4a8
---method rtn --steps 20 --repeats 30 --device cuda; `--device cpu` runs the same table on the CPU.)
+--method rtn --steps 20 --repeats 30 --device cuda; `--device cpu --no-bf16` runs the same table on the CPU.)
 
 What it does: quantizes the float preset on the CPU with `v2m quantize`'s code path (stages/quantize.py:
 trajectory calibration on 4 controls variants of bench/diffusion_ptq.py, ranges per timestep group with the clip
@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps of the piece")
     ap.add_argument("--repeats", type=int, default=30, help="rounds of the per-step timing")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--no-bf16", action="store_true", help="leave out the bf16 autocast row (slow on a CPU)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -144,8 +145,11 @@ def main() -> None:
     for i, c in enumerate(variants(4, seed=1000)):
         write_controls(c, calib / f"c{i}.json")
     floaded = load_model(args.model, device=args.device)
-    models = {"float32": floaded, "bf16": SimpleNamespace(**{**vars(floaded), "model": Autocast(floaded.model, args.device)})}
-    sizes = {"float32": stored_bytes(args.model), "bf16": stored_bytes(args.model)}
+    models = {"float32": floaded}
+    sizes = {"float32": stored_bytes(args.model)}
+    if not args.no_bf16:
+        models["bf16"] = SimpleNamespace(**{**vars(floaded), "model": Autocast(floaded.model, args.device)})
+        sizes["bf16"] = sizes["float32"]
     for scheme in args.schemes.split(","):
         out = work / f"{scheme}.safetensors"
         started = time.perf_counter()
@@ -189,12 +193,13 @@ def main() -> None:
     print(f"\n{Path(args.controls).name}: {len(controls['bars'])} bars, DDIM {args.steps} steps, guidance 2; step = one guided model "
           f"call (batch 2 × {models['float32'].config.window}), median of {args.repeats}; piece = sample_rolls, median "
           f"of 3; models alternated round by round")
-    print("| model | kernels | MB | ms/step | × float32 | × bf16 | piece s | × float32 | × bf16 | note F1 vs float32 |")
+    base = "bf16" if "bf16" in models else "float32"
+    print(f"| model | kernels | MB | ms/step | × float32 | × {base} | piece s | × float32 | × {base} | note F1 vs float32 |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in models:
         print(f"| {name} | {kernels[name]} | {sizes[name] / 1e6:.2f} | {ms[name]:.2f} | {ms['float32'] / ms[name]:.2f}× | "
-              f"{ms['bf16'] / ms[name]:.2f}× | {secs[name]:.3f} | {secs['float32'] / secs[name]:.2f}× | "
-              f"{secs['bf16'] / secs[name]:.2f}× | {f1[name]:.3f} |")
+              f"{ms[base] / ms[name]:.2f}× | {secs[name]:.3f} | {secs['float32'] / secs[name]:.2f}× | "
+              f"{secs[base] / secs[name]:.2f}× | {f1[name]:.3f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(args.device), "ms_per_step": ms, "piece_s": secs,
                                                "note_f1": f1, "kernels": kernels, "bytes": sizes}, indent=1))
