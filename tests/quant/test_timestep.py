@@ -181,3 +181,22 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_at_w8a8(setup):
     payload, stats = read_controls(controls)[0], load_tokenizer().stats
     errors = [v_error(m.model, reference, payload, stats, 6, 2.0, seed=5) for m in (plain, mixed)]
     assert errors[1] <= errors[0] * 1.05, errors
+
+
+def test_read_controls_goes_through_the_artifact_contract(setup, tmp_path):
+    """Controls are parsed by artifacts.parse_artifact (format, version, schema): a bare payload or another
+    artifact as the one file is one clear line; in a folder, other JSON is passed over and the controls kept."""
+    from v2m.errors import V2MError
+    from v2m.stages.quantize_diffusion import read_controls
+
+    controls = setup[1]
+    payload = json.loads(controls.read_text())["data"]
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(payload))
+    with pytest.raises(V2MError, match="expected a v2m.controls"):
+        read_controls(bare)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps(payload))
+    (folder / "b.json").write_text(controls.read_text())
+    assert read_controls(folder) == [payload]
