@@ -65,14 +65,10 @@ def measure_sensitivity(model: nn.Module, layers: dict[str, nn.Linear], ids: tor
 
 
 def allocate(sizes: dict[str, tuple[int, int]], sensitivity: dict[str, dict[int, float]],
-             schemes: dict[int, Scheme], budget_bits: float,
-             layer_schemes: dict[str, dict[int, Scheme]] | None = None) -> tuple[dict[str, int], float]:
-    """Greedy bit allocation → ({layer: bits}, average stored bits). Budget below the smallest width is an error.
-    `layer_schemes` overrides `schemes` for some layers (e.g. a width whose group does not divide that layer)."""
+             schemes: dict[int, Scheme], budget_bits: float) -> tuple[dict[str, int], float]:
+    """Greedy bit allocation → ({layer: bits}, average stored bits). Budget below the smallest width is an error."""
     widths = sorted(schemes)
-    of = layer_schemes or {}
-    cost = {name: {b: stored_bits(of.get(name, schemes)[b], shape) * shape[0] * shape[1] for b in widths}
-            for name, shape in sizes.items()}
+    cost = {name: {b: stored_bits(schemes[b], shape) * shape[0] * shape[1] for b in widths} for name, shape in sizes.items()}
     total_weights = sum(s[0] * s[1] for s in sizes.values())
     bits = {name: widths[0] for name in sizes}
     used = sum(cost[n][widths[0]] for n in sizes)

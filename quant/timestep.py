@@ -311,9 +311,16 @@ def attach(model: nn.Module, quant: dict) -> None:
 # ---------------------------------------------------------------- the whole model
 
 def _weight_qtensor(weight: torch.Tensor, bits: int, hess: torch.Tensor | None, method: str):
+    """The layer's weight codes at `bits`. 4-bit weights are grouped by W4_GROUP; a layer whose input width the
+    group does not divide (the roll input `inp`, 865 wide; the feature input `feat.0`) keeps 8-bit per-channel
+    weights instead of per-channel 4-bit ones, which measured as the largest single error of a w4a8 model (its
+    mixed-precision sensitivity ranked them first) for 2 % of the weights — as Q-Diffusion keeps the input layer
+    at 8 bits."""
     w = weight.detach().float()
+    if bits == 4 and w.shape[1] % W4_GROUP:
+        bits = 8
     if bits == 4:
-        scheme = make_scheme("w4", W4_GROUP if w.shape[1] % W4_GROUP == 0 else 0)
+        scheme = make_scheme("w4", W4_GROUP)
     else:
         scheme = make_scheme("w8a8")
     if method == "gptq" and hess is not None:
@@ -387,14 +394,13 @@ def v_sensitivity(model: nn.Module, layers: dict[str, nn.Linear], calls, widths=
 def mixed_bits(model: nn.Module, main: dict[str, nn.Linear], sample, budget_bits: float) -> tuple[dict[str, int], dict]:
     """Per-layer weight bits (4 or 8) of a w4a8 model: measured sensitivities (`v_sensitivity`) allocated under
     `budget_bits` by the transformer path's greedy allocator (quant/mixed.py `allocate`: most error saved per
-    extra stored bit first); a layer whose width the 4-bit groups do not divide is costed at 4 bits per channel,
-    as it is stored."""
-    grouped = main
+    extra stored bit first). Layers whose width the 4-bit groups do not divide are 8-bit anyway (`_weight_qtensor`)
+    and left out of the allocation and its average."""
+    grouped = {n: m for n, m in main.items() if m.in_features % W4_GROUP == 0}
     sensitivity = v_sensitivity(model, grouped, record_calls(model, sample))
     schemes = {4: make_scheme("w4", W4_GROUP), 8: make_scheme("w8a8")}
-    per_channel = {n: {4: make_scheme("w4", 0), 8: schemes[8]} for n, m in main.items() if m.in_features % W4_GROUP}
     bits, average = allocate({n: (m.out_features, m.in_features) for n, m in grouped.items()}, sensitivity, schemes,
-                             budget_bits, per_channel)
+                             budget_bits)
     at8 = sorted(n for n, b in bits.items() if b == 8)
     log.info(f"mixed precision: {len(at8)} of {len(grouped)} layers at w8a8, {average:.3f} stored bits/weight "
              f"(budget {budget_bits}): {', '.join(at8)}")
