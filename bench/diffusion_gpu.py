@@ -193,13 +193,14 @@ def main() -> None:
     print(f"\n{Path(args.controls).name}: {len(controls['bars'])} bars, DDIM {args.steps} steps, guidance 2; step = one guided model "
           f"call (batch 2 × {models['float32'].config.window}), median of {args.repeats}; piece = sample_rolls, median "
           f"of 3; models alternated round by round")
-    base = "bf16" if "bf16" in models else "float32"
-    print(f"| model | kernels | MB | ms/step | × float32 | × {base} | piece s | × float32 | × {base} | note F1 vs float32 |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    bases = ["float32"] + (["bf16"] if "bf16" in models else [])
+    print("| model | kernels | MB | ms/step | " + " | ".join(f"× {b}" for b in bases) + " | piece s | "
+          + " | ".join(f"× {b}" for b in bases) + " | note F1 vs float32 |")
+    print("|---|---|---:|---:|" + "---:|" * len(bases) + "---:|" + "---:|" * len(bases) + "---:|")
     for name in models:
-        print(f"| {name} | {kernels[name]} | {sizes[name] / 1e6:.2f} | {ms[name]:.2f} | {ms['float32'] / ms[name]:.2f}× | "
-              f"{ms[base] / ms[name]:.2f}× | {secs[name]:.3f} | {secs['float32'] / secs[name]:.2f}× | "
-              f"{secs[base] / secs[name]:.2f}× | {f1[name]:.3f} |")
+        print(f"| {name} | {kernels[name]} | {sizes[name] / 1e6:.2f} | {ms[name]:.2f} | "
+              + " | ".join(f"{ms[b] / ms[name]:.2f}×" for b in bases) + f" | {secs[name]:.3f} | "
+              + " | ".join(f"{secs[b] / secs[name]:.2f}×" for b in bases) + f" | {f1[name]:.3f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(args.device), "ms_per_step": ms, "piece_s": secs,
                                                "note_f1": f1, "kernels": kernels, "bytes": sizes}, indent=1))
