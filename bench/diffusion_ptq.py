@@ -59,9 +59,18 @@ def variants(n: int, seed: int) -> list[dict]:
             bar["density"] = int(np.clip(bar["density"] + rng.integers(-1, 2), 0, 6))
         env = np.asarray(c["rhythm"]["envelope"], np.float64)
         env *= rng.uniform(0.5, 1.5, size=env.shape) * (rng.random(env.shape) > 0.1)
+        env = np.clip(env, 0.0, 1.0)  # the controls schema bounds the envelope to 0..1
         c["rhythm"]["envelope"] = env.tolist()
         out.append(c)
     return out
+
+
+def write_controls(payload: dict, path: Path) -> None:
+    """A controls payload as the v2m.controls artifact `v2m quantize --calib` reads."""
+    from v2m import artifacts
+
+    artifacts.write_artifact(artifacts.make_artifact("v2m.controls", payload, stage="bench", config={}, seed=0),
+                             str(path), True)
 
 
 def measure(model, fmodel, vocab, clips, settings, reference, args) -> dict:
@@ -105,8 +114,10 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=3)
     ap.add_argument("--calib", type=int, default=4, help="calibration windows (controls variants, other seed)")
     ap.add_argument("--schemes", default="w8a8,w6a6,w4a8")
-    ap.add_argument("--ranges", default="single,trajectory,timestep")
-    ap.add_argument("--method", default="rtn")
+    ap.add_argument("--ranges", default="single,trajectory,timestep",
+                    help="comma-separated; `single+apart` = the naive calibration with the time path apart too")
+    ap.add_argument("--method", default="rtn", help="weights: rtn, gptq, qalora, mixed+rtn, ... (comma-separated: each)")
+    ap.add_argument("--budget-bits", type=float, default=5.0, help="mixed: average stored bits per weight")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
@@ -127,7 +138,7 @@ def main() -> None:
     calib = work / "calib"
     calib.mkdir()
     for i, c in enumerate(variants(args.calib, seed=1000 + args.seed)):
-        (calib / f"c{i}.json").write_text(json.dumps(c))
+        write_controls(c, calib / f"c{i}.json")
     clips = variants(args.clips, seed=args.seed)
     settings = DiffusionSettings(args.steps, 2.0)
     floaded = load_model(args.model)
@@ -136,18 +147,21 @@ def main() -> None:
     results = {"float": {**measure(floaded.model, floaded.model, vocab, clips, settings, reference, args),
                          "bytes": stored_bytes(args.model)}}
     print(f"float: {results['float']}", flush=True)
-    for scheme in args.schemes.split(","):
-        for ranges in args.ranges.split(","):
-            name = f"{scheme} {ranges}"
-            out = work / f"{scheme}-{ranges}.safetensors"
-            started = time.perf_counter()
-            quantize_checkpoint(args.model, str(out), QuantizeConfig(scheme=scheme, method=args.method, seed=args.seed),
-                                CalibrationSource(str(calib), samples=args.calib),
-                                diffusion=DiffusionOptions(ranges=ranges, sampler_steps=args.steps))
-            q = load_model(str(out))
-            results[name] = {**measure(q.model, floaded.model, vocab, clips, settings, reference, args),
-                             "bytes": stored_bytes(out), "quantize_s": time.perf_counter() - started}
-            print(f"{name}: {results[name]}", flush=True)
+    methods = args.method.split(",")
+    for scheme, ranges, method in [(s, r, m) for s in args.schemes.split(",") for m in methods
+                                   for r in args.ranges.split(",")]:
+        name = f"{scheme} {ranges}" + (f" {method}" if len(methods) > 1 else "")
+        out = work / f"{name.replace(' ', '-')}.safetensors"
+        started = time.perf_counter()
+        quantize_checkpoint(args.model, str(out), QuantizeConfig(scheme=scheme, method=method, seed=args.seed,
+                                                                 budget_bits=args.budget_bits),
+                            CalibrationSource(str(calib), samples=args.calib),
+                            diffusion=DiffusionOptions(ranges=ranges.split("+")[0], sampler_steps=args.steps,
+                                                       time_path=(ranges.split("+") + ["auto"])[1]))
+        q = load_model(str(out))
+        results[name] = {**measure(q.model, floaded.model, vocab, clips, settings, reference, args),
+                         "bytes": stored_bytes(out), "quantize_s": time.perf_counter() - started}
+        print(f"{name}: {results[name]}", flush=True)
     # per-step time side by side: float and each W8A8 checkpoint alternately (a busy machine slows both alike)
     from v2m.stages.diffusion_eval import step_ms
 

@@ -21,12 +21,16 @@ cpu-vnni | cpu-int8 | int-mm | inductor | cuda-int-mm | cuda-fp8 | cuda-int4
 The group size must divide every quantized layer's input width.
 
 A diffusion checkpoint (train --backend diffusion) takes --scheme w8a8, w6a6 or
-w4a8 and --method rtn or gptq; --calib is then a v2m.controls file or folder:
+w4a8 and --method rtn, gptq or qalora; --calib is then a v2m.controls file or folder:
 the DDIM sampler runs on those conditions and every Linear's inputs are
 recorded along the trajectory (uniform + normally distributed steps), with
 activation ranges per --t-groups group of timesteps (--ranges timestep,
 clip-searched), the time-embedding/adaLN path kept at int8 weights and float
-activations. --ranges single is the naive one-step calibration.
+activations. --ranges single is the naive one-step calibration. --method qalora
+(EfficientDM) first fine-tunes low-rank adapters through the quantized weights
+and activations to match the float model along its own sampling trajectories
+(no training data: the calibration controls only), merges them into the
+weights, then quantizes with RTN: for w4a8, where PTQ alone falls short.
 
 Examples:
 
@@ -119,6 +123,11 @@ def command(
                                                    "(per token at run time).")] = "static",
     t_groups: Annotated[int, typer.Option("--t-groups", help="Diffusion: timestep groups with their own ranges.")] = 4,
     calib_steps: Annotated[int, typer.Option("--calib-steps", help="Diffusion: DDIM steps of the calibration runs.")] = 20,
+    time_path: Annotated[str, typer.Option("--time-path", help="Diffusion: the time-embedding/adaLN layers: apart "
+                                                               "(int8 weights, float activations), scheme (like every "
+                                                               "other layer) or auto (apart unless --ranges single).")] = "auto",
+    qalora_steps: Annotated[int, typer.Option("--qalora-steps", help="Diffusion, --method qalora: fine-tune steps.")] = 150,
+    qalora_rank: Annotated[int, typer.Option("--qalora-rank", help="Diffusion, --method qalora: adapter rank.")] = 8,
     force: Force = False,
     list_: Annotated[bool, typer.Option("--list", help="Print which schemes, methods and kernels combine, and exit.",
                                         is_eager=True, callback=print_list)] = False,
@@ -129,7 +138,8 @@ def command(
                             act_order=act_order, block=block, budget_bits=budget_bits, rounds=rounds, seed=seed)
     source = CalibrationSource(calib, calib_split, calib_samples, calib_length) if calib is not None else None
     result = quantize_checkpoint(model, output, config, source, force=force,
-                                 diffusion=DiffusionOptions(ranges, act, t_groups, calib_steps))
+                                 diffusion=DiffusionOptions(ranges, act, t_groups, calib_steps, time_path,
+                                                            qalora_steps, qalora_rank))
     log.info(f"{Path(output).name}: {scheme} {result.method}, {result.layers} layers, "
              f"{result.bytes_after / 1e6:.2f} MB ({result.bytes_after / result.bytes_before:.3f}× the bf16 model) "
              f"in {result.seconds:.1f} s")

@@ -8,8 +8,9 @@
 # junit.xml and one checkpoint per row. Exits 0 when every gate holds, 3 when a gate failed, 1 when a row errored.
 #   V2M=v2m   SWEEP=examples/sweep.toml
 # The diffusion backend (issue 21), when DIFFUSION=model.safetensors and CONTROLS=controls.json|folder/ are set:
-# timestep-aware W8A8 and W4A8 rows against the float diffusion model from the same seeds, gated on the
-# v-prediction error and note F1 (GATE_SCALE=-100 makes those gates fail: a test of the failure path).
+# timestep-aware W8A8, W4A8 and W4A8 + LoRA fine-tune (--method qalora) rows against the float diffusion model
+# from the same seeds, gated on the v-prediction error and note F1 (GATE_SCALE=-100 makes those gates fail: a
+# test of the failure path).
 set -uo pipefail
 
 if [ $# -lt 2 ]; then
@@ -32,10 +33,11 @@ if [ -n "${DIFFUSION:-}" ] && [ -n "${CONTROLS:-}" ]; then
   GATE_SCALE=${GATE_SCALE:-1}
   echo "| diffusion row | gate | result |"
   echo "|---|---|---|"
-  for config in "w8a8|0.01|0.9" "w4a8|0.05|0.8"; do
-    IFS='|' read -r scheme verr f1 <<<"$config"
-    name="diffusion-$scheme-timestep"
-    if ! "$V2M" quantize "$DIFFUSION" -o "$OUT/$name.safetensors" --scheme "$scheme" --calib "$CONTROLS" --force; then
+  for config in "w8a8|rtn|0.01|0.9" "w4a8|rtn|0.05|0.8" "w4a8|qalora|0.05|0.8"; do
+    IFS='|' read -r scheme method verr f1 <<<"$config"
+    name="diffusion-$scheme-$method-timestep"
+    if ! "$V2M" quantize "$DIFFUSION" -o "$OUT/$name.safetensors" --scheme "$scheme" --method "$method" \
+        --calib "$CONTROLS" --force; then
       echo "quantize failed: $name" >&2
       status=1
       continue

@@ -29,7 +29,7 @@ layer at the scheme), `trajectory` (uniform + normal steps, one absolute range, 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -40,6 +40,8 @@ from v2m.errors import V2MError
 from .formats import Params, make_scheme, quantize_tensor
 from .gptq import GPTQConfig, gptq_quantize
 from .linear import QuantLinear, replace_module
+from .mixed import allocate
+from .qalora import QALoRAConfig, qalora_finetune, record_calls
 
 DIFFUSION_SCHEMES = {"w8a8": (8, 8), "w6a6": (6, 6), "w4a8": (4, 8)}  # name → (weight bits, activation bits)
 RANGES = ("single", "trajectory", "timestep")
@@ -52,21 +54,29 @@ W4_GROUP = 64
 @dataclass(frozen=True)
 class DiffusionQuantConfig:
     scheme: str = "w8a8"
-    method: str = "rtn"        # weights: rtn or gptq
+    method: str = "rtn"        # weights: rtn, gptq, or qalora (fine-tuned low-rank adapters merged, then rtn)
     ranges: str = "timestep"   # single | trajectory | timestep
     act: str = "static"        # static (per timestep group) | dynamic (per token)
     groups: int = 4            # timestep groups (ranges = timestep)
     sampler_steps: int = 20    # DDIM steps of the calibration runs
     uniform: int = 6           # steps recorded uniformly over the trajectory
     normal: int = 6            # steps recorded from the normal distribution (PTQ4DM)
+    time_path: str = "auto"    # auto (apart unless ranges = single) | apart (int8 weights, float activations) | scheme
+    qalora_steps: int = 150    # --method qalora: optimizer steps of the fine-tune (quant/qalora.py)
+    qalora_rank: int = 8
+    mixed: bool = False        # w4a8: the most sensitive layers at w8a8 under `budget_bits` (measured v error)
+    budget_bits: float = 5.0   # mixed: average stored bits per weight of the layers it allocates
     seed: int = 0
 
     def check(self) -> None:
         if self.scheme not in DIFFUSION_SCHEMES:
             raise V2MError(f"scheme '{self.scheme}' is not one of the diffusion schemes",
                            f"a diffusion checkpoint takes {', '.join(DIFFUSION_SCHEMES)}")
-        if self.method not in ("rtn", "gptq"):
-            raise V2MError(f"--method {self.method}: a diffusion checkpoint takes rtn or gptq weights")
+        if self.method not in ("rtn", "gptq", "qalora"):
+            raise V2MError(f"--method {self.method}: a diffusion checkpoint takes rtn, gptq or qalora weights")
+        if self.method == "qalora" and not (1 <= self.qalora_steps <= 100000 and 1 <= self.qalora_rank <= 256):
+            raise V2MError(f"--qalora-steps {self.qalora_steps} / --qalora-rank {self.qalora_rank}: expected "
+                           "1..100000 steps and rank 1..256")
         if self.method == "gptq" and self.scheme == "w6a6":
             raise V2MError("--method gptq has no 6-bit weight format here", "use --method rtn with w6a6")
         if self.ranges not in RANGES:
@@ -75,6 +85,11 @@ class DiffusionQuantConfig:
             raise V2MError(f"--act {self.act}: expected static or dynamic")
         if not 1 <= self.groups <= 50:
             raise V2MError(f"--t-groups must be 1..50, got {self.groups}")
+        if self.time_path not in ("auto", "apart", "scheme"):
+            raise V2MError(f"--time-path {self.time_path}: expected auto, apart or scheme")
+        if self.mixed and (self.scheme != "w4a8" or self.method == "qalora"):
+            raise V2MError(f"--method mixed with {self.scheme}/{self.method}: a diffusion model mixes w4a8 and w8a8 "
+                           "layers, with rtn or gptq weights", "use --scheme w4a8 --method mixed+rtn or mixed+gptq")
         if not 2 <= self.sampler_steps <= 1000:
             raise V2MError(f"--calib-steps must be 2..1000, got {self.sampler_steps}")
 
@@ -169,11 +184,19 @@ def collect_trajectory(model: nn.Module, layers: dict[str, nn.Module], sample, c
 
 # ---------------------------------------------------------------- activation quantization
 
-def fake_quant_static(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
-    """Asymmetric static quantization of x onto 2^bits levels spanning [lo, hi] (clipped outside)."""
+def static_grid(lo: float, hi: float, bits: int) -> tuple[float, int, int]:
+    """(scale, zero point, levels) of the asymmetric grid of 2^bits levels spanning [lo, hi]."""
     levels = 2 ** bits - 1
     scale = max(hi - lo, 1e-8) / levels
-    zero = round(-lo / scale)
+    return scale, round(-lo / scale), levels
+
+
+def fake_quant_static(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
+    """Asymmetric static quantization of x onto 2^bits levels spanning [lo, hi] (clipped outside)."""
+    return fake_quant_grid(x, *static_grid(lo, hi, bits))
+
+
+def fake_quant_grid(x: torch.Tensor, scale: float, zero: int, levels: int) -> torch.Tensor:
     q = torch.clamp(torch.round(x / scale) + zero, 0, levels)
     return (q - zero) * scale
 
@@ -197,6 +220,10 @@ def clip_search(rows: torch.Tensor, weight: torch.Tensor, lo: float, hi: float, 
     return best[1], best[2], best[3]
 
 
+LOWBIT_MAX_ROWS = 16  # calls of this many rows or more leave cpu-lowbit for the dequantized float weights
+KERNEL_THREADS = 1  # threads cpu-vnni splits a layer's rows over (see TimestepQuantLinear._fused)
+
+
 class TimestepQuantLinear(QuantLinear):
     """A QuantLinear whose input is quantized first: statically with the range of the current timestep group
     (`act_range` [groups, 2]: lo, hi; the group is set by the model's pre-hook, see `attach`) or dynamically per
@@ -207,15 +234,51 @@ class TimestepQuantLinear(QuantLinear):
         super().__init__(in_features, out_features, scheme, bias)
         self.act_bits = act_bits
         self.group = 0
+        self._grid, self._grid_of = None, None  # (scale, zero, levels) per group, made from act_range on first use
         self.register_buffer("act_range", torch.zeros(groups, 2) if groups else None)
 
+    def set_kernel(self, name: str, many: tuple[str, int] | None = None) -> None:
+        # cpu-lowbit is a matrix-vector product (decode); a denoiser's call is a whole window of rows, where the
+        # weights dequantized once and torch's float matmul are several times faster (bench/diffusion_ptq.py w4a8)
+        if name == "cpu-lowbit" and many is None:
+            many = ("reference", LOWBIT_MAX_ROWS)
+        super().set_kernel(name, many)
+
+    def grid(self) -> tuple[float, int, int]:
+        """(scale, zero, levels) of the current timestep group, as Python numbers: made from `act_range` once (on
+        a GPU reading the buffer every call would be a device sync per layer and step)."""
+        act_range = self._buffers["act_range"]
+        if self._grid is None or self._grid_of != (id(act_range), act_range._version):  # loaded or moved since
+            self._grid = [static_grid(float(lo), float(hi), self.act_bits) for lo, hi in act_range.tolist()]
+            self._grid_of = (id(act_range), act_range._version)
+        return self._grid[self.group]
+
     def forward(self, x):
+        if self.kernel_name == "cpu-vnni" and x.device.type == "cpu" and self._buffers["smooth"] is None:
+            return self._fused(x)
         if self._buffers["act_range"] is not None:
-            lo, hi = self._buffers["act_range"][self.group].tolist()
-            x = fake_quant_static(x, lo, hi, self.act_bits)
+            x = fake_quant_grid(x, *self.grid())
         else:
             x = fake_quant_dynamic(x, self.act_bits)
         return super().forward(x)
+
+    def _fused(self, x):
+        """cpu-vnni: the kernel quantizes the input itself — with the group's static (scale, zero point) straight
+        to unsigned bytes, or per token at 8 bits (what fake_quant_dynamic does) — so no float fake-quantization
+        pass runs before the integer product (rows split over KERNEL_THREADS threads)."""
+        if self._kernel is None:
+            self.set_kernel(self.kernel_name, self.many)
+        if self._buffers["act_range"] is not None:
+            scale, zero, levels = self.grid()
+        elif self.act_bits == 8:
+            scale, zero, levels = 1.0, 0, 0
+        else:  # fewer bits per token: the float pass, then the kernel's own (lossless on that grid) int8 step
+            return super().forward(fake_quant_dynamic(x, self.act_bits))
+        rows = x.reshape(-1, x.shape[-1])
+        # one thread by default: a thread started per call waits for a core on a busy machine — on the shared
+        # 2-core box a 2-thread split made a guided step 3× slower under load while torch's own pool kept its pace
+        y = self._state.static(rows, scale, zero, levels, KERNEL_THREADS)
+        return (y if y.dtype == x.dtype else y.to(x.dtype)).reshape(*x.shape[:-1], -1)
 
     def extra_repr(self) -> str:
         mode = f"static ×{self.act_range.shape[0]} t-groups" if self.act_range is not None else "dynamic"
@@ -248,9 +311,16 @@ def attach(model: nn.Module, quant: dict) -> None:
 # ---------------------------------------------------------------- the whole model
 
 def _weight_qtensor(weight: torch.Tensor, bits: int, hess: torch.Tensor | None, method: str):
+    """The layer's weight codes at `bits`. 4-bit weights are grouped by W4_GROUP; a layer whose input width the
+    group does not divide (the roll input `inp`, 865 wide; the feature input `feat.0`) keeps 8-bit per-channel
+    weights instead of per-channel 4-bit ones, which measured as the largest single error of a w4a8 model (its
+    mixed-precision sensitivity ranked them first) for 2 % of the weights — as Q-Diffusion keeps the input layer
+    at 8 bits."""
     w = weight.detach().float()
+    if bits == 4 and w.shape[1] % W4_GROUP:
+        bits = 8
     if bits == 4:
-        scheme = make_scheme("w4", W4_GROUP if w.shape[1] % W4_GROUP == 0 else 0)
+        scheme = make_scheme("w4", W4_GROUP)
     else:
         scheme = make_scheme("w8a8")
     if method == "gptq" and hess is not None:
@@ -262,16 +332,105 @@ def _weight_qtensor(weight: torch.Tensor, bits: int, hess: torch.Tensor | None, 
     return quantize_tensor(w, scheme)
 
 
+def _group_range(r: _Record, k: int) -> tuple[float, float]:
+    """A layer's recorded (lo, hi) in timestep group k; a group no recorded step fell in takes the nearest one's."""
+    if not math.isfinite(float(r.lo[k])):
+        k = min((j for j in range(len(r.lo)) if math.isfinite(float(r.lo[j]))), key=lambda j: abs(j - k))
+    return float(r.lo[k]), float(r.hi[k])
+
+
+def _split(model: nn.Module, config: DiffusionQuantConfig) -> tuple[dict, set]:
+    """(every target Linear, the names kept apart on the time path)."""
+    layers = targets(model)
+    keep_apart = config.time_path == "apart" or (config.time_path == "auto" and config.ranges != "single")
+    return layers, ({n for n in layers if time_path(n)} if keep_apart else set())
+
+
+def finetune_qalora(model: nn.Module, config: DiffusionQuantConfig, sample) -> dict:
+    """EfficientDM-style quantization-aware LoRA (quant/qalora.py) on the float `model`, adapters merged into its
+    weights: it then takes RTN weights and the usual calibration. The student trains through the RTN weight grid
+    of the scheme and the static per-group input ranges recorded along the float trajectory (or per-token
+    inputs with --act dynamic). Returns the record for the checkpoint."""
+    wbits, abits = DIFFUSION_SCHEMES[config.scheme]
+    layers, apart = _split(model, config)
+    main = {n: m for n, m in layers.items() if n not in apart}
+    groups = config.groups if config.ranges == "timestep" else 1
+    calls = record_calls(model, sample)
+    records, _ = collect_trajectory(model, main, sample, config)
+    grids = {n: [static_grid(*_group_range(records[n], k), abits) for k in range(groups)] for n in main}
+
+    def quantize_input(name, x, k):
+        return fake_quant_grid(x, *grids[name][k]) if config.act == "static" else fake_quant_dynamic(x, abits)
+
+    def quantize_weight(name, w):
+        return _weight_qtensor(w, wbits, None, "rtn").dequantize().to(w.dtype)
+
+    return qalora_finetune(model, main, calls, quantize_weight, quantize_input, lambda t: group_of(t, groups),
+                           QALoRAConfig(rank=config.qalora_rank, steps=config.qalora_steps, seed=config.seed))
+
+
+SENSITIVITY_CALLS, SENSITIVITY_ROWS = 4, 2  # recorded model calls (spread over the trajectory) and rows of each
+
+
+@torch.no_grad()
+def v_sensitivity(model: nn.Module, layers: dict[str, nn.Linear], calls, widths=(4, 8)) -> dict[str, dict[int, float]]:
+    """ViDiT-Q-style measured sensitivity: the relative output error ||v_q − v_f||² / ||v_f||² when only one
+    layer's weight is on the RTN grid of each width, everything else float, on recorded calls of the float
+    model's trajectory (SENSITIVITY_CALLS of them, spread over the steps)."""
+    picks = [calls[i] for i in torch.linspace(0, len(calls) - 1, min(SENSITIVITY_CALLS, len(calls))).round().long().tolist()]
+    picks = [(tuple(a[:SENSITIVITY_ROWS] for a in args), out[:SENSITIVITY_ROWS]) for args, out in picks]
+    result: dict[str, dict[int, float]] = {}
+    for name, layer in layers.items():
+        original = layer.weight.data.clone()
+        result[name] = {}
+        for bits in widths:
+            layer.weight.data.copy_(_weight_qtensor(original, bits, None, "rtn").dequantize().to(original.dtype))
+            errs = [float(((model(*args) - out) ** 2).sum() / (out ** 2).sum().clamp(min=1e-12)) for args, out in picks]
+            result[name][bits] = sum(errs) / len(errs)
+        layer.weight.data.copy_(original)
+    return result
+
+
+def mixed_bits(model: nn.Module, main: dict[str, nn.Linear], sample, budget_bits: float) -> tuple[dict[str, int], dict]:
+    """Per-layer weight bits (4 or 8) of a w4a8 model: measured sensitivities (`v_sensitivity`) allocated under
+    `budget_bits` by the transformer path's greedy allocator (quant/mixed.py `allocate`: most error saved per
+    extra stored bit first). Layers whose width the 4-bit groups do not divide are 8-bit anyway (`_weight_qtensor`)
+    and left out of the allocation and its average."""
+    grouped = {n: m for n, m in main.items() if m.in_features % W4_GROUP == 0}
+    sensitivity = v_sensitivity(model, grouped, record_calls(model, sample))
+    schemes = {4: make_scheme("w4", W4_GROUP), 8: make_scheme("w8a8")}
+    bits, average = allocate({n: (m.out_features, m.in_features) for n, m in grouped.items()}, sensitivity, schemes,
+                             budget_bits)
+    at8 = sorted(n for n, b in bits.items() if b == 8)
+    log.info(f"mixed precision: {len(at8)} of {len(grouped)} layers at w8a8, {average:.3f} stored bits/weight "
+             f"(budget {budget_bits}): {', '.join(at8)}")
+    return bits, {"budget_bits": budget_bits, "average_bits": round(average, 4), "w8a8_layers": at8,
+                  "sensitivity_v_err": {n: {str(b): round(v, 6) for b, v in s.items()} for n, s in sensitivity.items()}}
+
+
 def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, calibration: dict) -> dict:
     """Quantize the denoiser `model` in place; `sample()` runs the caller's sampler over the calibration conditions
     (described by `calibration`). Returns the checkpoint's `quant` metadata."""
     config.check()
     model.eval()
+    asked = config
+    qalora = None
+    if config.method == "qalora":
+        if sample is None:
+            raise V2MError("--method qalora fine-tunes on the float model's sampling trajectories",
+                           "pass --calib CONTROLS (a v2m.controls file or folder)")
+        qalora = finetune_qalora(model, config, sample)
+        config = replace(config, method="rtn")  # the merged weights take the grid the adapters trained through
     wbits, abits = DIFFUSION_SCHEMES[config.scheme]
-    layers = targets(model)
-    apart = {n for n in layers if time_path(n)} if config.ranges != "single" else set()
+    layers, apart = _split(model, config)
     main = {n: m for n, m in layers.items() if n not in apart}
     groups = config.groups if config.ranges == "timestep" else 1
+    bits, mixed = {}, None
+    if config.mixed:
+        if sample is None:
+            raise V2MError("--method mixed measures each layer's sensitivity on the sampling trajectory",
+                           "pass --calib CONTROLS (a v2m.controls file or folder)")
+        bits, mixed = mixed_bits(model, main, sample, config.budget_bits)
     if sample is None:  # dynamic activations with RTN weights need no calibration
         if config.act == "static" or config.method == "gptq":
             raise V2MError(f"{config.method} weights with {config.act} activations need calibration conditions")
@@ -289,7 +448,7 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
             replace_module(model, name, q)
             continue
         hess = (2.0 * r.xtx / max(r.n, 1)).float() if r.xtx is not None else None
-        qt = _weight_qtensor(layer.weight, wbits, hess, config.method)
+        qt = _weight_qtensor(layer.weight, bits.get(name, wbits), hess, config.method)
         static = config.act == "static"
         new = TimestepQuantLinear(layer.in_features, layer.out_features, qt.scheme, bias is not None, abits,
                                   groups if static else None)
@@ -301,10 +460,7 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
             new.bias.copy_(bias.float())
         if static:
             for k in range(groups):
-                lo, hi = float(r.lo[k]), float(r.hi[k])
-                if not math.isfinite(lo):  # a group no recorded step fell in: the nearest recorded one
-                    near = min((j for j in range(groups) if math.isfinite(float(r.lo[j]))), key=lambda j: abs(j - k))
-                    lo, hi = float(r.lo[near]), float(r.hi[near])
+                lo, hi = _group_range(r, k)
                 if config.ranges == "timestep" and r.rows[k]:
                     lo, hi, ratio = clip_search(torch.cat(r.rows[k]), qt.dequantize().float(), lo, hi, abits)
                     clips.setdefault(name, []).append(ratio)
@@ -315,8 +471,11 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
     return {
         "version": 1,
         "scheme": config.scheme,
-        "method": f"{config.method}+{config.ranges}" + ("" if config.act == "static" else "+dynamic"),
-        "hyperparameters": asdict(config),
+        "method": ("qalora+" if qalora else "") + ("mixed+" if mixed else "") + f"{config.method}+{config.ranges}"
+                  + ("" if config.act == "static" else "+dynamic"),
+        "hyperparameters": asdict(asked),
+        **({"qalora": qalora} if qalora else {}),
+        **({"mixed": mixed} if mixed else {}),
         "calibration": {**calibration, "steps_recorded": seen},
         "diffusion": {"weight_bits": wbits, "act_bits": abits, "ranges": config.ranges, "act": config.act,
                       "groups": groups, "time_path": sorted(apart),

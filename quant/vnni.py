@@ -35,7 +35,7 @@ import torch
 from v2m.c_build import NativeMatrix, address, build, needs
 
 SOURCES = (Path(__file__).resolve().parent / "csrc" / "w8a8_vnni.c",)
-FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-ffp-contract=off", "-shared", "-fPIC", "-pthread"]
 BLOCK_N, BLOCK_K = 16, 4  # weight block: 16 output rows × 4 input columns (one vpdpbusd)
 
 
@@ -64,6 +64,8 @@ def library() -> ctypes.CDLL:
     lib.v2m_w8a8_gemv.argtypes = [p, i64, i64, p, p, p, p, i64, p]
     lib.v2m_w8a8_gemv.restype = ctypes.c_int
     lib.v2m_w8a8_gemm.restype = ctypes.c_int
+    lib.v2m_w8a8_act.argtypes = [p, i64, i64, p, p, p, p, i64, p, ctypes.c_float, ctypes.c_int32, ctypes.c_int32, i64]
+    lib.v2m_w8a8_act.restype = ctypes.c_int
     return lib
 
 
@@ -85,6 +87,7 @@ class Packed:
         self.n = weight.shape[0]
         lib = library()
         self.fn = lib.v2m_w8a8_gemv
+        self.act_fn = lib.v2m_w8a8_act
         self.pointers = (self.blocks.data_ptr(), self.comp.data_ptr(), self.scale.data_ptr(),
                          None if self.bias is None else self.bias.data_ptr(), self.n)
         # what a fused C step needs to call the same product on these buffers (made once: its identity says
@@ -101,4 +104,16 @@ class Packed:
         blocks, comp, scale, bias, n = self.pointers
         if self.fn(x.data_ptr(), m, k, blocks, comp, scale, bias, n, y.data_ptr()):
             raise MemoryError(f"cpu-vnni: no memory for {m}x{k} activation scratch")
+        return y
+
+    def static(self, x: torch.Tensor, scale: float, zero: int, levels: int, threads: int = 1) -> torch.Tensor:
+        """x [M, K] float32 → y [M, N] with static asymmetric activations: q = clamp(round(x / scale) + zero, 0,
+        levels) (levels ≤ 255; levels 0 = per-token dynamic int8 as `__call__`), rows split over `threads`."""
+        if x.dtype != torch.float32 or not x.is_contiguous():
+            x = x.float().contiguous()
+        m, k = x.shape
+        y = torch.empty(m, self.n, dtype=torch.float32)
+        blocks, comp, wscale, bias, n = self.pointers
+        if self.act_fn(x.data_ptr(), m, k, blocks, comp, wscale, bias, n, y.data_ptr(), scale, zero, levels, threads):
+            raise MemoryError(f"cpu-vnni: no memory or thread for {m}x{k} activations")
         return y

@@ -44,7 +44,8 @@ def guided_v(model, x, t, known, mask, feats, affect, guidance):
 
 @torch.no_grad()
 def v_error(model, reference, controls: dict, stats: dict, steps: int, guidance: float, seed: int) -> float:
-    """Mean over steps of ||v_q − v_f||² / ||v_f||² along the reference's DDIM trajectory (first window)."""
+    """Mean over steps of ||v_q − v_f||² / ||v_f||² along the reference's DDIM trajectory (first window, each
+    step's clean estimate rounded to {-1, +1} as the generate sampler does)."""
     from v2m.stages.quantize_diffusion import calibration_conditions
 
     known, mask, feats, affect = calibration_conditions([controls], reference, stats, 1)
@@ -58,7 +59,7 @@ def v_error(model, reference, controls: dict, stats: dict, steps: int, guidance:
         vq = guided_v(model, x, t, known, mask, feats, affect, guidance)
         errs.append(float(((vq - vf) ** 2).sum() / (vf ** 2).sum().clamp(min=1e-12)))
         a, s = alpha_sigma(t)
-        x0 = (a * x - s * vf).clamp(-1, 1)
+        x0 = torch.where(a * x - s * vf > 0, 1.0, -1.0)  # the clamping trick, as generate samples
         eps = (x - a * x0) / s.clamp(min=1e-4)
         a2, s2 = alpha_sigma(times[i + 1])
         x = a2 * x0 + s2 * eps

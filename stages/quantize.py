@@ -45,6 +45,9 @@ class DiffusionOptions:
     act: str = "static"
     groups: int = 4
     sampler_steps: int = 20
+    time_path: str = "auto"
+    qalora_steps: int = 150
+    qalora_rank: int = 8
 
 
 @dataclass(frozen=True)
@@ -175,8 +178,15 @@ def _quantize_diffusion(model: str, output: str, config: QuantizeConfig, calibra
     from v2m.stages.tokens.vocab import load_tokenizer
 
     options = options or DiffusionOptions()
-    dconfig = DiffusionQuantConfig(scheme=config.scheme, method=config.method, ranges=options.ranges, act=options.act,
-                                   groups=options.groups, sampler_steps=options.sampler_steps, seed=config.seed)
+    parts = [m.strip() for m in config.method.split("+") if m.strip()]
+    codes = [m for m in parts if m != "mixed"]
+    if len(codes) > 1:
+        raise V2MError(f"--method {config.method}: {' and '.join(codes)} are alternatives for a diffusion model, pick one")
+    dconfig = DiffusionQuantConfig(scheme=config.scheme, method=(codes or ["rtn"])[0], mixed="mixed" in parts,
+                                   budget_bits=config.budget_bits, ranges=options.ranges, act=options.act,
+                                   groups=options.groups, sampler_steps=options.sampler_steps,
+                                   time_path=options.time_path, qalora_steps=options.qalora_steps,
+                                   qalora_rank=options.qalora_rank, seed=config.seed)
     dconfig.check()
     if dconfig.act == "static" and calibration is None:
         raise V2MError("a diffusion model's static activation ranges need calibration conditions",

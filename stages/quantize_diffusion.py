@@ -10,13 +10,12 @@ Linear inputs along the trajectory. quant never sees controls nor the sampler's 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from v2m import log
+from v2m import artifacts, log
 from v2m.errors import V2MError
 from v2m.models.diffusion import CHANNELS, ddim_sample
 from v2m.quant.timestep import DiffusionQuantConfig, quantize_diffusion
@@ -24,22 +23,20 @@ from v2m.stages.generate.diffusion import DEFAULT_GUIDANCE, piece_conditions
 
 
 def read_controls(source: str | Path) -> list[dict]:
-    """Controls payloads from a file or every *.json of a folder (v2m.controls artifacts or bare payloads)."""
+    """Controls payloads from a v2m.controls artifact or every *.json of a folder, read through the artifact
+    contract (format, version and schema checked: `artifacts.parse_artifact`). In a folder, other JSON files
+    (rhythm, tokens, reports) are passed over with a warning; a single file that is not controls is an error."""
     path = Path(source)
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
     out = []
     for f in files:
         try:
-            obj = json.loads(f.read_text())
-        except (OSError, ValueError) as e:
-            raise V2MError(f"{f}: not a readable controls file ({e.__class__.__name__})")
-        if isinstance(obj, dict) and isinstance(obj.get("data"), dict):
-            obj = obj["data"]
-        if isinstance(obj, dict) and obj.get("bars") and obj.get("beat_times"):
-            out.append(obj)
-        elif not path.is_dir():
-            raise V2MError(f"{f}: not a controls artifact", "a diffusion model is calibrated and scored on v2m.controls "
-                                                             "files (v2m encode-tokens RHYTHM.json -o controls.json)")
+            out.append(artifacts.parse_artifact(artifacts.read_bytes(f), str(f), "v2m.controls")["data"])
+        except V2MError as e:
+            if not path.is_dir():
+                raise V2MError(e.message, e.hint or "a diffusion model is calibrated and scored on v2m.controls "
+                                                    "files (v2m encode-tokens RHYTHM.json -o controls.json)") from None
+            log.warn(f"skipped: {e.message}")
     if not out:
         raise V2MError(f"{source}: no controls files found", "pass a v2m.controls file or a folder of them "
                                                              "(v2m encode-tokens RHYTHM.json -o controls.json)")
@@ -72,7 +69,7 @@ def quantize_diffusion_model(loaded, config: DiffusionQuantConfig, calib: str, s
     def sample():
         generator = torch.Generator().manual_seed(config.seed)
         ddim_sample(loaded.model, known, mask, features, affect, steps=config.sampler_steps,
-                    guidance=DEFAULT_GUIDANCE, generator=generator)
+                    guidance=DEFAULT_GUIDANCE, generator=generator, clamp_binary=True)  # as generate samples
 
     log.info(f"calibration: {samples} windows from {len(controls)} controls file(s) in {calib}, "
              f"DDIM {config.sampler_steps} steps, guidance {DEFAULT_GUIDANCE}, sha256 {digest[:12]}")

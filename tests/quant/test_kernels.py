@@ -70,6 +70,28 @@ def test_cpu_vnni_equals_int_mm_exactly(k, n, rows):
     assert torch.equal(outputs(layer, x.reshape(rows, 1, k), "cpu-vnni").reshape(rows, n), outputs(layer, x, "int-mm"))
 
 
+@needs_vnni
+@pytest.mark.parametrize("bits,rows", [(8, 70), (6, 9)])
+def test_cpu_vnni_static_activations_equal_fake_quant_then_matmul(bits, rows):
+    """The static asymmetric path (a diffusion layer's per-timestep-group range, quant/timestep.py): the kernel's
+    unsigned codes minus the zero point, times the weights, equal fake_quant_static's grid times the dequantized
+    weights up to float round-off (≥ 100 dB); the rows split over 3 threads give the same bits as 1 thread; levels
+    0 is the per-token path, bit-equal to int-mm."""
+    from v2m.quant.timestep import fake_quant_static, static_grid
+
+    _, layer = quant_layer("w8a8", k=256, n=208)  # 13 blocks of 16: the 4 × 2 kernel and the one-block tail
+    x = torch.randn(rows, 256) * 2
+    lo, hi = -3.0, 5.0  # some inputs clip
+    layer.set_kernel("cpu-vnni")
+    packed = layer._state
+    scale, zero, levels = static_grid(lo, hi, bits)
+    fast = packed.static(x, scale, zero, levels, 1)
+    expected = fake_quant_static(x, lo, hi, bits) @ layer.qtensor().dequantize().T + layer.bias
+    assert sqnr_db(expected, fast) >= 100
+    assert torch.equal(packed.static(x, scale, zero, levels, 3), fast)
+    assert torch.equal(packed.static(x, 1.0, 0, 0, 2), outputs(layer, x, "int-mm"))
+
+
 def test_cpu_vnni_refuses_widths_off_its_blocks():
     assert "out % 16" in KERNELS.get("cpu-vnni")().unsupported(make_scheme("w8a8"), (40, 256))
     assert "runs w8a8" in KERNELS.get("cpu-vnni")().unsupported(make_scheme("w4", 64), (192, 256))

@@ -137,3 +137,69 @@ def test_evaluate_gates_a_quantized_diffusion_model(setup, tmp_path):
     planted = run("evaluate", "--model", str(out), "--reference", str(model_path), "--corpus", str(controls),
                   "--no-speed", "--fail-if", "v_err>-1")  # a bar no model can pass: the failure path exits 3
     assert planted.returncode == 3, planted.stderr
+
+
+def test_qalora_finetune_lowers_v_err_at_w4a8(setup):
+    """EfficientDM-style LoRA fine-tune (quant/qalora.py): the training loss falls, and the merged, RTN-quantized
+    model's per-step v error against float is below plain RTN W4A8's on held-out steps of the float trajectory."""
+    from v2m.models.loading import load_model
+    from v2m.stages.diffusion_eval import v_error
+    from v2m.stages.quantize_diffusion import read_controls
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    model_path, controls = setup[:2]
+    reference = load_model(str(model_path)).model
+    rtn, _ = _quantized(model_path, controls, scheme="w4a8")
+    tuned, quant = _quantized(model_path, controls, scheme="w4a8", method="qalora", qalora_steps=80)
+    assert quant["method"] == "qalora+rtn+timestep"
+    assert quant["qalora"]["loss_end"] < quant["qalora"]["loss_start"]
+    payload, stats = read_controls(controls)[0], load_tokenizer().stats
+    errors = [v_error(m.model, reference, payload, stats, 6, 2.0, seed=5) for m in (rtn, tuned)]
+    assert errors[1] < errors[0], errors
+
+
+def test_mixed_precision_keeps_the_most_sensitive_layers_at_w8a8(setup):
+    """ViDiT-Q-style mixed precision: each groupable layer's v error measured alone at 4 and 8 bits, the greedy
+    allocator of the transformer path (quant/mixed.py) spends the budget; the chosen layers are stored and run as
+    w8a8, the rest as w4; a budget too small for any promotion keeps them at 4 bits. (The debug model's only layer
+    that 64-groups divide is its MLP's second Linear; the others are 8-bit in any w4a8 model.)"""
+    from v2m.models.loading import load_model
+    from v2m.quant.linear import quant_linears
+    from v2m.stages.diffusion_eval import v_error
+    from v2m.stages.quantize_diffusion import read_controls
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    model_path, controls = setup[:2]
+    reference = load_model(str(model_path)).model
+    plain, _ = _quantized(model_path, controls, scheme="w4a8")
+    assert {n: m.scheme.bits for n, m in quant_linears(plain.model).items()}["blocks.0.mlp.2"] == 4
+    assert quant_linears(plain.model)["inp"].scheme.bits == 8  # 64 does not divide its width
+    mixed, quant = _quantized(model_path, controls, scheme="w4a8", mixed=True, budget_bits=9.0)
+    record = quant["mixed"]
+    assert quant["method"] == "mixed+rtn+timestep" and record["w8a8_layers"] == ["blocks.0.mlp.2"]
+    assert all(s["4"] >= s["8"] for s in record["sensitivity_v_err"].values())
+    assert quant_linears(mixed.model)["blocks.0.mlp.2"].scheme.bits == 8
+    _, tight = _quantized(model_path, controls, scheme="w4a8", mixed=True, budget_bits=4.3)
+    assert tight["mixed"]["w8a8_layers"] == [] and tight["mixed"]["average_bits"] <= 4.3
+    payload, stats = read_controls(controls)[0], load_tokenizer().stats
+    errors = [v_error(m.model, reference, payload, stats, 6, 2.0, seed=5) for m in (plain, mixed)]
+    assert errors[1] <= errors[0] * 1.05, errors
+
+
+def test_read_controls_goes_through_the_artifact_contract(setup, tmp_path):
+    """Controls are parsed by artifacts.parse_artifact (format, version, schema): a bare payload or another
+    artifact as the one file is one clear line; in a folder, other JSON is passed over and the controls kept."""
+    from v2m.errors import V2MError
+    from v2m.stages.quantize_diffusion import read_controls
+
+    controls = setup[1]
+    payload = json.loads(controls.read_text())["data"]
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(payload))
+    with pytest.raises(V2MError, match="expected a v2m.controls"):
+        read_controls(bare)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps(payload))
+    (folder / "b.json").write_text(controls.read_text())
+    assert read_controls(folder) == [payload]
