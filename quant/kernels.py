@@ -137,8 +137,10 @@ class IntMM(Kernel):
         rows = _rows(x)
         m = rows.shape[0]
         xq, xs = per_token_int8(rows)
-        if xq.is_cuda and m <= 16:  # cuBLASLt int8 needs more than 16 rows
-            xq = F.pad(xq, (0, 0, 0, 17 - m))
+        if xq.is_cuda:  # cuBLASLt int8 needs more than 16 rows; 17 rows of a 32-wide layer were refused on an H200
+            padded = max(24, -(-m // 8) * 8)  # (CUBLAS_STATUS_NOT_SUPPORTED): rows padded to a multiple of 8
+            if padded != m:
+                xq = F.pad(xq, (0, 0, 0, padded - m))
         acc = torch._int_mm(xq, weight_t)[:m]
         y = acc.float() * xs * scale
         if bias is not None:
@@ -398,8 +400,15 @@ def measured_choice(layer, candidates: list[str], rows: int = 1, calls: int = 30
         times = {}
         for name in candidates:
             layer.set_kernel(name)
-            times[name] = timer(lambda: layer(x), calls)
+            try:
+                times[name] = timer(lambda: layer(x), calls)
+            except RuntimeError as e:  # a library that refuses this shape here (e.g. cuBLASLt): not a candidate
+                log.debug(f"kernel {name} failed on {layer.in_features}→{layer.out_features} at {rows} rows: "
+                          f"{str(e).splitlines()[0][:160]}")
         layer.set_kernel(*before)
+        if not times:
+            raise V2MError(f"no kernel runs a {layer.in_features}→{layer.out_features} {layer.scheme.label()} layer "
+                           f"on {device}", "try --device cpu")
         _MEASURED[key] = (min(times, key=times.get), times)
     return _MEASURED[key]
 

@@ -236,6 +236,25 @@ def test_measured_choice_takes_the_fastest_and_restores_the_layer():
     assert again[0] == "int-mm" and len(seen) == 3  # once per (device, scheme, shape, rows) in a process
 
 
+def test_measured_choice_passes_over_a_kernel_that_fails_on_the_shape():
+    """A library that refuses a shape on this machine (cuBLASLt's int8 matmul refused 17 rows of a 32-wide layer on
+    an H200) costs that kernel its place in the race, not the command."""
+    from v2m.quant import kernels
+
+    _, layer = quant_layer("w8a8")
+    layer.set_kernel("cpu-int8")
+
+    def timer(fn, calls):
+        if layer.kernel_name == "int-mm":
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_NOT_SUPPORTED when calling cublasLtMatmul")
+        fn()
+        return {"cpu-int8": 3e-5, "dequant-bf16": 2e-5}[layer.kernel_name]
+
+    kernels._MEASURED.clear()
+    chosen, times = kernels.measured_choice(layer, ["cpu-int8", "int-mm", "dequant-bf16"], rows=7, timer=timer)
+    assert chosen == "dequant-bf16" and set(times) == {"cpu-int8", "dequant-bf16"} and layer.kernel_name == "cpu-int8"
+
+
 def test_many_rows_take_their_own_kernel():
     _, layer = quant_layer("w8a8")
     layer.set_kernel("cpu-int8", many=("reference", 16))
