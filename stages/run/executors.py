@@ -44,8 +44,13 @@ class Work:
 def local(videos: list[VideoJob], work: Work, say: Status, jobs: int = 1, **_) -> Results:
     """One video after another in this process (one model load, on the first video that needs it); with `--batch N`
     (a GPU's default) N videos in flight in threads, their pieces generated together (`threads`)."""
-    engine = Engine(work.config)
-    if work.config.batch > 1 and len(videos) > 1 and engine.batcher is not None:
+    yield from made(videos, work, say, Engine(work.config))
+
+
+def made(videos: list[VideoJob], work: Work, say: Status, engine: Engine) -> Results:
+    """`videos` made with one engine: one after another, or with `--batch N` (the engine then has a batcher) N in
+    flight in threads (`threads`). Results as they finish."""
+    if len(videos) > 1 and engine.batcher is not None:
         yield from threads(videos, work, say, engine)
         return
     for index, job in enumerate(videos):
@@ -101,19 +106,12 @@ def _worker_init(config: RunConfig, queue, threads: int) -> None:
 
 def _worker_videos(videos: list[VideoJob], work: Work) -> list[VideoResult]:
     """A worker's share: one video, or (--batch N) up to N videos in flight in its threads, their pieces generated
-    together as in `local` — so `--jobs J --batch N` keeps J × N videos in flight in J processes."""
+    together (`made`, as in `local`) — so `--jobs J --batch N` keeps J × N videos in flight in J processes."""
     queue = _WORKER["queue"]
-    engine = _WORKER["engine"]
-
-    def say(key, what):
-        queue.put((key, what))
-
-    if len(videos) > 1 and engine.batcher is not None:
-        results: list = [None] * len(videos)
-        for index, result in threads(videos, work, say, engine):
-            results[index] = result
-        return results
-    return [work.process(job, engine, say) for job in videos]
+    results: list = [None] * len(videos)
+    for index, result in made(videos, work, lambda key, what: queue.put((key, what)), _WORKER["engine"]):
+        results[index] = result
+    return results
 
 
 def worker_died(job: VideoJob, error: BaseException) -> VideoResult:
