@@ -42,6 +42,11 @@ class QALoRAConfig:
     seed: int = 0
 
 
+def relative_error(out: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """||out − reference||² / ||reference||²: the fine-tune's loss, and the v_err of sensitivity and evaluation."""
+    return ((out - reference) ** 2).sum() / (reference ** 2).sum().clamp(min=1e-12)
+
+
 class LoRAFakeQuantLinear(nn.Module):
     """A frozen Linear plus a trainable low-rank B·A, run as its quantized version will run: weight W + B·A on the
     scheme's grid (`quantize_weight`: float weight → its dequantized RTN codes) and input fake-quantized
@@ -111,7 +116,7 @@ def qalora_finetune(model: nn.Module, layers: dict[str, nn.Linear], calls, quant
                 m.group = group
             with torch.enable_grad():
                 out = model(*(a[rows] for a in args))
-                loss = ((out - target[rows]) ** 2).sum() / (target[rows] ** 2).sum().clamp(min=1e-12)
+                loss = relative_error(out, target[rows])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             optimizer.step()

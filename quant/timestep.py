@@ -41,7 +41,7 @@ from .formats import Params, make_scheme, quantize_tensor
 from .gptq import GPTQConfig, gptq_quantize
 from .linear import QuantLinear, replace_module
 from .mixed import allocate
-from .qalora import QALoRAConfig, qalora_finetune, record_calls
+from .qalora import QALoRAConfig, qalora_finetune, record_calls, relative_error
 
 DIFFUSION_SCHEMES = {"w8a8": (8, 8), "w6a6": (6, 6), "w4a8": (4, 8)}  # name → (weight bits, activation bits)
 RANGES = ("single", "trajectory", "timestep")
@@ -385,7 +385,7 @@ def v_sensitivity(model: nn.Module, layers: dict[str, nn.Linear], calls, widths=
         result[name] = {}
         for bits in widths:
             layer.weight.data.copy_(_weight_qtensor(original, bits, None, "rtn").dequantize().to(original.dtype))
-            errs = [float(((model(*args) - out) ** 2).sum() / (out ** 2).sum().clamp(min=1e-12)) for args, out in picks]
+            errs = [float(relative_error(model(*args), out)) for args, out in picks]
             result[name][bits] = sum(errs) / len(errs)
         layer.weight.data.copy_(original)
     return result

@@ -27,6 +27,7 @@ import torch
 from v2m import artifacts, log
 from v2m.errors import V2MError
 from v2m.models.diffusion import CHANNELS, alpha_sigma, null_affect, roll_to_notes
+from v2m.quant.qalora import relative_error
 from v2m.stages.generate.diffusion import DEFAULT_GUIDANCE, DiffusionSettings, roll_ids, sample_rolls
 from v2m.stages.generate.plan import extend_grid
 from v2m.stages.tokens.structure import plan_structure
@@ -57,7 +58,7 @@ def v_error(model, reference, controls: dict, stats: dict, steps: int, guidance:
         t = times[i]
         vf = guided_v(reference, x, t, known, mask, feats, affect, guidance)
         vq = guided_v(model, x, t, known, mask, feats, affect, guidance)
-        errs.append(float(((vq - vf) ** 2).sum() / (vf ** 2).sum().clamp(min=1e-12)))
+        errs.append(float(relative_error(vq, vf)))
         a, s = alpha_sigma(t)
         x0 = torch.where(a * x - s * vf > 0, 1.0, -1.0)  # the clamping trick, as generate samples
         eps = (x - a * x0) / s.clamp(min=1e-4)
