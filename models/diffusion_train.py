@@ -10,7 +10,12 @@ of the roll's range are clipped to the nearest that does not: transposition augm
 (models/diffusion.py condition_features) with the rhythm condition read off the window's own onsets (randomly
 thinned and jittered so the model also follows an imperfect, video-made onset curve), and a random known prefix
 of whole bars for half of the windows (the overlap context of long generations). AdamW, linear warm-up, cosine
-decay, bf16 autocast on CUDA, a fixed validation set (every 20th piece) measured every `eval_every` steps; the
+decay, bf16 autocast on CUDA, a fixed validation set (every 20th piece) measured every `eval_every` steps.
+
+The schedule follows whichever runs out first, the steps or `--max-minutes`: the cosine's progress is the larger
+of step / steps and elapsed / time limit, so a run stopped by time has still decayed its learning rate to the end
+(the first shipped model was cut at step 4381 of 12,000 with the rate still high). An exponential moving average
+of the weights (`ema`, as DDPM/DiT sample from) is what is validated and saved, once the warm-up is over; the
 weights of the best validation loss are saved. Runs with torch + numpy + safetensors + v2m's core only.
 """
 
@@ -56,11 +61,28 @@ class DiffusionTrainConfig:
     eval_batches: int = 8
     transpose: int = 6           # ± semitones of transposition augmentation
     known_share: float = 0.5     # windows with a known prefix (the overlap context)
+    ema: float = 0.0             # decay of the weights' moving average that is validated and saved (0 = none)
     seed: int = 0
 
     def __post_init__(self):
         if self.steps < 1 or self.batch < 1 or self.eval_batches < 1:
             raise ValueError("steps, batch and eval_batches must be ≥ 1")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError("ema must be in [0, 1)")
+
+
+def learning_rate(cfg: DiffusionTrainConfig, step: int, elapsed: float, limit: float | None) -> tuple[float, float]:
+    """(learning rate, progress 0..1) at `step` after `elapsed` seconds: linear warm-up over `warmup` steps, then a
+    cosine from lr to lr/10 over the progress — the larger of step / steps and elapsed / limit (seconds, None = no
+    time limit), so that whichever runs out first ends the decay. Progress ≥ 1 ends the run."""
+    progress = step / cfg.steps
+    if limit:
+        progress = max(progress, elapsed / limit)
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup, progress
+    start = cfg.warmup / cfg.steps
+    phase = min(1.0, max(0.0, (progress - start) / max(1e-9, 1.0 - start)))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * phase))), progress
 
 
 @dataclass(frozen=True)
@@ -268,19 +290,46 @@ def train_diffusion(rolls_path: str, output: str, *, preset: str = "diffusion", 
         model.train()
         return total / cfg.eval_batches
 
+    ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()} if cfg.ema else None
+    live = None  # the trained weights while the average is in the model for validation
+
+    def swap_in_average():
+        nonlocal live
+        if ema is not None and step > cfg.warmup:
+            live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(ema)
+
+    def swap_back():
+        nonlocal live
+        if live is not None:
+            model.load_state_dict(live)
+            live = None
+
+    def validate(train_loss: float):
+        nonlocal best, best_state
+        swap_in_average()
+        val = evaluate()
+        history.append({"step": step, "train_loss": round(train_loss, 5), "val_loss": round(val, 5),
+                        "lr": round(lr, 7), "seconds": round(time.time() - started, 1)})
+        say(f"step {step}/{cfg.steps}: loss {history[-1]['train_loss']:.4f}, val {val:.4f}"
+            f"{' (average)' if live is not None else ''}, lr {lr:.2e}, {time.time() - started:.0f} s")
+        if val < best:
+            best, best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        swap_back()
+
     history, best, best_state = [], math.inf, None
     started = time.time()
+    limit = max_minutes * 60 if max_minutes is not None else None
     step = 0
-    losses = []
+    lr = cfg.lr
+    losses, pending = [], []
     stopped = "steps"
     model.train()
-    while step < cfg.steps:
-        if max_minutes is not None and time.time() - started > max_minutes * 60:
-            stopped = "time"
+    while True:
+        lr, progress = learning_rate(cfg, step, time.time() - started, limit)
+        if progress >= 1.0:
+            stopped = "steps" if step >= cfg.steps else "time"
             break
-        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
-        if step >= cfg.warmup:
-            lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))))
         for group in opt.param_groups:
             group["lr"] = lr
         x0, known, mask, feats, affect, valid = batcher.batch(batches)
@@ -290,28 +339,31 @@ def train_diffusion(rolls_path: str, output: str, *, preset: str = "diffusion", 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        losses.append(float(loss.detach()))
+        if ema is not None:
+            with torch.no_grad():
+                decay = 0.0 if step < cfg.warmup else cfg.ema  # the average starts after the warm-up
+                for k, v in model.state_dict().items():
+                    if v.is_floating_point():
+                        ema[k].lerp_(v.float(), 1.0 - decay)
+        pending.append(loss.detach())
         step += 1
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            val = evaluate()
-            history.append({"step": step, "train_loss": round(float(np.mean(losses[-cfg.eval_every:])), 5),
-                            "val_loss": round(val, 5), "seconds": round(time.time() - started, 1)})
-            say(f"step {step}/{cfg.steps}: loss {history[-1]['train_loss']:.4f}, val {val:.4f}, "
-                f"{time.time() - started:.0f} s")
-            if val < best:
-                best, best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if len(pending) >= 50:  # one host sync per 50 steps, not per step
+            losses.extend(torch.stack(pending).float().tolist())
+            pending = []
+        if step % cfg.eval_every == 0:
+            losses.extend(torch.stack(pending).float().tolist() if pending else [])
+            pending = []
+            validate(float(np.mean(losses[-cfg.eval_every:])))
+    losses.extend(torch.stack(pending).float().tolist() if pending else [])
     if not history or history[-1]["step"] != step:
-        val = evaluate()
-        history.append({"step": step, "train_loss": round(float(np.mean(losses[-50:])) if losses else math.nan, 5),
-                        "val_loss": round(val, 5), "seconds": round(time.time() - started, 1)})
-        if val < best:
-            best, best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        validate(float(np.mean(losses[-50:])) if losses else math.nan)
     if best_state is not None:
         model.load_state_dict(best_state)
     summary = {"backend": "diffusion", "steps": step, "stopped_by": stopped, "best_val_loss": round(best, 5),
                "first_loss": round(losses[0], 5) if losses else None,
                "final_train_loss": history[-1]["train_loss"], "seconds": round(time.time() - started, 1),
                "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev), "parameters": params,
+               "weights": "moving average" if ema is not None and step > cfg.warmup else "trained",
                "train_config": dataclasses.asdict(cfg), "preset": preset, "rolls": rolls.summary}
     save_model(output, model, config, rolls.tokenizer, tokenizer_hash, summary, force=True,
                dtype=None if save_dtype == "float32" else save_dtype)
@@ -324,7 +376,10 @@ def train_diffusion(rolls_path: str, output: str, *, preset: str = "diffusion", 
 def diffusion_card(summary: dict, config: DiffusionConfig, history: list[dict]) -> str:
     """The model card: what the model is, what it was trained on, how it did."""
     rolls = summary.get("rolls") or {}
-    rows = "\n".join(f"| {h['step']} | {h['train_loss']:.4f} | {h['val_loss']:.4f} | {h['seconds']:.0f} |" for h in history)
+    rows = "\n".join(f"| {h['step']} | {h['train_loss']:.4f} | {h['val_loss']:.4f} | {h.get('lr', float('nan')):.2e} "
+                     f"| {h['seconds']:.0f} |" for h in history)
+    ema = summary.get("train_config", {}).get("ema")
+    ema_note = f": moving average, decay {ema}" if summary.get("weights") == "moving average" else ""
     return f"""# v2m diffusion model
 
 Backend `diffusion` (models/diffusion.py): a DiT denoiser (Peebles & Xie 2023) over a beat-synchronous
@@ -341,11 +396,12 @@ timestep-aware fusion (adaLN-Zero + FiLM-gated condition injection); classifier-
   {rolls.get('notes', '?')} notes; top part = melody, lowest = bass, the rest = accompaniment), transposition
   augmentation ±{summary['train_config']['transpose']} semitones; validation: every 20th piece
 - training: {summary['steps']} steps of batch {summary['train_config']['batch']} on {summary['device']} in
-  {summary['seconds']:.0f} s (stopped by {summary['stopped_by']}); loss {summary['first_loss']} → best validation
-  {summary['best_val_loss']} (v-prediction MSE per channel on unknown steps)
+  {summary['seconds']:.0f} s (stopped by {summary['stopped_by']}; cosine learning rate decayed to the end either
+  way); loss {summary['first_loss']} → best validation {summary['best_val_loss']} (v-prediction MSE per channel on
+  unknown steps; {summary.get('weights', 'trained')} weights{ema_note})
 
-| step | train loss | val loss | s |
-|---|---|---|---|
+| step | train loss | val loss | lr | s |
+|---|---|---|---|---|
 {rows}
 
 Limits: trained on chorales, motets, madrigals and string quartets — the music sounds like them (vocal

@@ -160,3 +160,34 @@ def test_ddim_sampler_is_deterministic(diffusion_folder):
     assert not torch.equal(first, run(4))
     assert torch.equal(first[:, :8], known[:, :8])  # the known context is kept
     assert not torch.equal(run(3, guidance=1.0), first)
+
+
+def test_learning_rate_decays_to_the_end_by_steps_or_by_time():
+    from v2m.models.diffusion_train import DiffusionTrainConfig, learning_rate
+
+    cfg = DiffusionTrainConfig(steps=1000, lr=1e-3, warmup=100)
+    assert learning_rate(cfg, 0, 0.0, None)[0] == pytest.approx(1e-5)  # warm-up
+    assert learning_rate(cfg, 100, 0.0, None)[0] == pytest.approx(1e-3)  # the cosine's top
+    lr_end, progress = learning_rate(cfg, 999, 0.0, None)
+    assert lr_end == pytest.approx(1e-4, rel=1e-3) and progress < 1.0
+    assert learning_rate(cfg, 1000, 0.0, None)[1] >= 1.0  # the steps are over
+    # a time limit that runs out first: at step 300 of 1000 but 90 % of the time, the rate is nearly down
+    lr_time, progress = learning_rate(cfg, 300, 90.0, 100.0)
+    assert progress == pytest.approx(0.9) and lr_time < 0.15e-3
+    assert learning_rate(cfg, 300, 100.0, 100.0)[1] >= 1.0
+    rates = [learning_rate(cfg, s, 0.0, None)[0] for s in range(100, 1000, 50)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))  # monotone decay after the warm-up
+
+
+def test_moving_average_weights_are_validated_and_saved(diffusion_folder, tmp_path):
+    import torch
+
+    from v2m.models.diffusion_train import train_diffusion
+
+    torch.set_num_threads(1)
+    out = tmp_path / "ema.safetensors"
+    summary = train_diffusion(str(roll_set(diffusion_folder)), str(out), preset="diffusion-debug", device="cpu",
+                              force=True, overrides={"steps": 40, "eval_every": 20, "ema": 0.9})
+    assert summary["weights"] == "moving average" and summary["train_config"]["ema"] == 0.9
+    assert summary["best_val_loss"] < 0.9 * summary["first_loss"]
+    assert "moving average, decay 0.9" in out.with_suffix(".md").read_text()
