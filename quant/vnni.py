@@ -37,6 +37,7 @@ from v2m.c_build import NativeMatrix, address, build, needs
 SOURCES = (Path(__file__).resolve().parent / "csrc" / "w8a8_vnni.c",)
 FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-ffp-contract=off", "-shared", "-fPIC", "-pthread"]
 BLOCK_N, BLOCK_K = 16, 4  # weight block: 16 output rows × 4 input columns (one vpdpbusd)
+EPILOGUES = {None: 0, "gelu_tanh": 1}  # what the kernel applies to its outputs before storing them (w8a8_vnni.c)
 
 
 def unavailable() -> str | None:
@@ -64,7 +65,8 @@ def library() -> ctypes.CDLL:
     lib.v2m_w8a8_gemv.argtypes = [p, i64, i64, p, p, p, p, i64, p]
     lib.v2m_w8a8_gemv.restype = ctypes.c_int
     lib.v2m_w8a8_gemm.restype = ctypes.c_int
-    lib.v2m_w8a8_act.argtypes = [p, i64, i64, p, p, p, p, i64, p, ctypes.c_float, ctypes.c_int32, ctypes.c_int32, i64]
+    lib.v2m_w8a8_act.argtypes = [p, i64, i64, p, p, p, p, i64, p, ctypes.c_float, ctypes.c_int32, ctypes.c_int32, i64,
+                                 ctypes.c_int32]
     lib.v2m_w8a8_act.restype = ctypes.c_int
     return lib
 
@@ -106,14 +108,17 @@ class Packed:
             raise MemoryError(f"cpu-vnni: no memory for {m}x{k} activation scratch")
         return y
 
-    def static(self, x: torch.Tensor, scale: float, zero: int, levels: int, threads: int = 1) -> torch.Tensor:
+    def static(self, x: torch.Tensor, scale: float, zero: int, levels: int, threads: int = 1,
+               epilogue: str | None = None) -> torch.Tensor:
         """x [M, K] float32 → y [M, N] with static asymmetric activations: q = clamp(round(x / scale) + zero, 0,
-        levels) (levels ≤ 255; levels 0 = per-token dynamic int8 as `__call__`), rows split over `threads`."""
+        levels) (levels ≤ 255; levels 0 = per-token dynamic int8 as `__call__`), rows split over `threads`, the
+        outputs through `epilogue` (None, or "gelu_tanh": F.gelu(y, approximate="tanh") in the kernel)."""
         if x.dtype != torch.float32 or not x.is_contiguous():
             x = x.float().contiguous()
         m, k = x.shape
         y = torch.empty(m, self.n, dtype=torch.float32)
         blocks, comp, wscale, bias, n = self.pointers
-        if self.act_fn(x.data_ptr(), m, k, blocks, comp, wscale, bias, n, y.data_ptr(), scale, zero, levels, threads):
+        if self.act_fn(x.data_ptr(), m, k, blocks, comp, wscale, bias, n, y.data_ptr(), scale, zero, levels, threads,
+                       EPILOGUES[epilogue]):
             raise MemoryError(f"cpu-vnni: no memory or thread for {m}x{k} activations")
         return y

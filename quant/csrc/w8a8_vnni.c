@@ -42,15 +42,54 @@ static float quantize_row(const float *x, int64_t K, uint8_t *xu)
     return scale;
 }
 
+/* The epilogue a layer may ask for (EPILOGUE_GELU_TANH: the output passes through the tanh-approximated GELU,
+   as a DiT's MLP does after its first Linear), applied to the finished float outputs before they are stored, so
+   the activation costs no pass of its own over memory (the fusion every GEMM library offers for its epilogue).
+   gelu_tanh(x) = 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3); exp by range
+   reduction to 2^n · p(f), p the degree-6 Taylor polynomial of exp on |f| <= ln2 / 2 (relative error < 2e-7),
+   the argument clamped to ±88 so that exp stays finite. */
+enum { EPILOGUE_NONE = 0, EPILOGUE_GELU_TANH = 1 };
+
+static inline __m512 exp_ps(__m512 y)
+{
+    y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(-88.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147180559945309f), y);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+static inline __m512 gelu_tanh_ps(__m512 x)
+{
+    const __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+    const __m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
+    const __m512 e = exp_ps(_mm512_mul_ps(u, _mm512_set1_ps(-2.0f)));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+static inline void store_out(float *y, __m512 r, int32_t epilogue)
+{
+    if (epilogue == EPILOGUE_GELU_TANH)
+        r = gelu_tanh_ps(r);
+    _mm512_storeu_ps(y, r);
+}
+
 /* y[m] = W · dequant(q[m]) for M rows quantized already (xu [M][K] as q + 128, xs [M]). Block rows outer,
    token rows inner (in tiles of 32 rows, ≤ 53 KB of activations): a 16 × K weight block (5–27 KB) is read
    from memory once per tile and from L1 for its other rows. */
-static inline void store_block(__m512i acc, __m512i cb, float xs, __m512 wsb, const float *bias, float *y)
+static inline void store_block(__m512i acc, __m512i cb, float xs, __m512 wsb, const float *bias, float *y, int32_t epilogue)
 {
     __m512 r = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, cb)), _mm512_set1_ps(xs)), wsb);
     if (bias)
         r = _mm512_add_ps(r, _mm512_loadu_ps(bias));
-    _mm512_storeu_ps(y, r);
+    store_out(y, r, epilogue);
 }
 
 static inline __m512i row_offset(const int32_t *comp, int32_t zero)
@@ -65,7 +104,8 @@ static inline __m512i row_offset(const int32_t *comp, int32_t zero)
    accumulators; each weight load feeds 4 products and each activation broadcast 2, where the one-row loop below
    loads a weight vector per product. Rows from `m0` in steps of 4 and block pairs from 0; returns rows done. */
 static int64_t w8a8_tile4x2(const uint8_t *xu, const float *xs, int64_t M, int64_t K, const int8_t *wb,
-                            const int32_t *comp, const float *ws, const float *bias, int64_t N, float *y, int32_t zero)
+                            const int32_t *comp, const float *ws, const float *bias, int64_t N, float *y, int32_t zero,
+                            int32_t ep)
 {
     const int64_t groups = K / 4, M4 = M / 4 * 4;
     for (int64_t nb = 0; nb + 2 <= N / 16; nb += 2) {
@@ -93,26 +133,26 @@ static int64_t w8a8_tile4x2(const uint8_t *xu, const float *xs, int64_t M, int64
             }
             const float *bb = bias ? bias + nb * 16 : NULL;
             float *yr = y + m * N + nb * 16;
-            store_block(a00, cb0, xs[m], ws0, bb, yr);
-            store_block(a01, cb1, xs[m], ws1, bb ? bb + 16 : NULL, yr + 16);
-            store_block(a10, cb0, xs[m + 1], ws0, bb, yr + N);
-            store_block(a11, cb1, xs[m + 1], ws1, bb ? bb + 16 : NULL, yr + N + 16);
-            store_block(a20, cb0, xs[m + 2], ws0, bb, yr + 2 * N);
-            store_block(a21, cb1, xs[m + 2], ws1, bb ? bb + 16 : NULL, yr + 2 * N + 16);
-            store_block(a30, cb0, xs[m + 3], ws0, bb, yr + 3 * N);
-            store_block(a31, cb1, xs[m + 3], ws1, bb ? bb + 16 : NULL, yr + 3 * N + 16);
+            store_block(a00, cb0, xs[m], ws0, bb, yr, ep);
+            store_block(a01, cb1, xs[m], ws1, bb ? bb + 16 : NULL, yr + 16, ep);
+            store_block(a10, cb0, xs[m + 1], ws0, bb, yr + N, ep);
+            store_block(a11, cb1, xs[m + 1], ws1, bb ? bb + 16 : NULL, yr + N + 16, ep);
+            store_block(a20, cb0, xs[m + 2], ws0, bb, yr + 2 * N, ep);
+            store_block(a21, cb1, xs[m + 2], ws1, bb ? bb + 16 : NULL, yr + 2 * N + 16, ep);
+            store_block(a30, cb0, xs[m + 3], ws0, bb, yr + 3 * N, ep);
+            store_block(a31, cb1, xs[m + 3], ws1, bb ? bb + 16 : NULL, yr + 3 * N + 16, ep);
         }
     }
     return M4;
 }
 
 static void w8a8_tile(const uint8_t *xu, const float *xs, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp,
-                      const float *ws, const float *bias, int64_t N, float *y, int32_t zero)
+                      const float *ws, const float *bias, int64_t N, float *y, int32_t zero, int32_t ep)
 {
     const int64_t groups = K / 4;
     /* rows 0..M4 of the even block pairs are done by the 4 × 2 kernel; the rest (an odd last block, the last
        rows) by the one-row loop */
-    const int64_t M4 = M >= 4 ? w8a8_tile4x2(xu, xs, M, K, wb, comp, ws, bias, N, y, zero) : 0;
+    const int64_t M4 = M >= 4 ? w8a8_tile4x2(xu, xs, M, K, wb, comp, ws, bias, N, y, zero, ep) : 0;
     const int64_t paired = M4 ? (N / 16) / 2 * 2 : 0;
     for (int64_t nb = 0; nb < N / 16; nb++) {
         const int8_t *w = wb + nb * 16 * K;
@@ -136,16 +176,16 @@ static void w8a8_tile(const uint8_t *xu, const float *xs, int64_t M, int64_t K, 
             __m512 r = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(xs[m])), wsb);
             if (bias)
                 r = _mm512_add_ps(r, _mm512_loadu_ps(bias + nb * 16));
-            _mm512_storeu_ps(y + m * N + nb * 16, r);
+            store_out(y + m * N + nb * 16, r, ep);
         }
     }
 }
 
 static void w8a8_rows(const uint8_t *xu, const float *xs, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp,
-                      const float *ws, const float *bias, int64_t N, float *y, int32_t zero)
+                      const float *ws, const float *bias, int64_t N, float *y, int32_t zero, int32_t ep)
 {
     for (int64_t m = 0; m < M; m += 32)
-        w8a8_tile(xu + m * K, xs + m, M - m < 32 ? M - m : 32, K, wb, comp, ws, bias, N, y + m * N, zero);
+        w8a8_tile(xu + m * K, xs + m, M - m < 32 ? M - m : 32, K, wb, comp, ws, bias, N, y + m * N, zero, ep);
 }
 
 /* x [M, K] float32 → y [M, N]: quantize each row (per token), then the product. xu: M·K bytes of scratch. */
@@ -154,18 +194,19 @@ static void w8a8_gemm(const float *x, int64_t M, int64_t K, const int8_t *wb, co
 {
     for (int64_t m = 0; m < M; m++)
         xs[m] = quantize_row(x + m * K, K, xu + m * K);
-    w8a8_rows(xu, xs, M, K, wb, comp, ws, bias, N, y, 128);
+    w8a8_rows(xu, xs, M, K, wb, comp, ws, bias, N, y, 128, EPILOGUE_NONE);
 }
 
 int v2m_w8a8_act(const float *x, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp, const float *ws,
-                 const float *bias, int64_t N, float *y, float scale, int32_t zero, int32_t levels, int64_t threads);
+                 const float *bias, int64_t N, float *y, float scale, int32_t zero, int32_t levels, int64_t threads,
+                 int32_t epilogue);
 
 /* Per-token activations on one thread. Returns 0, or -1 (nothing written) when the activation scratch cannot be
    allocated. */
 int v2m_w8a8_gemv(const float *x, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp, const float *ws,
                   const float *bias, int64_t N, float *y)
 {
-    return v2m_w8a8_act(x, M, K, wb, comp, ws, bias, N, y, 1.0f, 0, 0, 1);
+    return v2m_w8a8_act(x, M, K, wb, comp, ws, bias, N, y, 1.0f, 0, 0, 1, EPILOGUE_NONE);
 }
 
 /* The same product with the caller's scratch (xu: M·K + 64 bytes, xs: M floats): the v2m_gemm_fn a fused C step
@@ -208,7 +249,7 @@ struct act_job {
     const int32_t *comp;
     const float *ws, *bias;
     float *y, scale;
-    int32_t zero, levels;
+    int32_t zero, levels, epilogue;
     uint8_t *xu;
     float *xs;
 };
@@ -224,15 +265,17 @@ static void *act_run(void *arg)
         for (int64_t m = 0; m < j->M; m++)
             j->xs[m] = quantize_row(j->x + m * j->K, j->K, j->xu + m * j->K);
     }
-    w8a8_rows(j->xu, j->xs, j->M, j->K, j->wb, j->comp, j->ws, j->bias, j->N, j->y, j->levels ? j->zero : 128);
+    w8a8_rows(j->xu, j->xs, j->M, j->K, j->wb, j->comp, j->ws, j->bias, j->N, j->y, j->levels ? j->zero : 128, j->epilogue);
     return NULL;
 }
 
 /* x [M, K] float32 → y [M, N] with static activations (levels > 0: scale, zero, levels as above) or per-token
    int8 ones (levels 0, as v2m_w8a8_gemv), the rows split over `threads` threads (the caller's thread count:
-   torch's own float matmuls use as many). Returns 0, or -1 when scratch or a thread cannot be had. */
+   torch's own float matmuls use as many), the outputs through `epilogue` (EPILOGUE_*). Returns 0, or -1 when
+   scratch or a thread cannot be had. */
 int v2m_w8a8_act(const float *x, int64_t M, int64_t K, const int8_t *wb, const int32_t *comp, const float *ws,
-                 const float *bias, int64_t N, float *y, float scale, int32_t zero, int32_t levels, int64_t threads)
+                 const float *bias, int64_t N, float *y, float scale, int32_t zero, int32_t levels, int64_t threads,
+                 int32_t epilogue)
 {
     if (threads < 1)
         threads = 1;
@@ -256,7 +299,7 @@ int v2m_w8a8_act(const float *x, int64_t M, int64_t K, const int8_t *wb, const i
         if (stop > M)
             stop = M;
         jobs[t] = (struct act_job){x + start * K, stop - start, K, N, wb, comp, ws, bias, y + start * N, scale, zero,
-                                   levels, xu + start * K, xs + start};
+                                   levels, epilogue, xu + start * K, xs + start};
         start = stop;
     }
     for (int64_t t = 1; t < threads; t++) {

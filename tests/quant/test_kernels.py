@@ -92,6 +92,27 @@ def test_cpu_vnni_static_activations_equal_fake_quant_then_matmul(bits, rows):
     assert torch.equal(packed.static(x, 1.0, 0, 0, 2), outputs(layer, x, "int-mm"))
 
 
+@needs_vnni
+@pytest.mark.parametrize("rows", [1, 5, 70])
+def test_cpu_vnni_gelu_epilogue_equals_gelu_after_the_product(rows):
+    """The fused epilogue (a DiT MLP's first Linear + tanh-GELU, quant/timestep.py fuse_activations): the kernel's
+    outputs through its own GELU equal torch's F.gelu(approximate="tanh") of the plain outputs to float round-off,
+    on the 4 × 2 tiles, the one-row tail and the odd last block, out to where exp would overflow."""
+    import torch.nn.functional as F
+
+    from v2m.quant.timestep import static_grid
+
+    _, layer = quant_layer("w8a8", k=256, n=208)
+    x = torch.randn(rows, 256) * 40  # outputs far into both flat ends of the GELU
+    layer.set_kernel("cpu-vnni")
+    scale, zero, levels = static_grid(-100.0, 100.0, 8)
+    plain = layer._state.static(x, scale, zero, levels, 1)
+    fused = layer._state.static(x, scale, zero, levels, 1, "gelu_tanh")
+    expected = F.gelu(plain, approximate="tanh")
+    assert plain.max() > 10 and plain.min() < -10  # the test reaches the saturated ends
+    assert torch.allclose(fused, expected, rtol=2e-6, atol=2e-6), float((fused - expected).abs().max())
+
+
 def test_cpu_vnni_refuses_widths_off_its_blocks():
     assert "out % 16" in KERNELS.get("cpu-vnni")().unsupported(make_scheme("w8a8"), (40, 256))
     assert "runs w8a8" in KERNELS.get("cpu-vnni")().unsupported(make_scheme("w4", 64), (192, 256))
