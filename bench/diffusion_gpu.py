@@ -14,7 +14,8 @@ its capable kernels and the dequantized bf16 matmul, quant/kernels.py measured_c
 between the models round by round so that clock and load changes hit all alike:
 
 - step: one guided DDIM step's model call (batch 2 × window: conditional + unconditional), synchronized, median
-  of `--repeats` rounds;
+  of `--repeats` rounds — as the first window of a piece makes it (time path computed) and as every later window
+  makes it (the step's time path kept from the first window: models/diffusion.py `TimeSlot`);
 - piece: `sample_rolls` (stages/generate/diffusion.py: every window of the controls' piece, `--steps` DDIM steps,
   guidance 2), wall time to the roll on the host, median of 3 rounds;
 - note F1 of the piece vs the float32 model's from the same seed and noise (a check that the timed model samples
@@ -62,12 +63,13 @@ def step_inputs(config, device: str):
 
 
 @torch.no_grad()
-def time_step(model, args, device: str, dtype) -> float:
-    """Seconds of one model call (inputs cast to the model's float dtype), synchronized."""
+def time_step(model, args, device: str, dtype, slot=None) -> float:
+    """Seconds of one model call (inputs cast to the model's float dtype), synchronized; `slot`: a TimeSlot
+    holding the step's time path (filled by the first call), as windows after a piece's first make the call."""
     inputs = [a.to(dtype) if a.is_floating_point() else a for a in args]
     sync(device)
     started = time.perf_counter()
-    model(*inputs)
+    model(*inputs, **({} if slot is None else {"time_slot": slot}))
     sync(device)
     return time.perf_counter() - started
 
@@ -99,9 +101,9 @@ class Autocast(torch.nn.Module):
     def out(self):  # sample_rolls reads the output width here
         return self.model.out
 
-    def forward(self, *args):
+    def forward(self, *args, **kwargs):
         with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            return self.model(*args).float()
+            return self.model(*args, **kwargs).float()
 
 
 def machine(device: str) -> str:
@@ -132,6 +134,7 @@ def main() -> None:
 
     import v2m.quant  # noqa: F401  (registers the quantized-checkpoint loader)
     from v2m.checkpoint import stored_bytes
+    from v2m.models.diffusion import TimeSlot
     from v2m.models.loading import load_model
     from v2m.stages.diffusion_eval import note_f1, note_set
     from v2m.stages.generate.diffusion import DiffusionSettings
@@ -176,9 +179,14 @@ def main() -> None:
             time_step(loaded.model, inputs, args.device, dtypes[name])
         sample_piece(loaded.model, controls, stats, DiffusionSettings(2, 2.0), 0, args.device)
     step = {name: [] for name in models}
+    reused = {name: [] for name in models}
+    slots = {name: TimeSlot() for name in models}
+    for name, loaded in models.items():  # the time path of the timed step, as a piece's first window leaves it
+        time_step(loaded.model, inputs, args.device, dtypes[name], slots[name])
     for _ in range(args.repeats):
         for name, loaded in models.items():
             step[name].append(time_step(loaded.model, inputs, args.device, dtypes[name]))
+            reused[name].append(time_step(loaded.model, inputs, args.device, dtypes[name], slots[name]))
     piece, f1, reference = {name: [] for name in models}, {}, None
     for r in range(3):
         for name, loaded in models.items():
@@ -189,20 +197,24 @@ def main() -> None:
                 reference = notes if name == "float32" else reference
                 f1[name] = note_f1(notes, reference)
     ms = {name: 1000 * statistics.median(v) for name, v in step.items()}
+    ms_reused = {name: 1000 * statistics.median(v) for name, v in reused.items()}
     secs = {name: statistics.median(v) for name, v in piece.items()}
     print(f"\n{Path(args.controls).name}: {len(controls['bars'])} bars, DDIM {args.steps} steps, guidance 2; step = one guided model "
-          f"call (batch 2 × {models['float32'].config.window}), median of {args.repeats}; piece = sample_rolls, median "
-          f"of 3; models alternated round by round")
+          f"call (batch 2 × {models['float32'].config.window}), median of {args.repeats}, with the time path computed "
+          f"(a piece's first window) and reused (every later window); piece = sample_rolls, median of 3; models "
+          f"alternated round by round")
     bases = ["float32"] + (["bf16"] if "bf16" in models else [])
-    print("| model | kernels | MB | ms/step | " + " | ".join(f"× {b}" for b in bases) + " | piece s | "
-          + " | ".join(f"× {b}" for b in bases) + " | note F1 vs float32 |")
-    print("|---|---|---:|---:|" + "---:|" * len(bases) + "---:|" + "---:|" * len(bases) + "---:|")
+    ratios = lambda values, name: " | ".join(f"{values[b] / values[name]:.2f}×" for b in bases)  # noqa: E731
+    heads = " | ".join(f"× {b}" for b in bases)
+    print(f"| model | kernels | MB | ms/step | {heads} | ms/step, time path reused | {heads} | piece s | {heads} "
+          "| note F1 vs float32 |")
+    print("|---|---|---:|" + ("---:|" + "---:|" * len(bases)) * 3 + "---:|")
     for name in models:
-        print(f"| {name} | {kernels[name]} | {sizes[name] / 1e6:.2f} | {ms[name]:.2f} | "
-              + " | ".join(f"{ms[b] / ms[name]:.2f}×" for b in bases) + f" | {secs[name]:.3f} | "
-              + " | ".join(f"{secs[b] / secs[name]:.2f}×" for b in bases) + f" | {f1[name]:.3f} |")
+        print(f"| {name} | {kernels[name]} | {sizes[name] / 1e6:.2f} | {ms[name]:.2f} | {ratios(ms, name)} | "
+              f"{ms_reused[name]:.2f} | {ratios(ms_reused, name)} | {secs[name]:.3f} | {ratios(secs, name)} | "
+              f"{f1[name]:.3f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(args.device), "ms_per_step": ms, "piece_s": secs,
+        Path(args.json).write_text(json.dumps({"machine": machine(args.device), "ms_per_step": ms, "ms_per_step_time_path_reused": ms_reused, "piece_s": secs,
                                                "note_f1": f1, "kernels": kernels, "bytes": sizes}, indent=1))
 
 

@@ -117,12 +117,18 @@ def notes_to_roll(notes: np.ndarray, steps: int) -> np.ndarray:
     return roll
 
 
-def roll_to_notes(roll: np.ndarray) -> np.ndarray:
+def roll_to_notes(roll: np.ndarray, hold: int = 0, rests: dict[int, list[tuple[int, int]]] | None = None) -> np.ndarray:
     """A (denoised) roll [steps, roles, planes, N_PITCH] → notes int64 [n, 4] (step, duration, pitch, role),
     sorted. A note starts where its onset plane is positive and lasts while its frame plane stays positive and no
     new onset of that pitch starts. The melody and the bass are single lines (at a step with several onsets the
     melody keeps the highest, the bass the lowest: the skyline rule), the accompaniment keeps at most
-    MAX_ACCOMPANIMENT onsets a step (the likeliest)."""
+    MAX_ACCOMPANIMENT onsets a step (the likeliest).
+
+    `hold` (steps, 0 = off): legato — a note is also held until its part's next onset, up to `hold` steps from
+    its own onset, and not into a span of `rests` ({role: [(first step, end step)]}, e.g. the structure plan's
+    breaths). The sampler's frame plane is the weak one: the shipped model places onsets well but its frame
+    estimates at mid noise do not follow them (the clean estimate has onsets without their own frame; BENCHMARKS.md,
+    issue 21), so frames alone give 16th-note staccato in every part where the corpus holds its notes."""
     steps = roll.shape[0]
     out = []
     for role in range(len(ROLES)):
@@ -148,11 +154,32 @@ def roll_to_notes(roll: np.ndarray) -> np.ndarray:
     if not out:
         return np.zeros((0, 4), np.int64)
     notes = np.asarray(out, np.int64)
+    if hold > 0:
+        _hold(notes, hold, rests or {}, steps)
     for role in (0, 1):  # a single line: each note is cut where the next begins
         mine = np.flatnonzero(notes[:, 3] == role)
         for a, b in zip(mine, mine[1:]):
             notes[a, 1] = max(1, min(notes[a, 1], notes[b, 0] - notes[a, 0]))
     return notes[np.lexsort((notes[:, 2], notes[:, 0], notes[:, 3]))]
+
+
+def _hold(notes: np.ndarray, hold: int, rests: dict[int, list[tuple[int, int]]], steps: int) -> None:
+    """roll_to_notes' legato, in place on notes [n, 4] (step, duration, pitch, role)."""
+    for role in range(len(ROLES)):
+        mine = np.flatnonzero(notes[:, 3] == role)
+        starts = np.unique(notes[mine, 0])
+        spans = sorted(rests.get(role, []))
+        for i in mine:
+            step = int(notes[i, 0])
+            later = starts[starts > step]
+            limit = min(int(later[0]) if len(later) else steps, step + hold, steps)
+            for first, _ in spans:
+                if step < first < limit:
+                    limit = first
+                    break
+            inside = [(a, b) for a, b in spans if a <= step < b]
+            if not inside:
+                notes[i, 1] = max(int(notes[i, 1]), limit - step)
 
 
 def condition_features(onsets: np.ndarray, bar_step: np.ndarray, bar_beats: np.ndarray, bar_density: np.ndarray,
@@ -247,12 +274,23 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x, emb, cond):
-        s1, c1, g1, s2, c2, g2, cs, cg = self.ada(F.silu(emb)).chunk(8, dim=-1)
+    def forward(self, x, mod, cond):
+        """`mod`: this block's adaLN modulation, `self.ada(silu(emb))` (Diffusion.modulation)."""
+        s1, c1, g1, s2, c2, g2, cs, cg = mod.chunk(8, dim=-1)
         x = x + (1 + cg[:, None]) * self.cond(cond) * (1 + cs[:, None])
         h = _modulate(self.norm1(x), s1, c1)
         x = x + g1[:, None] * self.attn(h)
         return x + g2[:, None] * self.mlp(_modulate(self.norm2(x), s2, c2))
+
+
+class TimeSlot:
+    """Where a sampler keeps one DDIM step's time path (`Diffusion.modulation`) to hand it to the next window's
+    call at the same step: empty, the model computes and stores it; filled, the model reads it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = None
 
 
 @BACKENDS.register("diffusion")
@@ -280,17 +318,41 @@ class Diffusion(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x, t, known, mask, features, affect):
-        """x, known [B, T, CHANNELS]; t [B] in [0, 1]; mask [B, T] (1 = known step); features [B, T, n_features];
-        affect long [B, 3] (mode, register, tempo class; the table's last index = null) → v [B, T, CHANNELS]."""
-        T = x.shape[1]
-        h = self.inp(torch.cat([x, known * mask[..., None], mask[..., None]], dim=-1)) + self.pos[:T]
+    def modulation(self, t, affect) -> tuple[torch.Tensor, ...]:
+        """The time path (TFMQ-DM's temporal features): the timestep embedding plus the affect → every block's
+        adaLN modulation and the final layer's, one [B, 8·d] (blocks) / [B, 2·d] (last) tensor each. It depends on
+        t and the affect only, so within a piece it is the same for every window at the same DDIM step
+        (`ddim_sample`'s `time_cache`)."""
         emb = self.time(timestep_embedding(t, self.config.d_model)) + self.mode(affect[:, 0]) \
             + self.register_(affect[:, 1]) + self.tempo(affect[:, 2])
+        e = F.silu(emb)
+        return tuple(block.ada(e) for block in self.blocks) + (self.ada(e),)
+
+    def time_path_per_step(self) -> bool:
+        """True when a layer of the time path computes differently at different steps (it says so with a true
+        `per_step`, e.g. a quantized layer with activation ranges per timestep group that a hook on this model
+        selects at each call): then the time path must be computed inside each step's forward, not for every step
+        in one batch (`ddim_sample`)."""
+        path = [self.time, self.ada, *(block.ada for block in self.blocks)]
+        return any(getattr(m, "per_step", False) for layer in path for m in layer.modules())
+
+    def forward(self, x, t, known, mask, features, affect, time_slot: TimeSlot | None = None):
+        """x, known [B, T, CHANNELS]; t [B] in [0, 1]; mask [B, T] (1 = known step); features [B, T, n_features];
+        affect long [B, 3] (mode, register, tempo class; the table's last index = null) → v [B, T, CHANNELS].
+        `time_slot`: the time path of this (t, affect) kept from an earlier call, or an empty slot to keep it in
+        (computed here, inside the forward, so that hooks on the model see it as part of this call)."""
+        T = x.shape[1]
+        if time_slot is not None and time_slot.value is not None:
+            mods = time_slot.value
+        else:
+            mods = self.modulation(t, affect)
+            if time_slot is not None:
+                time_slot.value = mods
+        h = self.inp(torch.cat([x, known * mask[..., None], mask[..., None]], dim=-1)) + self.pos[:T]
         cond = self.feat(features)
-        for block in self.blocks:
-            h = block(h, emb, cond)
-        shift, scale = self.ada(F.silu(emb)).chunk(2, dim=-1)
+        for block, mod in zip(self.blocks, mods):
+            h = block(h, mod, cond)
+        shift, scale = mods[-1].chunk(2, dim=-1)
         return self.out(_modulate(self.norm(h), shift, scale))
 
 
@@ -333,16 +395,22 @@ def scale_channels(pitch_classes) -> torch.Tensor:
 @torch.no_grad()
 def ddim_sample(model: Diffusion, known, mask, features, affect, *, steps: int, guidance: float,
                 generator: torch.Generator, allowed: torch.Tensor | None = None,
-                clamp_binary: bool = False, project=None) -> torch.Tensor:
+                clamp_binary: bool = False, project=None, time_cache: dict | None = None) -> torch.Tensor:
     """Deterministic DDIM (eta 0) from t = 1 to 0 in `steps` steps with classifier-free guidance `guidance`;
     known steps are held at `known` in the result. Shapes as Diffusion.forward; returns x0 [B, T, CHANNELS].
 
     `clamp_binary`: round each step's clean estimate to {-1, +1} (the clamping trick, see the module docstring).
-    `allowed` (bool [CHANNELS], e.g. `scale_channels`): a hard constraint — at every step the clean estimate is
+    `allowed` (bool [CHANNELS], e.g. `scale_channels`, or [T, CHANNELS] per step): a hard constraint — at every step the clean estimate is
     projected onto rolls with no note in the other channels (the diffusion counterpart of the transformer's
     logit masks), so the trajectory, not only the result, lives in the allowed set.
     `project(x0, raw) -> x0`: a last projection of each step's clean estimate (`raw`: before the rounding), e.g. bars
-    tied to earlier bars (stages/generate/diffusion_structure.py); the last step returns its result."""
+    tied to earlier bars (stages/generate/diffusion_structure.py); the last step returns its result.
+    `time_cache`: a dict the caller keeps across the windows of one piece (same steps, guidance, batch and affect):
+    the time path (`Diffusion.modulation`: 11 matmuls of the timestep embedding, the same for every window) of
+    every step is computed once, for all steps in one batch before the first window's first step (their weights
+    read once, not once a step: ~4 ms of a ~25 ms float32 step on the dev box), and reused by every window; a
+    model whose time path is step-dependent (`time_path_per_step`) computes it in each step's forward of the first
+    window instead, and the later windows reuse that."""
     b, T = known.shape[:2]
     device = known.device
     x = torch.randn((b, T, CHANNELS), device=device, generator=generator, dtype=torch.float32).to(known.dtype)
@@ -352,15 +420,22 @@ def ddim_sample(model: Diffusion, known, mask, features, affect, *, steps: int, 
         known2, mask2 = torch.cat([known, known]), torch.cat([mask, mask])
         features2 = torch.cat([features, torch.zeros_like(features)])
         affect2 = torch.cat([affect, null_affect(b, device)])
+    if time_cache is not None and (steps, guided, 0) not in time_cache and not model.time_path_per_step():
+        rows = 2 * b if guided else b  # every step's time path in one batch: [steps × rows]
+        mods = model.modulation(times[:-1].repeat_interleave(rows), (affect2 if guided else affect).repeat(steps, 1))
+        for i in range(steps):
+            time_cache[(steps, guided, i)] = slot = TimeSlot()
+            slot.value = tuple(m[i * rows:(i + 1) * rows] for m in mods)
     for i in range(steps):
         t, t_next = times[i], times[i + 1]
         a, s = alpha_sigma(t)
         tt = t.expand(b)
+        slot = {} if time_cache is None else {"time_slot": time_cache.setdefault((steps, guided, i), TimeSlot())}
         if guided:
-            v_c, v_u = model(torch.cat([x, x]), torch.cat([tt, tt]), known2, mask2, features2, affect2).chunk(2)
+            v_c, v_u = model(torch.cat([x, x]), torch.cat([tt, tt]), known2, mask2, features2, affect2, **slot).chunk(2)
             v = v_u + guidance * (v_c - v_u)
         else:
-            v = model(x, tt, known, mask, features, affect)
+            v = model(x, tt, known, mask, features, affect, **slot)
         x0 = raw = (a * x - s * v).clamp(-1.0, 1.0)
         if clamp_binary:  # Diffusion-LM's clamping trick: the estimate rounded to the nearest roll
             x0 = torch.where(x0 > 0, 1.0, -1.0).to(x0.dtype)

@@ -26,6 +26,7 @@ that source was itself projected.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,10 @@ class Ending:
     cadence: bool
     final: bool
 
+    def breath_steps(self) -> int:
+        """Steps of the breath at the bar's end: its last beat (the last half beat of a bar of ≤ 2 beats)."""
+        return self.length // self.beats if self.beats > 2 else self.length // (2 * self.beats)
+
 
 def endings(structure: dict | None, bar_step: np.ndarray, beats: np.ndarray, steps_per_beat: int) -> list[Ending]:
     """The plan's breath, cadence and final bars on the roll's grid (a restated bar's cadence is its source's)."""
@@ -84,9 +89,11 @@ def restatements(structure: dict | None, bar_step: np.ndarray, beats: np.ndarray
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def transposition(scale: tuple[int, ...], steps: int) -> np.ndarray:
-    """Pitch index map int [N_PITCH]: where each roll pitch goes moved `steps` degrees of `scale` (pitch classes
-    of the roll's key); -1 where it would leave the roll's range."""
+    """Pitch index map int [N_PITCH] (read-only; cached: every window of a piece asks again): where each roll pitch
+    goes moved `steps` degrees of `scale` (pitch classes of the roll's key); -1 where it would leave the roll's
+    range."""
     pcs = sorted(set(int(p) % 12 for p in scale))
     degrees = [o * 12 + pc for o in range(-1, 12) for pc in pcs]  # every scale pitch, ascending
     out = np.full(N_PITCH, -1, np.int64)
@@ -96,6 +103,7 @@ def transposition(scale: tuple[int, ...], steps: int) -> np.ndarray:
         target = degrees[below + steps] + (pitch - degrees[below]) if 0 <= below + steps < len(degrees) else -1
         if 0 <= target - PITCH_LOW < N_PITCH:
             out[index] = target - PITCH_LOW
+    out.flags.writeable = False
     return out
 
 
@@ -175,7 +183,7 @@ class RestatedBars:
             if e.cadence:  # the melody's onsets in the second half only on the tonic triad
                 bar[:, e.length // 2:, 0, 0, self._off_triad.to(x0.device)] = -1.0
             if e.breath:  # the melody rests in the last beat (the last half beat of a bar of ≤ 2 beats)
-                bar[:, e.length - (e.length // e.beats if e.beats > 2 else e.length // (2 * e.beats)):, 0] = -1.0
+                bar[:, e.length - e.breath_steps():, 0] = -1.0
         out = x0.clone()  # the known context keeps the model's own estimate (its values are restored at the end)
         out[:, self.first_free:] = ref[:, self.first_free:]
         return out

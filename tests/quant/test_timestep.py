@@ -96,6 +96,54 @@ def test_w8a8_stays_close_to_float(setup):
             assert float(((out - ref) ** 2).sum() / (ref ** 2).sum()) < 0.02, t
 
 
+def test_mlp_gelu_is_fused_into_its_layer_on_every_kernel(setup):
+    """quantize and load fold the MLP's tanh-GELU into its first layer (fuse_activations): the kernel applies it
+    (cpu-vnni in C, any other after its product), and the model computes what it computed unfused."""
+    from torch import nn
+
+    from v2m.quant.timestep import TimestepQuantLinear
+
+    loaded, _ = _quantized(*setup[:2])
+    model = loaded.model
+    fused = [b.mlp[0] for b in model.blocks]
+    assert all(isinstance(f, TimestepQuantLinear) and f.activation == "gelu_tanh" for f in fused)
+    assert all(isinstance(b.mlp[1], nn.Identity) for b in model.blocks)
+    inputs = _inputs(model, 0.4)
+    with torch.no_grad():
+        out = model(*inputs)
+        for f, b in zip(fused, model.blocks):  # undo the fusion: GELU as a module again, after the plain layer
+            f.activation, b.mlp[1] = None, nn.GELU(approximate="tanh")
+        unfused = model(*inputs)
+        for f, b in zip(fused, model.blocks):
+            f.activation, b.mlp[1] = "gelu_tanh", nn.Identity()
+            f.set_kernel("reference")
+        other_kernel = model(*inputs)
+    assert float(((out - unfused) ** 2).sum() / (unfused ** 2).sum()) < 1e-10
+    assert float(((other_kernel - unfused) ** 2).sum() / (unfused ** 2).sum()) < 1e-8
+
+
+def test_a_step_dependent_time_path_is_computed_in_each_steps_forward(setup, monkeypatch):
+    """A naive model with the time path quantized at the scheme and per-group ranges (--time-path scheme) computes
+    differently at each step, so the sampler does not batch its time path over the steps: the first window computes
+    it in each step's forward (where the hook has chosen the step's ranges), the later windows reuse it."""
+    import v2m.stages.generate.diffusion as sampler
+    from v2m.stages.tokens.structure import plan_structure
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    loaded, quant = _quantized(*setup[:2], time_path="scheme")
+    assert quant["diffusion"]["time_path"] == [] and loaded.model.time_path_per_step()
+    apart, _ = _quantized(*setup[:2])
+    assert not apart.model.time_path_per_step()  # time path apart: float activations, the same at every step
+    vocab = load_tokenizer(loaded.meta["tokenizer"])
+    controls = controls_for(vocab, bars=12)
+    controls["structure"] = plan_structure(controls)
+    calls = []
+    original = type(loaded.model).modulation
+    monkeypatch.setattr(type(loaded.model), "modulation", lambda self, t, a: calls.append(len(t)) or original(self, t, a))
+    sampler.sample_rolls(loaded.model, controls, vocab.stats, sampler.DiffusionSettings(steps=3, guidance=2.0), seed=5)
+    assert calls == [2, 2, 2]
+
+
 def test_quantize_cli_round_trip_and_generate(setup, tmp_path):
     import v2m.quant  # noqa: F401
     from v2m.models.loading import load_model

@@ -93,10 +93,60 @@ def test_generate_writes_every_role_on_the_bars_and_is_deterministic(model_path)
         assert {int(names[i][6:]) % 12 for i in ids if names[i].startswith("Pitch_")} <= {9, 11, 0, 2, 4, 5, 7, 8}
 
 
+def test_time_path_is_computed_once_per_piece_and_reused(model_path, monkeypatch):
+    """The time path (the timestep embedding's adaLN modulation) of every DDIM step is computed in one batch before
+    the first window and reused by every window; the rolls are those of a sampler where every window computes its
+    own at every step (up to float round-off of the batched matmul: the same notes)."""
+    import v2m.stages.generate.diffusion as sampler
+    from v2m.models.diffusion import roll_to_notes
+    from v2m.models.loading import load_model
+    from v2m.stages.tokens.structure import plan_structure
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    loaded = load_model(model_path)
+    vocab = load_tokenizer(loaded.meta["tokenizer"])
+    controls = controls_for(vocab, bars=12)
+    controls["structure"] = plan_structure(controls)
+    settings = sampler.DiffusionSettings(steps=3, guidance=2.0)
+    n_windows = len(sampler.windows(sampler.grid_steps(controls)[0], 46 * 4, loaded.config.window))
+    assert n_windows > 2 and not loaded.model.time_path_per_step()
+    calls = []
+    original = type(loaded.model).modulation
+    monkeypatch.setattr(type(loaded.model), "modulation", lambda self, t, a: calls.append(len(t)) or original(self, t, a))
+    cached = sampler.sample_rolls(loaded.model, controls, vocab.stats, settings, seed=5)
+    assert calls == [settings.steps * 2]  # one batch: every step's conditional and unconditional row
+    calls.clear()
+    real = sampler.ddim_sample
+    monkeypatch.setattr(sampler, "ddim_sample", lambda *a, **k: real(*a, **{**k, "time_cache": None}))
+    each = sampler.sample_rolls(loaded.model, controls, vocab.stats, settings, seed=5)
+    assert calls == [2] * (settings.steps * n_windows)
+    assert np.allclose(cached, each, atol=1e-4)
+    assert np.array_equal(roll_to_notes(cached[0]), roll_to_notes(each[0]))
+
+
+def test_notes_are_held_legato_to_the_next_onset_but_not_into_a_rest():
+    from v2m.models.diffusion import notes_to_roll, roll_to_notes
+
+    notes = np.array([[0, 1, 72, 0], [6, 1, 74, 0], [20, 1, 76, 0], [40, 1, 77, 0],  # staccato melody
+                      [0, 10, 48, 1],                                                  # a long bass note
+                      [8, 1, 55, 2], [8, 1, 60, 2], [12, 2, 62, 2]])                   # a chord, then a note
+    roll = notes_to_roll(notes, 48)
+    assert np.array_equal(roll_to_notes(roll), notes[np.lexsort((notes[:, 2], notes[:, 0], notes[:, 3]))])
+    held = {(int(s), int(r), int(p)): int(d) for s, d, p, r in roll_to_notes(roll, hold=12, rests={0: [(16, 20)]})}
+    assert held[(0, 0, 72)] == 6  # to the next onset
+    assert held[(6, 0, 74)] == 10  # to the rest at step 16, not on to step 20
+    assert held[(20, 0, 76)] == 12  # at most `hold` steps
+    assert held[(40, 0, 77)] == 8  # to the piece's end
+    assert held[(0, 1, 48)] == 12  # a note longer by its frames keeps its frames' length, up to the hold
+    assert held[(8, 2, 55)] == held[(8, 2, 60)] == 4  # the chord to the part's next onset
+    assert held[(12, 2, 62)] == 12
+
+
 def test_roll_to_tokens_to_roll(model_path):
-    """A roll on a controls grid → ids per role → decoded notes on the grid → the same roll."""
-    from v2m.models.diffusion import notes_to_roll
-    from v2m.stages.generate.diffusion import grid_steps, roll_ids
+    """A roll on a controls grid → ids per role → decoded notes on the grid → the roll's notes (held legato, as
+    roll_ids writes them)."""
+    from v2m.models.diffusion import notes_to_roll, roll_to_notes
+    from v2m.stages.generate.diffusion import HOLD, grid_steps, roll_ids
     from v2m.stages.tokens.convert import decode_ids
     from v2m.stages.tokens.vocab import load_tokenizer
 
@@ -112,7 +162,8 @@ def test_roll_to_tokens_to_roll(model_path):
     for role, r in (("melody", 0), ("bass", 1), ("accompaniment", 2)):
         score = decode_ids(ids[role], vocab)  # ticks: a 16th is tpq / 4
         got = [(n.time * 4 // tpq, n.duration * 4 // tpq, n.pitch) for t in score.tracks for n in t.notes]
-        mine = notes[notes[:, 3] == r]
+        held = roll_to_notes(roll, hold=HOLD)
+        mine = held[held[:, 3] == r]
         # bar 0 is a 2-beat pickup: the decoded score's bars follow the time signatures the ids carry
         assert sorted(got) == sorted((int(s), int(d), int(p)) for s, d, p, _ in mine)
 
