@@ -26,6 +26,11 @@ identity alignment, at no attention cost.)
 when a long piece is generated in overlapping windows, see stages/generate/diffusion.py) and its mask, and is
 trained with random known prefixes, so a continuation agrees with what precedes it.
 
+**Self-conditioning** (Chen et al. 2022, "Analog Bits: generating discrete data using diffusion models with
+self-conditioning"; `self_cond`): the denoiser also sees its own clean estimate of the previous sampling step
+(zeros at the first), so each step refines the last estimate instead of guessing the roll afresh from the noisy
+input; in training half of the windows first get a no-grad estimate from the same noisy input, fed back in.
+
 **Classifier-free guidance** (Ho & Salimans 2022): in training every condition is dropped together with
 probability `cond_dropout` (zero features and the null affect); at sampling the conditional and unconditional
 predictions are mixed with weight `guidance` (1 = no guidance).
@@ -79,6 +84,7 @@ class DiffusionConfig:
     window: int = 128            # steps denoised at once (32 beats: 8 bars of 4/4)
     n_density: int = 7           # density classes of the tokenizer the controls come from
     cond_dropout: float = 0.1    # classifier-free guidance: share of training windows without conditions
+    self_cond: bool = False      # self-conditioning: the previous step's clean estimate is an input (Analog Bits)
     vocab_size: int = 0          # unused (the tokens path needs no logits); kept so generic code can read it
 
     def __post_init__(self):
@@ -301,7 +307,7 @@ class Diffusion(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.inp = nn.Linear(2 * CHANNELS + 1, d)
+        self.inp = nn.Linear((3 if config.self_cond else 2) * CHANNELS + 1, d)
         self.feat = nn.Sequential(nn.Linear(config.n_features, d), nn.SiLU(), nn.Linear(d, d))
         self.pos = nn.Parameter(torch.zeros(config.window, d))
         nn.init.normal_(self.pos, std=0.02)
@@ -336,9 +342,10 @@ class Diffusion(nn.Module):
         path = [self.time, self.ada, *(block.ada for block in self.blocks)]
         return any(getattr(m, "per_step", False) for layer in path for m in layer.modules())
 
-    def forward(self, x, t, known, mask, features, affect, time_slot: TimeSlot | None = None):
+    def forward(self, x, t, known, mask, features, affect, x0_prev=None, time_slot: TimeSlot | None = None):
         """x, known [B, T, CHANNELS]; t [B] in [0, 1]; mask [B, T] (1 = known step); features [B, T, n_features];
         affect long [B, 3] (mode, register, tempo class; the table's last index = null) → v [B, T, CHANNELS].
+        `x0_prev` [B, T, CHANNELS]: a self-conditioned model's previous clean estimate (None: zeros, the first step).
         `time_slot`: the time path of this (t, affect) kept from an earlier call, or an empty slot to keep it in
         (computed here, inside the forward, so that hooks on the model see it as part of this call)."""
         T = x.shape[1]
@@ -348,7 +355,10 @@ class Diffusion(nn.Module):
             mods = self.modulation(t, affect)
             if time_slot is not None:
                 time_slot.value = mods
-        h = self.inp(torch.cat([x, known * mask[..., None], mask[..., None]], dim=-1)) + self.pos[:T]
+        parts = [x, known * mask[..., None], mask[..., None]]
+        if self.config.self_cond:
+            parts.append(torch.zeros_like(x) if x0_prev is None else x0_prev.to(x.dtype))
+        h = self.inp(torch.cat(parts, dim=-1)) + self.pos[:T]
         cond = self.feat(features)
         for block, mod in zip(self.blocks, mods):
             h = block(h, mod, cond)
@@ -380,7 +390,14 @@ def diffusion_loss(model: Diffusion, x0, known, mask, features, affect, valid, g
     drop = torch.rand(b, device=device, generator=generator) < model.config.cond_dropout
     features = torch.where(drop[:, None, None], torch.zeros_like(features), features)
     affect = torch.where(drop[:, None], null_affect(b, device), affect)
-    v = model(xt, t, known, mask, features, affect)
+    x0_prev = None
+    if model.config.self_cond:  # Analog Bits: for half of the windows, the model's own estimate as the extra input
+        with torch.no_grad():
+            first = model(xt, t, known, mask, features, affect)
+            estimate = (a[:, None, None] * xt - s[:, None, None] * first.float()).clamp(-1.0, 1.0)
+        use = torch.rand(b, device=device, generator=generator) < 0.5
+        x0_prev = torch.where(use[:, None, None], estimate, torch.zeros_like(estimate))
+    v = model(xt, t, known, mask, features, affect, x0_prev=x0_prev)
     target = a[:, None, None] * noise - s[:, None, None] * x0
     weight = (valid * (1 - mask))[..., None]
     return ((v.float() - target) ** 2 * weight).sum() / (weight.sum() * x0.shape[-1]).clamp(min=1.0)
@@ -426,17 +443,22 @@ def ddim_sample(model: Diffusion, known, mask, features, affect, *, steps: int, 
         for i in range(steps):
             time_cache[(steps, guided, i)] = slot = TimeSlot()
             slot.value = tuple(m[i * rows:(i + 1) * rows] for m in mods)
+    prev = None  # self-conditioning: the last step's clean estimate (before rounding)
     for i in range(steps):
         t, t_next = times[i], times[i + 1]
         a, s = alpha_sigma(t)
         tt = t.expand(b)
-        slot = {} if time_cache is None else {"time_slot": time_cache.setdefault((steps, guided, i), TimeSlot())}
+        extra = {} if time_cache is None else {"time_slot": time_cache.setdefault((steps, guided, i), TimeSlot())}
+        if prev is not None:
+            extra["x0_prev"] = torch.cat([prev, prev]) if guided else prev
         if guided:
-            v_c, v_u = model(torch.cat([x, x]), torch.cat([tt, tt]), known2, mask2, features2, affect2, **slot).chunk(2)
+            v_c, v_u = model(torch.cat([x, x]), torch.cat([tt, tt]), known2, mask2, features2, affect2, **extra).chunk(2)
             v = v_u + guidance * (v_c - v_u)
         else:
-            v = model(x, tt, known, mask, features, affect, **slot)
+            v = model(x, tt, known, mask, features, affect, **extra)
         x0 = raw = (a * x - s * v).clamp(-1.0, 1.0)
+        if model.config.self_cond:
+            prev = raw
         if clamp_binary:  # Diffusion-LM's clamping trick: the estimate rounded to the nearest roll
             x0 = torch.where(x0 > 0, 1.0, -1.0).to(x0.dtype)
         if allowed is not None:

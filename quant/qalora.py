@@ -74,14 +74,16 @@ class LoRAFakeQuantLinear(nn.Module):
 
 
 @torch.no_grad()
-def record_calls(model: nn.Module, sample) -> list[tuple[tuple, torch.Tensor]]:
-    """Run `sample()` (the float model's sampler) and keep every model call's inputs and output."""
+def record_calls(model: nn.Module, sample) -> list[tuple[tuple, dict, torch.Tensor]]:
+    """Run `sample()` (the float model's sampler) and keep every model call's inputs — positional, and keyword
+    tensors such as a self-conditioned denoiser's `x0_prev` — and output: [(args, kwargs, output)]."""
     calls = []
 
-    def hook(_m, args, output):
-        calls.append((tuple(a.detach().clone() for a in args), output.detach().clone()))
+    def hook(_m, args, kwargs, output):
+        tensors = {k: v.detach().clone() for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
+        calls.append((tuple(a.detach().clone() for a in args), tensors, output.detach().clone()))
 
-    handle = model.register_forward_hook(hook)
+    handle = model.register_forward_hook(hook, with_kwargs=True)
     try:
         sample()
     finally:
@@ -109,13 +111,13 @@ def qalora_finetune(model: nn.Module, layers: dict[str, nn.Linear], calls, quant
     model.train(False)  # no dropout here; eval-mode forward with gradients
     with log.progress("qalora", total=config.steps, unit="steps") as advance:
         for _ in range(config.steps):
-            args, target = calls[int(torch.randint(len(calls), (1,), generator=g))]
+            args, kwargs, target = calls[int(torch.randint(len(calls), (1,), generator=g))]
             rows = torch.randperm(target.shape[0], generator=g)[:config.batch]
             group = group_of_t(float(args[1].reshape(-1)[0]))
             for m in wrapped.values():
                 m.group = group
             with torch.enable_grad():
-                out = model(*(a[rows] for a in args))
+                out = model(*(a[rows] for a in args), **{k: v[rows] for k, v in kwargs.items()})
                 loss = relative_error(out, target[rows])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -409,14 +409,15 @@ def v_sensitivity(model: nn.Module, layers: dict[str, nn.Linear], calls, widths=
     layer's weight is on the RTN grid of each width, everything else float, on recorded calls of the float
     model's trajectory (SENSITIVITY_CALLS of them, spread over the steps)."""
     picks = [calls[i] for i in torch.linspace(0, len(calls) - 1, min(SENSITIVITY_CALLS, len(calls))).round().long().tolist()]
-    picks = [(tuple(a[:SENSITIVITY_ROWS] for a in args), out[:SENSITIVITY_ROWS]) for args, out in picks]
+    picks = [(tuple(a[:SENSITIVITY_ROWS] for a in args), {k: v[:SENSITIVITY_ROWS] for k, v in kwargs.items()},
+              out[:SENSITIVITY_ROWS]) for args, kwargs, out in picks]
     result: dict[str, dict[int, float]] = {}
     for name, layer in layers.items():
         original = layer.weight.data.clone()
         result[name] = {}
         for bits in widths:
             layer.weight.data.copy_(_weight_qtensor(original, bits, None, "rtn").dequantize().to(original.dtype))
-            errs = [float(relative_error(model(*args), out)) for args, out in picks]
+            errs = [float(relative_error(model(*args, **kwargs), out)) for args, kwargs, out in picks]
             result[name][bits] = sum(errs) / len(errs)
         layer.weight.data.copy_(original)
     return result

@@ -35,11 +35,12 @@ from v2m.stages.tokens.structure import plan_structure
 STATS = ("pitch_class_entropy", "scale_consistency", "groove_consistency", "polyphony")
 
 
-def guided_v(model, x, t, known, mask, feats, affect, guidance):
+def guided_v(model, x, t, known, mask, feats, affect, guidance, x0_prev=None):
     b = x.shape[0]
     tt = t.expand(b)
+    extra = {} if x0_prev is None else {"x0_prev": torch.cat([x0_prev, x0_prev])}
     v_c, v_u = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([known, known]), torch.cat([mask, mask]),
-                     torch.cat([feats, torch.zeros_like(feats)]), torch.cat([affect, null_affect(b)])).chunk(2)
+                     torch.cat([feats, torch.zeros_like(feats)]), torch.cat([affect, null_affect(b)]), **extra).chunk(2)
     return v_u + guidance * (v_c - v_u)
 
 
@@ -54,12 +55,15 @@ def v_error(model, reference, controls: dict, stats: dict, steps: int, guidance:
     x = torch.randn((1, reference.config.window, CHANNELS), generator=g)
     times = torch.linspace(1.0, 0.0, steps + 1)
     errs = []
+    prev = None  # a self-conditioned reference's last clean estimate, given to both models
     for i in range(steps):
         t = times[i]
-        vf = guided_v(reference, x, t, known, mask, feats, affect, guidance)
-        vq = guided_v(model, x, t, known, mask, feats, affect, guidance)
+        vf = guided_v(reference, x, t, known, mask, feats, affect, guidance, prev)
+        vq = guided_v(model, x, t, known, mask, feats, affect, guidance, prev)
         errs.append(float(relative_error(vq, vf)))
         a, s = alpha_sigma(t)
+        if reference.config.self_cond:
+            prev = (a * x - s * vf).clamp(-1.0, 1.0)
         x0 = torch.where(a * x - s * vf > 0, 1.0, -1.0)  # the clamping trick, as generate samples
         eps = (x - a * x0) / s.clamp(min=1e-4)
         a2, s2 = alpha_sigma(times[i + 1])
