@@ -5,7 +5,7 @@ and controls JSON (no media, no ffmpeg, no FluidSynth), and finishes in well und
     . scripts/device_env.sh; python3 bench/diffusion_gpu.py
 
 (options: --model presets/diffusion.safetensors --controls bench/data/decode_controls_20s.json --schemes w8a8,w4a8
---method rtn --steps 20 --repeats 30 --device cuda; `--device cpu --no-bf16` runs the same table on the CPU.)
+--method rtn --steps 10 --repeats 30 --device cuda; `--device cpu --no-bf16` runs the same table on the CPU.)
 
 What it does: quantizes the float preset on the CPU with `v2m quantize`'s code path (stages/quantize.py:
 trajectory calibration on 4 controls variants of bench/diffusion_ptq.py, ranges per timestep group with the clip
@@ -17,7 +17,7 @@ between the models round by round so that clock and load changes hit all alike:
   of `--repeats` rounds — as the first window of a piece makes it (time path computed) and as every later window
   makes it (the step's time path kept from the first window: models/diffusion.py `TimeSlot`);
 - piece: `sample_rolls` (stages/generate/diffusion.py: every window of the controls' piece, `--steps` DDIM steps,
-  guidance 2), wall time to the roll on the host, median of 3 rounds;
+  the default guidance), wall time to the roll on the host, median of 3 rounds;
 - note F1 of the piece vs the float32 model's from the same seed and noise (a check that the timed model samples
   the same music; the quality table is bench/diffusion_ptq.py's).
 
@@ -121,7 +121,7 @@ def main() -> None:
                     help="the piece to sample (a v2m.controls file)")
     ap.add_argument("--schemes", default="w8a8,w4a8")
     ap.add_argument("--method", default="rtn", help="weights: rtn or gptq")
-    ap.add_argument("--steps", type=int, default=20, help="DDIM steps of the piece")
+    ap.add_argument("--steps", type=int, default=10, help="DDIM steps of the piece (generate's default)")
     ap.add_argument("--repeats", type=int, default=30, help="rounds of the per-step timing")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--no-bf16", action="store_true", help="leave out the bf16 autocast row (slow on a CPU)")
@@ -171,13 +171,13 @@ def main() -> None:
     controls = json.loads(Path(args.controls).read_text())
     controls = controls.get("data", controls)
     stats = load_tokenizer(models["float32"].meta["tokenizer"]).stats
-    settings = DiffusionSettings(args.steps, 2.0)
+    settings = DiffusionSettings(args.steps)  # the default guidance
     inputs = step_inputs(models["float32"].config, args.device)
     dtypes = {name: next(m.model.parameters()).dtype for name, m in models.items()}
     for name, loaded in models.items():  # warm-up: kernel preparation, cuBLAS/cuDNN plans, allocator
         for _ in range(3):
             time_step(loaded.model, inputs, args.device, dtypes[name])
-        sample_piece(loaded.model, controls, stats, DiffusionSettings(2, 2.0), 0, args.device)
+        sample_piece(loaded.model, controls, stats, DiffusionSettings(2), 0, args.device)
     step = {name: [] for name in models}
     reused = {name: [] for name in models}
     slots = {name: TimeSlot() for name in models}
@@ -199,7 +199,7 @@ def main() -> None:
     ms = {name: 1000 * statistics.median(v) for name, v in step.items()}
     ms_reused = {name: 1000 * statistics.median(v) for name, v in reused.items()}
     secs = {name: statistics.median(v) for name, v in piece.items()}
-    print(f"\n{Path(args.controls).name}: {len(controls['bars'])} bars, DDIM {args.steps} steps, guidance 2; step = one guided model "
+    print(f"\n{Path(args.controls).name}: {len(controls['bars'])} bars, DDIM {args.steps} steps, guidance {settings.guidance:g}; step = one guided model "
           f"call (batch 2 × {models['float32'].config.window}), median of {args.repeats}, with the time path computed "
           f"(a piece's first window) and reused (every later window); piece = sample_rolls, median of 3; models "
           f"alternated round by round")

@@ -96,7 +96,8 @@ def measure(model, fmodel, vocab, clips, settings, reference, args) -> dict:
         _, _, seconds = piece(model, vocab, clips[0], settings, seed=args.seed)
         times.append(seconds)
     windows = len(reference_windows(clips[0], model))
-    out = {k: float(np.mean(v)) if v else float("nan") for k, v in rows.items()}
+    out = {k: float(np.median(v) if k in STATS else np.mean(v)) if v else float("nan") for k, v in rows.items()}
+    out["per_clip"] = {k: rows[k] for k in STATS}
     out["ms_per_step"] = 1000 * statistics.median(times) / (settings.steps * windows)
     return out
 
@@ -111,14 +112,17 @@ def reference_windows(controls, model):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(ROOT / "presets" / "diffusion.safetensors"))
-    ap.add_argument("--clips", type=int, default=3)
+    ap.add_argument("--clips", type=int, default=3, help="evaluation clips: variants of the 20 s controls, or the "
+                    "first N files of --controls")
+    ap.add_argument("--controls", default=None, help="a folder of controls files to evaluate on instead of variants "
+                    "(e.g. bench/diffusion_vs_transformer.py's WORK/out-diffusion: 20 synthetic videos' controls)")
     ap.add_argument("--calib", type=int, default=4, help="calibration windows (controls variants, other seed)")
     ap.add_argument("--schemes", default="w8a8,w6a6,w4a8")
     ap.add_argument("--ranges", default="single,trajectory,timestep",
                     help="comma-separated; `single+apart` = the naive calibration with the time path apart too")
     ap.add_argument("--method", default="rtn", help="weights: rtn, gptq, qalora, mixed+rtn, ... (comma-separated: each)")
     ap.add_argument("--budget-bits", type=float, default=5.0, help="mixed: average stored bits per weight")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=10, help="DDIM steps (generate's default)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rolls", default=None, help="a roll set: the corpus p10–p90 range of the statistics")
@@ -139,8 +143,13 @@ def main() -> None:
     calib.mkdir()
     for i, c in enumerate(variants(args.calib, seed=1000 + args.seed)):
         write_controls(c, calib / f"c{i}.json")
-    clips = variants(args.clips, seed=args.seed)
-    settings = DiffusionSettings(args.steps, 2.0)
+    if args.controls:
+        from v2m.stages.quantize_diffusion import read_controls
+
+        clips = read_controls(args.controls)[:args.clips]
+    else:
+        clips = variants(args.clips, seed=args.seed)
+    settings = DiffusionSettings(args.steps)  # the default guidance
     floaded = load_model(args.model)
     vocab = load_tokenizer(floaded.meta["tokenizer"])
     reference: list[set] = []
@@ -175,15 +184,22 @@ def main() -> None:
         side[name] = (statistics.median(f), statistics.median(w))
     span = corpus_range(Path(args.rolls)) if args.rolls else {}
     fms = results["float"]["ms_per_step"]
-    print(f"\n{len(clips)} clips, DDIM {args.steps} steps, guidance 2, weights {args.method}; "
-          f"v_err = ||v_q−v_f||²/||v_f||² per step; statistics: mean over clips"
+    print(f"\n{len(clips)} clips, DDIM {args.steps} steps, guidance {settings.guidance:g}, weights {args.method}; "
+          f"v_err = ||v_q−v_f||²/||v_f||² per step (mean over clips); statistics: median over clips, `inside` = "
+          f"medians inside the corpus p10–p90 / share of clips with all four inside"
           + (f"; corpus p10–p90 from {args.rolls}" if span else ""))
     print("| scheme | ranges | v_err | note F1 vs float | onset F | pc entropy | scale | groove | polyphony "
           "| stats in corpus p10–p90 | MB | ms/step CPU | speed-up |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         scheme, _, ranges = name.partition(" ")
-        inside = "n/a" if not span else f"{sum(1 for k in STATS if k in span and span[k][0] <= r[k] <= span[k][2])}/{sum(1 for k in STATS if k in span)}"
+        inside = "n/a"
+        if span:
+            per = r["per_clip"]
+            every = np.mean([all(span[k][0] <= per[k][i] <= span[k][2] for k in STATS if k in span)
+                             for i in range(min(len(per[k]) for k in STATS))])
+            inside = (f"{sum(1 for k in STATS if k in span and span[k][0] <= r[k] <= span[k][2])}/"
+                      f"{sum(1 for k in STATS if k in span)}, {every:.2f}")
         print(f"| {scheme} | {ranges or '-'} | {r['v_err']:.4f} | {r['note_f1']:.3f} | {r['onset_f']:.3f} | "
               f"{r['pitch_class_entropy']:.3f} | {r['scale_consistency']:.3f} | {r['groove_consistency']:.3f} | "
               f"{r['polyphony']:.2f} | {inside} | {r['bytes'] / 1e6:.2f} | {r['ms_per_step']:.1f} | "

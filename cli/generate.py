@@ -20,7 +20,7 @@ Examples:
 
   v2m generate clip.controls.json --prime theme.mid --model q.safetensors
 
-  v2m generate clip.rhythm.json --model presets/diffusion.safetensors --steps 10 --guidance 2
+  v2m generate clip.rhythm.json --model presets/diffusion.safetensors --steps 10 --guidance 3
 
 With a diffusion checkpoint (--backend diffusion) the model writes melody, bass and accompaniment as a piano roll
 on the video's beat grid (the arranger then adds drums, and only the roles the model left empty).
@@ -66,7 +66,7 @@ def command(
                                                     "(default 10; 20 and 50 give the same roll with the "
                                                     "clamping trick).")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Diffusion backend: classifier-free guidance weight "
-                                                          "(default 2; 1 = none; higher follows the video's rhythm "
+                                                          "(default 3; 1 = none; higher follows the video's rhythm "
                                                           "and controls more closely).")] = None,
     force: Force = False,
 ) -> None:

@@ -83,7 +83,7 @@ def command(
                                                         "no --model, diffusion takes presets/diffusion.safetensors).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Diffusion backend: denoising steps (default 10).")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Diffusion backend: classifier-free guidance weight "
-                                                          "(default 2; 1 = none).")] = None,
+                                                          "(default 3; 1 = none).")] = None,
     executor: Annotated[Optional[str], typer.Option(
         "--executor", help="Where videos run: local (this process), processes (--jobs worker processes), ray (a Ray "
         "cluster: a task per video, --jobs model actors; pip install 'v2m[ray]'). Default: local, or processes "

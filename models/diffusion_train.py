@@ -379,7 +379,8 @@ def diffusion_card(summary: dict, config: DiffusionConfig, history: list[dict]) 
     rows = "\n".join(f"| {h['step']} | {h['train_loss']:.4f} | {h['val_loss']:.4f} | {h.get('lr', float('nan')):.2e} "
                      f"| {h['seconds']:.0f} |" for h in history)
     ema = summary.get("train_config", {}).get("ema")
-    ema_note = f": moving average, decay {ema}" if summary.get("weights") == "moving average" else ""
+    weights = f"saved: the weights' moving average, decay {ema}" if summary.get("weights") == "moving average" \
+        else "saved: the trained weights"
     return f"""# v2m diffusion model
 
 Backend `diffusion` (models/diffusion.py): a DiT denoiser (Peebles & Xie 2023) over a beat-synchronous
@@ -391,6 +392,7 @@ timestep-aware fusion (adaLN-Zero + FiLM-gated condition injection); classifier-
 
 - architecture: d_model {config.d_model}, {config.n_layers} layers, {config.n_heads} heads, MLP {config.d_ff},
   window {config.window} steps ({config.window // STEPS_PER_BEAT} beats); {summary['parameters']:,} parameters;
+  {"self-conditioned (Analog Bits: the previous step's clean estimate is an input); " if config.self_cond else ""}
   {CHANNELS} roll channels ({len(ROLES)} roles × {PLANES} planes × {N_PITCH} pitches) per step
 - data: {rolls.get('pieces', '?')} multi-part pieces of music21's corpus ({rolls.get('steps', '?')} steps,
   {rolls.get('notes', '?')} notes; top part = melody, lowest = bass, the rest = accompaniment), transposition
@@ -398,7 +400,7 @@ timestep-aware fusion (adaLN-Zero + FiLM-gated condition injection); classifier-
 - training: {summary['steps']} steps of batch {summary['train_config']['batch']} on {summary['device']} in
   {summary['seconds']:.0f} s (stopped by {summary['stopped_by']}; cosine learning rate decayed to the end either
   way); loss {summary['first_loss']} → best validation {summary['best_val_loss']} (v-prediction MSE per channel on
-  unknown steps; {summary.get('weights', 'trained')} weights{ema_note})
+  unknown steps; {weights})
 
 | step | train loss | val loss | lr | s |
 |---|---|---|---|---|

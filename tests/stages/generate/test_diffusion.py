@@ -93,6 +93,30 @@ def test_generate_writes_every_role_on_the_bars_and_is_deterministic(model_path)
         assert {int(names[i][6:]) % 12 for i in ids if names[i].startswith("Pitch_")} <= {9, 11, 0, 2, 4, 5, 7, 8}
 
 
+def test_constraints_keep_the_scale_and_the_eighth_grid_unless_the_video_has_a_peak():
+    from v2m.models.diffusion import N_PITCH, PITCH_LOW
+    from v2m.stages.generate.diffusion import DiffusionSettings, constraints, piece_conditions
+    from v2m.stages.generate.diffusion_structure import Ending
+    from v2m.stages.tokens.vocab import load_tokenizer
+
+    vocab = load_tokenizer()
+    controls = controls_for(vocab, bars=4)  # peaks on the beats
+    features, _, _ = piece_conditions(controls, vocab.stats["n_density"], vocab.stats)
+    features[9, 0] = 1.0  # a full peak of the video's own on a sixteenth off the eighth grid
+    ends = [Ending(24, 16, 4, True, True, False)]  # bar 2 cadences
+    allowed = constraints(controls, features, ends, DiffusionSettings()).view(len(features), 3, 2, N_PITCH)
+    g_sharp, g = 68 - PITCH_LOW, 67 - PITCH_LOW  # controls_for is in minor: A natural minor, G# in cadences only
+    frames = allowed[:, :, 1]  # (the scale: frames are free of the meter)
+    assert frames[..., g].all() and not frames[:24, :, g_sharp].any() and frames[24:40, :, g_sharp].all()
+    assert not allowed[:24, :, 0, g_sharp].any()
+    a = 69 - PITCH_LOW
+    onsets = allowed[:, :, 0, a]
+    assert onsets[::2].all() and onsets[9].all()  # the eighth grid, and the video's own peak
+    assert not onsets[[1, 3, 5, 7, 11, 13]].any()
+    assert allowed[:, :, 1, a].all()  # frames anywhere: a note is held through any sixteenth
+    assert constraints(controls, features, ends, DiffusionSettings(scale=False, meter=False)) is None
+
+
 def test_time_path_is_computed_once_per_piece_and_reused(model_path, monkeypatch):
     """The time path (the timestep embedding's adaLN modulation) of every DDIM step is computed in one batch before
     the first window and reused by every window; the rolls are those of a sampler where every window computes its
