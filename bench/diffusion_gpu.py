@@ -105,6 +105,13 @@ class Autocast(torch.nn.Module):
         with torch.autocast(self.device_type, dtype=torch.bfloat16):
             return self.model(*args, **kwargs).float()
 
+    def modulation(self, t, affect):  # the sampler's time path of every step in one batch, as the model's own
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.model.modulation(t, affect)
+
+    def time_path_per_step(self) -> bool:
+        return self.model.time_path_per_step()
+
 
 def machine(device: str) -> str:
     cpu = f"{platform.machine()} {os.cpu_count()} cores"

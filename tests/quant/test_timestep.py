@@ -207,6 +207,8 @@ def test_qalora_finetune_lowers_v_err_at_w4a8(setup):
     tuned, quant = _quantized(model_path, controls, scheme="w4a8", method="qalora", qalora_steps=80)
     assert quant["method"] == "qalora+rtn+timestep"
     assert quant["qalora"]["loss_end"] < 0.5 * quant["qalora"]["loss_start"], quant["qalora"]
+    record = quant["qalora"]  # the adapters kept lower the error over every recorded call (or none are kept)
+    assert record["recorded_error_after"] <= record["recorded_error_before"] and record["kept_step"] > 0, record
     payload, stats = read_controls(controls)[0], load_tokenizer().stats
     errors = [v_error(m.model, reference, payload, stats, 6, 2.0, seed=5) for m in (rtn, tuned)]
     assert errors[1] < 1.5 * errors[0], errors
