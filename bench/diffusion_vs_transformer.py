@@ -237,7 +237,7 @@ def main() -> None:
     parser.add_argument("--transformer", default=str(ROOT / "presets" / "default.safetensors"))
     parser.add_argument("--rolls", type=Path, default=ROOT / ".carry" / "rolls.safetensors")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--guidance", type=float, default=3.0, help="the diffusion backend's (generate's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-run", action="store_true", help="score the outputs already in WORK/out-*")
