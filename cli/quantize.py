@@ -128,6 +128,8 @@ def command(
                                                                "other layer) or auto (apart unless --ranges single).")] = "auto",
     qalora_steps: Annotated[int, typer.Option("--qalora-steps", help="Diffusion, --method qalora: fine-tune steps.")] = 150,
     qalora_rank: Annotated[int, typer.Option("--qalora-rank", help="Diffusion, --method qalora: adapter rank.")] = 8,
+    qalora_lr: Annotated[float, typer.Option("--qalora-lr", help="Diffusion, --method qalora: Adam's learning rate "
+                                                             "(1e-5: the shipped model; 1e-3 made its error rise).")] = 1e-5,
     force: Force = False,
     list_: Annotated[bool, typer.Option("--list", help="Print which schemes, methods and kernels combine, and exit.",
                                         is_eager=True, callback=print_list)] = False,
@@ -139,7 +141,7 @@ def command(
     source = CalibrationSource(calib, calib_split, calib_samples, calib_length) if calib is not None else None
     result = quantize_checkpoint(model, output, config, source, force=force,
                                  diffusion=DiffusionOptions(ranges, act, t_groups, calib_steps, time_path,
-                                                            qalora_steps, qalora_rank))
+                                                            qalora_steps, qalora_rank, qalora_lr))
     log.info(f"{Path(output).name}: {scheme} {result.method}, {result.layers} layers, "
              f"{result.bytes_after / 1e6:.2f} MB ({result.bytes_after / result.bytes_before:.3f}× the bf16 model) "
              f"in {result.seconds:.1f} s")

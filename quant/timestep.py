@@ -65,6 +65,7 @@ class DiffusionQuantConfig:
     time_path: str = "auto"    # auto (apart unless ranges = single) | apart (int8 weights, float activations) | scheme
     qalora_steps: int = 150    # --method qalora: optimizer steps of the fine-tune (quant/qalora.py)
     qalora_rank: int = 8
+    qalora_lr: float = 1e-5    # Adam's rate: 1e-3 raised the shipped (self-conditioned) model's error, 1e-5 lowers it
     mixed: bool = False        # w4a8: the most sensitive layers at w8a8 under `budget_bits` (measured v error)
     budget_bits: float = 5.0   # mixed: average stored bits per weight of the layers it allocates
     seed: int = 0
@@ -75,6 +76,8 @@ class DiffusionQuantConfig:
                            f"a diffusion checkpoint takes {', '.join(DIFFUSION_SCHEMES)}")
         if self.method not in ("rtn", "gptq", "qalora"):
             raise V2MError(f"--method {self.method}: a diffusion checkpoint takes rtn, gptq or qalora weights")
+        if self.method == "qalora" and not 1e-8 <= self.qalora_lr <= 0.1:
+            raise V2MError(f"--qalora-lr {self.qalora_lr}: expected 1e-8..0.1 (e.g. 1e-5)")
         if self.method == "qalora" and not (1 <= self.qalora_steps <= 100000 and 1 <= self.qalora_rank <= 256):
             raise V2MError(f"--qalora-steps {self.qalora_steps} / --qalora-rank {self.qalora_rank}: expected "
                            "1..100000 steps and rank 1..256")
@@ -397,7 +400,8 @@ def finetune_qalora(model: nn.Module, config: DiffusionQuantConfig, sample) -> d
         return _weight_qtensor(w, wbits, None, "rtn").dequantize().to(w.dtype)
 
     return qalora_finetune(model, main, calls, quantize_weight, quantize_input, lambda t: group_of(t, groups),
-                           QALoRAConfig(rank=config.qalora_rank, steps=config.qalora_steps, seed=config.seed))
+                           QALoRAConfig(rank=config.qalora_rank, steps=config.qalora_steps, lr=config.qalora_lr,
+                                        seed=config.seed))
 
 
 SENSITIVITY_CALLS, SENSITIVITY_ROWS = 4, 2  # recorded model calls (spread over the trajectory) and rows of each

@@ -48,6 +48,7 @@ class DiffusionOptions:
     time_path: str = "auto"
     qalora_steps: int = 150
     qalora_rank: int = 8
+    qalora_lr: float = 1e-5
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def _quantize_diffusion(model: str, output: str, config: QuantizeConfig, calibra
                                    budget_bits=config.budget_bits, ranges=options.ranges, act=options.act,
                                    groups=options.groups, sampler_steps=options.sampler_steps,
                                    time_path=options.time_path, qalora_steps=options.qalora_steps,
-                                   qalora_rank=options.qalora_rank, seed=config.seed)
+                                   qalora_rank=options.qalora_rank, qalora_lr=options.qalora_lr, seed=config.seed)
     dconfig.check()
     if dconfig.act == "static" and calibration is None:
         raise V2MError("a diffusion model's static activation ranges need calibration conditions",
