@@ -184,21 +184,18 @@ def windows(bar_step: np.ndarray, steps: int, window: int) -> list[tuple[int, in
 
 # ---------------------------------------------------------------- sampling
 
-def constraints(controls: dict, features: np.ndarray, ends: list, settings: DiffusionSettings,
-                stats: dict | None = None) -> torch.Tensor | None:
+def constraints(controls: dict, features: np.ndarray, ends: list, settings: DiffusionSettings) -> torch.Tensor | None:
     """Bool [steps, CHANNELS]: where the sampler may write (models/diffusion.py `ddim_sample`'s `allowed`), None
     for no constraint.
 
     - scale (`settings.scale`): every plane's pitches in the mode's scale (SCALES), the minor's leading tone
       (LEADING_TONES) also in the bars that cadence and in the final bar;
     - meter (`settings.meter`): an onset on a sixteenth off the eighth-note grid only where the video has a full
-      peak of its own on that step (rhythm condition 1), or in a bar whose density class (the tokenizer's `stats`
-      bounds, onsets a beat) asks for more onsets a beat than the eighths hold. The corpus puts 96 % of its onsets on the eighth grid
+      peak of its own on that step (rhythm condition 1). The corpus puts 96 % of its onsets on the eighth grid
       (68 % on beats, 27 % on the off-beat eighths, 4 % on the other sixteenths; 200 pieces of the roll set);
       the sampler, whose clamping trick fixes the blurry early estimates, put them on all four sixteenths alike
       (26/23/26/24 % on 12 clips), which no peak of the video asked for (its peaks: 57 % on beats). Measured on
-      20 synthetic videos: onset F against the video's beats 0.39 → 0.54 (BENCHMARKS.md, issue 21). Without the
-      exception for the densest class the density control suffered (within one class 0.70 → 0.48 in process)."""
+      20 synthetic videos: onset F against the video's beats 0.39 → 0.54 (BENCHMARKS.md, issue 21)."""
     steps = len(features)
     if not (settings.scale or settings.meter):
         return None
@@ -211,14 +208,7 @@ def constraints(controls: dict, features: np.ndarray, ends: list, settings: Diff
             if e.cadence or e.final:
                 allowed[e.start:e.start + e.length] = leading
     if settings.meter:
-        off = (np.arange(steps) % (STEPS_PER_BEAT // 2) == 1) & (features[:, 0] < 1.0)
-        bounds = list((stats or {}).get("density_bounds") or [])
-        bar_step = grid_steps(controls)[0]
-        for i, bar in enumerate(controls["bars"]):  # a bar asking for more onsets a beat than the eighths hold
-            c = int(bar.get("density", 0))  # class c ≥ 2 starts at bounds[c - 2] onsets a beat (controls.py)
-            if 2 <= c <= len(bounds) + 1 and bounds[c - 2] > STEPS_PER_BEAT // 2:
-                off[int(bar_step[i]):int(bar_step[i + 1]) if i + 1 < len(bar_step) else steps] = False
-        off = torch.as_tensor(off)
+        off = torch.as_tensor((np.arange(steps) % (STEPS_PER_BEAT // 2) == 1) & (features[:, 0] < 1.0))
         for role in range(len(ROLES)):  # the onset plane of each role
             allowed[off, role * 2 * N_PITCH:role * 2 * N_PITCH + N_PITCH] = False
     return allowed
@@ -242,7 +232,7 @@ def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings
     generator = torch.Generator(device=device).manual_seed(int(seed))
     affect_t = torch.tensor([affect] * samples, dtype=torch.long, device=device)
     plan = windows(bar_step, steps, W)
-    allowed = constraints(controls, features, ends, settings, stats)  # [steps, channels] or None
+    allowed = constraints(controls, features, ends, settings)  # [steps, channels] or None
     time_cache: dict = {}  # each DDIM step's time path, computed by the first window, reused by the others
     for index, (start, known, end) in enumerate(plan):
         n = end - start

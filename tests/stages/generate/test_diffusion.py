@@ -115,11 +115,6 @@ def test_constraints_keep_the_scale_and_the_eighth_grid_unless_the_video_has_a_p
     assert not onsets[[1, 3, 5, 7, 11, 13]].any()
     assert allowed[:, :, 1, a].all()  # frames anywhere: a note is held through any sixteenth
     assert constraints(controls, features, ends, DiffusionSettings(scale=False, meter=False)) is None
-    # a bar whose density class asks for more onsets a beat than the eighths hold (the tokenizer's densest class)
-    # may use every sixteenth: bar 1 (steps 8–23) at the top class
-    controls["bars"][1]["density"] = vocab.stats["n_density"] - 1
-    dense = constraints(controls, features, ends, DiffusionSettings(), vocab.stats).view(len(features), 3, 2, N_PITCH)
-    assert dense[8:24, :, 0, a].all() and not dense[[1, 3, 5, 7, 25, 27], :, 0, a].any()
 
 
 def test_time_path_is_computed_once_per_piece_and_reused(model_path, monkeypatch):
