@@ -195,7 +195,10 @@ def constraints(controls: dict, features: np.ndarray, ends: list, settings: Diff
       (68 % on beats, 27 % on the off-beat eighths, 4 % on the other sixteenths; 200 pieces of the roll set);
       the sampler, whose clamping trick fixes the blurry early estimates, put them on all four sixteenths alike
       (26/23/26/24 % on 12 clips), which no peak of the video asked for (its peaks: 57 % on beats). Measured on
-      20 synthetic videos: onset F against the video's beats 0.39 → 0.54 (BENCHMARKS.md, issue 21)."""
+      20 synthetic videos: onset F against the video's beats 0.39 → 0.54 (BENCHMARKS.md, issue 21). It costs the
+      per-bar density control (within one class 0.70 → 0.48 in process): letting the densest class's bars use every
+      sixteenth gave that back (0.70) but cost as much rhythm agreement (all parts' onset F 0.54 → 0.46) and put
+      groove under the corpus range (0.920), so it was not kept."""
     steps = len(features)
     if not (settings.scale or settings.meter):
         return None
