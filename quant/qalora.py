@@ -32,7 +32,6 @@ from v2m import log
 
 from .linear import replace_module
 
-
 CHECK_EVERY = 25  # optimizer steps between checks of the error over every recorded call
 
 
