@@ -183,8 +183,7 @@ def _hold(notes: np.ndarray, hold: int, rests: dict[int, list[tuple[int, int]]],
                 if step < first < limit:
                     limit = first
                     break
-            inside = [(a, b) for a, b in spans if a <= step < b]
-            if not inside:
+            if not any(a <= step < b for a, b in spans):
                 notes[i, 1] = max(int(notes[i, 1]), limit - step)
 
 

@@ -291,6 +291,9 @@ def train_diffusion(rolls_path: str, output: str, *, preset: str = "diffusion", 
         return total / cfg.eval_batches
 
     ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()} if cfg.ema else None
+    # (average, tensor) pairs made once: the state dict's tensors are the parameters' own storage, and
+    # load_state_dict copies into it, so the pairs stay valid while the average is swapped in and out
+    averaged = [(ema[k], v) for k, v in model.state_dict().items() if v.is_floating_point()] if ema else []
     live = None  # the trained weights while the average is in the model for validation
 
     def swap_in_average():
@@ -323,6 +326,13 @@ def train_diffusion(rolls_path: str, output: str, *, preset: str = "diffusion", 
     step = 0
     lr = cfg.lr
     losses, pending = [], []
+
+    def flush():  # the pending losses to the host: one sync per flush, not per step
+        nonlocal pending
+        if pending:
+            losses.extend(torch.stack(pending).float().tolist())
+            pending = []
+
     stopped = "steps"
     model.train()
     while True:
@@ -339,22 +349,19 @@ def train_diffusion(rolls_path: str, output: str, *, preset: str = "diffusion", 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        if ema is not None:
+        if averaged:
             with torch.no_grad():
                 decay = 0.0 if step < cfg.warmup else cfg.ema  # the average starts after the warm-up
-                for k, v in model.state_dict().items():
-                    if v.is_floating_point():
-                        ema[k].lerp_(v.float(), 1.0 - decay)
+                for average, v in averaged:
+                    average.lerp_(v.float(), 1.0 - decay)
         pending.append(loss.detach())
         step += 1
-        if len(pending) >= 50:  # one host sync per 50 steps, not per step
-            losses.extend(torch.stack(pending).float().tolist())
-            pending = []
+        if len(pending) >= 50:
+            flush()
         if step % cfg.eval_every == 0:
-            losses.extend(torch.stack(pending).float().tolist() if pending else [])
-            pending = []
+            flush()
             validate(float(np.mean(losses[-cfg.eval_every:])))
-    losses.extend(torch.stack(pending).float().tolist() if pending else [])
+    flush()
     if not history or history[-1]["step"] != step:
         validate(float(np.mean(losses[-50:])) if losses else math.nan)
     if best_state is not None:

@@ -110,17 +110,21 @@ def qalora_finetune(model: nn.Module, layers: dict[str, nn.Linear], calls, quant
     params = [p for m in wrapped.values() for p in (m.A, m.B)]
     optimizer = torch.optim.Adam(params, lr=config.lr)
 
+    def use_group(args) -> None:  # the fake-quantized inputs take the ranges of the call's timestep group
+        group = group_of_t(float(args[1].reshape(-1)[0]))
+        for m in wrapped.values():
+            m.group = group
+
     @torch.no_grad()
     def recorded_error() -> float:
         """The simulated quantized model's relative error over every recorded call, all rows (deterministic)."""
         errs = []
         for args, kwargs, target in calls:
-            for m in wrapped.values():
-                m.group = group_of_t(float(args[1].reshape(-1)[0]))
+            use_group(args)
             errs.append(float(relative_error(model(*args, **kwargs), target)))
         return sum(errs) / len(errs)
 
-    model.train(False)
+    model.train(False)  # no dropout here; eval-mode forwards, with gradients in the fine-tune
     before = recorded_error()
     # the adapters kept are those of the lowest error over every recorded call, checked every CHECK_EVERY steps
     # (B = 0, plain RTN, is the first candidate): on the self-conditioned model the straight-through fine-tune
@@ -128,14 +132,11 @@ def qalora_finetune(model: nn.Module, layers: dict[str, nn.Linear], calls, quant
     # lowered it (0.0069 → 0.0047)
     best = (before, 0, [(m.A.detach().clone(), m.B.detach().clone()) for m in wrapped.values()])
     losses = []
-    model.train(False)  # no dropout here; eval-mode forward with gradients
     with log.progress("qalora", total=config.steps, unit="steps") as advance:
         for _ in range(config.steps):
             args, kwargs, target = calls[int(torch.randint(len(calls), (1,), generator=g))]
             rows = torch.randperm(target.shape[0], generator=g)[:config.batch]
-            group = group_of_t(float(args[1].reshape(-1)[0]))
-            for m in wrapped.values():
-                m.group = group
+            use_group(args)
             with torch.enable_grad():
                 out = model(*(a[rows] for a in args), **{k: v[rows] for k, v in kwargs.items()})
                 loss = relative_error(out, target[rows])

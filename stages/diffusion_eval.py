@@ -62,9 +62,10 @@ def v_error(model, reference, controls: dict, stats: dict, steps: int, guidance:
         vq = guided_v(model, x, t, known, mask, feats, affect, guidance, prev)
         errs.append(float(relative_error(vq, vf)))
         a, s = alpha_sigma(t)
+        estimate = a * x - s * vf
         if reference.config.self_cond:
-            prev = (a * x - s * vf).clamp(-1.0, 1.0)
-        x0 = torch.where(a * x - s * vf > 0, 1.0, -1.0)  # the clamping trick, as generate samples
+            prev = estimate.clamp(-1.0, 1.0)
+        x0 = torch.where(estimate > 0, 1.0, -1.0)  # the clamping trick, as generate samples
         eps = (x - a * x0) / s.clamp(min=1e-4)
         a2, s2 = alpha_sigma(times[i + 1])
         x = a2 * x0 + s2 * eps

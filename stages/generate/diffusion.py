@@ -237,6 +237,7 @@ def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings
     plan = windows(bar_step, steps, W)
     allowed = constraints(controls, features, ends, settings)  # [steps, channels] or None
     time_cache: dict = {}  # each DDIM step's time path, computed by the first window, reused by the others
+    scale_pitches = scale_channels(scale)[:N_PITCH] if settings.scale else None  # what a varied bar's melody may use
     for index, (start, known, end) in enumerate(plan):
         n = end - start
         x_known = torch.full((samples, W, channels), -1.0)
@@ -245,8 +246,7 @@ def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings
         mask[:, :known] = 1.0
         feats = torch.zeros((samples, W, features.shape[1]))
         feats[:, :n] = torch.as_tensor(features[start:end])
-        tied = RestatedBars(restated, start, known, end, roll, scale,
-                            scale_channels(scale)[:N_PITCH] if settings.scale else None, ends, triad)
+        tied = RestatedBars(restated, start, known, end, roll, scale, scale_pitches, ends, triad)
         tied.known(x_known, mask)
         window_allowed = None
         if allowed is not None:
