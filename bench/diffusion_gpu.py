@@ -164,7 +164,7 @@ def main() -> None:
         out = work / f"{scheme}.safetensors"
         started = time.perf_counter()
         quantize_checkpoint(args.model, str(out), QuantizeConfig(scheme=scheme, method=args.method),
-                            CalibrationSource(str(calib), samples=4),
+                            CalibrationSource(str(calib), samples=8),
                             diffusion=DiffusionOptions(ranges="timestep", sampler_steps=10))
         name = f"{scheme} timestep ({args.method})"
         models[name] = load_model(str(out), device=args.device)

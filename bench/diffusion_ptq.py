@@ -6,8 +6,8 @@ steps, one range, time path apart) and `timestep` (ranges per timestep group wit
 apart) — the float preset is quantized with `v2m quantize`'s own code path (stages/quantize.py), written to disk,
 loaded back (`load_model`, kernels auto) and measured on evaluation controls that differ from the calibration ones:
 
-- v_err: per-step v-prediction error vs float, ||v_q − v_f||² / ||v_f||² on the float model's own DDIM trajectory
-  (guided prediction, every step, mean over steps and clips);
+- v_err: per-step v-prediction error vs float, ||v_q − v_f||² / ||v_f||² along the float model's own sampling of
+  the piece (guided prediction, every step of every window, mean over calls and clips);
 - note_f1: note-level F1 (step, pitch, role) of the final roll vs the float model's from the same seed and noise;
 - statistics (pitch-class entropy, scale and groove consistency, polyphony) of the piece, and whether they lie
   inside the corpus p10–p90 range (bench/diffusion_vs_transformer.py `corpus_range`, from `--rolls`) when given;
@@ -102,6 +102,20 @@ def measure(model, fmodel, vocab, clips, settings, reference, args) -> dict:
     return out
 
 
+def range_options(spec: str) -> dict:
+    """`--ranges` entry → DiffusionOptions fields: `ranges[+apart|+scheme][+split|+whole][+out-apart|+out-scheme]`
+    (the time path, the concatenated roll input, the output layer)."""
+    ranges, *modifiers = spec.split("+")
+    out = {"ranges": ranges}
+    fields = {"apart": ("time_path", "apart"), "scheme": ("time_path", "scheme"), "split": ("concat", "split"),
+              "whole": ("concat", "whole"), "out-apart": ("output", "apart"), "out-scheme": ("output", "scheme")}
+    for m in modifiers:
+        if m not in fields:
+            raise SystemExit(f"--ranges {spec}: unknown modifier '{m}' ({', '.join(fields)})")
+        out[fields[m][0]] = fields[m][1]
+    return out
+
+
 def reference_windows(controls, model):
     from v2m.stages.generate.diffusion import grid_steps, windows
 
@@ -116,10 +130,13 @@ def main() -> None:
                     "first N files of --controls")
     ap.add_argument("--controls", default=None, help="a folder of controls files to evaluate on instead of variants "
                     "(e.g. bench/diffusion_vs_transformer.py's WORK/out-diffusion: 20 synthetic videos' controls)")
-    ap.add_argument("--calib", type=int, default=4, help="calibration windows (controls variants, other seed)")
+    ap.add_argument("--calib", type=int, default=4, help="calibration pieces (controls variants, other seed), each "
+                    "a first window and its continuation")
     ap.add_argument("--schemes", default="w8a8,w6a6,w4a8")
     ap.add_argument("--ranges", default="single,trajectory,timestep",
-                    help="comma-separated; `single+apart` = the naive calibration with the time path apart too")
+                    help="comma-separated, each with optional modifiers: `single+apart` = the naive calibration "
+                    "with the time path apart too, `timestep+whole` = the concatenated roll input not split, "
+                    "`timestep+out-scheme` = the output layer at the scheme")
     ap.add_argument("--method", default="rtn", help="weights: rtn, gptq, qalora, mixed+rtn, ... (comma-separated: each)")
     ap.add_argument("--budget-bits", type=float, default=5.0, help="mixed: average stored bits per weight")
     ap.add_argument("--steps", type=int, default=10, help="DDIM steps (generate's default)")
@@ -164,9 +181,8 @@ def main() -> None:
         started = time.perf_counter()
         quantize_checkpoint(args.model, str(out), QuantizeConfig(scheme=scheme, method=method, seed=args.seed,
                                                                  budget_bits=args.budget_bits),
-                            CalibrationSource(str(calib), samples=args.calib),
-                            diffusion=DiffusionOptions(ranges=ranges.split("+")[0], sampler_steps=args.steps,
-                                                       time_path=(ranges.split("+") + ["auto"])[1]))
+                            CalibrationSource(str(calib), samples=2 * args.calib),
+                            diffusion=DiffusionOptions(sampler_steps=args.steps, **range_options(ranges)))
         q = load_model(str(out))
         results[name] = {**measure(q.model, floaded.model, vocab, clips, settings, reference, args),
                          "bytes": stored_bytes(out), "quantize_s": time.perf_counter() - started}

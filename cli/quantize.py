@@ -21,16 +21,19 @@ cpu-vnni | cpu-int8 | int-mm | inductor | cuda-int-mm | cuda-fp8 | cuda-int4
 The group size must divide every quantized layer's input width.
 
 A diffusion checkpoint (train --backend diffusion) takes --scheme w8a8, w6a6 or
-w4a8 and --method rtn, gptq or qalora; --calib is then a v2m.controls file or folder:
-the DDIM sampler runs on those conditions and every Linear's inputs are
+w4a8 and --method rtn, gptq or qalora; --calib is then a v2m.controls file or
+folder: generate's sampler writes the first 12 bars of each (a first window and
+its continuation; --calib-samples windows in all) and every Linear's inputs are
 recorded along the trajectory (uniform + normally distributed steps), with
 activation ranges per --t-groups group of timesteps (--ranges timestep,
-clip-searched), the time-embedding/adaLN path kept at int8 weights and float
-activations. --ranges single is the naive one-step calibration. --method qalora
-(EfficientDM) first fine-tunes low-rank adapters through the quantized weights
-and activations to match the float model along its own sampling trajectories
-(no training data: the calibration controls only), merges them into the
-weights, then quantizes with RTN: for w4a8, where PTQ alone falls short.
+clip-searched), the time-embedding/adaLN path and the output layer kept at int8
+weights and float activations, and the roll input's concatenated segments (noisy roll, known roll
+and mask, previous estimate) each with its own ranges (--concat). --ranges
+single is the naive one-step calibration. --method qalora (EfficientDM) first
+fine-tunes low-rank adapters through the quantized weights and activations to
+match the float model along its own sampling trajectories (no training data:
+the calibration controls only), merges them into the weights, then quantizes
+with RTN: for w4a8, where PTQ alone falls short.
 
 Examples:
 
@@ -126,6 +129,14 @@ def command(
     time_path: Annotated[str, typer.Option("--time-path", help="Diffusion: the time-embedding/adaLN layers: apart "
                                                                "(int8 weights, float activations), scheme (like every "
                                                                "other layer) or auto (apart unless --ranges single).")] = "auto",
+    concat: Annotated[str, typer.Option("--concat", help="Diffusion: a concatenated input (the DiT's roll input: noisy "
+                                                         "roll, known roll and mask, previous estimate): split (a range "
+                                                         "per segment, Q-Diffusion), whole, or auto (split unless "
+                                                         "--ranges single).")] = "auto",
+    output_layer: Annotated[str, typer.Option("--output-layer", help="Diffusion: the final projection: apart (int8 "
+                                                                      "weights, float activations: its input has "
+                                                                      "channel outliers), scheme, or auto (apart "
+                                                                      "unless --ranges single).")] = "auto",
     qalora_steps: Annotated[int, typer.Option("--qalora-steps", help="Diffusion, --method qalora: fine-tune steps.")] = 150,
     qalora_rank: Annotated[int, typer.Option("--qalora-rank", help="Diffusion, --method qalora: adapter rank.")] = 8,
     qalora_lr: Annotated[float, typer.Option("--qalora-lr", help="Diffusion, --method qalora: Adam's learning rate "
@@ -141,7 +152,7 @@ def command(
     source = CalibrationSource(calib, calib_split, calib_samples, calib_length) if calib is not None else None
     result = quantize_checkpoint(model, output, config, source, force=force,
                                  diffusion=DiffusionOptions(ranges, act, t_groups, calib_steps, time_path,
-                                                            qalora_steps, qalora_rank, qalora_lr))
+                                                            qalora_steps, qalora_rank, qalora_lr, concat, output_layer))
     log.info(f"{Path(output).name}: {scheme} {result.method}, {result.layers} layers, "
              f"{result.bytes_after / 1e6:.2f} MB ({result.bytes_after / result.bytes_before:.3f}× the bf16 model) "
              f"in {result.seconds:.1f} s")

@@ -333,6 +333,13 @@ class Diffusion(nn.Module):
         e = F.silu(emb)
         return tuple(block.ada(e) for block in self.blocks) + (self.ada(e),)
 
+    def concat_inputs(self) -> dict[str, list[int]]:
+        """The Linear layers whose input is a concatenation, with its segments' widths in order: `inp` takes the
+        noisy roll (its range follows t: ±4 at the noisiest steps), the known roll with its mask column ({-1, 0,
+        1}) and a self-conditioned model's previous estimate ([-1, 1]) — quantization gives each its own activation
+        range (Q-Diffusion's split, quant/timestep.py)."""
+        return {"inp": [CHANNELS, CHANNELS + 1] + ([CHANNELS] if self.config.self_cond else [])}
+
     def time_path_per_step(self) -> bool:
         """True when a layer of the time path computes differently at different steps (it says so with a true
         `per_step`, e.g. a quantized layer with activation ranges per timestep group that a hook on this model

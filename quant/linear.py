@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from v2m import log
+from v2m.errors import V2MError
 
 from . import kernels as kernel_registry
 from .formats import QTensor, Scheme, packed_width
@@ -177,3 +178,53 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+class ColumnSplitLinear(nn.Module):
+    """A Linear whose input is a concatenation, computed as one Linear per column segment (`widths`, in order) with
+    the outputs summed; the bias rides on the first part. In float it is the Linear it was made from (up to the
+    order of the sums); quantized, each part's input gets its own activation range — Q-Diffusion's split
+    quantization of concatenated inputs (Li et al. 2023), whose segments have different ranges (a DiT's noisy roll
+    beside the known roll and mask: one range over both spends the grid on the widest)."""
+
+    def __init__(self, in_features: int, out_features: int, widths, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features, self.widths = in_features, out_features, tuple(int(w) for w in widths)
+        self.parts = nn.ModuleList(nn.Linear(w, out_features, bias=bias and i == 0) for i, w in enumerate(self.widths))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, widths) -> "ColumnSplitLinear":
+        split = cls(linear.in_features, linear.out_features, widths, linear.bias is not None)
+        start = 0
+        with torch.no_grad():
+            for part, w in zip(split.parts, split.widths):
+                part.weight.copy_(linear.weight[:, start:start + w])
+                start += w
+            if linear.bias is not None:
+                split.parts[0].bias.copy_(linear.bias)
+        return split.to(linear.weight.device, linear.weight.dtype)
+
+    def forward(self, x):
+        y, start = None, 0
+        for part, w in zip(self.parts, self.widths):
+            z = part(x[..., start:start + w])
+            y = z if y is None else y + z
+            start += w
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} → {self.out_features}, columns split {list(self.widths)}"
+
+
+def split_columns(model: nn.Module, splits: dict) -> None:
+    """Replace each nn.Linear named in `splits` ({name: segment widths}, e.g. a checkpoint's `quant.splits`) by a
+    ColumnSplitLinear of those widths; widths that do not cover the layer's input exactly are a V2MError."""
+    for name, widths in splits.items():
+        try:
+            linear = model.get_submodule(name)
+        except AttributeError:
+            linear = None
+        ok = isinstance(widths, (list, tuple)) and widths and all(isinstance(w, int) and w > 0 for w in widths)
+        if not isinstance(linear, nn.Linear) or not ok or sum(widths) != linear.in_features:
+            raise V2MError(f"column split {name} {widths!r} does not fit a Linear layer of this model")
+        replace_module(model, name, ColumnSplitLinear.from_linear(linear, widths))

@@ -166,6 +166,6 @@ def qalora_finetune(model: nn.Module, layers: dict[str, nn.Linear], calls, quant
              f"{start:.4g} → {end:.4g} (training batches), {before:.4g} → {after:.4g} over every recorded call "
              f"(adapters of step {best[1]} kept{'; 0 = none: plain RTN' if best[1] == 0 else ''})")
     return {"rank": config.rank, "steps": config.steps, "lr": config.lr, "batch": config.batch, "layers": len(wrapped),
-            "calls": len(calls), "loss_start": round(start, 6), "loss_end": round(end, 6),
+            "calls": len(calls), "loss_start": float(f"{start:.4g}"), "loss_end": float(f"{end:.4g}"),
             "recorded_error_before": float(f"{before:.4g}"), "recorded_error_after": float(f"{after:.4g}"),
             "kept_step": best[1]}

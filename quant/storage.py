@@ -25,7 +25,7 @@ from v2m.config import to_dict
 from v2m.errors import V2MError
 
 from .formats import Scheme
-from .linear import QuantLinear, quant_linears, replace_module, set_kernels
+from .linear import QuantLinear, quant_linears, replace_module, set_kernels, split_columns
 from .rotate import prepare_rotated_skeleton
 
 STORED_FLOAT = torch.bfloat16
@@ -54,6 +54,10 @@ def prepare_skeleton(model: nn.Module, quant: dict) -> nn.Module:
     """The float `model` rearranged into the module layout the quantized checkpoint was saved from."""
     if quant.get("rotate"):
         prepare_rotated_skeleton(model)
+    if quant.get("splits"):  # concatenated inputs quantized per segment (quant/timestep.py)
+        if not isinstance(quant["splits"], dict):
+            raise V2MError("the checkpoint's column splits are not a mapping of layer → widths")
+        split_columns(model, quant["splits"])
     return model
 
 
@@ -65,7 +69,10 @@ def load_quantized(model: nn.Module, tensors: dict, meta: dict, *, path: str, de
     if quant.get("version") != 1 or "layers" not in quant:
         raise V2MError(f"{path}: quantized checkpoint format {quant.get('version')!r} is not supported", "re-quantize with this v2m")
     logical_params = sum(p.numel() for p in model.parameters())
-    model = prepare_skeleton(model, quant)
+    try:
+        model = prepare_skeleton(model, quant)
+    except V2MError as e:
+        raise V2MError(f"{path}: {e.message}", "re-quantize with this v2m") from None
     for name, scheme_json in quant["layers"].items():
         try:
             linear = model.get_submodule(name)

@@ -14,16 +14,27 @@ forward takes the timestep t ∈ [0, 1] as its second positional argument (v2m's
   pre-hook on the model reads t and every TimestepQuantLinear uses its group's range.
 - **Distribution-aware clipping** (PD-Quant, Liu et al. 2023): each layer's range per group is the absolute range
   times the clip ratio from a grid that minimises the layer's output error ||Q(X)Wᵀ − XWᵀ||² on the recorded rows.
+- **Concatenated inputs split** (Q-Diffusion's split quantization): a layer whose input is a concatenation of
+  differently ranged tensors (the model's `concat_inputs()`: the DiT's `inp` takes the noisy roll, the known roll
+  and mask, the previous clean estimate) becomes one Linear per segment with the outputs summed
+  (quant/linear.py ColumnSplitLinear), so each segment gets its own ranges; the checkpoint records the widths
+  (`splits`) and loading rebuilds the parts.
 - **The time-embedding path apart** (TFMQ-DM): the timestep MLP and the adaLN modulation layers (`time.*`,
   `*.ada`) get int8 weights with float activations (their inputs are one row per sample: no speed to win, and an
   error there shifts every token of every block), never the low-bit scheme.
+- **The output layer apart**: the final projection to the prediction (`out`) also keeps float activations with
+  int8 weights. Its input, the adaLN-modulated last norm, has channel outliers (static ranges about [-13, 34] in
+  every timestep group on the shipped model), and its 8-bit activations were 93 % of the W8A8 model's v error
+  (0.0274 → 0.0019 with them float; per-token dynamic ones 0.0169; 4 videos, BENCHMARKS.md issue 21) for under
+  2 % of the multiply-adds.
 
 Schemes: w8a8 (int8 weights per channel, int8 activations: the CPU int8 kernels run the product), w6a6 (weights
 on a 6-bit grid stored in the int8 container, 6-bit activations: the same kernels), w4a8 (packed 4-bit weights,
 8-bit activations, reference kernel). Activations are `static` (ranges per timestep group) or `dynamic` (per-token
 absmax at run time). `ranges`: `single` (the naive baseline: one mid-trajectory step, absolute ranges, every
-layer at the scheme), `trajectory` (uniform + normal steps, one absolute range, time path apart) or `timestep`
-(per-group ranges with the clip search, time path apart).
+layer at the scheme, concatenations whole), `trajectory` (uniform + normal steps, one absolute range, time path
+and output layer apart, concatenations split) or `timestep` (per-group ranges with the clip search, time path and
+output layer apart, concatenations split).
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from v2m.errors import V2MError
 
 from .formats import Params, make_scheme, quantize_tensor
 from .gptq import GPTQConfig, gptq_quantize
-from .linear import QuantLinear, replace_module
+from .linear import QuantLinear, replace_module, split_columns
 from .mixed import allocate
 from .qalora import QALoRAConfig, qalora_finetune, record_calls, relative_error
 
@@ -63,6 +74,8 @@ class DiffusionQuantConfig:
     uniform: int = 6           # steps recorded uniformly over the trajectory
     normal: int = 6            # steps recorded from the normal distribution (PTQ4DM)
     time_path: str = "auto"    # auto (apart unless ranges = single) | apart (int8 weights, float activations) | scheme
+    concat: str = "auto"       # auto (split unless ranges = single) | split (a range per segment) | whole
+    output: str = "auto"       # the output layer: auto (apart unless ranges = single) | apart | scheme
     qalora_steps: int = 150    # --method qalora: optimizer steps of the fine-tune (quant/qalora.py)
     qalora_rank: int = 8
     qalora_lr: float = 1e-5    # Adam's rate: 1e-3 raised the shipped (self-conditioned) model's error, 1e-5 lowers it
@@ -91,6 +104,10 @@ class DiffusionQuantConfig:
             raise V2MError(f"--t-groups must be 1..50, got {self.groups}")
         if self.time_path not in ("auto", "apart", "scheme"):
             raise V2MError(f"--time-path {self.time_path}: expected auto, apart or scheme")
+        if self.output not in ("auto", "apart", "scheme"):
+            raise V2MError(f"--output-layer {self.output}: expected auto, apart or scheme")
+        if self.concat not in ("auto", "split", "whole"):
+            raise V2MError(f"--concat {self.concat}: expected auto, split or whole")
         if self.mixed and (self.scheme != "w4a8" or self.method == "qalora"):
             raise V2MError(f"--method mixed with {self.scheme}/{self.method}: a diffusion model mixes w4a8 and w8a8 "
                            "layers, with rtn or gptq weights", "use --scheme w4a8 --method mixed+rtn or mixed+gptq")
@@ -346,10 +363,10 @@ def attach(model: nn.Module, quant: dict) -> None:
 
 def _weight_qtensor(weight: torch.Tensor, bits: int, hess: torch.Tensor | None, method: str):
     """The layer's weight codes at `bits`. 4-bit weights are grouped by W4_GROUP; a layer whose input width the
-    group does not divide (the roll input `inp`, 865 wide; the feature input `feat.0`) keeps 8-bit per-channel
-    weights instead of per-channel 4-bit ones, which measured as the largest single error of a w4a8 model (its
-    mixed-precision sensitivity ranked them first) for 2 % of the weights — as Q-Diffusion keeps the input layer
-    at 8 bits."""
+    group does not divide (the roll input `inp`, 1297 wide, or its split segments, 432 and 433; the feature input
+    `feat.0`) keeps 8-bit per-channel weights instead of per-channel 4-bit ones, which measured as the largest
+    single error of a w4a8 model (its mixed-precision sensitivity ranked them first) for 2 % of the weights — as
+    Q-Diffusion keeps the input layer at 8 bits."""
     w = weight.detach().float()
     if bits == 4 and w.shape[1] % W4_GROUP:
         bits = 8
@@ -373,11 +390,26 @@ def _group_range(r: _Record, k: int) -> tuple[float, float]:
     return float(r.lo[k]), float(r.hi[k])
 
 
-def _split(model: nn.Module, config: DiffusionQuantConfig) -> tuple[dict, set]:
-    """(every target Linear, the names kept apart on the time path)."""
+def output_layer(name: str) -> bool:
+    """The denoiser's final projection to its prediction."""
+    return name == "out"
+
+
+def _apart(model: nn.Module, config: DiffusionQuantConfig) -> tuple[dict, set]:
+    """(every target Linear, the names kept apart: int8 weights, float activations — the time path and the output
+    layer, unless the config puts them at the scheme)."""
     layers = targets(model)
-    keep_apart = config.time_path == "apart" or (config.time_path == "auto" and config.ranges != "single")
-    return layers, ({n for n in layers if time_path(n)} if keep_apart else set())
+    keep = {"time path": config.time_path, "output": config.output}
+    keep = {k for k, v in keep.items() if v == "apart" or (v == "auto" and config.ranges != "single")}
+    return layers, {n for n in layers if ("time path" in keep and time_path(n)) or ("output" in keep and output_layer(n))}
+
+
+def concat_splits(model: nn.Module, config: DiffusionQuantConfig) -> dict[str, list[int]]:
+    """The concatenated inputs to quantize per segment ({layer: widths}): what the model declares
+    (`concat_inputs()`), unless `concat` is whole (or auto with the naive single-step ranges)."""
+    whole = config.concat == "whole" or (config.concat == "auto" and config.ranges == "single")
+    declared = getattr(model, "concat_inputs", None)
+    return {} if whole or declared is None else {n: list(w) for n, w in declared().items()}
 
 
 def finetune_qalora(model: nn.Module, config: DiffusionQuantConfig, sample) -> dict:
@@ -386,7 +418,7 @@ def finetune_qalora(model: nn.Module, config: DiffusionQuantConfig, sample) -> d
     of the scheme and the static per-group input ranges recorded along the float trajectory (or per-token
     inputs with --act dynamic). Returns the record for the checkpoint."""
     wbits, abits = DIFFUSION_SCHEMES[config.scheme]
-    layers, apart = _split(model, config)
+    layers, apart = _apart(model, config)
     main = {n: m for n, m in layers.items() if n not in apart}
     groups = config.groups if config.ranges == "timestep" else 1
     calls = record_calls(model, sample)
@@ -450,6 +482,8 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
     config.check()
     model.eval()
     asked = config
+    splits = concat_splits(model, config)
+    split_columns(model, splits)  # before everything else: each segment is then a Linear with its own input
     qalora = None
     if config.method == "qalora":
         if sample is None:
@@ -458,7 +492,7 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
         qalora = finetune_qalora(model, config, sample)
         config = replace(config, method="rtn")  # the merged weights take the grid the adapters trained through
     wbits, abits = DIFFUSION_SCHEMES[config.scheme]
-    layers, apart = _split(model, config)
+    layers, apart = _apart(model, config)
     main = {n: m for n, m in layers.items() if n not in apart}
     groups = config.groups if config.ranges == "timestep" else 1
     bits, mixed = {}, None
@@ -474,12 +508,12 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
     else:
         records, seen = collect_trajectory(model, layers, sample, config, hessian=config.method == "gptq")
     log.info(f"calibration: {len(seen)} sampler steps of {config.sampler_steps} recorded ({seen}), "
-             f"{groups} timestep group(s), {len(main)} layers at {config.scheme}, {len(apart)} on the time path at w8")
+             f"{groups} timestep group(s), {len(main)} layers at {config.scheme}, {len(apart)} apart at w8 (time path, output)")
     acts, clips = {}, {}
     for name, layer in layers.items():
         r = records[name]
         bias = None if layer.bias is None else layer.bias.detach()
-        if name in apart:  # TFMQ-DM: int8 weights, float activations
+        if name in apart:  # TFMQ-DM (and the output layer): int8 weights, float activations
             q = QuantLinear.from_qtensor(quantize_tensor(layer.weight.detach().float(), make_scheme("w8")), bias)
             replace_module(model, name, q)
             continue
@@ -513,9 +547,11 @@ def quantize_diffusion(model: nn.Module, config: DiffusionQuantConfig, sample, c
         "hyperparameters": asdict(asked),
         **({"qalora": qalora} if qalora else {}),
         **({"mixed": mixed} if mixed else {}),
+        **({"splits": splits} if splits else {}),
         "calibration": {**calibration, "steps_recorded": seen},
         "diffusion": {"weight_bits": wbits, "act_bits": abits, "ranges": config.ranges, "act": config.act,
-                      "groups": groups, "time_path": sorted(apart),
+                      "groups": groups, "time_path": sorted(n for n in apart if time_path(n)),
+                      "output": sorted(n for n in apart if output_layer(n)),
                       "clip_ratios": {n: v for n, v in clips.items()}},
         "layers": {n: m.scheme.to_json() for n, m in model.named_modules() if isinstance(m, QuantLinear)},
         "activations": acts,

@@ -5,8 +5,9 @@ controls, not on a token corpus.
 For each controls payload (`--corpus` is then a v2m.controls file or a folder of them) the model and the
 reference sample the piece from the same seed and the same initial noise, and the report gives:
 
-- v_err: per-step v-prediction error ||v_q − v_f||² / ||v_f||², mean over the steps of the reference's own DDIM
-  trajectory (guided, first window) — the PTQ4DM/Q-Diffusion measure of what a quantizer does to one step;
+- v_err: per-step v-prediction error ||v_q − v_f||² / ||v_f||², mean over the calls of the reference's own
+  sampling of the piece (guided; every window, continuations with their known context included) — the
+  PTQ4DM/Q-Diffusion measure of what a quantizer does to one step;
 - note_f1: note-level F1 (step, pitch, role) of the model's final piece against the reference's;
 - onset_f1: the piece's note onsets against the video's beats; pitch_class_entropy, scale_consistency,
   groove_consistency, polyphony: music statistics of the piece (stages/evaluate/music_metrics.py);
@@ -26,50 +27,52 @@ import torch
 
 from v2m import artifacts, log
 from v2m.errors import V2MError
-from v2m.models.diffusion import CHANNELS, alpha_sigma, null_affect, roll_to_notes
+from v2m.models.diffusion import CHANNELS, TimeSlot, null_affect, roll_to_notes
 from v2m.quant.qalora import relative_error
-from v2m.stages.generate.diffusion import DEFAULT_GUIDANCE, DiffusionSettings, roll_ids, sample_rolls
-from v2m.stages.generate.plan import extend_grid
-from v2m.stages.tokens.structure import plan_structure
+from v2m.stages.generate.diffusion import DEFAULT_GUIDANCE, DiffusionSettings, prepare_controls, roll_ids, sample_rolls
 
 STATS = ("pitch_class_entropy", "scale_consistency", "groove_consistency", "polyphony")
 
 
-def guided_v(model, x, t, known, mask, feats, affect, guidance, x0_prev=None):
-    b = x.shape[0]
-    tt = t.expand(b)
-    extra = {} if x0_prev is None else {"x0_prev": torch.cat([x0_prev, x0_prev])}
-    v_c, v_u = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([known, known]), torch.cat([mask, mask]),
-                     torch.cat([feats, torch.zeros_like(feats)]), torch.cat([affect, null_affect(b)]), **extra).chunk(2)
+def guided(v: torch.Tensor, guidance: float) -> torch.Tensor:
+    """The guided prediction from a model call of `ddim_sample` (batch [conditional; unconditional] when guided)."""
+    if guidance == 1.0:
+        return v
+    v_c, v_u = v.chunk(2)
     return v_u + guidance * (v_c - v_u)
 
 
 @torch.no_grad()
-def v_error(model, reference, controls: dict, stats: dict, steps: int, guidance: float, seed: int) -> float:
-    """Mean over steps of ||v_q − v_f||² / ||v_f||² along the reference's DDIM trajectory (first window, each
-    step's clean estimate rounded to {-1, +1} as the generate sampler does)."""
-    from v2m.stages.quantize_diffusion import calibration_conditions
+def sample_comparing(model, reference, controls: dict, stats: dict, settings: DiffusionSettings,
+                     seed: int) -> tuple[list[float], np.ndarray]:
+    """(||v_q − v_f||² / ||v_f||² of every reference call, the reference's roll): the reference samples the piece
+    as generate does (`sample_rolls` on `prepared` controls: every window with its known context, the constraints,
+    the clamping trick, self-conditioning) and at each of its calls the model predicts from the same inputs — the
+    error of the guided prediction along the reference's own trajectory (PTQ4DM/Q-Diffusion's per-step error)."""
+    errors = []
 
-    known, mask, feats, affect = calibration_conditions([controls], reference, stats, 1)
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn((1, reference.config.window, CHANNELS), generator=g)
-    times = torch.linspace(1.0, 0.0, steps + 1)
-    errs = []
-    prev = None  # a self-conditioned reference's last clean estimate, given to both models
-    for i in range(steps):
-        t = times[i]
-        vf = guided_v(reference, x, t, known, mask, feats, affect, guidance, prev)
-        vq = guided_v(model, x, t, known, mask, feats, affect, guidance, prev)
-        errs.append(float(relative_error(vq, vf)))
-        a, s = alpha_sigma(t)
-        estimate = a * x - s * vf
-        if reference.config.self_cond:
-            prev = estimate.clamp(-1.0, 1.0)
-        x0 = torch.where(estimate > 0, 1.0, -1.0)  # the clamping trick, as generate samples
-        eps = (x - a * x0) / s.clamp(min=1e-4)
-        a2, s2 = alpha_sigma(times[i + 1])
-        x = a2 * x0 + s2 * eps
-    return float(np.mean(errs))
+    def compare(_m, args, kwargs, output):
+        tensors = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}  # not the reference's time path
+        errors.append(float(relative_error(guided(model(*args, **tensors), settings.guidance),
+                                           guided(output, settings.guidance))))
+
+    handle = reference.register_forward_hook(compare, with_kwargs=True)
+    try:
+        roll = sample_rolls(reference, prepared(controls), stats, settings, seed, share_time_path=False)[0]
+    finally:
+        handle.remove()
+    return errors, roll
+
+
+def v_error(model, reference, controls: dict, stats: dict, steps: int, guidance: float, seed: int) -> float:
+    """Mean per-step v error of `model` against `reference` over the piece (`sample_comparing`)."""
+    errors, _ = sample_comparing(model, reference, controls, stats, DiffusionSettings(steps, guidance), seed)
+    return float(np.mean(errors))
+
+
+def prepared(controls: dict) -> dict:
+    """The controls as generate samples them: the video's bars, a structure plan made afresh."""
+    return prepare_controls(copy.deepcopy(controls), len(controls["bars"]))
 
 
 def note_set(roll) -> set:
@@ -84,8 +87,7 @@ def note_f1(a: set, b: set) -> float:
 
 def piece(model, vocab, controls: dict, settings: DiffusionSettings, seed: int):
     """(roll, tokens data as generate writes them, seconds of sampling) for one controls payload."""
-    c = extend_grid(copy.deepcopy(controls), len(controls["bars"]))
-    c = {**c, "structure": plan_structure(c)}
+    c = prepared(controls)
     started = time.perf_counter()
     roll = sample_rolls(model, c, vocab.stats, settings, seed)[0]
     seconds = time.perf_counter() - started
@@ -112,15 +114,20 @@ def piece_metrics(data: dict, vocab) -> dict:
 
 @torch.no_grad()
 def step_ms(model, window: int, n_features: int, repeats: int = 5) -> float:
-    """Median time (ms) of one guided DDIM step's model call (batch 2 × window)."""
+    """Median time (ms) of one guided DDIM step's model call (batch 2 × window), as the sampler makes it: the time
+    path (`Diffusion.modulation`) kept from the first call — `sample_rolls` computes it once per step for a whole
+    piece — unless the model's time path is step-dependent (`time_path_per_step`), which the sampler computes in
+    every first-window call."""
     x = torch.randn(2, window, CHANNELS)
     args = (x, torch.full((2,), 0.5), torch.zeros_like(x), torch.zeros(2, window), torch.zeros(2, window, n_features),
             null_affect(2))
-    model(*args)
+    slot = TimeSlot()
+    model(*args, time_slot=slot)
+    keep = {} if model.time_path_per_step() else {"time_slot": slot}
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        model(*args)
+        model(*args, **keep)
         times.append(time.perf_counter() - started)
     return 1000 * statistics.median(times)
 
@@ -137,10 +144,9 @@ def diffusion_model_metrics(loaded, controls: list[dict], vocab, size_bytes: int
             if v is not None and np.isfinite(v):
                 rows.setdefault(k, []).append(v)
         if reference is not None:
-            ref_roll, _, _ = piece(reference.model, vocab, c, settings, seed + i)
+            errors, ref_roll = sample_comparing(loaded.model, reference.model, c, vocab.stats, settings, seed + i)
             rows.setdefault("note_f1", []).append(note_f1(note_set(roll), note_set(ref_roll)))
-            rows.setdefault("v_err", []).append(v_error(loaded.model, reference.model, c, vocab.stats, steps,
-                                                        DEFAULT_GUIDANCE, seed + i))
+            rows.setdefault("v_err", []).append(float(np.mean(errors)))
     metrics = {k: float(np.mean(v)) for k, v in rows.items()}
     metrics["size_mb"] = size_bytes / 1e6
     if reference is not None and reference_size_bytes:

@@ -39,7 +39,7 @@ class CalibrationSource:
 @dataclass(frozen=True)
 class DiffusionOptions:
     """What only a diffusion checkpoint takes (v2m.quant.timestep): activation ranges, static or dynamic
-    activations, timestep groups, the calibration sampler's steps."""
+    activations, timestep groups, the calibration sampler's steps, the time path, concatenated inputs, the output layer, qalora."""
 
     ranges: str = "timestep"
     act: str = "static"
@@ -49,6 +49,8 @@ class DiffusionOptions:
     qalora_steps: int = 150
     qalora_rank: int = 8
     qalora_lr: float = 1e-5
+    concat: str = "auto"
+    output: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,8 @@ def _quantize_diffusion(model: str, output: str, config: QuantizeConfig, calibra
     dconfig = DiffusionQuantConfig(scheme=config.scheme, method=(codes or ["rtn"])[0], mixed="mixed" in parts,
                                    budget_bits=config.budget_bits, ranges=options.ranges, act=options.act,
                                    groups=options.groups, sampler_steps=options.sampler_steps,
-                                   time_path=options.time_path, qalora_steps=options.qalora_steps,
+                                   time_path=options.time_path, concat=options.concat, output=options.output,
+                                   qalora_steps=options.qalora_steps,
                                    qalora_rank=options.qalora_rank, qalora_lr=options.qalora_lr, seed=config.seed)
     dconfig.check()
     if dconfig.act == "static" and calibration is None:

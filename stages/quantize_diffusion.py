@@ -2,24 +2,30 @@
 quantization (v2m.quant.timestep).
 
 Calibration conditions come from controls (v2m.controls artifacts: `v2m encode-tokens` of the videos' rhythm, or a
-folder of them): each becomes the conditions of its first window (stages/generate/diffusion.py), and the stage runs
-the model's own DDIM sampler on them, with classifier-free guidance as `generate` does, while quant records the
-Linear inputs along the trajectory. quant never sees controls nor the sampler's code: it gets a `sample()` callable.
+folder of them): each is cut to its first CALIB_BARS bars — a first window and a continuation whose known context
+is the first window's last bars — and the stage runs generate's own piece sampler on them (stages/generate/
+diffusion.py `sample_rolls`: guidance, the scale and meter constraints, restated bars, windows), while quant
+records the Linear inputs along the trajectory. So the calibration sees what generate will feed the model, the
+known roll and its mask included (a first window alone has none: the known segment of the split roll input,
+quant/timestep.py, would get no range). quant never sees controls nor the sampler's code: it gets a `sample()`
+callable.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from v2m import artifacts, log
 from v2m.errors import V2MError
-from v2m.models.diffusion import CHANNELS, ddim_sample
 from v2m.quant.timestep import DiffusionQuantConfig, quantize_diffusion
-from v2m.stages.generate.diffusion import DEFAULT_GUIDANCE, piece_conditions
+from v2m.stages.generate.diffusion import (
+    DEFAULT_GUIDANCE,
+    DiffusionSettings,
+    prepare_controls,
+    sample_rolls,
+)
 
 
 def read_controls(source: str | Path) -> list[dict]:
@@ -43,36 +49,34 @@ def read_controls(source: str | Path) -> list[dict]:
     return out
 
 
-def calibration_conditions(controls: list[dict], model, stats: dict, samples: int):
-    """(known, mask, features, affect) of the first window of each piece, cycled up to `samples` windows."""
-    W, F = model.config.window, model.config.n_features
-    feats, affects = [], []
-    for i in range(samples):
-        features, _, affect = piece_conditions(controls[i % len(controls)], model.config.n_density, stats)
-        f = np.zeros((W, F), np.float32)
-        n = min(W, len(features))
-        f[:n] = features[:n]
-        feats.append(f)
-        affects.append(affect)
-    features = torch.as_tensor(np.stack(feats))
-    known = -torch.ones((samples, W, CHANNELS))
-    return known, torch.zeros((samples, W)), features, torch.tensor(affects, dtype=torch.long)
+CALIB_BARS = 12  # bars of a calibration piece: two windows of the shipped model (8 bars, the second 4 known)
+WINDOWS_PER_PIECE = 2
+
+
+def calibration_pieces(controls: list[dict], samples: int) -> list[tuple[dict, int]]:
+    """[(controls cut to CALIB_BARS bars with a structure plan, batch)]: `samples` windows' worth of pieces
+    (WINDOWS_PER_PIECE each), cycling over the controls; a piece drawn k times is one batch of k (different noise)."""
+    count = max(1, -(-samples // WINDOWS_PER_PIECE))
+    batches = [count // len(controls) + (i < count % len(controls)) for i in range(len(controls))]
+    return [(prepare_controls(c, min(len(c.get("bars") or []), CALIB_BARS) or None), b)
+            for c, b in zip(controls, batches) if b]
 
 
 def quantize_diffusion_model(loaded, config: DiffusionQuantConfig, calib: str, samples: int, stats: dict) -> dict:
     """Quantize `loaded.model` (a float diffusion LoadedModel) in place; returns the `quant` metadata."""
     config.check()
-    controls = read_controls(calib)
-    known, mask, features, affect = calibration_conditions(controls, loaded.model, stats, samples)
-    digest = hashlib.sha256(features.numpy().tobytes() + affect.numpy().tobytes()).hexdigest()
+    pieces = calibration_pieces(read_controls(calib), samples)
+    digest = hashlib.sha256(json.dumps([[c, b] for c, b in pieces], sort_keys=True).encode()).hexdigest()
+    settings = DiffusionSettings(steps=config.sampler_steps, guidance=DEFAULT_GUIDANCE)
 
     def sample():
-        generator = torch.Generator().manual_seed(config.seed)
-        ddim_sample(loaded.model, known, mask, features, affect, steps=config.sampler_steps,
-                    guidance=DEFAULT_GUIDANCE, generator=generator, clamp_binary=True)  # as generate samples
+        for i, (controls, batch) in enumerate(pieces):
+            sample_rolls(loaded.model, controls, stats, settings, config.seed + i, batch, share_time_path=False)
 
-    log.info(f"calibration: {samples} windows from {len(controls)} controls file(s) in {calib}, "
-             f"DDIM {config.sampler_steps} steps, guidance {DEFAULT_GUIDANCE}, sha256 {digest[:12]}")
+    log.info(f"calibration: {sum(b for _, b in pieces)} piece(s) of ≤{CALIB_BARS} bars from {calib} "
+             f"({len(pieces)} controls), DDIM {config.sampler_steps} steps, guidance {DEFAULT_GUIDANCE}, "
+             f"sha256 {digest[:12]}")
     return quantize_diffusion(loaded.model, config, sample,
-                              {"controls": str(calib), "windows": samples, "sampler_steps": config.sampler_steps,
-                               "guidance": DEFAULT_GUIDANCE, "seed": config.seed, "sha256": digest})
+                              {"controls": str(calib), "pieces": sum(b for _, b in pieces), "bars": CALIB_BARS,
+                               "sampler_steps": config.sampler_steps, "guidance": DEFAULT_GUIDANCE,
+                               "seed": config.seed, "sha256": digest})

@@ -218,8 +218,10 @@ def constraints(controls: dict, features: np.ndarray, ends: list, settings: Diff
 
 
 def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings, seed: int, samples: int = 1,
-                 progress=None) -> np.ndarray:
-    """The piece's denoised rolls [samples, steps, roles, planes, pitches] (window by window, see `windows`)."""
+                 progress=None, share_time_path: bool = True) -> np.ndarray:
+    """The piece's denoised rolls [samples, steps, roles, planes, pitches] (window by window, see `windows`).
+    `share_time_path`: each DDIM step's time path computed once for all windows (`ddim_sample`'s `time_cache`);
+    False computes it inside every model call, as a calibration that records each call's layers needs."""
     config = model.config
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -236,7 +238,7 @@ def sample_rolls(model, controls: dict, stats: dict, settings: DiffusionSettings
     affect_t = torch.tensor([affect] * samples, dtype=torch.long, device=device)
     plan = windows(bar_step, steps, W)
     allowed = constraints(controls, features, ends, settings)  # [steps, channels] or None
-    time_cache: dict = {}  # each DDIM step's time path, computed by the first window, reused by the others
+    time_cache = {} if share_time_path else None  # each DDIM step's time path, made once, reused by every window
     scale_pitches = scale_channels(scale)[:N_PITCH] if settings.scale else None  # what a varied bar's melody may use
     for index, (start, known, end) in enumerate(plan):
         n = end - start
@@ -294,6 +296,19 @@ def roll_ids(roll: np.ndarray, controls: dict, vocab) -> dict[str, list[int]]:
     return {role: role_ids(notes, r, plan, bar_step, tokens, vocab.eos) for r, role in enumerate(ROLES)}
 
 
+def prepare_controls(controls: dict, bars: int | None = None) -> dict:
+    """Controls as the sampler takes them: `bars` bars (None: the video's own; generate/plan.py `extend_grid`
+    cuts or extends the grid, and a structure planned for other bars is dropped) with a structure plan (the
+    controls' own, checked, or one planned here)."""
+    if bars is not None or not controls.get("bars"):
+        controls = extend_grid(controls, bars or len(controls.get("bars", [])))
+        controls.pop("structure", None)
+    if controls.get("structure") is not None:
+        check_structure(controls["structure"], len(controls["bars"]), bar_beats(controls))
+        return controls
+    return {**controls, "structure": plan_structure(controls)}
+
+
 def generate_diffusion(model, vocab, controls: dict, settings: DiffusionSettings, *, seed: int = 0,
                        num_samples: int = 1, bars: int | None = None, progress=None) -> dict:
     """Controls data (a v2m.controls payload) → a v2m.tokens payload whose `ids` are the melody and whose
@@ -302,13 +317,7 @@ def generate_diffusion(model, vocab, controls: dict, settings: DiffusionSettings
         raise V2MError("the controls were made with another tokenizer than the model's",
                        "re-run `v2m encode-tokens RHYTHM.json --tokenizer` with the model's tokenizer, "
                        "or generate from the rhythm artifact")
-    if bars is not None or not controls.get("bars"):
-        controls = extend_grid(controls, bars or len(controls.get("bars", [])))
-        controls.pop("structure", None)
-    if controls.get("structure") is not None:
-        check_structure(controls["structure"], len(controls["bars"]), bar_beats(controls))
-    else:
-        controls = {**controls, "structure": plan_structure(controls)}
+    controls = prepare_controls(controls, bars)
     if int(model.config.n_density) != int(vocab.stats["n_density"]):
         raise V2MError(f"the diffusion model was trained for {model.config.n_density} density classes, its "
                        f"tokenizer has {vocab.stats['n_density']}", "the checkpoint is inconsistent; retrain it")

@@ -61,8 +61,10 @@ def test_trajectory_calibration_records_several_timesteps(setup):
     assert len(quant["calibration"]["steps_recorded"]) >= 4
     ranges = [m for m in quant["activations"].values()]
     assert ranges and all(a["groups"] == 4 and a["mode"] == "static" for a in ranges)
+    assert quant["diffusion"]["output"] == ["out"] and "out" not in quant["activations"]  # float activations
     _, naive = _quantized(*setup[:2], ranges="single")
     assert naive["calibration"]["steps_recorded"] == [3] and naive["diffusion"]["time_path"] == []
+    assert naive["diffusion"]["output"] == [] and "out" in naive["activations"]
 
 
 def test_each_step_selects_its_timestep_groups_ranges(setup):
@@ -94,6 +96,41 @@ def test_w8a8_stays_close_to_float(setup):
             ref = float_model(*_inputs(float_model, t))
             out = loaded.model(*_inputs(float_model, t))
             assert float(((out - ref) ** 2).sum() / (ref ** 2).sum()) < 0.02, t
+
+
+def test_the_concatenated_roll_input_gets_a_range_per_segment(setup):
+    """Q-Diffusion's split: the roll input `inp` (noisy roll | known roll and mask) is one Linear per segment with
+    its own activation ranges. The calibration runs generate's sampler (a first window and its continuation), so
+    the known segment's ranges cover the known roll's ±1 (a first window alone has no known steps: [0, 0]) while
+    the noisy segment's noisiest group spans the noise; the naive baseline and --concat whole keep it whole."""
+    from torch import nn
+
+    from v2m.errors import V2MError
+    from v2m.quant.linear import ColumnSplitLinear, split_columns
+    from v2m.quant.timestep import TimestepQuantLinear
+
+    loaded, quant = _quantized(*setup[:2])
+    model = loaded.model
+    widths = model.concat_inputs()["inp"]
+    assert quant["splits"] == {"inp": widths} and isinstance(model.inp, ColumnSplitLinear)
+    noisy, known = model.inp.parts
+    assert isinstance(noisy, TimestepQuantLinear) and isinstance(known, TimestepQuantLinear)
+    assert noisy.bias is not None and known.bias is None  # the bias rides on the first part only
+    assert known.act_range[:, 0].max() < -0.5 and known.act_range[:, 1].min() > 0.5, known.act_range
+    assert known.act_range.abs().max() < 1.2  # the roll carries the last step's s(0) ≈ 0.013 of noise
+    assert noisy.act_range[0, 1] - noisy.act_range[0, 0] > 3.0, noisy.act_range  # t near 1: mostly noise
+    for options in ({"ranges": "single"}, {"concat": "whole"}):
+        plain, whole = _quantized(*setup[:2], **options)
+        assert "splits" not in whole and isinstance(plain.model.inp, TimestepQuantLinear), options
+    linear = nn.Linear(sum(widths), 8)
+    x = torch.randn(3, 5, sum(widths))
+    with torch.no_grad():
+        assert torch.allclose(ColumnSplitLinear.from_linear(linear, widths)(x), linear(x), atol=1e-5)
+    holder = nn.Sequential(nn.Linear(10, 4))
+    with pytest.raises(V2MError, match="does not fit"):
+        split_columns(holder, {"0": [4, 5]})
+    with pytest.raises(V2MError, match="does not fit"):
+        split_columns(holder, {"1": [10]})
 
 
 def test_mlp_gelu_is_fused_into_its_layer_on_every_kernel(setup):
@@ -157,6 +194,8 @@ def test_quantize_cli_round_trip_and_generate(setup, tmp_path):
     loaded = load_model(str(out))
     quant = loaded.meta["quant"]
     assert loaded.backend == "diffusion" and quant["scheme"] == "w4a8" and quant["diffusion"]["ranges"] == "timestep"
+    assert quant["splits"] == {"inp": loaded.model.concat_inputs()["inp"]}  # loading rebuilt the split input
+    assert len(loaded.model.inp.parts) == len(quant["splits"]["inp"])
     again = load_model(str(out))
     with torch.no_grad():
         assert torch.equal(loaded.model(*_inputs(loaded.model, 0.4)), again.model(*_inputs(again.model, 0.4)))
@@ -189,7 +228,7 @@ def test_evaluate_gates_a_quantized_diffusion_model(setup, tmp_path):
 
 def test_qalora_finetune_lowers_v_err_at_w4a8(setup):
     """EfficientDM-style LoRA fine-tune (quant/qalora.py): the training loss (the quantized layers' relative output
-    error) falls at least 2×, and the merged, RTN-quantized model's per-step v error against float on held-out steps
+    error) falls, the adapters kept lower the simulated quantized model's error over every recorded call, and the merged, RTN-quantized model's per-step v error against float on held-out steps
     of the float trajectory stays near plain RTN W4A8's (the merged adapters do not damage the model). Only that,
     within 1.5×: the debug model has one 4-bit layer (64-groups divide no other), so both v errors sit at float
     round-off (~6e-6) and which is lower depends on the CPU's kernels, torch's version and the sampler's settings
@@ -204,12 +243,13 @@ def test_qalora_finetune_lowers_v_err_at_w4a8(setup):
     model_path, controls = setup[:2]
     reference = load_model(str(model_path)).model
     rtn, _ = _quantized(model_path, controls, scheme="w4a8")
-    tuned, quant = _quantized(model_path, controls, scheme="w4a8", method="qalora", qalora_steps=80,
-                              qalora_lr=1e-3)  # the debug model learns at the old default in 80 steps
+    # the calibration's 42 calls of 2 rows (a first window and its continuation, 6 steps): at 1e-3 Adam's first
+    # steps raise the error more than 80 steps win back (kept step 0); 1e-4 lowers it (1.83e-6 → 1.66e-6 on the dev box)
+    tuned, quant = _quantized(model_path, controls, scheme="w4a8", method="qalora", qalora_steps=80, qalora_lr=1e-4)
     assert quant["method"] == "qalora+rtn+timestep"
-    assert quant["qalora"]["loss_end"] < 0.5 * quant["qalora"]["loss_start"], quant["qalora"]
-    record = quant["qalora"]  # the adapters kept lower the error over every recorded call (or none are kept)
-    assert record["recorded_error_after"] <= record["recorded_error_before"] and record["kept_step"] > 0, record
+    record = quant["qalora"]
+    assert record["loss_end"] < record["loss_start"], record
+    assert record["recorded_error_after"] < record["recorded_error_before"] and record["kept_step"] > 0, record
     payload, stats = read_controls(controls)[0], load_tokenizer().stats
     errors = [v_error(m.model, reference, payload, stats, 6, 2.0, seed=5) for m in (rtn, tuned)]
     assert errors[1] < 1.5 * errors[0], errors
@@ -230,7 +270,8 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_at_w8a8(setup):
     reference = load_model(str(model_path)).model
     plain, _ = _quantized(model_path, controls, scheme="w4a8")
     assert {n: m.scheme.bits for n, m in quant_linears(plain.model).items()}["blocks.0.mlp.2"] == 4
-    assert quant_linears(plain.model)["inp"].scheme.bits == 8  # 64 does not divide its width
+    split = [m for n, m in quant_linears(plain.model).items() if n.startswith("inp.parts.")]  # split (Q-Diffusion)
+    assert len(split) == 2 and all(layer.scheme.bits == 8 for layer in split)  # 64 divides neither width
     mixed, quant = _quantized(model_path, controls, scheme="w4a8", mixed=True, budget_bits=9.0)
     record = quant["mixed"]
     assert quant["method"] == "mixed+rtn+timestep" and record["w8a8_layers"] == ["blocks.0.mlp.2"]
