@@ -5,11 +5,13 @@ and controls JSON (no media, no ffmpeg, no FluidSynth), and finishes in well und
     . scripts/device_env.sh; python3 bench/diffusion_gpu.py
 
 (options: --model presets/diffusion.safetensors --controls bench/data/decode_controls_20s.json --schemes w8a8,w4a8
---method rtn --steps 10 --repeats 30 --device cuda; `--device cpu --no-bf16` runs the same table on the CPU.)
+--method rtn --steps 10 --repeats 30 --piece-repeats 5 --ranges timestep --device cuda; `--device cpu --no-bf16`
+runs the same table on the CPU; `--ranges timestep,timestep+whole+out-scheme` adds the layout without the split roll
+input and with the output layer quantized, as bench/diffusion_ptq.py names variants.)
 
 What it does: quantizes the float preset on the CPU with `v2m quantize`'s code path (stages/quantize.py:
 trajectory calibration on 4 controls variants of bench/diffusion_ptq.py, ranges per timestep group with the clip
-search, time path apart), loads every checkpoint on the device with kernels `auto` (on a GPU: each layer races
+search, time path and output layer apart, the roll input split), loads every checkpoint on the device with kernels `auto` (on a GPU: each layer races
 its capable kernels and the dequantized bf16 matmul, quant/kernels.py measured_choice) and then, alternating
 between the models round by round so that clock and load changes hit all alike:
 
@@ -17,7 +19,7 @@ between the models round by round so that clock and load changes hit all alike:
   of `--repeats` rounds — as the first window of a piece makes it (time path computed) and as every later window
   makes it (the step's time path kept from the first window: models/diffusion.py `TimeSlot`);
 - piece: `sample_rolls` (stages/generate/diffusion.py: every window of the controls' piece, `--steps` DDIM steps,
-  the default guidance), wall time to the roll on the host, median of 3 rounds;
+  the default guidance), wall time to the roll on the host, median of `--piece-repeats` rounds;
 - note F1 of the piece vs the float32 model's from the same seed and noise (a check that the timed model samples
   the same music; the quality table is bench/diffusion_ptq.py's).
 
@@ -130,6 +132,9 @@ def main() -> None:
     ap.add_argument("--method", default="rtn", help="weights: rtn or gptq")
     ap.add_argument("--steps", type=int, default=10, help="DDIM steps of the piece (generate's default)")
     ap.add_argument("--repeats", type=int, default=30, help="rounds of the per-step timing")
+    ap.add_argument("--piece-repeats", type=int, default=5, help="rounds of the whole-piece timing")
+    ap.add_argument("--ranges", default="timestep", help="comma-separated quantization variants per scheme, as "
+                    "bench/diffusion_ptq.py takes them (e.g. timestep,timestep+whole+out-scheme)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--no-bf16", action="store_true", help="leave out the bf16 autocast row (slow on a CPU)")
     ap.add_argument("--json", default=None)
@@ -137,7 +142,7 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("no CUDA device here: run it on the GPU machine, or pass --device cpu")
 
-    from diffusion_ptq import variants, write_controls
+    from diffusion_ptq import range_options, variants, write_controls
 
     import v2m.quant  # noqa: F401  (registers the quantized-checkpoint loader)
     from v2m.checkpoint import stored_bytes
@@ -160,13 +165,13 @@ def main() -> None:
     if not args.no_bf16:
         models["bf16"] = SimpleNamespace(**{**vars(floaded), "model": Autocast(floaded.model, args.device)})
         sizes["bf16"] = sizes["float32"]
-    for scheme in args.schemes.split(","):
-        out = work / f"{scheme}.safetensors"
+    for scheme, spec in [(s, r) for s in args.schemes.split(",") for r in args.ranges.split(",")]:
+        out = work / f"{scheme}-{spec}.safetensors"
         started = time.perf_counter()
         quantize_checkpoint(args.model, str(out), QuantizeConfig(scheme=scheme, method=args.method),
                             CalibrationSource(str(calib), samples=8),
-                            diffusion=DiffusionOptions(ranges="timestep", sampler_steps=10))
-        name = f"{scheme} timestep ({args.method})"
+                            diffusion=DiffusionOptions(sampler_steps=10, **range_options(spec)))
+        name = f"{scheme} {spec} ({args.method})"
         models[name] = load_model(str(out), device=args.device)
         sizes[name] = stored_bytes(out)
         print(f"{name}: quantized in {time.perf_counter() - started:.1f} s on the CPU", flush=True)
@@ -195,7 +200,7 @@ def main() -> None:
             step[name].append(time_step(loaded.model, inputs, args.device, dtypes[name]))
             reused[name].append(time_step(loaded.model, inputs, args.device, dtypes[name], slots[name]))
     piece, f1, reference = {name: [] for name in models}, {}, None
-    for r in range(3):
+    for r in range(args.piece_repeats):
         for name, loaded in models.items():
             roll, seconds = sample_piece(loaded.model, controls, stats, settings, 0, args.device)
             piece[name].append(seconds)
@@ -208,7 +213,8 @@ def main() -> None:
     secs = {name: statistics.median(v) for name, v in piece.items()}
     print(f"\n{Path(args.controls).name}: {len(controls['bars'])} bars, DDIM {args.steps} steps, guidance {settings.guidance:g}; step = one guided model "
           f"call (batch 2 × {models['float32'].config.window}), median of {args.repeats}, with the time path computed "
-          f"(a piece's first window) and reused (every later window); piece = sample_rolls, median of 3; models "
+          f"(a piece's first window) and reused (every later window); piece = sample_rolls, median of "
+          f"{args.piece_repeats}; models "
           f"alternated round by round")
     bases = ["float32"] + (["bf16"] if "bf16" in models else [])
     ratios = lambda values, name: " | ".join(f"{values[b] / values[name]:.2f}×" for b in bases)  # noqa: E731
