@@ -9,8 +9,9 @@
 #   V2M=v2m   SWEEP=examples/sweep.toml
 # The diffusion backend (issue 21), when DIFFUSION=model.safetensors and CONTROLS=controls.json|folder/ are set:
 # timestep-aware W8A8, W4A8 and W4A8 + LoRA fine-tune (--method qalora) rows against the float diffusion model
-# from the same seeds, gated on the v-prediction error and note F1 (GATE_SCALE=-100 makes those gates fail: a
-# test of the failure path).
+# from the same seeds, gated on the v-prediction error and note F1 (the shipped model, calibrated on 4 other
+# controls and scored on 8 synthetic videos: v_err 0.0027 / 0.0037, note F1 0.989 / 0.984 at W8A8 / W4A8;
+# GATE_SCALE=-100 makes those gates fail: a test of the failure path).
 set -uo pipefail
 
 if [ $# -lt 2 ]; then
@@ -33,7 +34,7 @@ if [ -n "${DIFFUSION:-}" ] && [ -n "${CONTROLS:-}" ]; then
   GATE_SCALE=${GATE_SCALE:-1}
   echo "| diffusion row | gate | result |"
   echo "|---|---|---|"
-  for config in "w8a8|rtn|0.01|0.9" "w4a8|rtn|0.05|0.8" "w4a8|qalora|0.05|0.8"; do
+  for config in "w8a8|rtn|0.005|0.95" "w4a8|rtn|0.01|0.9" "w4a8|qalora|0.01|0.9"; do
     IFS='|' read -r scheme method verr f1 <<<"$config"
     name="diffusion-$scheme-$method-timestep"
     if ! "$V2M" quantize "$DIFFUSION" -o "$OUT/$name.safetensors" --scheme "$scheme" --method "$method" \
