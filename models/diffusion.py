@@ -415,6 +415,15 @@ def scale_channels(pitch_classes) -> torch.Tensor:
     return allowed.repeat(len(ROLES) * PLANES)
 
 
+def guide(v: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance of a model call's output: batch [conditional; unconditional] mixed with weight
+    `guidance`; at 1 (no guidance) the call is conditional only and `v` is returned as is."""
+    if guidance == 1.0:
+        return v
+    v_c, v_u = v.chunk(2)
+    return v_u + guidance * (v_c - v_u)
+
+
 @torch.no_grad()
 def ddim_sample(model: Diffusion, known, mask, features, affect, *, steps: int, guidance: float,
                 generator: torch.Generator, allowed: torch.Tensor | None = None,
@@ -458,8 +467,7 @@ def ddim_sample(model: Diffusion, known, mask, features, affect, *, steps: int, 
         if prev is not None:
             extra["x0_prev"] = torch.cat([prev, prev]) if guided else prev
         if guided:
-            v_c, v_u = model(torch.cat([x, x]), torch.cat([tt, tt]), known2, mask2, features2, affect2, **extra).chunk(2)
-            v = v_u + guidance * (v_c - v_u)
+            v = guide(model(torch.cat([x, x]), torch.cat([tt, tt]), known2, mask2, features2, affect2, **extra), guidance)
         else:
             v = model(x, tt, known, mask, features, affect, **extra)
         x0 = raw = (a * x - s * v).clamp(-1.0, 1.0)

@@ -218,7 +218,10 @@ class ColumnSplitLinear(nn.Module):
 
 def split_columns(model: nn.Module, splits: dict) -> None:
     """Replace each nn.Linear named in `splits` ({name: segment widths}, e.g. a checkpoint's `quant.splits`) by a
-    ColumnSplitLinear of those widths; widths that do not cover the layer's input exactly are a V2MError."""
+    ColumnSplitLinear of those widths; anything but a mapping, or widths that do not cover the layer's input
+    exactly, is a V2MError."""
+    if not isinstance(splits, dict):
+        raise V2MError("the column splits are not a mapping of layer → widths")
     for name, widths in splits.items():
         try:
             linear = model.get_submodule(name)

@@ -55,8 +55,6 @@ def prepare_skeleton(model: nn.Module, quant: dict) -> nn.Module:
     if quant.get("rotate"):
         prepare_rotated_skeleton(model)
     if quant.get("splits"):  # concatenated inputs quantized per segment (quant/timestep.py)
-        if not isinstance(quant["splits"], dict):
-            raise V2MError("the checkpoint's column splits are not a mapping of layer → widths")
         split_columns(model, quant["splits"])
     return model
 

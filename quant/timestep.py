@@ -83,6 +83,11 @@ class DiffusionQuantConfig:
     budget_bits: float = 5.0   # mixed: average stored bits per weight of the layers it allocates
     seed: int = 0
 
+    def chosen(self, value: str, on: str) -> bool:
+        """Whether a per-part option (time_path, output, concat) is `on`: set so, or `auto` with trajectory or
+        timestep ranges (the naive `single` baseline treats every part alike)."""
+        return value == on or (value == "auto" and self.ranges != "single")
+
     def check(self) -> None:
         if self.scheme not in DIFFUSION_SCHEMES:
             raise V2MError(f"scheme '{self.scheme}' is not one of the diffusion schemes",
@@ -399,17 +404,17 @@ def _apart(model: nn.Module, config: DiffusionQuantConfig) -> tuple[dict, set]:
     """(every target Linear, the names kept apart: int8 weights, float activations — the time path and the output
     layer, unless the config puts them at the scheme)."""
     layers = targets(model)
-    keep = {"time path": config.time_path, "output": config.output}
-    keep = {k for k, v in keep.items() if v == "apart" or (v == "auto" and config.ranges != "single")}
-    return layers, {n for n in layers if ("time path" in keep and time_path(n)) or ("output" in keep and output_layer(n))}
+    time, output = config.chosen(config.time_path, "apart"), config.chosen(config.output, "apart")
+    return layers, {n for n in layers if (time and time_path(n)) or (output and output_layer(n))}
 
 
 def concat_splits(model: nn.Module, config: DiffusionQuantConfig) -> dict[str, list[int]]:
     """The concatenated inputs to quantize per segment ({layer: widths}): what the model declares
     (`concat_inputs()`), unless `concat` is whole (or auto with the naive single-step ranges)."""
-    whole = config.concat == "whole" or (config.concat == "auto" and config.ranges == "single")
     declared = getattr(model, "concat_inputs", None)
-    return {} if whole or declared is None else {n: list(w) for n, w in declared().items()}
+    if declared is None or not config.chosen(config.concat, "split"):
+        return {}
+    return {n: list(w) for n, w in declared().items()}
 
 
 def finetune_qalora(model: nn.Module, config: DiffusionQuantConfig, sample) -> dict:

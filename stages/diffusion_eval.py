@@ -27,19 +27,11 @@ import torch
 
 from v2m import artifacts, log
 from v2m.errors import V2MError
-from v2m.models.diffusion import CHANNELS, TimeSlot, null_affect, roll_to_notes
+from v2m.models.diffusion import CHANNELS, TimeSlot, guide, null_affect, roll_to_notes
 from v2m.quant.qalora import relative_error
 from v2m.stages.generate.diffusion import DEFAULT_GUIDANCE, DiffusionSettings, prepare_controls, roll_ids, sample_rolls
 
 STATS = ("pitch_class_entropy", "scale_consistency", "groove_consistency", "polyphony")
-
-
-def guided(v: torch.Tensor, guidance: float) -> torch.Tensor:
-    """The guided prediction from a model call of `ddim_sample` (batch [conditional; unconditional] when guided)."""
-    if guidance == 1.0:
-        return v
-    v_c, v_u = v.chunk(2)
-    return v_u + guidance * (v_c - v_u)
 
 
 @torch.no_grad()
@@ -53,8 +45,8 @@ def sample_comparing(model, reference, controls: dict, stats: dict, settings: Di
 
     def compare(_m, args, kwargs, output):
         tensors = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}  # not the reference's time path
-        errors.append(float(relative_error(guided(model(*args, **tensors), settings.guidance),
-                                           guided(output, settings.guidance))))
+        errors.append(float(relative_error(guide(model(*args, **tensors), settings.guidance),
+                                           guide(output, settings.guidance))))
 
     handle = reference.register_forward_hook(compare, with_kwargs=True)
     try:

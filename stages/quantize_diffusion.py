@@ -73,10 +73,11 @@ def quantize_diffusion_model(loaded, config: DiffusionQuantConfig, calib: str, s
         for i, (controls, batch) in enumerate(pieces):
             sample_rolls(loaded.model, controls, stats, settings, config.seed + i, batch, share_time_path=False)
 
-    log.info(f"calibration: {sum(b for _, b in pieces)} piece(s) of ≤{CALIB_BARS} bars from {calib} "
+    count = sum(batch for _, batch in pieces)
+    log.info(f"calibration: {count} piece(s) of ≤{CALIB_BARS} bars from {calib} "
              f"({len(pieces)} controls), DDIM {config.sampler_steps} steps, guidance {DEFAULT_GUIDANCE}, "
              f"sha256 {digest[:12]}")
     return quantize_diffusion(loaded.model, config, sample,
-                              {"controls": str(calib), "pieces": sum(b for _, b in pieces), "bars": CALIB_BARS,
+                              {"controls": str(calib), "pieces": count, "bars": CALIB_BARS,
                                "sampler_steps": config.sampler_steps, "guidance": DEFAULT_GUIDANCE,
                                "seed": config.seed, "sha256": digest})
